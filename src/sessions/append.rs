@@ -1,0 +1,116 @@
+//! Appends. Seqs are assigned under the session's write lock and the batch is
+//! applied before the lock is released, so commit order is seq order and a
+//! session's seqs are exactly `1..=last_seq` however many clients append.
+
+use std::time::SystemTime;
+
+use crate::store::MAX_SEQ;
+use crate::store::schema::{State, StoredEntry};
+
+use super::handle::{SessionHandle, lease_deadline};
+use super::{SessionError, SessionManager};
+
+/// One `Append`: entries (input seqs are ignored) and its preconditions.
+#[derive(Debug, Clone, Default)]
+pub struct AppendBatch {
+    pub session_id: String,
+    pub entries: Vec<StoredEntry>,
+    /// Store only if the session's `last_seq` equals this.
+    pub expected_last_seq: Option<u64>,
+    /// A retry of a stored batch id stores nothing and returns its seqs.
+    pub batch_id: Option<String>,
+}
+
+/// Where a batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The batch id was stored before; nothing new was stored.
+    pub duplicate: bool,
+}
+
+impl SessionManager {
+    /// Stores `batch` atomically under seqs `last_seq + 1 ..`, or finds it
+    /// stored already under its batch id. Returns once the batch is as
+    /// durable as the fsync policy promises (on disk, under `always`).
+    pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, SessionError> {
+        let handle = self.handle(&batch.session_id)?;
+        let outcome = self.apply(&handle, batch).await?;
+        // A duplicate waits too: its original may still be on its way to disk.
+        self.inner.durability.wait_durable().await?;
+        Ok(outcome)
+    }
+
+    async fn apply(&self, handle: &SessionHandle, batch: AppendBatch) -> Result<AppendOutcome, SessionError> {
+        let AppendBatch {
+            mut entries,
+            expected_last_seq,
+            batch_id,
+            ..
+        } = batch;
+        let _writing = handle.write_lock.lock().await;
+        let (log, counters, state) = {
+            let current = handle.state();
+            if current.deleted {
+                return Err(handle.not_found());
+            }
+            (current.log.clone(), current.counters.clone(), current.record.state())
+        };
+        let log = match log {
+            Some(log) => log,
+            None => self.store().open_log(&handle.id)?,
+        };
+        if let Some(batch_id) = &batch_id {
+            if let Some(stored) = log.find_batch(batch_id)? {
+                return Ok(AppendOutcome {
+                    first_seq: stored.first_seq,
+                    last_seq: stored.last_seq,
+                    duplicate: true,
+                });
+            }
+        }
+        if state != State::Active {
+            return Err(SessionError::Ended {
+                session_id: handle.id.clone(),
+            });
+        }
+        if let Some(expected) = expected_last_seq {
+            if expected != counters.last_seq {
+                return Err(SessionError::SeqMismatch {
+                    session_id: handle.id.clone(),
+                    expected,
+                    actual: counters.last_seq,
+                });
+            }
+        }
+        let first_seq = counters.last_seq + 1;
+        let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        let last_seq = checked_last_seq(handle, counters.last_seq, count)?;
+        let now = SystemTime::now();
+        for (seq, entry) in (first_seq..=last_seq).zip(entries.iter_mut()) {
+            entry.seq = seq;
+            entry.timestamp.get_or_insert_with(|| now.into());
+        }
+        let next = log.append(&counters, &entries, batch_id.as_deref())?;
+        let mut current = handle.state();
+        current.counters = next;
+        current.lease_expires_at = lease_deadline(&current.record, now);
+        Ok(AppendOutcome {
+            first_seq,
+            last_seq,
+            duplicate: false,
+        })
+    }
+}
+
+/// The last seq after `count` more entries, if it stays within `MAX_SEQ`.
+pub(super) fn checked_last_seq(handle: &SessionHandle, last_seq: u64, count: u64) -> Result<u64, SessionError> {
+    last_seq
+        .checked_add(count)
+        .filter(|last| *last <= MAX_SEQ)
+        .ok_or_else(|| SessionError::SeqsExhausted {
+            session_id: handle.id.clone(),
+            max_seq: MAX_SEQ,
+        })
+}

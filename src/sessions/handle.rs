@@ -1,0 +1,122 @@
+//! One session in memory: its record, its log counters and the lock that is
+//! the session's single serialization point. Every change to the session
+//! (append, update, end, delete) holds `write_lock`, so seqs are assigned in
+//! commit order and are contiguous. Readers never take it: they copy a
+//! snapshot and read the store up to the snapshot's `last_seq`, which is only
+//! raised after a batch is fully applied, so no reader sees half a batch.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::store::schema::{LogCounters, State, StoredSession};
+use crate::store::{LogTree, Store};
+
+use super::SessionError;
+
+/// A session's in-memory state. No entries are kept here.
+#[derive(Debug)]
+pub(crate) struct SessionHandle {
+    pub(crate) id: String,
+    /// The serialization point for every write to this session.
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    state: Mutex<HandleState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct HandleState {
+    pub(crate) record: StoredSession,
+    pub(crate) counters: LogCounters,
+    /// Open while active; opened on demand for ended sessions.
+    pub(crate) log: Option<LogTree>,
+    pub(crate) deleted: bool,
+    pub(crate) lease_expires_at: Option<SystemTime>,
+}
+
+/// A consistent copy of what a session looks like now.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub record: StoredSession,
+    pub counters: LogCounters,
+    pub lease_expires_at: Option<SystemTime>,
+}
+
+impl SessionView {
+    pub fn is_active(&self) -> bool {
+        self.record.state() == State::Active
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(record: StoredSession, counters: LogCounters, log: Option<LogTree>) -> Self {
+        let lease_expires_at = lease_deadline(&record, SystemTime::now());
+        Self {
+            id: record.id.clone(),
+            write_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(HandleState {
+                record,
+                counters,
+                log,
+                deleted: false,
+                lease_expires_at,
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, HandleState> {
+        // The state is only ever replaced whole, so a panic elsewhere cannot
+        // leave it half-written; keep serving it.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A copy of the session as it is now, or `NotFound` once deleted.
+    pub(crate) fn view(&self) -> Result<SessionView, SessionError> {
+        let state = self.state();
+        if state.deleted {
+            return Err(self.not_found());
+        }
+        Ok(SessionView {
+            record: state.record.clone(),
+            counters: state.counters.clone(),
+            lease_expires_at: state.lease_expires_at,
+        })
+    }
+
+    /// The session's log tree, opening it for an ended session.
+    pub(crate) async fn log(&self, store: &Store) -> Result<LogTree, SessionError> {
+        if let Some(log) = self.open_log_if_loaded()? {
+            return Ok(log);
+        }
+        // Only writers open trees, so a delete cannot race a re-open.
+        let _writing = self.write_lock.lock().await;
+        if let Some(log) = self.open_log_if_loaded()? {
+            return Ok(log);
+        }
+        let log = store.open_log(&self.id)?;
+        self.state().log = Some(log.clone());
+        Ok(log)
+    }
+
+    fn open_log_if_loaded(&self) -> Result<Option<LogTree>, SessionError> {
+        let state = self.state();
+        if state.deleted {
+            return Err(self.not_found());
+        }
+        Ok(state.log.clone())
+    }
+
+    pub(crate) fn not_found(&self) -> SessionError {
+        SessionError::NotFound {
+            session_id: self.id.clone(),
+        }
+    }
+}
+
+/// When the lease of `record` ends if renewed at `now`; `None` without one.
+pub(crate) fn lease_deadline(record: &StoredSession, now: SystemTime) -> Option<SystemTime> {
+    if record.state() != State::Active {
+        return None;
+    }
+    let ttl = record.lease_ttl.as_ref()?;
+    let ttl = std::time::Duration::try_from(*ttl).ok()?;
+    (!ttl.is_zero()).then(|| now + ttl)
+}

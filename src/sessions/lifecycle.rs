@@ -1,0 +1,236 @@
+//! Session lifecycle: start, update, heartbeat, end, delete. Each change
+//! holds the session's write lock, so it is ordered with the session's
+//! appends; start and delete also hold the manager's lifecycle lock, so a
+//! session id is never created and dropped at the same moment.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prost_types::value::Kind;
+use prost_types::{Struct, Timestamp};
+
+use crate::store::schema::{Level, LogCounters, State, StoredEntry, StoredSession};
+
+use super::append::checked_last_seq;
+use super::handle::{SessionHandle, lease_deadline};
+use super::{SessionError, SessionManager, SessionView, blocking};
+
+/// The logger of the synthetic entry that ends a session.
+pub const END_LOGGER: &str = "sessions";
+/// The reason recorded when a forced delete ends an active session.
+pub const DELETED_REASON: &str = "deleted";
+
+impl SessionManager {
+    /// Creates an active session from `draft` (its id, when empty, is
+    /// generated). Time and state fields of `draft` are ignored.
+    pub async fn start(&self, draft: StoredSession) -> Result<SessionView, SessionError> {
+        let now = Timestamp::from(SystemTime::now());
+        let id = if draft.id.is_empty() {
+            self.inner.ids.next_id()
+        } else {
+            draft.id.clone()
+        };
+        let record = StoredSession {
+            id,
+            created_at: Some(now),
+            updated_at: Some(now),
+            ended_at: None,
+            state: State::Active.into(),
+            end_reason: String::new(),
+            final_counters: None,
+            ..draft
+        };
+        let handle = {
+            let _lifecycle = self.inner.lifecycle_lock.lock().await;
+            let Some(log) = self.store().create_session(&record)? else {
+                return Err(SessionError::AlreadyExists {
+                    session_id: record.id,
+                });
+            };
+            let handle = Arc::new(SessionHandle::new(record, LogCounters::default(), Some(log)));
+            self.sessions_write().insert(handle.id.clone(), handle.clone());
+            handle
+        };
+        self.inner.durability.wait_durable().await?;
+        handle.view()
+    }
+
+    /// Merges `metadata`'s top-level keys into the session's; a key set to
+    /// null is removed. Ended sessions can be annotated too.
+    pub async fn update(&self, session_id: &str, metadata: Option<Struct>) -> Result<SessionView, SessionError> {
+        let handle = self.handle(session_id)?;
+        {
+            let _writing = handle.write_lock.lock().await;
+            let mut record = handle.view()?.record;
+            if let Some(update) = metadata {
+                merge_metadata(record.metadata.get_or_insert_with(Struct::default), update);
+            }
+            record.updated_at = Some(SystemTime::now().into());
+            self.store().put_session(&record)?;
+            handle.state().record = record;
+        }
+        self.inner.durability.wait_durable().await?;
+        handle.view()
+    }
+
+    /// Renews the session's lease; returns when it now expires (`None`
+    /// for a session without a lease).
+    pub fn heartbeat(&self, session_id: &str) -> Result<Option<SystemTime>, SessionError> {
+        let handle = self.handle(session_id)?;
+        let mut state = handle.state();
+        if state.deleted {
+            return Err(handle.not_found());
+        }
+        if state.record.state() != State::Active {
+            return Err(SessionError::Ended {
+                session_id: handle.id.clone(),
+            });
+        }
+        state.lease_expires_at = lease_deadline(&state.record, SystemTime::now());
+        Ok(state.lease_expires_at)
+    }
+
+    /// Ends an active session: appends the synthetic end entry and records
+    /// the reason, atomically.
+    pub async fn end(&self, session_id: &str, reason: &str) -> Result<SessionView, SessionError> {
+        let handle = self.handle(session_id)?;
+        {
+            let _writing = handle.write_lock.lock().await;
+            self.end_locked(&handle, reason)?;
+        }
+        self.inner.durability.wait_durable().await?;
+        handle.view()
+    }
+
+    /// Removes a session and its log. An active one is ended first when
+    /// `force`, and refused otherwise.
+    pub async fn delete(&self, session_id: &str, force: bool) -> Result<(), SessionError> {
+        let handle = self.handle(session_id)?;
+        {
+            let _lifecycle = self.inner.lifecycle_lock.lock().await;
+            let _writing = handle.write_lock.lock().await;
+            if handle.view()?.is_active() {
+                if !force {
+                    return Err(SessionError::Active {
+                        session_id: handle.id.clone(),
+                    });
+                }
+                self.end_locked(&handle, DELETED_REASON)?;
+            }
+            let store = self.store().clone();
+            let id = handle.id.clone();
+            blocking(move || Ok(store.delete_session(&id)?)).await?;
+            let mut state = handle.state();
+            state.deleted = true;
+            state.log = None;
+            drop(state);
+            let mut sessions = self.sessions_write();
+            if sessions.get(session_id).is_some_and(|current| Arc::ptr_eq(current, &handle)) {
+                sessions.remove(session_id);
+            }
+        }
+        self.inner.durability.wait_durable().await
+            .map_err(SessionError::from)
+    }
+
+    /// Ends `handle`'s session; the caller holds its write lock.
+    fn end_locked(&self, handle: &SessionHandle, reason: &str) -> Result<(), SessionError> {
+        let view = handle.view()?;
+        if !view.is_active() {
+            return Err(SessionError::Ended {
+                session_id: handle.id.clone(),
+            });
+        }
+        let seq = checked_last_seq(handle, view.counters.last_seq, 1)?;
+        let now = SystemTime::now();
+        let entry = end_entry(seq, reason, now);
+        let mut record = view.record;
+        record.state = State::Ended.into();
+        record.ended_at = Some(now.into());
+        record.updated_at = Some(now.into());
+        record.end_reason = reason.to_owned();
+        let log = match handle.state().log.clone() {
+            Some(log) => log,
+            None => self.store().open_log(&handle.id)?,
+        };
+        let counters = self.store().end_session(&log, &mut record, &view.counters, &entry)?;
+        let mut state = handle.state();
+        state.record = record;
+        state.counters = counters;
+        state.lease_expires_at = None;
+        Ok(())
+    }
+}
+
+/// The entry that marks a session's end.
+fn end_entry(seq: u64, reason: &str, now: SystemTime) -> StoredEntry {
+    let message = if reason.is_empty() {
+        "Session ended".to_owned()
+    } else {
+        format!("Session ended: {reason}")
+    };
+    StoredEntry {
+        seq,
+        timestamp: Some(now.into()),
+        level: Level::Info.into(),
+        logger: END_LOGGER.to_owned(),
+        message,
+        ..StoredEntry::default()
+    }
+}
+
+/// Merges top-level keys of `update` into `metadata`; null removes a key.
+fn merge_metadata(metadata: &mut Struct, update: Struct) {
+    for (key, value) in update.fields {
+        if matches!(value.kind, None | Some(Kind::NullValue(_))) {
+            metadata.fields.remove(&key);
+        } else {
+            metadata.fields.insert(key, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Value;
+
+    fn string(text: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(text.to_owned())),
+        }
+    }
+
+    #[test]
+    fn merge_sets_replaces_and_removes_top_level_keys() {
+        let mut metadata = Struct::default();
+        metadata.fields.insert("keep".into(), string("1"));
+        metadata.fields.insert("replace".into(), string("old"));
+        metadata.fields.insert("drop".into(), string("x"));
+        let mut update = Struct::default();
+        update.fields.insert("replace".into(), string("new"));
+        update.fields.insert("add".into(), string("2"));
+        update.fields.insert(
+            "drop".into(),
+            Value {
+                kind: Some(Kind::NullValue(0)),
+            },
+        );
+        merge_metadata(&mut metadata, update);
+        assert_eq!(metadata.fields.get("keep"), Some(&string("1")));
+        assert_eq!(metadata.fields.get("replace"), Some(&string("new")));
+        assert_eq!(metadata.fields.get("add"), Some(&string("2")));
+        assert!(!metadata.fields.contains_key("drop"));
+    }
+
+    #[test]
+    fn end_entry_names_its_reason() {
+        let now = SystemTime::now();
+        assert_eq!(end_entry(1, "", now).message, "Session ended");
+        let entry = end_entry(7, "exit code 0", now);
+        assert_eq!(entry.message, "Session ended: exit code 0");
+        assert_eq!(entry.logger, END_LOGGER);
+        assert_eq!(entry.level(), Level::Info);
+        assert_eq!(entry.seq, 7);
+    }
+}

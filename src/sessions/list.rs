@@ -1,0 +1,79 @@
+//! Listing sessions: filtered, in id order (generated ids sort by creation
+//! time), paged by the last id returned. A session that exists for the
+//! whole paging is seen exactly once, whatever starts meanwhile.
+
+use std::ops::Bound;
+
+use crate::store::schema::State;
+
+use super::{SessionManager, SessionView};
+
+/// Sessions per page when the request names no size.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest page; larger requests are clamped.
+pub const MAX_PAGE_SIZE: usize = 1_000;
+
+/// One `ListSessions`. Empty strings do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `None` lists every state.
+    pub state: Option<State>,
+    pub app_name: String,
+    pub job_id: String,
+    pub parent_session_id: String,
+    /// 0 means `DEFAULT_PAGE_SIZE`.
+    pub page_size: u32,
+    /// Continue after this id (from the previous page).
+    pub after_id: Option<String>,
+}
+
+/// A page of sessions.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub sessions: Vec<SessionView>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_after_id: Option<String>,
+}
+
+impl ListQuery {
+    fn matches(&self, view: &SessionView) -> bool {
+        let record = &view.record;
+        self.state.is_none_or(|state| record.state() == state)
+            && (self.app_name.is_empty() || record.app_name == self.app_name)
+            && (self.job_id.is_empty() || record.job_id == self.job_id)
+            && (self.parent_session_id.is_empty() || record.parent_session_id == self.parent_session_id)
+    }
+}
+
+impl SessionManager {
+    /// One page of the sessions that match `query`.
+    pub fn list(&self, query: &ListQuery) -> ListPage {
+        let page_size = match usize::try_from(query.page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(size) => size.min(MAX_PAGE_SIZE),
+            Err(_) => MAX_PAGE_SIZE,
+        };
+        let start = match &query.after_id {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Unbounded,
+        };
+        let sessions = self.sessions_read();
+        let mut page = Vec::with_capacity(page_size);
+        let mut next_after_id = None;
+        let matching = sessions
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, handle)| handle.view().ok())
+            .filter(|view| query.matches(view));
+        for view in matching {
+            if page.len() == page_size {
+                next_after_id = page.last().map(|last: &SessionView| last.record.id.clone());
+                break;
+            }
+            page.push(view);
+        }
+        ListPage {
+            sessions: page,
+            next_after_id,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The rules: session lifecycle, seq assignment, dedupe and reads, on top of
+//! the store. Holds one `SessionHandle` per session (no log entries in
+//! memory). Never sees protobuf API types; the API layer converts.
+
+mod append;
+mod filter;
+mod handle;
+pub mod ids;
+mod lifecycle;
+mod list;
+mod read;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::store::durability::Durability;
+use crate::store::{Store, StoreError};
+
+pub use append::{AppendBatch, AppendOutcome};
+pub use filter::EntryFilter;
+pub use handle::SessionView;
+use handle::SessionHandle;
+pub use lifecycle::{DELETED_REASON, END_LOGGER};
+pub use list::{DEFAULT_PAGE_SIZE, ListPage, ListQuery, MAX_PAGE_SIZE};
+pub use read::{DEFAULT_READ_LIMIT, MAX_READ_LIMIT, MAX_SCANNED_PER_READ, ReadPage, ReadQuery};
+
+/// What a request can run into, named after the situation.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session `{session_id}` does not exist")]
+    NotFound { session_id: String },
+    #[error("session `{session_id}` already exists")]
+    AlreadyExists { session_id: String },
+    #[error("session `{session_id}` has ended")]
+    Ended { session_id: String },
+    #[error("session `{session_id}` is active; end it first or delete with `force`")]
+    Active { session_id: String },
+    #[error("session `{session_id}` has last_seq {actual}, not the expected {expected}")]
+    SeqMismatch {
+        session_id: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("session `{session_id}` cannot take more entries: its seqs would pass {max_seq}")]
+    SeqsExhausted { session_id: String, max_seq: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a storage task failed: {detail}")]
+    TaskFailed { detail: String },
+}
+
+/// The sessions of one store, and every operation on them.
+#[derive(Debug, Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    durability: Durability,
+    ids: ids::IdGenerator,
+    /// Held by start and delete, so an id's tree is never created while it
+    /// is being dropped.
+    lifecycle_lock: tokio::sync::Mutex<()>,
+    /// Ordered by id, which is also the paging order of `list`.
+    sessions: RwLock<BTreeMap<String, Arc<SessionHandle>>>,
+}
+
+impl SessionManager {
+    /// Loads every stored session. Sessions active at shutdown stay active.
+    /// Blocking (reads the store).
+    pub fn load(store: Store, durability: Durability) -> Result<Self, SessionError> {
+        let mut sessions = BTreeMap::new();
+        for loaded in store.load_sessions()? {
+            let handle = SessionHandle::new(loaded.record, loaded.counters, loaded.log);
+            sessions.insert(handle.id.clone(), Arc::new(handle));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                durability,
+                ids: ids::IdGenerator::default(),
+                lifecycle_lock: tokio::sync::Mutex::new(()),
+                sessions: RwLock::new(sessions),
+            }),
+        })
+    }
+
+    /// One session, active or ended.
+    pub fn get(&self, session_id: &str) -> Result<SessionView, SessionError> {
+        self.handle(session_id)?.view()
+    }
+
+    /// How many sessions are stored.
+    pub fn session_count(&self) -> usize {
+        self.sessions_read().len()
+    }
+
+    fn handle(&self, session_id: &str) -> Result<Arc<SessionHandle>, SessionError> {
+        self.sessions_read()
+            .get(session_id)
+            .cloned()
+            .ok_or_else(|| SessionError::NotFound {
+                session_id: session_id.to_owned(),
+            })
+    }
+
+    fn sessions_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<SessionHandle>>> {
+        // Writers only insert or remove whole handles: a poisoned map is
+        // still consistent.
+        self.inner
+            .sessions
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn sessions_write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<SessionHandle>>> {
+        self.inner
+            .sessions
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
+) -> Result<T, SessionError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| SessionError::TaskFailed {
+            detail: join.to_string(),
+        })?
+}

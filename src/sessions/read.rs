@@ -1,0 +1,100 @@
+//! Reads: a page of entries after a cursor, or the last N. Reads go to the
+//! store (no log is cached in memory) and stop at the session's committed
+//! `last_seq`, so a reader never sees part of a batch being applied.
+
+use crate::store::schema::{State, StoredEntry};
+use crate::store::{LogTree, decode_entry};
+
+use super::filter::EntryFilter;
+use super::{SessionError, SessionManager, blocking};
+
+/// Entries per page when the request names no limit.
+pub const DEFAULT_READ_LIMIT: usize = 1_000;
+/// The most entries one page returns; larger limits are clamped.
+pub const MAX_READ_LIMIT: usize = 10_000;
+/// The most entries one read examines, so a filter that matches little
+/// cannot make one call scan a whole large log; the cursor says where to
+/// go on.
+pub const MAX_SCANNED_PER_READ: usize = 100_000;
+
+/// One `Read`.
+#[derive(Debug, Clone, Default)]
+pub struct ReadQuery {
+    pub session_id: String,
+    /// Exclusive: entries with `seq > after_seq`.
+    pub after_seq: u64,
+    /// 0 means `DEFAULT_READ_LIMIT`.
+    pub limit: u32,
+    /// When > 0, the last `tail` matching entries instead of the first.
+    pub tail: u32,
+    pub filter: EntryFilter,
+}
+
+/// A page of entries.
+#[derive(Debug, Clone)]
+pub struct ReadPage {
+    pub entries: Vec<StoredEntry>,
+    /// The next `after_seq`: past every entry examined, kept or not.
+    pub next_cursor: u64,
+    pub last_seq: u64,
+    pub state: State,
+}
+
+impl SessionManager {
+    /// A page of entries with `seq > after_seq` in seq order, or the last
+    /// `tail` of them.
+    pub async fn read(&self, query: ReadQuery) -> Result<ReadPage, SessionError> {
+        let handle = self.handle(&query.session_id)?;
+        let log = handle.log(self.store()).await?;
+        let view = handle.view()?;
+        let through_seq = view.counters.last_seq;
+        let (entries, next_cursor) = blocking(move || scan_page(&log, &query, through_seq)).await?;
+        Ok(ReadPage {
+            entries,
+            next_cursor,
+            last_seq: through_seq,
+            state: view.record.state(),
+        })
+    }
+}
+
+fn scan_page(log: &LogTree, query: &ReadQuery, through_seq: u64) -> Result<(Vec<StoredEntry>, u64), SessionError> {
+    let end_cursor = query.after_seq.max(through_seq);
+    let scan = log.scan(query.after_seq, through_seq);
+    if query.tail > 0 {
+        let wanted = clamp_limit(query.tail);
+        let mut entries = Vec::new();
+        for item in scan.rev().take(MAX_SCANNED_PER_READ) {
+            let entry = decode_entry(&item?.1)?;
+            if query.filter.matches(&entry) {
+                entries.push(entry);
+                if entries.len() == wanted {
+                    break;
+                }
+            }
+        }
+        entries.reverse();
+        return Ok((entries, end_cursor));
+    }
+    let limit = clamp_limit(query.limit);
+    let mut entries = Vec::new();
+    for (scanned, item) in scan.enumerate() {
+        let (seq, bytes) = item?;
+        let entry = decode_entry(&bytes)?;
+        if query.filter.matches(&entry) {
+            entries.push(entry);
+        }
+        if entries.len() == limit || scanned + 1 == MAX_SCANNED_PER_READ {
+            return Ok((entries, seq));
+        }
+    }
+    Ok((entries, end_cursor))
+}
+
+fn clamp_limit(requested: u32) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) => DEFAULT_READ_LIMIT,
+        Ok(limit) => limit.min(MAX_READ_LIMIT),
+        Err(_) => MAX_READ_LIMIT,
+    }
+}

@@ -1,0 +1,200 @@
+//! The sled store: one database in the data dir, a `sessions` tree of
+//! session records, and one tree per session for its log (`log/<id>`).
+//! Nothing else gets a tree: sled keeps every tree in its meta page.
+//! This layer knows sled and the storage schema, never tonic or the API.
+
+pub mod durability;
+mod keys;
+mod log;
+pub mod schema;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use prost::Message;
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+pub use keys::MAX_SEQ;
+pub use log::{DEDUPE_WINDOW, LogTree, RawEntry, decode_entry};
+use schema::{LogCounters, State, StoredEntry, StoredSession};
+
+const SESSIONS_TREE: &str = "sessions";
+const LOG_TREE_PREFIX: &str = "log/";
+
+/// What can go wrong below the rules: the disk, or what is on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage i/o failed: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("the store is corrupt: {detail}")]
+    Corrupt { detail: String },
+    #[error("the storage engine failed: {0}")]
+    Engine(#[source] sled::Error),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(err: sled::Error) -> Self {
+        match err {
+            sled::Error::Io(io) => Self::Io(io),
+            sled::Error::Corruption { at, .. } => Self::Corrupt {
+                detail: format!("sled found corruption at {at:?}"),
+            },
+            other => Self::Engine(other),
+        }
+    }
+}
+
+/// Where and how to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+/// A session as found on disk at start-up.
+#[derive(Debug)]
+pub struct LoadedSession {
+    pub record: StoredSession,
+    pub counters: LogCounters,
+    /// Open for active sessions; ended ones open theirs when read.
+    pub log: Option<LogTree>,
+}
+
+/// The open database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    sessions: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates, owner-only) the database at `options.path`.
+    /// Blocking: call from `spawn_blocking` or before the runtime is busy.
+    pub fn open(options: &StoreOptions) -> Result<Self, StoreError> {
+        create_private_dir(&options.path).map_err(StoreError::Io)?;
+        let db = sled::Config::new()
+            .path(&options.path)
+            .cache_capacity(options.cache_bytes)
+            // Flushing is ours to schedule (see `durability`): sled's own
+            // background flusher adds tail latency and no guarantee.
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let sessions = db.open_tree(SESSIONS_TREE)?;
+        Ok(Self { db, sessions })
+    }
+
+    /// Every stored session with its counters. Also drops log trees left
+    /// without a record by a crash during delete.
+    pub fn load_sessions(&self) -> Result<Vec<LoadedSession>, StoreError> {
+        let mut loaded = Vec::new();
+        let mut ids = HashSet::new();
+        for item in self.sessions.iter() {
+            let (_, bytes) = item?;
+            let record: StoredSession = log::decode(&bytes, "session record")?;
+            let (counters, log) = if record.state() == State::Ended {
+                (record.final_counters.clone().unwrap_or_default(), None)
+            } else {
+                let log = self.open_log(&record.id)?;
+                (log.counters()?, Some(log))
+            };
+            ids.insert(record.id.clone());
+            loaded.push(LoadedSession { record, counters, log });
+        }
+        for name in self.db.tree_names() {
+            let Some(id) = name.strip_prefix(LOG_TREE_PREFIX.as_bytes()) else {
+                continue;
+            };
+            if !ids.contains(String::from_utf8_lossy(id).as_ref()) {
+                tracing::info!(tree = %String::from_utf8_lossy(&name), "dropping the log of a deleted session");
+                self.db.drop_tree(&name)?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Stores a new session's record and opens its log, or returns `None`
+    /// when a session with this id already exists.
+    pub fn create_session(&self, record: &StoredSession) -> Result<Option<LogTree>, StoreError> {
+        let created = self.sessions.compare_and_swap(
+            record.id.as_bytes(),
+            None::<&[u8]>,
+            Some(record.encode_to_vec()),
+        )?;
+        if created.is_err() {
+            return Ok(None);
+        }
+        self.open_log(&record.id).map(Some)
+    }
+
+    /// Replaces a session's record.
+    pub fn put_session(&self, record: &StoredSession) -> Result<(), StoreError> {
+        self.sessions
+            .insert(record.id.as_bytes(), record.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// The log tree of a session.
+    pub fn open_log(&self, session_id: &str) -> Result<LogTree, StoreError> {
+        let tree = self.db.open_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+        Ok(LogTree::new(tree))
+    }
+
+    /// Appends the end entry and stores the ended record (with the final
+    /// counters) in one transaction: a crash leaves the session either
+    /// active without the entry or ended with it.
+    pub fn end_session(
+        &self,
+        log: &LogTree,
+        record: &mut StoredSession,
+        counters: &LogCounters,
+        end_entry: &StoredEntry,
+    ) -> Result<LogCounters, StoreError> {
+        let (batch, next) = log.prepare(counters, std::slice::from_ref(end_entry), None)?;
+        record.final_counters = Some(next.clone());
+        let record_bytes = record.encode_to_vec();
+        (&self.sessions, log.tree())
+            .transaction(|(sessions, log)| {
+                log.apply_batch(&batch)?;
+                sessions.insert(record.id.as_bytes(), record_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|err| match err {
+                sled::transaction::TransactionError::Storage(err) => StoreError::from(err),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+                    detail: "the end-session transaction aborted".to_owned(),
+                },
+            })?;
+        Ok(next)
+    }
+
+    /// Removes a session's record, then its log. A crash in between leaves
+    /// an orphan log that `load_sessions` drops; never a record without log.
+    pub fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
+        self.sessions.remove(session_id.as_bytes())?;
+        self.db
+            .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+        Ok(())
+    }
+
+    /// Writes every dirty buffer and fsyncs. Blocking.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes sled occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
