@@ -14,6 +14,10 @@
 //! - [`config`]: `serve` settings; [`units`]: durations and sizes.
 //! - [`client`], [`cli`]: the Rust client and the command line.
 
+pub mod api;
+pub mod config;
 pub mod pb;
+pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod units;

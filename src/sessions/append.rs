@@ -42,7 +42,11 @@ impl SessionManager {
         Ok(outcome)
     }
 
-    async fn apply(&self, handle: &SessionHandle, batch: AppendBatch) -> Result<AppendOutcome, SessionError> {
+    async fn apply(
+        &self,
+        handle: &SessionHandle,
+        batch: AppendBatch,
+    ) -> Result<AppendOutcome, SessionError> {
         let AppendBatch {
             mut entries,
             expected_last_seq,
@@ -55,7 +59,11 @@ impl SessionManager {
             if current.deleted {
                 return Err(handle.not_found());
             }
-            (current.log.clone(), current.counters.clone(), current.record.state())
+            (
+                current.log.clone(),
+                current.counters.clone(),
+                current.record.state(),
+            )
         };
         let log = match log {
             Some(log) => log,
@@ -105,7 +113,11 @@ impl SessionManager {
 }
 
 /// The last seq after `count` more entries, if it stays within `MAX_SEQ`.
-pub(super) fn checked_last_seq(handle: &SessionHandle, last_seq: u64, count: u64) -> Result<u64, SessionError> {
+pub(super) fn checked_last_seq(
+    handle: &SessionHandle,
+    last_seq: u64,
+    count: u64,
+) -> Result<u64, SessionError> {
     last_seq
         .checked_add(count)
         .filter(|last| *last <= MAX_SEQ)

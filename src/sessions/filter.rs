@@ -16,7 +16,9 @@ pub struct EntryFilter {
 impl EntryFilter {
     /// Whether the filter keeps every entry (and need not decode any).
     pub fn is_empty(&self) -> bool {
-        self.min_level == Level::Unspecified && self.logger_prefixes.is_empty() && self.contains.is_empty()
+        self.min_level == Level::Unspecified
+            && self.logger_prefixes.is_empty()
+            && self.contains.is_empty()
     }
 
     /// Whether `entry` passes.

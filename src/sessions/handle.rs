@@ -65,7 +65,9 @@ impl SessionHandle {
     pub(crate) fn state(&self) -> MutexGuard<'_, HandleState> {
         // The state is only ever replaced whole, so a panic elsewhere cannot
         // leave it half-written; keep serving it.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// A copy of the session as it is now, or `NotFound` once deleted.

@@ -24,7 +24,10 @@ pub struct IdGenerator {
 impl IdGenerator {
     /// A new id, greater than every id this generator made before.
     pub fn next_id(&self) -> String {
-        let mut ulids = self.ulids.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut ulids = self
+            .ulids
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         // Overflow needs 2^80 ids in one millisecond; fall back to a fresh
         // random ULID, still unique.
         let id = ulids

@@ -47,8 +47,13 @@ impl SessionManager {
                     session_id: record.id,
                 });
             };
-            let handle = Arc::new(SessionHandle::new(record, LogCounters::default(), Some(log)));
-            self.sessions_write().insert(handle.id.clone(), handle.clone());
+            let handle = Arc::new(SessionHandle::new(
+                record,
+                LogCounters::default(),
+                Some(log),
+            ));
+            self.sessions_write()
+                .insert(handle.id.clone(), handle.clone());
             handle
         };
         self.inner.durability.wait_durable().await?;
@@ -57,7 +62,11 @@ impl SessionManager {
 
     /// Merges `metadata`'s top-level keys into the session's; a key set to
     /// null is removed. Ended sessions can be annotated too.
-    pub async fn update(&self, session_id: &str, metadata: Option<Struct>) -> Result<SessionView, SessionError> {
+    pub async fn update(
+        &self,
+        session_id: &str,
+        metadata: Option<Struct>,
+    ) -> Result<SessionView, SessionError> {
         let handle = self.handle(session_id)?;
         {
             let _writing = handle.write_lock.lock().await;
@@ -125,11 +134,17 @@ impl SessionManager {
             state.log = None;
             drop(state);
             let mut sessions = self.sessions_write();
-            if sessions.get(session_id).is_some_and(|current| Arc::ptr_eq(current, &handle)) {
+            if sessions
+                .get(session_id)
+                .is_some_and(|current| Arc::ptr_eq(current, &handle))
+            {
                 sessions.remove(session_id);
             }
         }
-        self.inner.durability.wait_durable().await
+        self.inner
+            .durability
+            .wait_durable()
+            .await
             .map_err(SessionError::from)
     }
 
@@ -153,7 +168,9 @@ impl SessionManager {
             Some(log) => log,
             None => self.store().open_log(&handle.id)?,
         };
-        let counters = self.store().end_session(&log, &mut record, &view.counters, &entry)?;
+        let counters = self
+            .store()
+            .end_session(&log, &mut record, &view.counters, &entry)?;
         let mut state = handle.state();
         state.record = record;
         state.counters = counters;

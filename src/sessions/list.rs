@@ -41,7 +41,8 @@ impl ListQuery {
         self.state.is_none_or(|state| record.state() == state)
             && (self.app_name.is_empty() || record.app_name == self.app_name)
             && (self.job_id.is_empty() || record.job_id == self.job_id)
-            && (self.parent_session_id.is_empty() || record.parent_session_id == self.parent_session_id)
+            && (self.parent_session_id.is_empty()
+                || record.parent_session_id == self.parent_session_id)
     }
 }
 

@@ -18,8 +18,8 @@ use crate::store::{Store, StoreError};
 
 pub use append::{AppendBatch, AppendOutcome};
 pub use filter::EntryFilter;
-pub use handle::SessionView;
 use handle::SessionHandle;
+pub use handle::SessionView;
 pub use lifecycle::{DELETED_REASON, END_LOGGER};
 pub use list::{DEFAULT_PAGE_SIZE, ListPage, ListQuery, MAX_PAGE_SIZE};
 pub use read::{DEFAULT_READ_LIMIT, MAX_READ_LIMIT, MAX_SCANNED_PER_READ, ReadPage, ReadQuery};

@@ -58,7 +58,11 @@ impl SessionManager {
     }
 }
 
-fn scan_page(log: &LogTree, query: &ReadQuery, through_seq: u64) -> Result<(Vec<StoredEntry>, u64), SessionError> {
+fn scan_page(
+    log: &LogTree,
+    query: &ReadQuery,
+    through_seq: u64,
+) -> Result<(Vec<StoredEntry>, u64), SessionError> {
     let end_cursor = query.after_seq.max(through_seq);
     let scan = log.scan(query.after_seq, through_seq);
     if query.tail > 0 {

@@ -70,7 +70,9 @@ impl Durability {
         };
         let (done_tx, done_rx) = oneshot::channel();
         let flushed = match waiters_tx.send(done_tx) {
-            Ok(()) => done_rx.await.unwrap_or(Err("the flusher stopped".to_owned())),
+            Ok(()) => done_rx
+                .await
+                .unwrap_or(Err("the flusher stopped".to_owned())),
             Err(_) => Err("the flusher stopped".to_owned()),
         };
         flushed.map_err(|detail| StoreError::Io(std::io::Error::other(detail)))
@@ -106,7 +108,11 @@ impl Flusher {
 
     /// One flush per group of waiters: whoever queued while a flush ran
     /// shares the next one.
-    async fn group_commit(self, mut waiters_rx: mpsc::UnboundedReceiver<Waiter>, stop: CancellationToken) {
+    async fn group_commit(
+        self,
+        mut waiters_rx: mpsc::UnboundedReceiver<Waiter>,
+        stop: CancellationToken,
+    ) {
         loop {
             let first = tokio::select! {
                 waiter = waiters_rx.recv() => waiter,

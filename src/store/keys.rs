@@ -79,7 +79,9 @@ mod tests {
         let inside = batch_order_key(u64::MAX);
         assert!(range.start.as_slice() <= inside.as_slice());
         assert!(inside.as_slice() < range.end.as_slice());
-        assert!(!(range.start.as_slice() <= batch_key(b"x").as_slice()
-            && batch_key(b"x").as_slice() < range.end.as_slice()));
+        assert!(
+            !(range.start.as_slice() <= batch_key(b"x").as_slice()
+                && batch_key(b"x").as_slice() < range.end.as_slice())
+        );
     }
 }

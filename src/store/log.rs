@@ -116,10 +116,12 @@ impl LogTree {
         let first = after_seq.saturating_add(1).min(keys::MAX_SEQ);
         let last = through_seq.min(keys::MAX_SEQ);
         let range = if first <= last {
-            self.tree.range(keys::entry_key(first)..=keys::entry_key(last))
+            self.tree
+                .range(keys::entry_key(first)..=keys::entry_key(last))
         } else {
             // An empty range: sled rejects start > end.
-            self.tree.range(keys::entry_key(first)..keys::entry_key(first))
+            self.tree
+                .range(keys::entry_key(first)..keys::entry_key(first))
         };
         range.map(|item| {
             let (key, value) = item?;
@@ -132,7 +134,11 @@ impl LogTree {
 
     /// The seq of the oldest stored entry, if any.
     pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.scan(0, keys::MAX_SEQ).next().transpose()?.map(|(seq, _)| seq))
+        Ok(self
+            .scan(0, keys::MAX_SEQ)
+            .next()
+            .transpose()?
+            .map(|(seq, _)| seq))
     }
 }
 

@@ -101,7 +101,11 @@ impl Store {
                 (log.counters()?, Some(log))
             };
             ids.insert(record.id.clone());
-            loaded.push(LoadedSession { record, counters, log });
+            loaded.push(LoadedSession {
+                record,
+                counters,
+                log,
+            });
         }
         for name in self.db.tree_names() {
             let Some(id) = name.strip_prefix(LOG_TREE_PREFIX.as_bytes()) else {
@@ -138,7 +142,9 @@ impl Store {
 
     /// The log tree of a session.
     pub fn open_log(&self, session_id: &str) -> Result<LogTree, StoreError> {
-        let tree = self.db.open_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+        let tree = self
+            .db
+            .open_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
         Ok(LogTree::new(tree))
     }
 

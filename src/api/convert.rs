@@ -1,0 +1,325 @@
+//! pb ⇄ domain conversions, and input validation: a request that passes
+//! here is well-formed for the rules. Field numbers of `LogEntry` and
+//! `StoredEntry` are equal, so entries move across field by field.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::pb;
+use crate::sessions::ids::is_valid_id;
+use crate::sessions::{AppendBatch, EntryFilter, ListQuery, ReadQuery, SessionView};
+use crate::store::schema::{Level, State, StoredEntry, StoredSession};
+
+/// The most entries one `Append` may carry.
+pub const MAX_BATCH_ENTRIES: usize = 10_000;
+/// The longest `batch_id`, in bytes.
+pub const MAX_BATCH_ID_LEN: usize = 128;
+const TRACE_ID_LEN: usize = 16;
+const SPAN_ID_LEN: usize = 8;
+const PAGE_TOKEN_PREFIX: &str = "s1.";
+
+/// A request the server refuses before doing any work.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("`{field}` {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("`{field}` is over the limit: {reason}")]
+    OverLimit { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> RequestError {
+    RequestError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A required session id.
+pub(super) fn session_id(id: &str) -> Result<&str, RequestError> {
+    if id.is_empty() {
+        return Err(invalid("session_id", "is required"));
+    }
+    optional_id("session_id", id)?;
+    Ok(id)
+}
+
+fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
+    if id.is_empty() || is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(field, "must match [A-Za-z0-9._:-]{1,128}"))
+    }
+}
+
+pub(super) fn new_session(request: pb::StartSessionRequest) -> Result<StoredSession, RequestError> {
+    optional_id("session_id", &request.session_id)?;
+    optional_id("parent_session_id", &request.parent_session_id)?;
+    if let Some(ttl) = &request.lease_ttl {
+        if std::time::Duration::try_from(*ttl).is_err() {
+            return Err(invalid(
+                "lease_ttl",
+                "must be a non-negative, normalized duration",
+            ));
+        }
+    }
+    Ok(StoredSession {
+        id: request.session_id,
+        app_name: request.app_name,
+        mode: request.mode,
+        platform: request.platform,
+        client_pid: request.client_pid,
+        parent_session_id: request.parent_session_id,
+        job_id: request.job_id,
+        metadata: request.metadata,
+        lease_ttl: request.lease_ttl,
+        ..StoredSession::default()
+    })
+}
+
+pub(super) fn append_batch(request: pb::AppendRequest) -> Result<AppendBatch, RequestError> {
+    session_id(&request.session_id)?;
+    if request.entries.is_empty() {
+        return Err(invalid(
+            "entries",
+            "is empty; a batch needs at least one entry",
+        ));
+    }
+    if request.entries.len() > MAX_BATCH_ENTRIES {
+        return Err(RequestError::OverLimit {
+            field: "entries",
+            reason: format!(
+                "{} entries, at most {MAX_BATCH_ENTRIES} per batch",
+                request.entries.len()
+            ),
+        });
+    }
+    if request.batch_id.len() > MAX_BATCH_ID_LEN {
+        return Err(RequestError::OverLimit {
+            field: "batch_id",
+            reason: format!(
+                "{} bytes, at most {MAX_BATCH_ID_LEN}",
+                request.batch_id.len()
+            ),
+        });
+    }
+    let entries = request
+        .entries
+        .into_iter()
+        .map(stored_entry)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AppendBatch {
+        session_id: request.session_id,
+        entries,
+        expected_last_seq: request.expected_last_seq,
+        batch_id: Some(request.batch_id).filter(|id| !id.is_empty()),
+    })
+}
+
+fn stored_entry(entry: pb::LogEntry) -> Result<StoredEntry, RequestError> {
+    let level = level(entry.level, "entries.level")?;
+    if let Some(timestamp) = &entry.timestamp {
+        if SystemTime::try_from(*timestamp).is_err()
+            || !(0..1_000_000_000).contains(&timestamp.nanos)
+        {
+            return Err(invalid("entries.timestamp", "is not a valid timestamp"));
+        }
+    }
+    if !matches!(entry.trace_id.len(), 0 | TRACE_ID_LEN) {
+        return Err(invalid(
+            "entries.trace_id",
+            format!("must be empty or {TRACE_ID_LEN} bytes"),
+        ));
+    }
+    if !matches!(entry.span_id.len(), 0 | SPAN_ID_LEN) {
+        return Err(invalid(
+            "entries.span_id",
+            format!("must be empty or {SPAN_ID_LEN} bytes"),
+        ));
+    }
+    Ok(StoredEntry {
+        seq: 0,
+        timestamp: entry.timestamp,
+        level: level.into(),
+        logger: entry.logger,
+        message: entry.message,
+        format: entry.format,
+        fields: entry.fields,
+        trace_id: entry.trace_id,
+        span_id: entry.span_id,
+    })
+}
+
+fn level(value: i32, field: &'static str) -> Result<Level, RequestError> {
+    Level::try_from(value).map_err(|_| invalid(field, format!("{value} is not a level (0 to 6)")))
+}
+
+pub(super) fn filter(filter: Option<pb::LogFilter>) -> Result<EntryFilter, RequestError> {
+    let Some(filter) = filter else {
+        return Ok(EntryFilter::default());
+    };
+    Ok(EntryFilter {
+        min_level: level(filter.min_level, "filter.min_level")?,
+        logger_prefixes: filter.logger_prefixes,
+        contains: filter.contains,
+    })
+}
+
+pub(super) fn read_query(request: pb::ReadRequest) -> Result<ReadQuery, RequestError> {
+    session_id(&request.session_id)?;
+    Ok(ReadQuery {
+        filter: filter(request.filter)?,
+        session_id: request.session_id,
+        after_seq: request.after_seq,
+        limit: request.limit,
+        tail: request.tail,
+    })
+}
+
+pub(super) fn list_query(request: pb::ListSessionsRequest) -> Result<ListQuery, RequestError> {
+    optional_id("parent_session_id", &request.parent_session_id)?;
+    Ok(ListQuery {
+        state: state_filter(request.state, "state")?,
+        app_name: request.app_name,
+        job_id: request.job_id,
+        parent_session_id: request.parent_session_id,
+        page_size: request.page_size,
+        after_id: decode_page_token(&request.page_token)?,
+    })
+}
+
+/// `UNSPECIFIED` means every state.
+pub(super) fn state_filter(value: i32, field: &'static str) -> Result<Option<State>, RequestError> {
+    match pb::SessionState::try_from(value) {
+        Ok(pb::SessionState::Unspecified) => Ok(None),
+        Ok(pb::SessionState::Active) => Ok(Some(State::Active)),
+        Ok(pb::SessionState::Ended) => Ok(Some(State::Ended)),
+        Err(_) => Err(invalid(field, format!("{value} is not a session state"))),
+    }
+}
+
+pub(super) fn encode_page_token(after_id: &str) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(after_id))
+}
+
+fn decode_page_token(token: &str) -> Result<Option<String>, RequestError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let not_ours = || {
+        invalid(
+            "page_token",
+            "is not a token this server issued; pass `next_page_token` unchanged",
+        )
+    };
+    let encoded = token.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(not_ours)?;
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| not_ours())?;
+    let id = String::from_utf8(bytes).map_err(|_| not_ours())?;
+    if !is_valid_id(&id) {
+        return Err(not_ours());
+    }
+    Ok(Some(id))
+}
+
+pub(super) fn session(view: SessionView) -> pb::Session {
+    let SessionView {
+        record, counters, ..
+    } = view;
+    pb::Session {
+        state: record.state,
+        id: record.id,
+        app_name: record.app_name,
+        mode: record.mode,
+        platform: record.platform,
+        client_pid: record.client_pid,
+        parent_session_id: record.parent_session_id,
+        job_id: record.job_id,
+        metadata: record.metadata,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        ended_at: record.ended_at,
+        end_reason: record.end_reason,
+        last_seq: counters.last_seq,
+        entry_count: counters.entry_count,
+        size_bytes: counters.size_bytes,
+        lease_ttl: record.lease_ttl,
+    }
+}
+
+pub(super) fn log_entry(entry: StoredEntry) -> pb::LogEntry {
+    pb::LogEntry {
+        seq: entry.seq,
+        timestamp: entry.timestamp,
+        level: entry.level,
+        logger: entry.logger,
+        message: entry.message,
+        format: entry.format,
+        fields: entry.fields,
+        trace_id: entry.trace_id,
+        span_id: entry.span_id,
+    }
+}
+
+pub(super) fn session_state(state: State) -> pb::SessionState {
+    match state {
+        State::Unspecified => pb::SessionState::Unspecified,
+        State::Active => pb::SessionState::Active,
+        State::Ended => pb::SessionState::Ended,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn stored_entries_decode_as_log_entries() {
+        let stored = StoredEntry {
+            seq: 9,
+            timestamp: Some(SystemTime::UNIX_EPOCH.into()),
+            level: Level::Warn.into(),
+            logger: "net".into(),
+            message: "slow".into(),
+            format: "slow {ms}".into(),
+            fields: Some(prost_types::Struct::default()),
+            trace_id: vec![1; TRACE_ID_LEN],
+            span_id: vec![2; SPAN_ID_LEN],
+        };
+        let wire = pb::LogEntry::decode(stored.encode_to_vec().as_slice()).expect("same schema");
+        assert_eq!(wire, log_entry(stored));
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_foreign_ones_are_refused() {
+        let token = encode_page_token("01HZY:a.b");
+        assert_eq!(
+            decode_page_token(&token).expect("ours"),
+            Some("01HZY:a.b".to_owned())
+        );
+        assert_eq!(decode_page_token("").expect("empty"), None);
+        assert!(decode_page_token("garbage").is_err());
+        assert!(decode_page_token("s1.%%%").is_err());
+    }
+
+    #[test]
+    fn malformed_entries_are_refused() {
+        let batch = |entry: pb::LogEntry| pb::AppendRequest {
+            session_id: "s".into(),
+            entries: vec![entry],
+            ..pb::AppendRequest::default()
+        };
+        let bad_level = pb::LogEntry {
+            level: 42,
+            ..pb::LogEntry::default()
+        };
+        let bad_trace = pb::LogEntry {
+            trace_id: vec![0; 3],
+            ..pb::LogEntry::default()
+        };
+        assert!(append_batch(batch(bad_level)).is_err());
+        assert!(append_batch(batch(bad_trace)).is_err());
+        assert!(append_batch(batch(pb::LogEntry::default())).is_ok());
+    }
+}

@@ -1,0 +1,192 @@
+//! `sessionlog.v1.SessionLog`: each handler converts the request, calls the
+//! rules, and converts the answer back.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pb::{self, session_log_server::SessionLog};
+use crate::sessions::SessionManager;
+
+use super::convert;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The gRPC service over a `SessionManager`.
+#[derive(Debug, Clone)]
+pub struct SessionLogService {
+    sessions: SessionManager,
+}
+
+impl SessionLogService {
+    pub fn new(sessions: SessionManager) -> Self {
+        Self { sessions }
+    }
+}
+
+async fn append(
+    sessions: &SessionManager,
+    request: pb::AppendRequest,
+) -> Result<pb::AppendResponse, Status> {
+    let outcome = sessions.append(convert::append_batch(request)?).await?;
+    Ok(pb::AppendResponse {
+        first_seq: outcome.first_seq,
+        last_seq: outcome.last_seq,
+        duplicate: outcome.duplicate,
+    })
+}
+
+#[tonic::async_trait]
+impl SessionLog for SessionLogService {
+    async fn start_session(
+        &self,
+        request: Request<pb::StartSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let draft = convert::new_session(request.into_inner())?;
+        let view = self.sessions.start(draft).await?;
+        Ok(Response::new(convert::session(view)))
+    }
+
+    async fn update_session(
+        &self,
+        request: Request<pb::UpdateSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let request = request.into_inner();
+        let id = convert::session_id(&request.session_id)?;
+        let view = self.sessions.update(id, request.metadata).await?;
+        Ok(Response::new(convert::session(view)))
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let request = request.into_inner();
+        let id = convert::session_id(&request.session_id)?;
+        let view = self.sessions.end(id, &request.reason).await?;
+        Ok(Response::new(convert::session(view)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let expires_at = self
+            .sessions
+            .heartbeat(convert::session_id(&request.session_id)?)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            lease_expires_at: expires_at.map(Into::into),
+        }))
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let request = request.into_inner();
+        let view = self
+            .sessions
+            .get(convert::session_id(&request.session_id)?)?;
+        Ok(Response::new(convert::session(view)))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let page = self
+            .sessions
+            .list(&convert::list_query(request.into_inner())?);
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: page.sessions.into_iter().map(convert::session).collect(),
+            next_page_token: page
+                .next_after_id
+                .map(|id| convert::encode_page_token(&id))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_session(
+        &self,
+        request: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::session_id(&request.session_id)?;
+        self.sessions.delete(id, request.force).await?;
+        Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        append(&self.sessions, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendStreamStream = ResponseStream<pb::AppendResponse>;
+
+    /// Requests are handled one at a time, in order; the first failure ends
+    /// the stream with its status (earlier batches stay stored).
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let inbound = request.into_inner();
+        let sessions = self.sessions.clone();
+        let responses = futures::stream::unfold(Some(inbound), move |inbound| {
+            let sessions = sessions.clone();
+            async move {
+                let mut inbound = inbound?;
+                let result = match inbound.next().await? {
+                    Ok(request) => append(&sessions, request).await,
+                    Err(status) => Err(status),
+                };
+                let inbound = result.is_ok().then_some(inbound);
+                Some((result, inbound))
+            }
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let page = self
+            .sessions
+            .read(convert::read_query(request.into_inner())?)
+            .await?;
+        Ok(Response::new(pb::ReadResponse {
+            entries: page.entries.into_iter().map(convert::log_entry).collect(),
+            next_cursor: page.next_cursor,
+            last_seq: page.last_seq,
+            state: convert::session_state(page.state).into(),
+        }))
+    }
+
+    type FollowStream = ResponseStream<pb::FollowResponse>;
+
+    async fn follow(
+        &self,
+        _request: Request<pb::FollowRequest>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        Err(Status::unimplemented(
+            "`Follow` arrives with the follow issue",
+        ))
+    }
+
+    type WatchSessionsStream = ResponseStream<pb::SessionEvent>;
+
+    async fn watch_sessions(
+        &self,
+        _request: Request<pb::WatchSessionsRequest>,
+    ) -> Result<Response<Self::WatchSessionsStream>, Status> {
+        Err(Status::unimplemented(
+            "`WatchSessions` arrives with the follow issue",
+        ))
+    }
+}

@@ -1,0 +1,142 @@
+//! `sessionlog serve` settings. Every flag can also be set from the
+//! environment as `SESSIONLOG_<FLAG>`; the doc comments are the `--help`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::store::StoreOptions;
+use crate::store::durability::FsyncPolicy;
+use crate::units::{parse_duration, parse_size};
+
+/// Flags of `sessionlog serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Where to listen: TCP `host:port`, or `unix:/path/to.sock`. Repeatable;
+    /// the environment variable takes a comma-separated list.
+    #[arg(
+        long,
+        env = "SESSIONLOG_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: Vec<ListenAddr>,
+
+    /// The sled database directory (created owner-only when missing).
+    #[arg(long, env = "SESSIONLOG_DATA_DIR", default_value = "./sessionlog-data")]
+    pub data_dir: PathBuf,
+
+    /// When appends reach the disk: `always` (Append returns after its batch
+    /// is flushed; concurrent appends share one flush), `interval` (flushed
+    /// every --flush-interval) or `never` (left to sled and the OS).
+    #[arg(long, env = "SESSIONLOG_FSYNC", value_enum, default_value_t = FsyncMode::Interval)]
+    pub fsync: FsyncMode,
+
+    /// The flush period for `--fsync interval`.
+    #[arg(long, env = "SESSIONLOG_FLUSH_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// sled's page cache size.
+    #[arg(long, env = "SESSIONLOG_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    /// How long open streams may drain after SIGTERM or SIGINT.
+    #[arg(long, env = "SESSIONLOG_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// The server's own log format on stderr (`RUST_LOG` filters it).
+    #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            path: self.data_dir.clone(),
+            cache_bytes: self.cache_size,
+        }
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        match self.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => FsyncPolicy::Interval(self.flush_interval),
+            FsyncMode::Never => FsyncPolicy::Never,
+        }
+    }
+}
+
+/// `--fsync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncMode {
+    Always,
+    Interval,
+    Never,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One `--listen` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `host:port`, resolved when bound.
+    Tcp(String),
+    /// `unix:/path/to.sock`.
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(
+                    "`unix:` needs a socket path, e.g. unix:/run/sessionlog.sock".to_owned(),
+                );
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::Tcp(text.to_owned()))
+            }
+            _ => Err(format!("`{text}` is not `host:port` or `unix:/path`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => f.write_str(addr),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            "127.0.0.1:50051".parse(),
+            Ok(ListenAddr::Tcp("127.0.0.1:50051".into()))
+        );
+        assert_eq!("[::1]:0".parse(), Ok(ListenAddr::Tcp("[::1]:0".into())));
+        assert_eq!(
+            "unix:/tmp/s.sock".parse(),
+            Ok(ListenAddr::Unix("/tmp/s.sock".into()))
+        );
+        assert!("unix:".parse::<ListenAddr>().is_err());
+        assert!("localhost".parse::<ListenAddr>().is_err());
+        assert!(":80".parse::<ListenAddr>().is_err());
+    }
+}

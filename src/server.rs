@@ -1,0 +1,202 @@
+//! Wires the layers on listeners and owns shutdown: open the store, load the
+//! sessions, serve every listener, and on the shutdown signal report
+//! NOT_SERVING, stop accepting, let open calls drain for the grace period,
+//! stop the flusher and flush sled.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::SessionLogService;
+use crate::config::{ListenAddr, ServeConfig};
+use crate::pb::session_log_server::SessionLogServer;
+use crate::sessions::SessionManager;
+use crate::store::durability::{Durability, FsyncPolicy};
+use crate::store::{Store, StoreOptions};
+
+/// The gRPC name health reports for the main service.
+pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
+
+/// What `serve` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub store: StoreOptions,
+    pub fsync: FsyncPolicy,
+    pub shutdown_grace: Duration,
+}
+
+impl From<&ServeConfig> for ServerSettings {
+    fn from(config: &ServeConfig) -> Self {
+        Self {
+            store: config.store_options(),
+            fsync: config.fsync_policy(),
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
+/// A bound listener: bind first (port 0 works), then serve.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket path left by a dead server is replaced;
+    /// one a live server answers on is not.
+    pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(host_port) => {
+                let listener = TcpListener::bind(host_port)
+                    .await
+                    .with_context(|| format!("cannot listen on {host_port}"))?;
+                Ok(Self::Tcp(listener))
+            }
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(path).await?;
+                let listener = UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+                Ok(Self::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// Where this listener accepts, for logs and for tests.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Self::Tcp(listener) => listener.local_addr().map_or_else(
+                |err| format!("tcp (unknown: {err})"),
+                |addr| addr.to_string(),
+            ),
+            Self::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+async fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    if tokio::fs::symlink_metadata(path).await.is_err() {
+        return Ok(());
+    }
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        anyhow::bail!("unix:{} is in use by a running server", path.display());
+    }
+    tokio::fs::remove_file(path)
+        .await
+        .with_context(|| format!("cannot replace the stale socket {}", path.display()))
+}
+
+/// Serves the API on every listener until `shutdown` completes, then shuts
+/// down in order (see the module doc). Returns once sled is flushed.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let store_options = settings.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_options))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
+    let (durability, flusher) = Durability::start(store.clone(), settings.fsync);
+    let loader_store = store.clone();
+    let loader_durability = durability.clone();
+    let sessions =
+        tokio::task::spawn_blocking(move || SessionManager::load(loader_store, loader_durability))
+            .await?
+            .context("cannot load the stored sessions")?;
+    tracing::info!(sessions = sessions.session_count(), "store open");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let routes = Routes::new(health_service)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
+        .add_service(SessionLogServer::new(SessionLogService::new(sessions)));
+    set_health(&health, ServingStatus::Serving).await;
+
+    let stop_accepting = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tracing::info!(listen = %listener.local_addr(), "serving");
+        let server = tonic::transport::Server::builder().add_routes(routes.clone());
+        let stop = stop_accepting.clone().cancelled_owned();
+        match listener {
+            Listener::Tcp(listener) => {
+                let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                    let stream = accepted?;
+                    // Small frames (a follower's batch) must not wait for Nagle.
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(stream)
+                });
+                servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
+            }
+            Listener::Unix(listener, _) => {
+                let incoming = UnixListenerStream::new(listener);
+                servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
+            }
+        }
+    }
+
+    shutdown.await;
+    tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
+    set_health(&health, ServingStatus::NotServing).await;
+    stop_accepting.cancel();
+    let drained = tokio::time::timeout(settings.shutdown_grace, async {
+        while let Some(finished) = servers.join_next().await {
+            match finished {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "a listener failed"),
+                Err(join) => tracing::error!(error = %join, "a listener task failed"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("open calls did not finish within the grace period; closing them");
+        servers.shutdown().await;
+    }
+    durability.stop();
+    if let Some(flusher) = flusher {
+        let _ = flusher.await;
+    }
+    tokio::task::spawn_blocking(move || store.flush())
+        .await?
+        .context("the final flush failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+fn reflection_v1() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+fn reflection_v1alpha() -> anyhow::Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
