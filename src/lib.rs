@@ -15,6 +15,8 @@
 //! - [`client`], [`cli`]: the Rust client and the command line.
 
 pub mod api;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod pb;
 pub mod server;

@@ -1,0 +1,129 @@
+//! The command line: `serve`, and the client subcommands. Client commands
+//! print text, or JSON lines with `--json`, and fail with the error on
+//! stderr and a non-zero exit.
+
+mod commands;
+mod render;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeConfig;
+use crate::pb;
+use crate::units::parse_duration;
+
+/// sessionlog: sessions of structured log entries over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "sessionlog", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeConfig),
+    /// Exit 0 when the server reports SERVING.
+    Health(ClientArgs),
+    /// Start a session and print its id.
+    Start(commands::StartArgs),
+    /// Append stdin, one entry per line, in batches.
+    Append(commands::AppendArgs),
+    /// End a session.
+    End(commands::EndArgs),
+    /// List sessions.
+    Ls(commands::ListArgs),
+    /// Show one session.
+    Show(commands::ShowArgs),
+    /// Print one page of entries.
+    Read(commands::ReadArgs),
+}
+
+/// Flags every client command shares.
+#[derive(Debug, Clone, clap::Args)]
+struct ClientArgs {
+    /// The server: http://host:port or unix:/path.
+    #[arg(long, env = "SESSIONLOG_SERVER", default_value = crate::client::DEFAULT_SERVER)]
+    server: String,
+    /// A file whose first line is the bearer token.
+    #[arg(long, env = "SESSIONLOG_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Levels as typed on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LevelArg {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl From<LevelArg> for pb::Level {
+    fn from(level: LevelArg) -> Self {
+        match level {
+            LevelArg::Trace => Self::Trace,
+            LevelArg::Debug => Self::Debug,
+            LevelArg::Info => Self::Info,
+            LevelArg::Warn => Self::Warn,
+            LevelArg::Error => Self::Error,
+            LevelArg::Critical => Self::Critical,
+        }
+    }
+}
+
+fn parse_lease(text: &str) -> Result<prost_types::Duration, String> {
+    let duration = parse_duration(text)?;
+    prost_types::Duration::try_from(duration).map_err(|err| format!("`{text}`: {err}"))
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(config) => serve::run(config).await,
+            Command::Health(client) => commands::health(&client).await,
+            Command::Start(args) => commands::start(args).await,
+            Command::Append(args) => commands::append(args).await,
+            Command::End(args) => commands::end(args).await,
+            Command::Ls(args) => commands::list(args).await,
+            Command::Show(args) => commands::show(args).await,
+            Command::Read(args) => commands::read(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", error_text(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A status as `code: message`; other errors with their causes.
+fn error_text(err: &anyhow::Error) -> String {
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
+    format!("{err:#}")
+}

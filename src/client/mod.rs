@@ -1,0 +1,108 @@
+//! The Rust client: connects to `http://host:port` or `unix:/path`, and adds
+//! `authorization: Bearer <token>` to every call when given a token file.
+
+mod append;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use hyper_util::rt::TokioIo;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::pb::session_log_client::SessionLogClient;
+
+pub use append::{BatchAppender, BatchOptions};
+
+/// The default `--server`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// Adds the bearer token, when there is one, to each request.
+#[derive(Debug, Clone, Default)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client with the token interceptor.
+pub type Client = SessionLogClient<InterceptedService<Channel, BearerToken>>;
+
+/// An open channel to a server.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    channel: Channel,
+    token: BearerToken,
+}
+
+impl Connection {
+    /// Connects to `server` (`http://host:port` or `unix:/path`), reading the
+    /// token from `token_file` (first non-empty line) when given.
+    pub async fn connect(server: &str, token_file: Option<&Path>) -> anyhow::Result<Self> {
+        let token = match token_file {
+            Some(path) => BearerToken(Some(read_token(path)?)),
+            None => BearerToken::default(),
+        };
+        let channel = if let Some(path) = server.strip_prefix("unix:") {
+            let path = path.to_owned();
+            // The URI is required by the API but unused: the connector dials the socket.
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await
+                .with_context(|| format!("cannot connect to {server}"))?
+        } else if server.starts_with("http://") {
+            Endpoint::from_shared(server.to_owned())
+                .with_context(|| format!("`{server}` is not a server URL"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {server}"))?
+        } else if server.starts_with("https://") {
+            anyhow::bail!("`{server}`: this build has no TLS client yet; use http:// or unix:");
+        } else {
+            anyhow::bail!("`{server}` is not http://host:port or unix:/path");
+        };
+        Ok(Self { channel, token })
+    }
+
+    /// The sessionlog API.
+    pub fn sessions(&self) -> Client {
+        SessionLogClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    /// The standard health service.
+    pub fn health(&self) -> HealthClient<InterceptedService<Channel, BearerToken>> {
+        HealthClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<MetadataValue<Ascii>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .with_context(|| format!("the token file {} is empty", path.display()))?;
+    format!("Bearer {token}")
+        .parse()
+        .with_context(|| format!("the token in {} is not printable ASCII", path.display()))
+}
