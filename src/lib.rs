@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! client ─► api (tonic edge: convert, validate, map errors)
-//!             └─► sessions (rules: lifecycle, seqs, dedupe, reads)
-//!                   └─► store (sled: a record tree, one log tree per session)
+//!             └─► sessions (rules: lifecycle, seqs, dedupe, reads, events)
+//!                   ├─► store (sled: a record tree, one log tree per session)
+//!                   └─► follow (progress signal ─► followers read the store)
 //! ```
 //!
 //! - [`pb`]: generated wire types.
 //! - [`api`]: the gRPC service; the only place tonic and `pb` appear.
 //! - [`sessions`]: the rules.
-//! - [`store`]: sled trees, keys, codecs, flush policy.
+//! - [`store`]: sled trees, keys, codecs, filtered scans, flush policy.
+//! - [`follow`]: fan-out to followers: a progress signal per followed
+//!   session; followers read the store, then wait for the signal.
 //! - [`server`]: wires the layers on listeners and owns shutdown.
 //! - [`config`]: `serve` settings; [`units`]: durations and sizes.
 //! - [`client`], [`cli`]: the Rust client and the command line.
@@ -18,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod follow;
 pub mod pb;
 pub mod server;
 pub mod sessions;

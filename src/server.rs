@@ -95,83 +95,131 @@ async fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot replace the stale socket {}", path.display()))
 }
 
-/// Serves the API on every listener until `shutdown` completes, then shuts
-/// down in order (see the module doc). Returns once sled is flushed.
+/// An opened store with its sessions loaded, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    store: Store,
+    durability: Durability,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+    sessions: SessionManager,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Opens the store and loads every session.
+    pub async fn open(settings: ServerSettings) -> anyhow::Result<Self> {
+        let store_options = settings.store.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_options))
+            .await?
+            .with_context(|| {
+                format!("cannot open the store in {}", settings.store.path.display())
+            })?;
+        let (durability, flusher) = Durability::start(store.clone(), settings.fsync);
+        let loader_store = store.clone();
+        let loader_durability = durability.clone();
+        let sessions = tokio::task::spawn_blocking(move || {
+            SessionManager::load(loader_store, loader_durability)
+        })
+        .await?
+        .context("cannot load the stored sessions")?;
+        tracing::info!(sessions = sessions.session_count(), "store open");
+        Ok(Self {
+            store,
+            durability,
+            flusher,
+            sessions,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The rules behind the API (for tests and in-process users).
+    pub fn sessions(&self) -> &SessionManager {
+        &self.sessions
+    }
+
+    /// Serves every listener until `shutdown` completes, then shuts down in
+    /// order (see the module doc). Returns once sled is flushed.
+    pub async fn serve(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let routes = Routes::new(health_service)
+            .add_service(reflection_v1()?)
+            .add_service(reflection_v1alpha()?)
+            .add_service(SessionLogServer::new(SessionLogService::new(
+                self.sessions.clone(),
+            )));
+        set_health(&health, ServingStatus::Serving).await;
+
+        let stop_accepting = CancellationToken::new();
+        let mut servers = tokio::task::JoinSet::new();
+        for listener in listeners {
+            tracing::info!(listen = %listener.local_addr(), "serving");
+            let server = tonic::transport::Server::builder().add_routes(routes.clone());
+            let stop = stop_accepting.clone().cancelled_owned();
+            match listener {
+                Listener::Tcp(listener) => {
+                    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                        let stream = accepted?;
+                        // Small frames (a follower's batch) must not wait for Nagle.
+                        stream.set_nodelay(true)?;
+                        Ok::<_, std::io::Error>(stream)
+                    });
+                    servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
+                }
+                Listener::Unix(listener, _) => {
+                    let incoming = UnixListenerStream::new(listener);
+                    servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
+                }
+            }
+        }
+
+        shutdown.await;
+        tracing::info!(grace = ?self.shutdown_grace, "shutting down");
+        set_health(&health, ServingStatus::NotServing).await;
+        stop_accepting.cancel();
+        // Follow and watch streams never end by themselves; end them now so
+        // the drain below waits only for calls that finish.
+        self.sessions.begin_shutdown();
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while let Some(finished) = servers.join_next().await {
+                match finished {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::error!(error = %err, "a listener failed"),
+                    Err(join) => tracing::error!(error = %join, "a listener task failed"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("open calls did not finish within the grace period; closing them");
+            servers.shutdown().await;
+        }
+        self.durability.stop();
+        if let Some(flusher) = self.flusher {
+            let _ = flusher.await;
+        }
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.flush())
+            .await?
+            .context("the final flush failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store and serves until `shutdown` (see [`Server`]).
 pub async fn serve(
     listeners: Vec<Listener>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let store_options = settings.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_options))
+    Server::open(settings)
         .await?
-        .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
-    let (durability, flusher) = Durability::start(store.clone(), settings.fsync);
-    let loader_store = store.clone();
-    let loader_durability = durability.clone();
-    let sessions =
-        tokio::task::spawn_blocking(move || SessionManager::load(loader_store, loader_durability))
-            .await?
-            .context("cannot load the stored sessions")?;
-    tracing::info!(sessions = sessions.session_count(), "store open");
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let routes = Routes::new(health_service)
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?)
-        .add_service(SessionLogServer::new(SessionLogService::new(sessions)));
-    set_health(&health, ServingStatus::Serving).await;
-
-    let stop_accepting = CancellationToken::new();
-    let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
-        tracing::info!(listen = %listener.local_addr(), "serving");
-        let server = tonic::transport::Server::builder().add_routes(routes.clone());
-        let stop = stop_accepting.clone().cancelled_owned();
-        match listener {
-            Listener::Tcp(listener) => {
-                let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                    let stream = accepted?;
-                    // Small frames (a follower's batch) must not wait for Nagle.
-                    stream.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(stream)
-                });
-                servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
-            }
-            Listener::Unix(listener, _) => {
-                let incoming = UnixListenerStream::new(listener);
-                servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
-            }
-        }
-    }
-
-    shutdown.await;
-    tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
-    set_health(&health, ServingStatus::NotServing).await;
-    stop_accepting.cancel();
-    let drained = tokio::time::timeout(settings.shutdown_grace, async {
-        while let Some(finished) = servers.join_next().await {
-            match finished {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::error!(error = %err, "a listener failed"),
-                Err(join) => tracing::error!(error = %join, "a listener task failed"),
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("open calls did not finish within the grace period; closing them");
-        servers.shutdown().await;
-    }
-    durability.stop();
-    if let Some(flusher) = flusher {
-        let _ = flusher.await;
-    }
-    tokio::task::spawn_blocking(move || store.flush())
-        .await?
-        .context("the final flush failed")?;
-    tracing::info!("stopped");
-    Ok(())
+        .serve(listeners, shutdown)
+        .await
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -7,9 +7,13 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::follow::FollowEvent;
 use crate::pb;
 use crate::sessions::ids::is_valid_id;
-use crate::sessions::{AppendBatch, EntryFilter, ListQuery, ReadQuery, SessionView};
+use crate::sessions::{
+    AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,
+};
+use crate::store::EntryFilter;
 use crate::store::schema::{Level, State, StoredEntry, StoredSession};
 
 /// The most entries one `Append` may carry.
@@ -175,6 +179,59 @@ pub(super) fn read_query(request: pb::ReadRequest) -> Result<ReadQuery, RequestE
         limit: request.limit,
         tail: request.tail,
     })
+}
+
+pub(super) fn follow_query(request: pb::FollowRequest) -> Result<FollowQuery, RequestError> {
+    session_id(&request.session_id)?;
+    Ok(FollowQuery {
+        filter: filter(request.filter)?,
+        session_id: request.session_id,
+        after_seq: request.after_seq,
+        tail: request.tail,
+        max_batch: request.max_batch,
+    })
+}
+
+pub(super) fn watch_query(request: pb::WatchSessionsRequest) -> Result<WatchQuery, RequestError> {
+    Ok(WatchQuery {
+        include_existing: request.include_existing,
+        state: state_filter(request.state, "state")?,
+        app_name: request.app_name,
+        job_id: request.job_id,
+    })
+}
+
+pub(super) fn follow_response(event: FollowEvent<SessionView>) -> pb::FollowResponse {
+    use pb::follow_response::Event;
+    let event = match event {
+        FollowEvent::Truncated {
+            first_available_seq,
+        } => Event::Truncated(pb::Truncated {
+            first_available_seq,
+        }),
+        FollowEvent::Batch { entries, cursor } => Event::Batch(pb::LogBatch {
+            entries: entries.into_iter().map(log_entry).collect(),
+            cursor,
+        }),
+        FollowEvent::CaughtUp { cursor } => Event::CaughtUp(pb::CaughtUp { cursor }),
+        FollowEvent::Ended(view) => Event::Ended(session(view)),
+    };
+    pb::FollowResponse { event: Some(event) }
+}
+
+pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {
+    use pb::session_event::Kind;
+    let (kind, view) = match event {
+        WatchEvent::Started(view) => (Kind::Started, Some(view)),
+        WatchEvent::Updated(view) => (Kind::Updated, Some(view)),
+        WatchEvent::Ended(view) => (Kind::Ended, Some(view)),
+        WatchEvent::Deleted(view) => (Kind::Deleted, Some(view)),
+        WatchEvent::CaughtUp => (Kind::CaughtUp, None),
+    };
+    pb::SessionEvent {
+        kind: kind.into(),
+        session: view.map(session),
+    }
 }
 
 pub(super) fn list_query(request: pb::ListSessionsRequest) -> Result<ListQuery, RequestError> {

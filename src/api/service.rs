@@ -172,21 +172,24 @@ impl SessionLog for SessionLogService {
 
     async fn follow(
         &self,
-        _request: Request<pb::FollowRequest>,
+        request: Request<pb::FollowRequest>,
     ) -> Result<Response<Self::FollowStream>, Status> {
-        Err(Status::unimplemented(
-            "`Follow` arrives with the follow issue",
-        ))
+        let query = convert::follow_query(request.into_inner())?;
+        let events = self.sessions.follow(query).await?;
+        let responses =
+            events.map(|event| event.map(convert::follow_response).map_err(Status::from));
+        Ok(Response::new(Box::pin(responses)))
     }
 
     type WatchSessionsStream = ResponseStream<pb::SessionEvent>;
 
     async fn watch_sessions(
         &self,
-        _request: Request<pb::WatchSessionsRequest>,
+        request: Request<pb::WatchSessionsRequest>,
     ) -> Result<Response<Self::WatchSessionsStream>, Status> {
-        Err(Status::unimplemented(
-            "`WatchSessions` arrives with the follow issue",
-        ))
+        let query = convert::watch_query(request.into_inner())?;
+        let events = self.sessions.watch(query);
+        let responses = events.map(|event| event.map(convert::session_event).map_err(Status::from));
+        Ok(Response::new(Box::pin(responses)))
     }
 }

@@ -12,7 +12,12 @@ use super::convert::RequestError;
 impl From<SessionError> for Status {
     fn from(err: SessionError) -> Self {
         match err {
-            SessionError::NotFound { .. } => Status::not_found(err.to_string()),
+            SessionError::NotFound { .. } | SessionError::Deleted { .. } => {
+                Status::not_found(err.to_string())
+            }
+            SessionError::ShuttingDown | SessionError::WatcherLagged { .. } => {
+                Status::unavailable(err.to_string())
+            }
             SessionError::AlreadyExists { .. } => Status::already_exists(err.to_string()),
             SessionError::Ended { .. } | SessionError::Active { .. } => {
                 Status::failed_precondition(err.to_string())

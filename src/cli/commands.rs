@@ -14,7 +14,7 @@ use super::{ClientArgs, LevelArg, parse_lease};
 use crate::client::{BatchAppender, BatchOptions, Client, Connection};
 use crate::pb;
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(
         Connection::connect(&args.server, args.token_file.as_deref())
             .await?
@@ -24,7 +24,7 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
 
 /// Writes one line to stdout. A closed pipe (`| head`) ends the command
 /// quietly, as for other Unix tools.
-fn print_line(line: &str) -> anyhow::Result<()> {
+pub(super) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}") {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),

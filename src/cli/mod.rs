@@ -3,6 +3,7 @@
 //! stderr and a non-zero exit.
 
 mod commands;
+mod follow;
 mod render;
 mod serve;
 
@@ -41,6 +42,10 @@ enum Command {
     Show(commands::ShowArgs),
     /// Print one page of entries.
     Read(commands::ReadArgs),
+    /// Print entries; with -f, follow live ones until the session ends.
+    Tail(follow::TailArgs),
+    /// Print session events as they happen.
+    Watch(follow::WatchArgs),
 }
 
 /// Flags every client command shares.
@@ -109,6 +114,8 @@ pub fn main() -> ExitCode {
             Command::Ls(args) => commands::list(args).await,
             Command::Show(args) => commands::show(args).await,
             Command::Read(args) => commands::read(args).await,
+            Command::Tail(args) => follow::tail(args).await,
+            Command::Watch(args) => follow::watch(args).await,
         }
     });
     match result {

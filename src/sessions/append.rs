@@ -104,6 +104,7 @@ impl SessionManager {
         let mut current = handle.state();
         current.counters = next;
         current.lease_expires_at = lease_deadline(&current.record, now);
+        current.publish();
         Ok(AppendOutcome {
             first_seq,
             last_seq,

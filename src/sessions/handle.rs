@@ -8,6 +8,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use crate::follow::{Progress, ProgressSignal};
 use crate::store::schema::{LogCounters, State, StoredSession};
 use crate::store::{LogTree, Store};
 
@@ -30,6 +31,32 @@ pub(crate) struct HandleState {
     pub(crate) log: Option<LogTree>,
     pub(crate) deleted: bool,
     pub(crate) lease_expires_at: Option<SystemTime>,
+    /// Followers' signal; publish after every change to the fields above.
+    pub(crate) signal: ProgressSignal,
+}
+
+impl HandleState {
+    pub(crate) fn progress(&self) -> Progress {
+        Progress {
+            last_seq: self.counters.last_seq,
+            ended: self.record.state() != State::Active,
+            deleted: self.deleted,
+        }
+    }
+
+    pub(crate) fn view(&self) -> SessionView {
+        SessionView {
+            record: self.record.clone(),
+            counters: self.counters.clone(),
+            lease_expires_at: self.lease_expires_at,
+        }
+    }
+
+    /// Tells followers about the current state.
+    pub(crate) fn publish(&mut self) {
+        let progress = self.progress();
+        self.signal.publish(progress);
+    }
 }
 
 /// A consistent copy of what a session looks like now.
@@ -58,6 +85,7 @@ impl SessionHandle {
                 log,
                 deleted: false,
                 lease_expires_at,
+                signal: ProgressSignal::default(),
             }),
         }
     }
@@ -76,11 +104,12 @@ impl SessionHandle {
         if state.deleted {
             return Err(self.not_found());
         }
-        Ok(SessionView {
-            record: state.record.clone(),
-            counters: state.counters.clone(),
-            lease_expires_at: state.lease_expires_at,
-        })
+        Ok(state.view())
+    }
+
+    /// The session as it is now, deleted or not (for a stream's last word).
+    pub(crate) fn final_view(&self) -> SessionView {
+        self.state().view()
     }
 
     /// The session's log tree, opening it for an ended session.

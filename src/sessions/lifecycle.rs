@@ -13,7 +13,7 @@ use crate::store::schema::{Level, LogCounters, State, StoredEntry, StoredSession
 
 use super::append::checked_last_seq;
 use super::handle::{SessionHandle, lease_deadline};
-use super::{SessionError, SessionManager, SessionView, blocking};
+use super::{SessionError, SessionManager, SessionView, WatchEvent, blocking};
 
 /// The logger of the synthetic entry that ends a session.
 pub const END_LOGGER: &str = "sessions";
@@ -52,8 +52,11 @@ impl SessionManager {
                 LogCounters::default(),
                 Some(log),
             ));
-            self.sessions_write()
-                .insert(handle.id.clone(), handle.clone());
+            self.inner.events.publish(|| {
+                self.sessions_write()
+                    .insert(handle.id.clone(), handle.clone());
+                WatchEvent::Started(handle.final_view())
+            });
             handle
         };
         self.inner.durability.wait_durable().await?;
@@ -76,7 +79,11 @@ impl SessionManager {
             }
             record.updated_at = Some(SystemTime::now().into());
             self.store().put_session(&record)?;
-            handle.state().record = record;
+            self.inner.events.publish(|| {
+                let mut state = handle.state();
+                state.record = record;
+                WatchEvent::Updated(state.view())
+            });
         }
         self.inner.durability.wait_durable().await?;
         handle.view()
@@ -129,17 +136,22 @@ impl SessionManager {
             let store = self.store().clone();
             let id = handle.id.clone();
             blocking(move || Ok(store.delete_session(&id)?)).await?;
-            let mut state = handle.state();
-            state.deleted = true;
-            state.log = None;
-            drop(state);
-            let mut sessions = self.sessions_write();
-            if sessions
-                .get(session_id)
-                .is_some_and(|current| Arc::ptr_eq(current, &handle))
-            {
-                sessions.remove(session_id);
-            }
+            self.inner.events.publish(|| {
+                let mut state = handle.state();
+                state.deleted = true;
+                state.log = None;
+                state.publish();
+                let last_view = state.view();
+                drop(state);
+                let mut sessions = self.sessions_write();
+                if sessions
+                    .get(session_id)
+                    .is_some_and(|current| Arc::ptr_eq(current, &handle))
+                {
+                    sessions.remove(session_id);
+                }
+                WatchEvent::Deleted(last_view)
+            });
         }
         self.inner
             .durability
@@ -171,10 +183,14 @@ impl SessionManager {
         let counters = self
             .store()
             .end_session(&log, &mut record, &view.counters, &entry)?;
-        let mut state = handle.state();
-        state.record = record;
-        state.counters = counters;
-        state.lease_expires_at = None;
+        self.inner.events.publish(|| {
+            let mut state = handle.state();
+            state.record = record;
+            state.counters = counters;
+            state.lease_expires_at = None;
+            state.publish();
+            WatchEvent::Ended(state.view())
+        });
         Ok(())
     }
 }

@@ -3,7 +3,8 @@
 //! memory). Never sees protobuf API types; the API layer converts.
 
 mod append;
-mod filter;
+mod events;
+mod follow;
 mod handle;
 pub mod ids;
 mod lifecycle;
@@ -13,11 +14,15 @@ mod read;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::follow::FollowerGauge;
 use crate::store::durability::Durability;
 use crate::store::{Store, StoreError};
 
 pub use append::{AppendBatch, AppendOutcome};
-pub use filter::EntryFilter;
+pub use events::{WATCH_BACKLOG, WatchEvent, WatchQuery};
+pub use follow::{DEFAULT_FOLLOW_BATCH, FollowQuery};
 use handle::SessionHandle;
 pub use handle::SessionView;
 pub use lifecycle::{DELETED_REASON, END_LOGGER};
@@ -43,6 +48,12 @@ pub enum SessionError {
     },
     #[error("session `{session_id}` cannot take more entries: its seqs would pass {max_seq}")]
     SeqsExhausted { session_id: String, max_seq: u64 },
+    #[error("session `{session_id}` was deleted")]
+    Deleted { session_id: String },
+    #[error("the server is shutting down; retry against another instance or later")]
+    ShuttingDown,
+    #[error("this watcher fell {missed} events behind; watch again with `include_existing`")]
+    WatcherLagged { missed: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("a storage task failed: {detail}")]
@@ -63,6 +74,10 @@ struct Inner {
     /// Held by start and delete, so an id's tree is never created while it
     /// is being dropped.
     lifecycle_lock: tokio::sync::Mutex<()>,
+    events: events::SessionEvents,
+    followers: FollowerGauge,
+    /// Cancelled when the server shuts down: open streams end.
+    shutdown: CancellationToken,
     /// Ordered by id, which is also the paging order of `list`.
     sessions: RwLock<BTreeMap<String, Arc<SessionHandle>>>,
 }
@@ -82,6 +97,9 @@ impl SessionManager {
                 durability,
                 ids: ids::IdGenerator::default(),
                 lifecycle_lock: tokio::sync::Mutex::new(()),
+                events: events::SessionEvents::default(),
+                followers: FollowerGauge::default(),
+                shutdown: CancellationToken::new(),
                 sessions: RwLock::new(sessions),
             }),
         })
@@ -90,6 +108,12 @@ impl SessionManager {
     /// One session, active or ended.
     pub fn get(&self, session_id: &str) -> Result<SessionView, SessionError> {
         self.handle(session_id)?.view()
+    }
+
+    /// Ends every open `Follow` and `WatchSessions` stream with
+    /// `ShuttingDown`; other calls go on.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.cancel();
     }
 
     /// How many sessions are stored.

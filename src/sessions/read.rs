@@ -3,9 +3,8 @@
 //! `last_seq`, so a reader never sees part of a batch being applied.
 
 use crate::store::schema::{State, StoredEntry};
-use crate::store::{LogTree, decode_entry};
+use crate::store::{EntryFilter, ScanLimits};
 
-use super::filter::EntryFilter;
 use super::{SessionError, SessionManager, blocking};
 
 /// Entries per page when the request names no limit.
@@ -48,57 +47,41 @@ impl SessionManager {
         let log = handle.log(self.store()).await?;
         let view = handle.view()?;
         let through_seq = view.counters.last_seq;
-        let (entries, next_cursor) = blocking(move || scan_page(&log, &query, through_seq)).await?;
+        let page = blocking(move || {
+            if query.tail > 0 {
+                let limits = limits(query.tail);
+                let entries = log.page_tail(query.after_seq, through_seq, &query.filter, limits)?;
+                return Ok(crate::store::Page {
+                    entries,
+                    cursor: query.after_seq.max(through_seq),
+                });
+            }
+            Ok(log.page_forward(
+                query.after_seq,
+                through_seq,
+                &query.filter,
+                limits(query.limit),
+            )?)
+        })
+        .await?;
         Ok(ReadPage {
-            entries,
-            next_cursor,
+            entries: page.entries,
+            next_cursor: page.cursor,
             last_seq: through_seq,
             state: view.record.state(),
         })
     }
 }
 
-fn scan_page(
-    log: &LogTree,
-    query: &ReadQuery,
-    through_seq: u64,
-) -> Result<(Vec<StoredEntry>, u64), SessionError> {
-    let end_cursor = query.after_seq.max(through_seq);
-    let scan = log.scan(query.after_seq, through_seq);
-    if query.tail > 0 {
-        let wanted = clamp_limit(query.tail);
-        let mut entries = Vec::new();
-        for item in scan.rev().take(MAX_SCANNED_PER_READ) {
-            let entry = decode_entry(&item?.1)?;
-            if query.filter.matches(&entry) {
-                entries.push(entry);
-                if entries.len() == wanted {
-                    break;
-                }
-            }
-        }
-        entries.reverse();
-        return Ok((entries, end_cursor));
-    }
-    let limit = clamp_limit(query.limit);
-    let mut entries = Vec::new();
-    for (scanned, item) in scan.enumerate() {
-        let (seq, bytes) = item?;
-        let entry = decode_entry(&bytes)?;
-        if query.filter.matches(&entry) {
-            entries.push(entry);
-        }
-        if entries.len() == limit || scanned + 1 == MAX_SCANNED_PER_READ {
-            return Ok((entries, seq));
-        }
-    }
-    Ok((entries, end_cursor))
-}
-
-fn clamp_limit(requested: u32) -> usize {
-    match usize::try_from(requested) {
+/// `requested` entries (0 means the default), clamped to the maximum.
+pub(crate) fn limits(requested: u32) -> ScanLimits {
+    let max_entries = match usize::try_from(requested) {
         Ok(0) => DEFAULT_READ_LIMIT,
         Ok(limit) => limit.min(MAX_READ_LIMIT),
         Err(_) => MAX_READ_LIMIT,
+    };
+    ScanLimits {
+        max_entries,
+        max_scanned: MAX_SCANNED_PER_READ,
     }
 }

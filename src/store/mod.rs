@@ -6,6 +6,7 @@
 pub mod durability;
 mod keys;
 mod log;
+mod query;
 pub mod schema;
 
 use std::collections::HashSet;
@@ -17,6 +18,7 @@ use sled::transaction::ConflictableTransactionError;
 
 pub use keys::MAX_SEQ;
 pub use log::{DEDUPE_WINDOW, LogTree, RawEntry, decode_entry};
+pub use query::{EntryFilter, Page, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 
 const SESSIONS_TREE: &str = "sessions";

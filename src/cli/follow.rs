@@ -1,0 +1,250 @@
+//! `sessionlog tail` and `sessionlog watch`: print entries or session events
+//! as they happen. `tail -f` reconnects after transient errors and resumes
+//! from the last cursor it printed, so nothing is shown twice or skipped.
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tonic::Code;
+
+use super::commands::{connect, print_line};
+use super::render;
+use super::{ClientArgs, LevelArg};
+use crate::pb;
+use crate::pb::follow_response::Event;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct TailArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    session_id: String,
+    /// Keep following live entries until the session ends.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Entries after this seq.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Start with the last N entries.
+    #[arg(long, default_value_t = 0)]
+    tail: u32,
+    /// Entries at this level or above.
+    #[arg(long, value_enum)]
+    level: Option<LevelArg>,
+    /// Entries whose logger starts with this; repeatable.
+    #[arg(long = "logger")]
+    loggers: Vec<String>,
+    /// Entries whose message contains this text.
+    #[arg(long)]
+    grep: Option<String>,
+}
+
+impl TailArgs {
+    fn filter(&self) -> pb::LogFilter {
+        pb::LogFilter {
+            min_level: self
+                .level
+                .map(pb::Level::from)
+                .unwrap_or(pb::Level::Unspecified)
+                .into(),
+            logger_prefixes: self.loggers.clone(),
+            contains: self.grep.clone().unwrap_or_default(),
+        }
+    }
+}
+
+struct Printer {
+    json: bool,
+    color: bool,
+}
+
+impl Printer {
+    fn entry(&self, entry: &pb::LogEntry) -> anyhow::Result<()> {
+        if self.json {
+            return print_line(&render::entry_json(entry).to_string());
+        }
+        let line = render::entry_text(entry);
+        if !self.color {
+            return print_line(&line);
+        }
+        let color = match pb::Level::try_from(entry.level) {
+            Ok(pb::Level::Trace | pb::Level::Debug) => "2",
+            Ok(pb::Level::Warn) => "33",
+            Ok(pb::Level::Error) => "31",
+            Ok(pb::Level::Critical) => "1;31",
+            _ => "0",
+        };
+        print_line(&format!("\x1b[{color}m{line}\x1b[0m"))
+    }
+}
+
+pub(super) async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let printer = Printer {
+        json: args.client.json,
+        color: !args.client.json && std::io::stdout().is_terminal(),
+    };
+    if args.follow {
+        return follow(&args, &printer).await;
+    }
+    let mut client = connect(&args.client).await?;
+    let mut after_seq = args.after;
+    let mut tail = args.tail;
+    loop {
+        let page = client
+            .read(pb::ReadRequest {
+                session_id: args.session_id.clone(),
+                after_seq,
+                limit: 0,
+                filter: Some(args.filter()),
+                tail,
+            })
+            .await?
+            .into_inner();
+        for entry in &page.entries {
+            printer.entry(entry)?;
+        }
+        if page.next_cursor >= page.last_seq || page.next_cursor == after_seq {
+            return Ok(());
+        }
+        after_seq = page.next_cursor;
+        tail = 0;
+    }
+}
+
+/// Follows until the session ends, reconnecting from the last cursor.
+async fn follow(args: &TailArgs, printer: &Printer) -> anyhow::Result<()> {
+    let mut cursor = args.after;
+    let mut tail = args.tail;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match follow_once(args, printer, &mut cursor, &mut tail, &mut backoff).await {
+            Ok(()) => return Ok(()),
+            Err(err) if is_transient(&err) => {
+                eprintln!(
+                    "sessionlog: connection lost ({}); resuming after seq {cursor}",
+                    short(&err)
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn follow_once(
+    args: &TailArgs,
+    printer: &Printer,
+    cursor: &mut u64,
+    tail: &mut u32,
+    backoff: &mut Duration,
+) -> anyhow::Result<()> {
+    let mut client = connect(&args.client).await?;
+    let mut events = client
+        .follow(pb::FollowRequest {
+            session_id: args.session_id.clone(),
+            after_seq: *cursor,
+            tail: *tail,
+            filter: Some(args.filter()),
+            max_batch: 0,
+        })
+        .await?
+        .into_inner();
+    // Only the first connection asks for a tail; resumes continue from the cursor.
+    *tail = 0;
+    while let Some(response) = events.next().await {
+        *backoff = Duration::from_millis(100);
+        match response?.event {
+            Some(Event::Batch(batch)) => {
+                for entry in &batch.entries {
+                    printer.entry(entry)?;
+                }
+                *cursor = batch.cursor;
+            }
+            Some(Event::CaughtUp(caught_up)) => *cursor = caught_up.cursor.max(*cursor),
+            Some(Event::Truncated(truncated)) => {
+                eprintln!(
+                    "sessionlog: entries up to seq {} were pruned; continuing from there",
+                    truncated.first_available_seq.saturating_sub(1)
+                );
+            }
+            Some(Event::Ended(session)) => {
+                if !printer.json {
+                    eprintln!("sessionlog: session ended ({})", session.end_reason);
+                }
+                return Ok(());
+            }
+            None => {}
+        }
+    }
+    anyhow::bail!(tonic::Status::unavailable(
+        "the follow stream closed before the session ended"
+    ))
+}
+
+fn is_transient(err: &anyhow::Error) -> bool {
+    match err.downcast_ref::<tonic::Status>() {
+        // Unknown is what a connection cut mid-stream looks like.
+        Some(status) => matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
+        // Connection errors (the server restarting) are worth a retry.
+        None => err
+            .chain()
+            .any(|cause| cause.is::<tonic::transport::Error>()),
+    }
+}
+
+fn short(err: &anyhow::Error) -> String {
+    match err.downcast_ref::<tonic::Status>() {
+        Some(status) => format!("{:?}: {}", status.code(), status.message()),
+        None => format!("{err:#}"),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct WatchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// First list the existing sessions.
+    #[arg(long)]
+    existing: bool,
+    #[arg(long)]
+    app: Option<String>,
+    #[arg(long)]
+    job: Option<String>,
+}
+
+pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.client).await?;
+    let mut events = client
+        .watch_sessions(pb::WatchSessionsRequest {
+            include_existing: args.existing,
+            state: pb::SessionState::Unspecified.into(),
+            app_name: args.app.clone().unwrap_or_default(),
+            job_id: args.job.clone().unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = events.next().await {
+        let event = event?;
+        let kind = event
+            .kind()
+            .as_str_name()
+            .trim_start_matches("KIND_")
+            .to_lowercase();
+        match (&event.session, args.client.json) {
+            (Some(session), true) => print_line(
+                &serde_json::json!({ "kind": kind, "session": render::session_json(session) })
+                    .to_string(),
+            )?,
+            (Some(session), false) => {
+                print_line(&format!("{kind:<9} {}", render::session_row(session)))?
+            }
+            (None, true) => print_line(&serde_json::json!({ "kind": kind }).to_string())?,
+            (None, false) => {}
+        }
+    }
+    Ok(())
+}

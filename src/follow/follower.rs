@@ -1,0 +1,227 @@
+//! One follower: history from its cursor, then live entries, each exactly
+//! once and in seq order. It reads only up to the published `last_seq`, and
+//! re-reads the signal after every page, so the switch from history to live
+//! has no gap and no duplicate. It holds nothing but its cursor and the page
+//! being sent: backpressure from the client stops its reads.
+
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::schema::StoredEntry;
+use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError};
+
+use super::progress::Progress;
+
+/// What a follower sees, in this order: `Truncated` (at most once, first),
+/// batches, one `CaughtUp`, more batches, and `Ended` last. `S` is what
+/// `Ended` carries (the session, added by the layer above).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FollowEvent<S = ()> {
+    Truncated {
+        first_available_seq: u64,
+    },
+    Batch {
+        entries: Vec<StoredEntry>,
+        cursor: u64,
+    },
+    CaughtUp {
+        cursor: u64,
+    },
+    Ended(S),
+}
+
+impl FollowEvent<()> {
+    /// The same event with `ended` attached to `Ended`.
+    pub fn with_ended<S>(self, ended: impl FnOnce() -> S) -> FollowEvent<S> {
+        match self {
+            Self::Truncated {
+                first_available_seq,
+            } => FollowEvent::Truncated {
+                first_available_seq,
+            },
+            Self::Batch { entries, cursor } => FollowEvent::Batch { entries, cursor },
+            Self::CaughtUp { cursor } => FollowEvent::CaughtUp { cursor },
+            Self::Ended(()) => FollowEvent::Ended(ended()),
+        }
+    }
+}
+
+/// Why a follow stream stops early.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("the session was deleted")]
+    Deleted,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a follower wants besides its cursor.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    pub filter: EntryFilter,
+    /// At most this many entries per batch.
+    pub max_batch: usize,
+}
+
+/// Counts live followers; each `Follower` holds one unit until dropped.
+#[derive(Debug, Clone)]
+pub struct FollowerGauge {
+    count_tx: Arc<watch::Sender<usize>>,
+}
+
+impl Default for FollowerGauge {
+    fn default() -> Self {
+        Self {
+            count_tx: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl FollowerGauge {
+    /// A receiver of the number of live followers.
+    pub fn watch(&self) -> watch::Receiver<usize> {
+        self.count_tx.subscribe()
+    }
+
+    fn enter(&self) -> GaugeUnit {
+        self.count_tx.send_modify(|count| *count += 1);
+        GaugeUnit {
+            gauge: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GaugeUnit {
+    gauge: FollowerGauge,
+}
+
+impl Drop for GaugeUnit {
+    fn drop(&mut self) {
+        self.gauge
+            .count_tx
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// One follow stream's state.
+#[derive(Debug)]
+pub struct Follower {
+    log: LogTree,
+    progress_rx: watch::Receiver<Progress>,
+    cursor: u64,
+    options: FollowOptions,
+    truncated: Option<u64>,
+    caught_up: bool,
+    finished: bool,
+    shutdown: CancellationToken,
+    _unit: GaugeUnit,
+}
+
+impl Follower {
+    /// A follower of `log` from `after_seq`; `truncated` is announced first
+    /// when the log no longer holds the entries right after the cursor.
+    pub fn new(
+        log: LogTree,
+        progress_rx: watch::Receiver<Progress>,
+        after_seq: u64,
+        truncated: Option<u64>,
+        options: FollowOptions,
+        shutdown: CancellationToken,
+        gauge: &FollowerGauge,
+    ) -> Self {
+        Self {
+            log,
+            progress_rx,
+            cursor: after_seq,
+            options,
+            truncated,
+            caught_up: false,
+            finished: false,
+            shutdown,
+            _unit: gauge.enter(),
+        }
+    }
+
+    /// The next event; `None` after `Ended` or an error.
+    pub async fn next_event(&mut self) -> Option<Result<FollowEvent, FollowError>> {
+        if self.finished {
+            return None;
+        }
+        let event = self.advance().await;
+        if matches!(event, Ok(FollowEvent::Ended(())) | Err(_)) {
+            self.finished = true;
+        }
+        Some(event)
+    }
+
+    async fn advance(&mut self) -> Result<FollowEvent, FollowError> {
+        if let Some(first_available_seq) = self.truncated.take() {
+            return Ok(FollowEvent::Truncated {
+                first_available_seq,
+            });
+        }
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(FollowError::ShuttingDown);
+            }
+            let progress = *self.progress_rx.borrow_and_update();
+            if progress.deleted {
+                return Err(FollowError::Deleted);
+            }
+            if self.cursor < progress.last_seq {
+                let limits = ScanLimits {
+                    max_entries: self.options.max_batch,
+                    // A filter that keeps little must not pin a worker.
+                    max_scanned: self.options.max_batch.saturating_mul(4).max(1_000),
+                };
+                let page = self.log.page_forward(
+                    self.cursor,
+                    progress.last_seq,
+                    &self.options.filter,
+                    limits,
+                )?;
+                self.cursor = page.cursor;
+                if !page.entries.is_empty() {
+                    return Ok(FollowEvent::Batch {
+                        entries: page.entries,
+                        cursor: self.cursor,
+                    });
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if !self.caught_up {
+                self.caught_up = true;
+                return Ok(FollowEvent::CaughtUp {
+                    cursor: self.cursor,
+                });
+            }
+            if progress.ended {
+                return Ok(FollowEvent::Ended(()));
+            }
+            tokio::select! {
+                changed = self.progress_rx.changed() => {
+                    // The sender goes only with the session itself.
+                    if changed.is_err() {
+                        return Err(FollowError::Deleted);
+                    }
+                }
+                () = self.shutdown.cancelled() => return Err(FollowError::ShuttingDown),
+            }
+        }
+    }
+
+    /// The follower as a stream of events.
+    pub fn into_stream(self) -> impl Stream<Item = Result<FollowEvent, FollowError>> + Send {
+        futures::stream::unfold(self, |mut follower| async move {
+            let event = follower.next_event().await?;
+            Some((event, follower))
+        })
+    }
+}
