@@ -60,13 +60,13 @@ fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
 pub(super) fn new_session(request: pb::StartSessionRequest) -> Result<StoredSession, RequestError> {
     optional_id("session_id", &request.session_id)?;
     optional_id("parent_session_id", &request.parent_session_id)?;
-    if let Some(ttl) = &request.lease_ttl {
-        if std::time::Duration::try_from(*ttl).is_err() {
-            return Err(invalid(
-                "lease_ttl",
-                "must be a non-negative, normalized duration",
-            ));
-        }
+    if let Some(ttl) = &request.lease_ttl
+        && std::time::Duration::try_from(*ttl).is_err()
+    {
+        return Err(invalid(
+            "lease_ttl",
+            "must be a non-negative, normalized duration",
+        ));
     }
     Ok(StoredSession {
         id: request.session_id,
@@ -123,12 +123,11 @@ pub(super) fn append_batch(request: pb::AppendRequest) -> Result<AppendBatch, Re
 
 fn stored_entry(entry: pb::LogEntry) -> Result<StoredEntry, RequestError> {
     let level = level(entry.level, "entries.level")?;
-    if let Some(timestamp) = &entry.timestamp {
-        if SystemTime::try_from(*timestamp).is_err()
-            || !(0..1_000_000_000).contains(&timestamp.nanos)
-        {
-            return Err(invalid("entries.timestamp", "is not a valid timestamp"));
-        }
+    if let Some(timestamp) = &entry.timestamp
+        && (SystemTime::try_from(*timestamp).is_err()
+            || !(0..1_000_000_000).contains(&timestamp.nanos))
+    {
+        return Err(invalid("entries.timestamp", "is not a valid timestamp"));
     }
     if !matches!(entry.trace_id.len(), 0 | TRACE_ID_LEN) {
         return Err(invalid(

@@ -61,7 +61,7 @@ impl SessionManager {
             }
             (
                 current.log.clone(),
-                current.counters.clone(),
+                current.counters,
                 current.record.state(),
             )
         };
@@ -69,28 +69,28 @@ impl SessionManager {
             Some(log) => log,
             None => self.store().open_log(&handle.id)?,
         };
-        if let Some(batch_id) = &batch_id {
-            if let Some(stored) = log.find_batch(batch_id)? {
-                return Ok(AppendOutcome {
-                    first_seq: stored.first_seq,
-                    last_seq: stored.last_seq,
-                    duplicate: true,
-                });
-            }
+        if let Some(batch_id) = &batch_id
+            && let Some(stored) = log.find_batch(batch_id)?
+        {
+            return Ok(AppendOutcome {
+                first_seq: stored.first_seq,
+                last_seq: stored.last_seq,
+                duplicate: true,
+            });
         }
         if state != State::Active {
             return Err(SessionError::Ended {
                 session_id: handle.id.clone(),
             });
         }
-        if let Some(expected) = expected_last_seq {
-            if expected != counters.last_seq {
-                return Err(SessionError::SeqMismatch {
-                    session_id: handle.id.clone(),
-                    expected,
-                    actual: counters.last_seq,
-                });
-            }
+        if let Some(expected) = expected_last_seq
+            && expected != counters.last_seq
+        {
+            return Err(SessionError::SeqMismatch {
+                session_id: handle.id.clone(),
+                expected,
+                actual: counters.last_seq,
+            });
         }
         let first_seq = counters.last_seq + 1;
         let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);

@@ -45,7 +45,7 @@ impl SessionManager {
                 return Err(handle.not_found());
             }
             let progress = state.progress();
-            (state.signal.subscribe(progress), state.counters.clone())
+            (state.signal.subscribe(progress), state.counters)
         };
         let start_log = log.clone();
         let start_query = query.clone();
@@ -107,12 +107,11 @@ fn start(
         };
     }
     // Only a log that lost entries can start above seq 1.
-    if counters.entry_count < counters.last_seq {
-        if let Some(first_seq) = log.first_seq()? {
-            if after_seq + 1 < first_seq {
-                return Ok((first_seq - 1, Some(first_seq)));
-            }
-        }
+    if counters.entry_count < counters.last_seq
+        && let Some(first_seq) = log.first_seq()?
+        && after_seq + 1 < first_seq
+    {
+        return Ok((first_seq - 1, Some(first_seq)));
     }
     Ok((after_seq, None))
 }

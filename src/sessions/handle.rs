@@ -47,7 +47,7 @@ impl HandleState {
     pub(crate) fn view(&self) -> SessionView {
         SessionView {
             record: self.record.clone(),
-            counters: self.counters.clone(),
+            counters: self.counters,
             lease_expires_at: self.lease_expires_at,
         }
     }

@@ -71,7 +71,7 @@ impl LogTree {
         batch_id: Option<&str>,
     ) -> Result<(sled::Batch, LogCounters), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut next = counters.clone();
+        let mut next = *counters;
         for entry in entries {
             debug_assert_eq!(entry.seq, next.last_seq + 1, "seqs must be contiguous");
             let bytes = entry.encode_to_vec();

@@ -97,7 +97,7 @@ impl Store {
             let (_, bytes) = item?;
             let record: StoredSession = log::decode(&bytes, "session record")?;
             let (counters, log) = if record.state() == State::Ended {
-                (record.final_counters.clone().unwrap_or_default(), None)
+                (record.final_counters.unwrap_or_default(), None)
             } else {
                 let log = self.open_log(&record.id)?;
                 (log.counters()?, Some(log))
@@ -161,7 +161,7 @@ impl Store {
         end_entry: &StoredEntry,
     ) -> Result<LogCounters, StoreError> {
         let (batch, next) = log.prepare(counters, std::slice::from_ref(end_entry), None)?;
-        record.final_counters = Some(next.clone());
+        record.final_counters = Some(next);
         let record_bytes = record.encode_to_vec();
         (&self.sessions, log.tree())
             .transaction(|(sessions, log)| {

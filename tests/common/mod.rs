@@ -2,6 +2,8 @@
 //! it serves (no sleeps, no fixed ports), and a connected generated client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod follow;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::pb::session_log_client::SessionLogClient;
-use sessionlog::server::{Listener, ServerSettings, serve};
+use sessionlog::server::{Listener, Server, ServerSettings};
+use sessionlog::sessions::SessionManager;
 use sessionlog::store::StoreOptions;
 use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
@@ -22,6 +25,8 @@ pub type Client = SessionLogClient<Channel>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The rules inside the server, for white-box checks (follower counts).
+    pub sessions: SessionManager,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     _owned_dir: Option<tempfile::TempDir>,
@@ -53,13 +58,16 @@ impl TestServer {
             fsync,
             shutdown_grace: Duration::from_secs(5),
         };
+        let server = Server::open(settings).await.expect("open the server");
+        let sessions = server.sessions().clone();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(vec![listener], settings, async {
+        let task = tokio::spawn(server.serve(vec![listener], async {
             let _ = shutdown_rx.await;
         }));
         Self {
             addr,
             data_dir: data_dir.to_path_buf(),
+            sessions,
             shutdown_tx: Some(shutdown_tx),
             task,
             _owned_dir: None,
@@ -151,4 +159,88 @@ pub async fn read_all(client: &mut Client, session_id: &str) -> Vec<pb::LogEntry
         }
         after_seq = page.next_cursor;
     }
+}
+
+/// Asserts that `result` failed with `code`; returns the status.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match result {
+        Ok(response) => panic!("expected {code:?}, got OK: {:?}", response.into_inner()),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// The session as `GetSession` returns it now.
+pub async fn get_session(client: &mut Client, session_id: &str) -> pb::Session {
+    client
+        .get_session(pb::GetSessionRequest {
+            session_id: session_id.to_owned(),
+        })
+        .await
+        .expect("get session")
+        .into_inner()
+}
+
+/// Appends `entries` as one batch and returns the whole response.
+pub async fn append_entries(
+    client: &mut Client,
+    session_id: &str,
+    entries: Vec<pb::LogEntry>,
+) -> pb::AppendResponse {
+    client
+        .append(pb::AppendRequest {
+            session_id: session_id.to_owned(),
+            entries,
+            ..Default::default()
+        })
+        .await
+        .expect("append")
+        .into_inner()
+}
+
+/// Appends `messages` as one batch under `batch_id`; returns the response.
+pub async fn append_with_batch_id(
+    client: &mut Client,
+    session_id: &str,
+    batch_id: &str,
+    messages: &[&str],
+) -> pb::AppendResponse {
+    client
+        .append(pb::AppendRequest {
+            session_id: session_id.to_owned(),
+            entries: messages.iter().map(|m| entry(*m)).collect(),
+            batch_id: batch_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("append with batch id")
+        .into_inner()
+}
+
+/// Ends a session with `reason`; returns the ended session.
+pub async fn end_session(client: &mut Client, session_id: &str, reason: &str) -> pb::Session {
+    client
+        .end_session(pb::EndSessionRequest {
+            session_id: session_id.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await
+        .expect("end session")
+        .into_inner()
+}
+
+/// The messages of `entries`, in order.
+pub fn messages(entries: &[pb::LogEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.message.as_str()).collect()
+}
+
+/// The seqs of `entries`, in order.
+pub fn seqs(entries: &[pb::LogEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
 }
