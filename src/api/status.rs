@@ -51,7 +51,12 @@ fn store_status(err: &StoreError) -> Status {
         StoreError::Corrupt { .. } => {
             Status::internal("stored data is corrupt; see the server log")
         }
-        StoreError::Engine(_) => Status::internal("the storage engine failed; see the server log"),
+        StoreError::Engine(_)
+        | StoreError::DataDir { .. }
+        | StoreError::Foreign { .. }
+        | StoreError::Locked { .. } => {
+            Status::internal("the storage engine failed; see the server log")
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Nothing else gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
 
+mod data_dir;
 pub mod durability;
 mod keys;
 mod log;
@@ -22,6 +23,9 @@ pub use query::{EntryFilter, Page, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 
 const SESSIONS_TREE: &str = "sessions";
+/// Marks a sled database as a sessionlog store, and which layout it has.
+const FORMAT_KEY: &[u8] = b"sessionlog.format";
+const FORMAT_VERSION: &[u8] = b"1";
 const LOG_TREE_PREFIX: &str = "log/";
 
 /// What can go wrong below the rules: the disk, or what is on it.
@@ -33,6 +37,12 @@ pub enum StoreError {
     Corrupt { detail: String },
     #[error("the storage engine failed: {0}")]
     Engine(#[source] sled::Error),
+    #[error("{detail}")]
+    DataDir { detail: String },
+    #[error("{detail}")]
+    Foreign { detail: String },
+    #[error("{detail}")]
+    Locked { detail: String },
 }
 
 impl From<sled::Error> for StoreError {
@@ -75,7 +85,9 @@ impl Store {
     /// Opens (or creates, owner-only) the database at `options.path`.
     /// Blocking: call from `spawn_blocking` or before the runtime is busy.
     pub fn open(options: &StoreOptions) -> Result<Self, StoreError> {
-        create_private_dir(&options.path).map_err(StoreError::Io)?;
+        // A store whose sled files exist must come back with its marker key.
+        let existing = data_dir::prepare(&options.path)? && options.path.join("db").exists();
+        data_dir::ensure_unlocked(&options.path)?;
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -84,6 +96,7 @@ impl Store {
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        check_format(&db, &options.path, existing)?;
         let sessions = db.open_tree(SESSIONS_TREE)?;
         Ok(Self { db, sessions })
     }
@@ -199,10 +212,30 @@ impl Store {
     }
 }
 
-fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+/// Accepts a new database (and marks it) or one this layout wrote. Refuses
+/// a store whose contents sled could not recover: sled reads an unreadable
+/// log as a torn write and starts it over, which must not pass as empty.
+fn check_format(db: &sled::Db, path: &std::path::Path, existing: bool) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY)? {
+        Some(version) if version.as_ref() == FORMAT_VERSION => Ok(()),
+        Some(version) => Err(StoreError::Foreign {
+            detail: format!(
+                "the store in {} has layout {:?}, which this version cannot read",
+                path.display(),
+                String::from_utf8_lossy(&version)
+            ),
+        }),
+        None if existing => Err(StoreError::Corrupt {
+            detail: format!(
+                "sled could not recover the store in {}; refusing to start on it \
+                 (keep the directory for inspection, or restore a backup)",
+                path.display()
+            ),
+        }),
+        None => {
+            db.insert(FORMAT_KEY, FORMAT_VERSION)?;
+            db.flush()?;
+            Ok(())
+        }
+    }
 }
