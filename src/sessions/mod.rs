@@ -116,6 +116,12 @@ impl SessionManager {
         self.inner.shutdown.cancel();
     }
 
+    /// How many flushes the durability policy has run (group commit shares
+    /// one among the appends waiting at the same moment).
+    pub fn flush_count(&self) -> u64 {
+        self.inner.durability.flush_count()
+    }
+
     /// How many sessions are stored.
     pub fn session_count(&self) -> usize {
         self.sessions_read().len()
