@@ -86,7 +86,7 @@ struct SentBatch {
     messages: Vec<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Ledger {
     sent: HashMap<String, SentBatch>,
     acked: HashMap<String, (u64, u64)>,
