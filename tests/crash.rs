@@ -229,20 +229,21 @@ async fn verify(client: &mut Client, ledger: &Ledger, every_ack_durable: bool) -
 }
 
 /// Retries every in-flight batch: found with its seqs, or stored once now.
-async fn retry_in_flight(client: &mut Client, ledger: &mut Ledger) {
-    for batch_id in std::mem::take(&mut ledger.in_flight) {
-        let batch = ledger.sent[&batch_id].clone();
+/// Returns the seqs each got, to count as acknowledged.
+async fn retry_in_flight(client: &mut Client, ledger: &Ledger) -> Vec<(String, (u64, u64))> {
+    let mut retried = Vec::new();
+    for batch_id in &ledger.in_flight {
+        let batch = &ledger.sent[batch_id];
         let response = client
-            .append(request(&batch_id, &batch))
+            .append(request(batch_id, batch))
             .await
             .expect("retry")
             .into_inner();
         let count = u64::try_from(batch.messages.len()).expect("fits");
         assert_eq!(response.last_seq - response.first_seq + 1, count);
-        ledger
-            .acked
-            .insert(batch_id, (response.first_seq, response.last_seq));
+        retried.push((batch_id.clone(), (response.first_seq, response.last_seq)));
     }
+    retried
 }
 
 async fn crash_cycles(fsync: &str, cycles: usize) -> usize {
@@ -266,10 +267,13 @@ async fn crash_cycles(fsync: &str, cycles: usize) -> usize {
     for cycle in 0..cycles {
         let server = ServerProcess::start(dir.path(), fsync).await;
         let mut client = server.client().await;
+        let snapshot = ledger.lock().expect("ledger").clone();
+        verified = verify(&mut client, &snapshot, fsync == "always").await;
+        let retried = retry_in_flight(&mut client, &snapshot).await;
         {
             let mut ledger = ledger.lock().expect("ledger");
-            verified = verify(&mut client, &ledger, fsync == "always").await;
-            retry_in_flight(&mut client, &mut ledger).await;
+            ledger.in_flight.clear();
+            ledger.acked.extend(retried);
         }
         let (acked_tx, mut acked_rx) = watch::channel(0usize);
         let acked_tx = Arc::new(acked_tx);
@@ -299,8 +303,8 @@ async fn crash_cycles(fsync: &str, cycles: usize) -> usize {
     }
     let server = ServerProcess::start(dir.path(), fsync).await;
     let mut client = server.client().await;
-    let ledger = ledger.lock().expect("ledger");
-    verified = verified.max(verify(&mut client, &ledger, fsync == "always").await);
+    let snapshot = ledger.lock().expect("ledger").clone();
+    verified = verified.max(verify(&mut client, &snapshot, fsync == "always").await);
     server.kill().await;
     verified
 }
