@@ -177,3 +177,26 @@ async fn restart_keeps_active_sessions_active() {
     assert_eq!(session.state(), pb::SessionState::Active);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_loose_data_dir_owned_by_someone_else_is_left_alone() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("data");
+    TestServer::start_in(&dir, FsyncPolicy::Always)
+        .await
+        .shutdown()
+        .await;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // 65534 is `nobody`; changing the owner needs root, which this run may lack.
+    if rustix::fs::chown(&dir, Some(rustix::fs::Uid::from_raw(65_534)), None).is_err() {
+        eprintln!("skipped: changing the data dir's owner needs root");
+        return;
+    }
+    let server = TestServer::start_in(&dir, FsyncPolicy::Always).await;
+    server.shutdown().await;
+    assert_eq!(
+        std::fs::metadata(&dir).expect("dir").mode() & 0o777,
+        0o755,
+        "not ours: warned about, not changed"
+    );
+}
