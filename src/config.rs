@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
 use crate::units::{parse_duration, parse_size};
@@ -44,6 +45,26 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How often leases and client pids are checked.
+    #[arg(long, env = "SESSIONLOG_LIVENESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub liveness_interval: Duration,
+
+    /// Prune ended sessions that ended longer ago than this.
+    #[arg(long, env = "SESSIONLOG_RETENTION_MAX_AGE", value_parser = parse_duration)]
+    pub retention_max_age: Option<Duration>,
+
+    /// Keep at most this many sessions (active ones are never pruned).
+    #[arg(long, env = "SESSIONLOG_RETENTION_MAX_SESSIONS")]
+    pub retention_max_sessions: Option<usize>,
+
+    /// Prune the oldest ended sessions while all sessions' entries take more than this.
+    #[arg(long, env = "SESSIONLOG_RETENTION_MAX_BYTES", value_parser = parse_size)]
+    pub retention_max_bytes: Option<u64>,
+
+    /// How often retention runs.
+    #[arg(long, env = "SESSIONLOG_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
+
     /// The server's own log format on stderr (`RUST_LOG` filters it).
     #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -54,6 +75,14 @@ impl ServeConfig {
         StoreOptions {
             path: self.data_dir.clone(),
             cache_bytes: self.cache_size,
+        }
+    }
+
+    pub fn retention_policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: self.retention_max_age,
+            max_sessions: self.retention_max_sessions,
+            max_bytes: self.retention_max_bytes,
         }
     }
 

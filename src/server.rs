@@ -19,7 +19,7 @@ use tonic_health::server::HealthReporter;
 use crate::api::SessionLogService;
 use crate::config::{ListenAddr, ServeConfig};
 use crate::pb::session_log_server::SessionLogServer;
-use crate::sessions::SessionManager;
+use crate::sessions::{RetentionPolicy, SessionManager};
 use crate::store::durability::{Durability, FsyncPolicy};
 use crate::store::{Store, StoreOptions};
 
@@ -32,6 +32,23 @@ pub struct ServerSettings {
     pub store: StoreOptions,
     pub fsync: FsyncPolicy,
     pub shutdown_grace: Duration,
+    pub liveness_interval: Duration,
+    pub retention: RetentionPolicy,
+    pub retention_interval: Duration,
+}
+
+impl ServerSettings {
+    /// Settings with the `serve` defaults for everything but the store.
+    pub fn new(store: StoreOptions, fsync: FsyncPolicy) -> Self {
+        Self {
+            store,
+            fsync,
+            shutdown_grace: Duration::from_secs(10),
+            liveness_interval: Duration::from_secs(5),
+            retention: RetentionPolicy::default(),
+            retention_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 impl From<&ServeConfig> for ServerSettings {
@@ -40,6 +57,9 @@ impl From<&ServeConfig> for ServerSettings {
             store: config.store_options(),
             fsync: config.fsync_policy(),
             shutdown_grace: config.shutdown_grace,
+            liveness_interval: config.liveness_interval,
+            retention: config.retention_policy(),
+            retention_interval: config.retention_interval,
         }
     }
 }
@@ -102,7 +122,7 @@ pub struct Server {
     durability: Durability,
     flusher: Option<tokio::task::JoinHandle<()>>,
     sessions: SessionManager,
-    shutdown_grace: Duration,
+    settings: ServerSettings,
 }
 
 impl Server {
@@ -128,7 +148,7 @@ impl Server {
             durability,
             flusher,
             sessions,
-            shutdown_grace: settings.shutdown_grace,
+            settings,
         })
     }
 
@@ -176,14 +196,21 @@ impl Server {
             }
         }
 
+        let housekeeping = CancellationToken::new();
+        let chores = self.spawn_housekeeping(&housekeeping);
+
         shutdown.await;
-        tracing::info!(grace = ?self.shutdown_grace, "shutting down");
+        tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down");
+        housekeeping.cancel();
+        for chore in chores {
+            let _ = chore.await;
+        }
         set_health(&health, ServingStatus::NotServing).await;
         stop_accepting.cancel();
         // Follow and watch streams never end by themselves; end them now so
         // the drain below waits only for calls that finish.
         self.sessions.begin_shutdown();
-        let drained = tokio::time::timeout(self.shutdown_grace, async {
+        let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
             while let Some(finished) = servers.join_next().await {
                 match finished {
                     Ok(Ok(())) => {}
@@ -207,6 +234,55 @@ impl Server {
             .context("the final flush failed")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+impl Server {
+    /// The liveness task, and the retention task when a limit is set.
+    fn spawn_housekeeping(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut chores = Vec::new();
+        let sessions = self.sessions.clone();
+        chores.push(tokio::spawn(every(
+            self.settings.liveness_interval,
+            stop.clone(),
+            move || {
+                let sessions = sessions.clone();
+                async move {
+                    sessions.check_liveness().await;
+                }
+            },
+        )));
+        let retention = self.settings.retention;
+        if !retention.is_unlimited() {
+            let sessions = self.sessions.clone();
+            chores.push(tokio::spawn(every(
+                self.settings.retention_interval,
+                stop.clone(),
+                move || {
+                    let sessions = sessions.clone();
+                    async move {
+                        sessions.enforce_retention(retention).await;
+                    }
+                },
+            )));
+        }
+        chores
+    }
+}
+
+/// Runs `chore` every `period` until `stop`.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, chore: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => chore().await,
+            () = stop.cancelled() => return,
+        }
     }
 }
 

@@ -11,18 +11,10 @@ use std::time::Duration;
 use common::{TestServer, start_session};
 use sessionlog::pb;
 use sessionlog::server::{Server, ServerSettings};
-use sessionlog::store::StoreOptions;
 use sessionlog::store::durability::FsyncPolicy;
 
 fn settings(dir: &Path) -> ServerSettings {
-    ServerSettings {
-        store: StoreOptions {
-            path: dir.to_path_buf(),
-            cache_bytes: 8 << 20,
-        },
-        fsync: FsyncPolicy::Always,
-        shutdown_grace: Duration::from_secs(5),
-    }
+    common::settings(dir, FsyncPolicy::Always)
 }
 
 fn group_or_other_access(dir: &Path) -> Vec<String> {

@@ -12,8 +12,7 @@ use prost::Message;
 use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::pb::session_log_client::SessionLogClient;
-use sessionlog::server::{Listener, ServerSettings, serve};
-use sessionlog::store::StoreOptions;
+use sessionlog::server::{Listener, serve};
 use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
 use tonic::Code;
@@ -180,14 +179,7 @@ fn spawn_server(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let settings = ServerSettings {
-        store: StoreOptions {
-            path: data_dir.to_path_buf(),
-            cache_bytes: 16 << 20,
-        },
-        fsync: FsyncPolicy::Never,
-        shutdown_grace: Duration::from_secs(5),
-    };
+    let settings = common::settings(data_dir, FsyncPolicy::Never);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listeners, settings, async {
         let _ = stop_rx.await;

@@ -43,8 +43,13 @@ impl From<RequestError> for Status {
 }
 
 fn store_status(err: &StoreError) -> Status {
-    log_internal(err);
+    if !matches!(err, StoreError::LogDropped) {
+        log_internal(err);
+    }
     match err {
+        StoreError::LogDropped => {
+            Status::not_found("the session was deleted while this call read it")
+        }
         StoreError::Io(_) => {
             Status::unavailable("the store could not complete the write or read; retry later")
         }

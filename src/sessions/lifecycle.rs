@@ -13,7 +13,7 @@ use crate::store::schema::{Level, LogCounters, State, StoredEntry, StoredSession
 
 use super::append::checked_last_seq;
 use super::handle::{SessionHandle, lease_deadline};
-use super::{SessionError, SessionManager, SessionView, WatchEvent, blocking};
+use super::{SessionError, SessionManager, SessionView, WatchEvent, blocking, process};
 
 /// The logger of the synthetic entry that ends a session.
 pub const END_LOGGER: &str = "sessions";
@@ -30,8 +30,16 @@ impl SessionManager {
         } else {
             draft.id.clone()
         };
+        let client_start_ticks = process::start_ticks(draft.client_pid).unwrap_or_default();
+        if draft.client_pid != 0 && client_start_ticks == 0 {
+            tracing::warn!(
+                pid = draft.client_pid,
+                "the client pid is not visible here; process liveness is off for this session"
+            );
+        }
         let record = StoredSession {
             id,
+            client_start_ticks,
             created_at: Some(now),
             updated_at: Some(now),
             ended_at: None,
@@ -57,6 +65,7 @@ impl SessionManager {
                     .insert(handle.id.clone(), handle.clone());
                 WatchEvent::Started(handle.final_view())
             });
+            self.inner.watched.add_if_needed(&handle);
             handle
         };
         self.inner.durability.wait_durable().await?;
@@ -133,9 +142,8 @@ impl SessionManager {
                 }
                 self.end_locked(&handle, DELETED_REASON)?;
             }
-            let store = self.store().clone();
-            let id = handle.id.clone();
-            blocking(move || Ok(store.delete_session(&id)?)).await?;
+            // Gone for new calls first, then from disk: a call that gets
+            // the handle now sees `NotFound`, never half a session.
             self.inner.events.publish(|| {
                 let mut state = handle.state();
                 state.deleted = true;
@@ -152,6 +160,10 @@ impl SessionManager {
                 }
                 WatchEvent::Deleted(last_view)
             });
+            self.inner.watched.remove(&handle.id);
+            let store = self.store().clone();
+            let id = handle.id.clone();
+            blocking(move || Ok(store.delete_session(&id)?)).await?;
         }
         self.inner
             .durability
@@ -191,6 +203,7 @@ impl SessionManager {
             state.publish();
             WatchEvent::Ended(state.view())
         });
+        self.inner.watched.remove(&handle.id);
         Ok(())
     }
 }

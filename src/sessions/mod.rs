@@ -9,7 +9,10 @@ mod handle;
 pub mod ids;
 mod lifecycle;
 mod list;
+mod liveness;
+mod process;
 mod read;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -27,7 +30,9 @@ use handle::SessionHandle;
 pub use handle::SessionView;
 pub use lifecycle::{DELETED_REASON, END_LOGGER};
 pub use list::{DEFAULT_PAGE_SIZE, ListPage, ListQuery, MAX_PAGE_SIZE};
+pub use liveness::{LEASE_EXPIRED, PROCESS_EXITED};
 pub use read::{DEFAULT_READ_LIMIT, MAX_READ_LIMIT, MAX_SCANNED_PER_READ, ReadPage, ReadQuery};
+pub use retention::{PruneReason, RetentionPolicy};
 
 /// What a request can run into, named after the situation.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,8 @@ struct Inner {
     /// is being dropped.
     lifecycle_lock: tokio::sync::Mutex<()>,
     events: events::SessionEvents,
+    /// Active sessions with a lease or a watched pid.
+    watched: liveness::Watched,
     followers: FollowerGauge,
     /// Cancelled when the server shuts down: open streams end.
     shutdown: CancellationToken,
@@ -87,9 +94,16 @@ impl SessionManager {
     /// Blocking (reads the store).
     pub fn load(store: Store, durability: Durability) -> Result<Self, SessionError> {
         let mut sessions = BTreeMap::new();
+        let watched = liveness::Watched::default();
         for loaded in store.load_sessions()? {
-            let handle = SessionHandle::new(loaded.record, loaded.counters, loaded.log);
-            sessions.insert(handle.id.clone(), Arc::new(handle));
+            // Leases count from now: the clients had no server to renew with.
+            let handle = Arc::new(SessionHandle::new(
+                loaded.record,
+                loaded.counters,
+                loaded.log,
+            ));
+            watched.add_if_needed(&handle);
+            sessions.insert(handle.id.clone(), handle);
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -98,6 +112,7 @@ impl SessionManager {
                 ids: ids::IdGenerator::default(),
                 lifecycle_lock: tokio::sync::Mutex::new(()),
                 events: events::SessionEvents::default(),
+                watched,
                 followers: FollowerGauge::default(),
                 shutdown: CancellationToken::new(),
                 sessions: RwLock::new(sessions),

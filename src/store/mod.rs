@@ -43,12 +43,15 @@ pub enum StoreError {
     Foreign { detail: String },
     #[error("{detail}")]
     Locked { detail: String },
+    #[error("the session's log was deleted while it was being read")]
+    LogDropped,
 }
 
 impl From<sled::Error> for StoreError {
     fn from(err: sled::Error) -> Self {
         match err {
             sled::Error::Io(io) => Self::Io(io),
+            sled::Error::CollectionNotFound(_) => Self::LogDropped,
             sled::Error::Corruption { at, .. } => Self::Corrupt {
                 detail: format!("sled found corruption at {at:?}"),
             },

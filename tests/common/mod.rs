@@ -41,8 +41,25 @@ impl TestServer {
         server
     }
 
+    /// A server on a fresh temporary data dir, with settings changed by
+    /// `configure`.
+    pub async fn start_configured(configure: impl FnOnce(&mut ServerSettings)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = settings(dir.path(), FsyncPolicy::Never);
+        configure(&mut settings);
+        let mut server = Self::start_with(settings).await;
+        server._owned_dir = Some(dir);
+        server
+    }
+
     /// A server on `data_dir` (kept after shutdown, for restart tests).
     pub async fn start_in(data_dir: &Path, fsync: FsyncPolicy) -> Self {
+        Self::start_with(settings(data_dir, fsync)).await
+    }
+
+    /// A server with these settings.
+    pub async fn start_with(settings: ServerSettings) -> Self {
+        let data_dir = settings.store.path.clone();
         let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".into()))
             .await
             .expect("bind loopback");
@@ -50,14 +67,6 @@ impl TestServer {
             unreachable!("bound a tcp address")
         };
         let addr = tcp.local_addr().expect("local addr");
-        let settings = ServerSettings {
-            store: StoreOptions {
-                path: data_dir.to_path_buf(),
-                cache_bytes: 16 << 20,
-            },
-            fsync,
-            shutdown_grace: Duration::from_secs(5),
-        };
         let server = Server::open(settings).await.expect("open the server");
         let sessions = server.sessions().clone();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -66,7 +75,7 @@ impl TestServer {
         }));
         Self {
             addr,
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
             sessions,
             shutdown_tx: Some(shutdown_tx),
             task,
@@ -110,6 +119,19 @@ impl TestServer {
             .expect("server task")
             .expect("server stopped cleanly");
     }
+}
+
+/// Test settings: a small cache, a short grace period, defaults otherwise.
+pub fn settings(data_dir: &Path, fsync: FsyncPolicy) -> ServerSettings {
+    let mut settings = ServerSettings::new(
+        StoreOptions {
+            path: data_dir.to_path_buf(),
+            cache_bytes: 16 << 20,
+        },
+        fsync,
+    );
+    settings.shutdown_grace = Duration::from_secs(5);
+    settings
 }
 
 /// Starts a session with this app name and returns its id.

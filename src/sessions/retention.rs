@@ -1,0 +1,99 @@
+//! Retention: ended sessions are pruned by age, by count and by total
+//! bytes, oldest `ended_at` first. Active sessions are never pruned, even
+//! when they alone exceed a limit.
+
+use std::time::{Duration, SystemTime};
+
+use super::{SessionError, SessionManager};
+
+/// Limits on what is kept; `None` does not limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Prune sessions that ended longer ago than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many sessions, counting active ones.
+    pub max_sessions: Option<usize>,
+    /// Keep the sum of all sessions' `size_bytes` at most this.
+    pub max_bytes: Option<u64>,
+}
+
+impl RetentionPolicy {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Why a session was pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneReason {
+    Age,
+    Count,
+    Bytes,
+}
+
+impl PruneReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Age => "max age",
+            Self::Count => "max sessions",
+            Self::Bytes => "max bytes",
+        }
+    }
+}
+
+impl SessionManager {
+    /// Prunes what `policy` does not keep; returns the pruned ids, oldest
+    /// first, with the limit that pruned each.
+    pub async fn enforce_retention(&self, policy: RetentionPolicy) -> Vec<(String, PruneReason)> {
+        if policy.is_unlimited() {
+            return Vec::new();
+        }
+        let now = SystemTime::now();
+        let mut count = 0usize;
+        let mut bytes = 0u64;
+        let mut ended = Vec::new();
+        for handle in self.sessions_read().values() {
+            let Ok(view) = handle.view() else { continue };
+            count += 1;
+            bytes = bytes.saturating_add(view.counters.size_bytes);
+            if !view.is_active() {
+                let ended_at = view
+                    .record
+                    .ended_at
+                    .and_then(|at| SystemTime::try_from(at).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                ended.push((ended_at, view.record.id, view.counters.size_bytes));
+            }
+        }
+        ended.sort();
+        let mut pruned = Vec::new();
+        for (ended_at, id, size_bytes) in ended {
+            let too_old = policy
+                .max_age
+                .is_some_and(|max_age| now.duration_since(ended_at).is_ok_and(|age| age > max_age));
+            let reason = if too_old {
+                PruneReason::Age
+            } else if policy.max_sessions.is_some_and(|max| count > max) {
+                PruneReason::Count
+            } else if policy.max_bytes.is_some_and(|max| bytes > max) {
+                PruneReason::Bytes
+            } else {
+                // Younger sessions are not older, and count and bytes only fell.
+                break;
+            };
+            match self.delete(&id, false).await {
+                Ok(()) => {
+                    tracing::info!(session_id = %id, reason = reason.as_str(), "pruned session");
+                    count -= 1;
+                    bytes = bytes.saturating_sub(size_bytes);
+                    pruned.push((id, reason));
+                }
+                Err(SessionError::NotFound { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(session_id = %id, error = %err, "retention could not prune a session")
+                }
+            }
+        }
+        pruned
+    }
+}
