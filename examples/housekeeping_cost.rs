@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     for index in 0..count {
         // One in a hundred has a lease (and stays active), so liveness has
         // something to look at.
-        let lease_ttl = (index % 100 == 1).then(|| prost_types::Duration {
+        let lease_ttl = (index % 100 == 1).then_some(prost_types::Duration {
             seconds: 3_600,
             nanos: 0,
         });
