@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::api::Limits;
 use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
@@ -65,6 +66,46 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub retention_interval: Duration,
 
+    /// The largest request message, decoded.
+    #[arg(long, env = "SESSIONLOG_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_message_size: u64,
+
+    /// The most entries in one Append.
+    #[arg(long, env = "SESSIONLOG_MAX_BATCH_ENTRIES", default_value_t = 10_000)]
+    pub max_batch_entries: usize,
+
+    /// The largest entry, encoded.
+    #[arg(long, env = "SESSIONLOG_MAX_ENTRY_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_entry_size: u64,
+
+    /// The longest name (app, mode, platform, job id, logger), in bytes.
+    #[arg(long, env = "SESSIONLOG_MAX_NAME_LENGTH", default_value_t = 256)]
+    pub max_name_length: usize,
+
+    /// The longest text (format template, end reason, filter text), in bytes.
+    #[arg(long, env = "SESSIONLOG_MAX_TEXT_LENGTH", default_value_t = 65_536)]
+    pub max_text_length: usize,
+
+    /// The deepest nesting of entry fields and session metadata.
+    #[arg(long, env = "SESSIONLOG_MAX_STRUCT_DEPTH", default_value_t = 32)]
+    pub max_struct_depth: usize,
+
+    /// The most values in one entry's fields or a session's metadata.
+    #[arg(long, env = "SESSIONLOG_MAX_STRUCT_VALUES", default_value_t = 1_000)]
+    pub max_struct_values: usize,
+
+    /// The most open Follow streams on one session.
+    #[arg(
+        long,
+        env = "SESSIONLOG_MAX_FOLLOWS_PER_SESSION",
+        default_value_t = 4_096
+    )]
+    pub max_follows_per_session: usize,
+
+    /// The most open Follow and WatchSessions streams in all.
+    #[arg(long, env = "SESSIONLOG_MAX_STREAMS", default_value_t = 16_384)]
+    pub max_streams: usize,
+
     /// The server's own log format on stderr (`RUST_LOG` filters it).
     #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -75,6 +116,21 @@ impl ServeConfig {
         StoreOptions {
             path: self.data_dir.clone(),
             cache_bytes: self.cache_size,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: usize::try_from(self.max_message_size).unwrap_or(usize::MAX),
+            max_batch_entries: self.max_batch_entries,
+            max_entry_bytes: usize::try_from(self.max_entry_size).unwrap_or(usize::MAX),
+            max_name_bytes: self.max_name_length,
+            max_text_bytes: self.max_text_length,
+            max_struct_depth: self.max_struct_depth,
+            max_struct_values: self.max_struct_values,
+            max_follows_per_session: self.max_follows_per_session,
+            max_streams: self.max_streams,
+            ..Limits::default()
         }
     }
 

@@ -16,7 +16,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::SessionLogService;
+use crate::api::{GuardLayer, Limits, SessionLogService};
 use crate::config::{ListenAddr, ServeConfig};
 use crate::pb::session_log_server::SessionLogServer;
 use crate::sessions::{RetentionPolicy, SessionManager};
@@ -35,6 +35,7 @@ pub struct ServerSettings {
     pub liveness_interval: Duration,
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
+    pub limits: Limits,
 }
 
 impl ServerSettings {
@@ -47,6 +48,7 @@ impl ServerSettings {
             liveness_interval: Duration::from_secs(5),
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(60),
+            limits: Limits::default(),
         }
     }
 }
@@ -60,6 +62,7 @@ impl From<&ServeConfig> for ServerSettings {
             liveness_interval: config.liveness_interval,
             retention: config.retention_policy(),
             retention_interval: config.retention_interval,
+            limits: config.limits(),
         }
     }
 }
@@ -168,16 +171,22 @@ impl Server {
         let routes = Routes::new(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(SessionLogServer::new(SessionLogService::new(
-                self.sessions.clone(),
-            )));
+            .add_service(
+                SessionLogServer::new(SessionLogService::new(
+                    self.sessions.clone(),
+                    self.settings.limits.clone(),
+                ))
+                .max_decoding_message_size(self.settings.limits.max_message_bytes),
+            );
         set_health(&health, ServingStatus::Serving).await;
 
         let stop_accepting = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         for listener in listeners {
             tracing::info!(listen = %listener.local_addr(), "serving");
-            let server = tonic::transport::Server::builder().add_routes(routes.clone());
+            let server = tonic::transport::Server::builder()
+                .layer(GuardLayer)
+                .add_routes(routes.clone());
             let stop = stop_accepting.clone().cancelled_owned();
             match listener {
                 Listener::Tcp(listener) => {

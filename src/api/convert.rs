@@ -14,10 +14,10 @@ use crate::sessions::{
     AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,
 };
 use crate::store::EntryFilter;
+
+use super::limits::Limits;
 use crate::store::schema::{Level, State, StoredEntry, StoredSession};
 
-/// The most entries one `Append` may carry.
-pub const MAX_BATCH_ENTRIES: usize = 10_000;
 /// The longest `batch_id`, in bytes.
 pub const MAX_BATCH_ID_LEN: usize = 128;
 const TRACE_ID_LEN: usize = 16;
@@ -57,9 +57,17 @@ fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
     }
 }
 
-pub(super) fn new_session(request: pb::StartSessionRequest) -> Result<StoredSession, RequestError> {
+pub(super) fn new_session(
+    request: pb::StartSessionRequest,
+    limits: &Limits,
+) -> Result<StoredSession, RequestError> {
     optional_id("session_id", &request.session_id)?;
     optional_id("parent_session_id", &request.parent_session_id)?;
+    limits.name("app_name", &request.app_name)?;
+    limits.name("mode", &request.mode)?;
+    limits.name("platform", &request.platform)?;
+    limits.name("job_id", &request.job_id)?;
+    limits.structure("metadata", request.metadata.as_ref())?;
     if let Some(ttl) = &request.lease_ttl
         && std::time::Duration::try_from(*ttl).is_err()
     {
@@ -82,7 +90,10 @@ pub(super) fn new_session(request: pb::StartSessionRequest) -> Result<StoredSess
     })
 }
 
-pub(super) fn append_batch(request: pb::AppendRequest) -> Result<AppendBatch, RequestError> {
+pub(super) fn append_batch(
+    request: pb::AppendRequest,
+    limits: &Limits,
+) -> Result<AppendBatch, RequestError> {
     session_id(&request.session_id)?;
     if request.entries.is_empty() {
         return Err(invalid(
@@ -90,15 +101,7 @@ pub(super) fn append_batch(request: pb::AppendRequest) -> Result<AppendBatch, Re
             "is empty; a batch needs at least one entry",
         ));
     }
-    if request.entries.len() > MAX_BATCH_ENTRIES {
-        return Err(RequestError::OverLimit {
-            field: "entries",
-            reason: format!(
-                "{} entries, at most {MAX_BATCH_ENTRIES} per batch",
-                request.entries.len()
-            ),
-        });
-    }
+    limits.batch_entries(request.entries.len())?;
     if request.batch_id.len() > MAX_BATCH_ID_LEN {
         return Err(RequestError::OverLimit {
             field: "batch_id",
@@ -111,7 +114,7 @@ pub(super) fn append_batch(request: pb::AppendRequest) -> Result<AppendBatch, Re
     let entries = request
         .entries
         .into_iter()
-        .map(stored_entry)
+        .map(|entry| stored_entry(entry, limits))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AppendBatch {
         session_id: request.session_id,
@@ -121,7 +124,11 @@ pub(super) fn append_batch(request: pb::AppendRequest) -> Result<AppendBatch, Re
     })
 }
 
-fn stored_entry(entry: pb::LogEntry) -> Result<StoredEntry, RequestError> {
+fn stored_entry(entry: pb::LogEntry, limits: &Limits) -> Result<StoredEntry, RequestError> {
+    limits.entry_bytes(prost::Message::encoded_len(&entry))?;
+    limits.name("entries.logger", &entry.logger)?;
+    limits.text("entries.format", &entry.format)?;
+    limits.structure("entries.fields", entry.fields.as_ref())?;
     let level = level(entry.level, "entries.level")?;
     if let Some(timestamp) = &entry.timestamp
         && (SystemTime::try_from(*timestamp).is_err()
@@ -158,10 +165,15 @@ fn level(value: i32, field: &'static str) -> Result<Level, RequestError> {
     Level::try_from(value).map_err(|_| invalid(field, format!("{value} is not a level (0 to 6)")))
 }
 
-pub(super) fn filter(filter: Option<pb::LogFilter>) -> Result<EntryFilter, RequestError> {
+pub(super) fn filter(
+    filter: Option<pb::LogFilter>,
+    limits: &Limits,
+) -> Result<EntryFilter, RequestError> {
     let Some(filter) = filter else {
         return Ok(EntryFilter::default());
     };
+    limits.prefixes(&filter.logger_prefixes)?;
+    limits.text("filter.contains", &filter.contains)?;
     Ok(EntryFilter {
         min_level: level(filter.min_level, "filter.min_level")?,
         logger_prefixes: filter.logger_prefixes,
@@ -169,10 +181,13 @@ pub(super) fn filter(filter: Option<pb::LogFilter>) -> Result<EntryFilter, Reque
     })
 }
 
-pub(super) fn read_query(request: pb::ReadRequest) -> Result<ReadQuery, RequestError> {
+pub(super) fn read_query(
+    request: pb::ReadRequest,
+    limits: &Limits,
+) -> Result<ReadQuery, RequestError> {
     session_id(&request.session_id)?;
     Ok(ReadQuery {
-        filter: filter(request.filter)?,
+        filter: filter(request.filter, limits)?,
         session_id: request.session_id,
         after_seq: request.after_seq,
         limit: request.limit,
@@ -180,10 +195,13 @@ pub(super) fn read_query(request: pb::ReadRequest) -> Result<ReadQuery, RequestE
     })
 }
 
-pub(super) fn follow_query(request: pb::FollowRequest) -> Result<FollowQuery, RequestError> {
+pub(super) fn follow_query(
+    request: pb::FollowRequest,
+    limits: &Limits,
+) -> Result<FollowQuery, RequestError> {
     session_id(&request.session_id)?;
     Ok(FollowQuery {
-        filter: filter(request.filter)?,
+        filter: filter(request.filter, limits)?,
         session_id: request.session_id,
         after_seq: request.after_seq,
         tail: request.tail,
@@ -191,7 +209,12 @@ pub(super) fn follow_query(request: pb::FollowRequest) -> Result<FollowQuery, Re
     })
 }
 
-pub(super) fn watch_query(request: pb::WatchSessionsRequest) -> Result<WatchQuery, RequestError> {
+pub(super) fn watch_query(
+    request: pb::WatchSessionsRequest,
+    limits: &Limits,
+) -> Result<WatchQuery, RequestError> {
+    limits.name("app_name", &request.app_name)?;
+    limits.name("job_id", &request.job_id)?;
     Ok(WatchQuery {
         include_existing: request.include_existing,
         state: state_filter(request.state, "state")?,
@@ -233,8 +256,13 @@ pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {
     }
 }
 
-pub(super) fn list_query(request: pb::ListSessionsRequest) -> Result<ListQuery, RequestError> {
+pub(super) fn list_query(
+    request: pb::ListSessionsRequest,
+    limits: &Limits,
+) -> Result<ListQuery, RequestError> {
     optional_id("parent_session_id", &request.parent_session_id)?;
+    limits.name("app_name", &request.app_name)?;
+    limits.name("job_id", &request.job_id)?;
     Ok(ListQuery {
         state: state_filter(request.state, "state")?,
         app_name: request.app_name,
@@ -374,8 +402,9 @@ mod tests {
             trace_id: vec![0; 3],
             ..pb::LogEntry::default()
         };
-        assert!(append_batch(batch(bad_level)).is_err());
-        assert!(append_batch(batch(bad_trace)).is_err());
-        assert!(append_batch(batch(pb::LogEntry::default())).is_ok());
+        let limits = Limits::default();
+        assert!(append_batch(batch(bad_level), &limits).is_err());
+        assert!(append_batch(batch(bad_trace), &limits).is_err());
+        assert!(append_batch(batch(pb::LogEntry::default()), &limits).is_ok());
     }
 }

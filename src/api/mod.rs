@@ -2,9 +2,15 @@
 //! validated and converted here, the rules are called, and errors become
 //! statuses in exactly one place (`status`).
 
+pub mod codec;
 mod convert;
+mod guard;
+mod limits;
 mod service;
 mod status;
+mod streams;
 
-pub use convert::{MAX_BATCH_ENTRIES, MAX_BATCH_ID_LEN, RequestError};
+pub use convert::{MAX_BATCH_ID_LEN, RequestError};
+pub use guard::GuardLayer;
+pub use limits::Limits;
 pub use service::SessionLogService;

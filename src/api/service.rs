@@ -2,6 +2,7 @@
 //! rules, and converts the answer back.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -10,6 +11,8 @@ use crate::pb::{self, session_log_server::SessionLog};
 use crate::sessions::SessionManager;
 
 use super::convert;
+use super::limits::Limits;
+use super::streams::StreamCounter;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -17,19 +20,28 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 #[derive(Debug, Clone)]
 pub struct SessionLogService {
     sessions: SessionManager,
+    limits: Arc<Limits>,
+    streams: Arc<StreamCounter>,
 }
 
 impl SessionLogService {
-    pub fn new(sessions: SessionManager) -> Self {
-        Self { sessions }
+    pub fn new(sessions: SessionManager, limits: Limits) -> Self {
+        Self {
+            sessions,
+            limits: Arc::new(limits),
+            streams: Arc::default(),
+        }
     }
 }
 
 async fn append(
     sessions: &SessionManager,
+    limits: &Limits,
     request: pb::AppendRequest,
 ) -> Result<pb::AppendResponse, Status> {
-    let outcome = sessions.append(convert::append_batch(request)?).await?;
+    let outcome = sessions
+        .append(convert::append_batch(request, limits)?)
+        .await?;
     Ok(pb::AppendResponse {
         first_seq: outcome.first_seq,
         last_seq: outcome.last_seq,
@@ -43,7 +55,7 @@ impl SessionLog for SessionLogService {
         &self,
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let draft = convert::new_session(request.into_inner())?;
+        let draft = convert::new_session(request.into_inner(), &self.limits)?;
         let view = self.sessions.start(draft).await?;
         Ok(Response::new(convert::session(view)))
     }
@@ -54,6 +66,8 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
         let id = convert::session_id(&request.session_id)?;
+        self.limits
+            .structure("metadata", request.metadata.as_ref())?;
         let view = self.sessions.update(id, request.metadata).await?;
         Ok(Response::new(convert::session(view)))
     }
@@ -64,6 +78,7 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
         let id = convert::session_id(&request.session_id)?;
+        self.limits.text("reason", &request.reason)?;
         let view = self.sessions.end(id, &request.reason).await?;
         Ok(Response::new(convert::session(view)))
     }
@@ -98,7 +113,7 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let page = self
             .sessions
-            .list(&convert::list_query(request.into_inner())?);
+            .list(&convert::list_query(request.into_inner(), &self.limits)?);
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: page.sessions.into_iter().map(convert::session).collect(),
             next_page_token: page
@@ -122,7 +137,7 @@ impl SessionLog for SessionLogService {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        append(&self.sessions, request.into_inner())
+        append(&self.sessions, &self.limits, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -137,12 +152,14 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let inbound = request.into_inner();
         let sessions = self.sessions.clone();
+        let limits = self.limits.clone();
         let responses = futures::stream::unfold(Some(inbound), move |inbound| {
             let sessions = sessions.clone();
+            let limits = limits.clone();
             async move {
                 let mut inbound = inbound?;
                 let result = match inbound.next().await? {
-                    Ok(request) => append(&sessions, request).await,
+                    Ok(request) => append(&sessions, &limits, request).await,
                     Err(status) => Err(status),
                 };
                 let inbound = result.is_ok().then_some(inbound);
@@ -158,7 +175,7 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<pb::ReadResponse>, Status> {
         let page = self
             .sessions
-            .read(convert::read_query(request.into_inner())?)
+            .read(convert::read_query(request.into_inner(), &self.limits)?)
             .await?;
         Ok(Response::new(pb::ReadResponse {
             entries: page.entries.into_iter().map(convert::log_entry).collect(),
@@ -174,10 +191,15 @@ impl SessionLog for SessionLogService {
         &self,
         request: Request<pb::FollowRequest>,
     ) -> Result<Response<Self::FollowStream>, Status> {
-        let query = convert::follow_query(request.into_inner())?;
+        let query = convert::follow_query(request.into_inner(), &self.limits)?;
+        let permit = self
+            .streams
+            .acquire(Some(&query.session_id), &self.limits)?;
         let events = self.sessions.follow(query).await?;
-        let responses =
-            events.map(|event| event.map(convert::follow_response).map_err(Status::from));
+        let responses = events.map(move |event| {
+            let _open = &permit;
+            event.map(convert::follow_response).map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(responses)))
     }
 
@@ -187,9 +209,13 @@ impl SessionLog for SessionLogService {
         &self,
         request: Request<pb::WatchSessionsRequest>,
     ) -> Result<Response<Self::WatchSessionsStream>, Status> {
-        let query = convert::watch_query(request.into_inner())?;
+        let query = convert::watch_query(request.into_inner(), &self.limits)?;
+        let permit = self.streams.acquire(None, &self.limits)?;
         let events = self.sessions.watch(query);
-        let responses = events.map(|event| event.map(convert::session_event).map_err(Status::from));
+        let responses = events.map(move |event| {
+            let _open = &permit;
+            event.map(convert::session_event).map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(responses)))
     }
 }

@@ -1,0 +1,76 @@
+//! The protobuf codec of `sessionlog.v1`: tonic's prost codec, except that
+//! a request that does not decode (malformed bytes, invalid UTF-8 in a
+//! string, nesting past prost's recursion limit) is `INVALID_ARGUMENT`, the
+//! client's fault, rather than tonic's default `INTERNAL`.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
+use tonic::{Code, Status};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// The codec the generated code uses (see `build.rs`).
+#[derive(Debug)]
+pub struct Codec<T, U> {
+    inner: ProstCodec<T, U>,
+    _types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Self {
+            inner: ProstCodec::default(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = RequestDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.inner.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder {
+            inner: self.inner.decoder(),
+        }
+    }
+}
+
+/// Decodes messages; a decode failure is the sender's.
+#[derive(Debug)]
+pub struct RequestDecoder<U> {
+    inner: ProstDecoder<U>,
+}
+
+impl<U: Message + Default> Decoder for RequestDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.inner.decode(buf).map_err(|status| {
+            if status.code() == Code::Internal {
+                Status::invalid_argument(format!(
+                    "the message is not valid protobuf: {}",
+                    status.message()
+                ))
+            } else {
+                status
+            }
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.inner.buffer_settings()
+    }
+}

@@ -1,0 +1,239 @@
+//! Request limits, checked at the edge before any work is done. Over a
+//! limit is `RESOURCE_EXHAUSTED` with a message naming the limit and its
+//! flag; where waiting helps, the status carries a `RetryInfo`.
+
+use std::time::Duration;
+
+use prost_types::value::Kind;
+use prost_types::{Struct, Value};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::convert::RequestError;
+
+/// Every limit, with its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest decoded gRPC message (`--max-message-size`).
+    pub max_message_bytes: usize,
+    /// Entries in one `Append` (`--max-batch-entries`).
+    pub max_batch_entries: usize,
+    /// One entry, encoded (`--max-entry-size`).
+    pub max_entry_bytes: usize,
+    /// Names: app, mode, platform, job id, logger, filter prefixes (`--max-name-length`).
+    pub max_name_bytes: usize,
+    /// Texts: format, end reason, filter text (`--max-text-length`).
+    pub max_text_bytes: usize,
+    /// Nesting of `fields` and `metadata` (`--max-struct-depth`).
+    pub max_struct_depth: usize,
+    /// Values in one `fields` or `metadata`, nested ones included (`--max-struct-values`).
+    pub max_struct_values: usize,
+    /// Logger prefixes in one filter.
+    pub max_filter_prefixes: usize,
+    /// Open `Follow` streams on one session (`--max-follows-per-session`).
+    pub max_follows_per_session: usize,
+    /// Open `Follow` and `WatchSessions` streams in all (`--max-streams`).
+    pub max_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 << 20,
+            max_batch_entries: 10_000,
+            max_entry_bytes: 1 << 20,
+            max_name_bytes: 256,
+            max_text_bytes: 64 << 10,
+            max_struct_depth: 32,
+            max_struct_values: 1_000,
+            max_filter_prefixes: 64,
+            max_follows_per_session: 4_096,
+            max_streams: 16_384,
+        }
+    }
+}
+
+/// How long a client refused for too many streams should wait.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+fn over(field: &'static str, reason: String) -> RequestError {
+    RequestError::OverLimit { field, reason }
+}
+
+impl Limits {
+    pub(super) fn name(&self, field: &'static str, value: &str) -> Result<(), RequestError> {
+        self.length(field, value, self.max_name_bytes, "--max-name-length")
+    }
+
+    pub(super) fn text(&self, field: &'static str, value: &str) -> Result<(), RequestError> {
+        self.length(field, value, self.max_text_bytes, "--max-text-length")
+    }
+
+    fn length(
+        &self,
+        field: &'static str,
+        value: &str,
+        max: usize,
+        flag: &str,
+    ) -> Result<(), RequestError> {
+        if value.len() > max {
+            return Err(over(
+                field,
+                format!("{} bytes, at most {max} ({flag})", value.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn batch_entries(&self, count: usize) -> Result<(), RequestError> {
+        if count > self.max_batch_entries {
+            return Err(over(
+                "entries",
+                format!(
+                    "{count} entries, at most {} per batch (--max-batch-entries)",
+                    self.max_batch_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn entry_bytes(&self, encoded: usize) -> Result<(), RequestError> {
+        if encoded > self.max_entry_bytes {
+            return Err(over(
+                "entries",
+                format!(
+                    "an entry of {encoded} bytes, at most {} (--max-entry-size)",
+                    self.max_entry_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn prefixes(&self, prefixes: &[String]) -> Result<(), RequestError> {
+        if prefixes.len() > self.max_filter_prefixes {
+            return Err(over(
+                "filter.logger_prefixes",
+                format!(
+                    "{} prefixes, at most {}",
+                    prefixes.len(),
+                    self.max_filter_prefixes
+                ),
+            ));
+        }
+        prefixes
+            .iter()
+            .try_for_each(|prefix| self.name("filter.logger_prefixes", prefix))
+    }
+
+    /// Checks the depth and size of a `Struct`, without recursion (prost
+    /// already bounds nesting at decode; this keeps the walk flat anyway).
+    pub(super) fn structure(
+        &self,
+        field: &'static str,
+        value: Option<&Struct>,
+    ) -> Result<(), RequestError> {
+        let Some(root) = value else { return Ok(()) };
+        let mut pending: Vec<(&Value, usize)> =
+            root.fields.values().map(|value| (value, 1)).collect();
+        let mut values = 0usize;
+        while let Some((value, depth)) = pending.pop() {
+            values += 1;
+            if values > self.max_struct_values {
+                return Err(over(
+                    field,
+                    format!(
+                        "more than {} values (--max-struct-values)",
+                        self.max_struct_values
+                    ),
+                ));
+            }
+            if depth > self.max_struct_depth {
+                return Err(over(
+                    field,
+                    format!(
+                        "nested deeper than {} levels (--max-struct-depth)",
+                        self.max_struct_depth
+                    ),
+                ));
+            }
+            match &value.kind {
+                Some(Kind::StructValue(inner)) => {
+                    pending.extend(inner.fields.values().map(|v| (v, depth + 1)))
+                }
+                Some(Kind::ListValue(list)) => {
+                    pending.extend(list.values.iter().map(|v| (v, depth + 1)))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `RESOURCE_EXHAUSTED` for a stream over a limit, with a `RetryInfo`.
+pub(super) fn too_many_streams(message: String) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(STREAM_RETRY_AFTER)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Struct {
+        let mut inner = Struct::default();
+        for _ in 0..depth {
+            let mut outer = Struct::default();
+            outer.fields.insert(
+                "n".into(),
+                Value {
+                    kind: Some(Kind::StructValue(inner)),
+                },
+            );
+            inner = outer;
+        }
+        inner
+    }
+
+    #[test]
+    fn structs_within_depth_pass_and_deeper_ones_name_the_limit() {
+        let limits = Limits::default();
+        assert!(limits.structure("fields", Some(&nested(32))).is_ok());
+        let err = limits
+            .structure("fields", Some(&nested(33)))
+            .expect_err("too deep");
+        assert!(err.to_string().contains("--max-struct-depth"), "{err}");
+    }
+
+    #[test]
+    fn structs_with_too_many_values_name_the_limit() {
+        let limits = Limits {
+            max_struct_values: 3,
+            ..Limits::default()
+        };
+        let mut wide = Struct::default();
+        for key in ["a", "b", "c", "d"] {
+            wide.fields.insert(key.into(), Value::default());
+        }
+        let err = limits
+            .structure("metadata", Some(&wide))
+            .expect_err("too wide");
+        assert!(err.to_string().contains("--max-struct-values"), "{err}");
+    }
+
+    #[test]
+    fn stream_refusals_carry_retry_info() {
+        let status = too_many_streams("busy".into());
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|info| info.retry_delay),
+            Some(STREAM_RETRY_AFTER)
+        );
+    }
+}
