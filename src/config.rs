@@ -87,7 +87,7 @@ pub struct ServeConfig {
     pub max_text_length: usize,
 
     /// The deepest nesting of entry fields and session metadata.
-    #[arg(long, env = "SESSIONLOG_MAX_STRUCT_DEPTH", default_value_t = 32)]
+    #[arg(long, env = "SESSIONLOG_MAX_STRUCT_DEPTH", default_value_t = 16)]
     pub max_struct_depth: usize,
 
     /// The most values in one entry's fields or a session's metadata.

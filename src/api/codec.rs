@@ -10,6 +10,9 @@ use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+/// How much of prost's error text a status keeps.
+const MAX_DETAIL_CHARS: usize = 200;
+
 /// The codec the generated code uses (see `build.rs`).
 #[derive(Debug)]
 pub struct Codec<T, U> {
@@ -59,14 +62,21 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.inner.decode(buf).map_err(|status| {
-            if status.code() == Code::Internal {
-                Status::invalid_argument(format!(
-                    "the message is not valid protobuf: {}",
-                    status.message()
-                ))
-            } else {
-                status
+            if status.code() != Code::Internal {
+                return status;
             }
+            // prost names the whole path to the fault; deep nesting makes
+            // that kilobytes long, and its end says what went wrong.
+            let detail = status.message();
+            let tail = detail
+                .char_indices()
+                .rev()
+                .nth(MAX_DETAIL_CHARS)
+                .map_or(detail, |(start, _)| &detail[start..]);
+            let ellipsis = if tail.len() < detail.len() { "…" } else { "" };
+            Status::invalid_argument(format!(
+                "the message is not valid protobuf: {ellipsis}{tail}"
+            ))
         })
     }
 

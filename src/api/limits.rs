@@ -44,7 +44,8 @@ impl Default for Limits {
             max_entry_bytes: 1 << 20,
             max_name_bytes: 256,
             max_text_bytes: 64 << 10,
-            max_struct_depth: 32,
+            // prost refuses past ~33 levels of Struct nesting at decode.
+            max_struct_depth: 16,
             max_struct_values: 1_000,
             max_filter_prefixes: 64,
             max_follows_per_session: 4_096,
@@ -203,9 +204,9 @@ mod tests {
     #[test]
     fn structs_within_depth_pass_and_deeper_ones_name_the_limit() {
         let limits = Limits::default();
-        assert!(limits.structure("fields", Some(&nested(32))).is_ok());
+        assert!(limits.structure("fields", Some(&nested(16))).is_ok());
         let err = limits
-            .structure("fields", Some(&nested(33)))
+            .structure("fields", Some(&nested(17)))
             .expect_err("too deep");
         assert!(err.to_string().contains("--max-struct-depth"), "{err}");
     }
