@@ -66,6 +66,15 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub retention_interval: Duration,
 
+    /// A file of bearer tokens, one per line; when set, every call but
+    /// health needs `authorization: Bearer <token>`. Re-read when it changes.
+    #[arg(long, env = "SESSIONLOG_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// The mode of Unix sockets, in octal.
+    #[arg(long, env = "SESSIONLOG_UNIX_SOCKET_MODE", default_value = "660", value_parser = parse_mode)]
+    pub unix_socket_mode: u32,
+
     /// The largest request message, decoded.
     #[arg(long, env = "SESSIONLOG_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_message_size: u64,
@@ -149,6 +158,13 @@ impl ServeConfig {
             FsyncMode::Never => FsyncPolicy::Never,
         }
     }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal file mode like 660"))
 }
 
 /// `--fsync` values.

@@ -7,21 +7,27 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::os::unix::fs::PermissionsExt;
+
 use anyhow::Context as _;
 use futures::StreamExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{GuardLayer, Limits, SessionLogService};
+use crate::api::{GuardLayer, Limits, SessionLogService, TokenAuth};
 use crate::config::{ListenAddr, ServeConfig};
 use crate::pb::session_log_server::SessionLogServer;
 use crate::sessions::{RetentionPolicy, SessionManager};
 use crate::store::durability::{Durability, FsyncPolicy};
 use crate::store::{Store, StoreOptions};
+
+/// Unix sockets are owner and group only unless configured otherwise.
+pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
 
 /// The gRPC name health reports for the main service.
 pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
@@ -36,6 +42,10 @@ pub struct ServerSettings {
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
     pub limits: Limits,
+    /// Bearer tokens, one per line; `None` serves without tokens.
+    pub auth_token_file: Option<PathBuf>,
+    /// The mode of Unix sockets this server creates.
+    pub unix_socket_mode: u32,
 }
 
 impl ServerSettings {
@@ -49,6 +59,8 @@ impl ServerSettings {
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(60),
             limits: Limits::default(),
+            auth_token_file: None,
+            unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,
         }
     }
 }
@@ -63,6 +75,8 @@ impl From<&ServeConfig> for ServerSettings {
             retention: config.retention_policy(),
             retention_interval: config.retention_interval,
             limits: config.limits(),
+            auth_token_file: config.auth_token_file.clone(),
+            unix_socket_mode: config.unix_socket_mode,
         }
     }
 }
@@ -78,6 +92,12 @@ impl Listener {
     /// Binds `addr`. A Unix socket path left by a dead server is replaced;
     /// one a live server answers on is not.
     pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Self> {
+        Self::bind_with_mode(addr, DEFAULT_UNIX_SOCKET_MODE).await
+    }
+
+    /// Binds `addr`; a Unix socket gets `unix_mode` (e.g. `0o660`: owner
+    /// and group may connect, others may not).
+    pub async fn bind_with_mode(addr: &ListenAddr, unix_mode: u32) -> anyhow::Result<Self> {
         match addr {
             ListenAddr::Tcp(host_port) => {
                 let listener = TcpListener::bind(host_port)
@@ -89,6 +109,8 @@ impl Listener {
                 remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path)
                     .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))
+                    .with_context(|| format!("cannot set the mode of unix:{}", path.display()))?;
                 Ok(Self::Unix(listener, path.clone()))
             }
         }
@@ -125,6 +147,7 @@ pub struct Server {
     durability: Durability,
     flusher: Option<tokio::task::JoinHandle<()>>,
     sessions: SessionManager,
+    auth: TokenAuth,
     settings: ServerSettings,
 }
 
@@ -146,7 +169,12 @@ impl Server {
         .await?
         .context("cannot load the stored sessions")?;
         tracing::info!(sessions = sessions.session_count(), "store open");
+        let auth = match &settings.auth_token_file {
+            Some(path) => TokenAuth::load(path)?,
+            None => TokenAuth::disabled(),
+        };
         Ok(Self {
+            auth,
             store,
             durability,
             flusher,
@@ -168,16 +196,23 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        // Health answers without a token (probes carry none); the rest do not.
+        let auth = self.auth.clone();
+        let api = SessionLogServer::new(SessionLogService::new(
+            self.sessions.clone(),
+            self.settings.limits.clone(),
+        ))
+        .max_decoding_message_size(self.settings.limits.max_message_bytes);
         let routes = Routes::new(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
-            .add_service(
-                SessionLogServer::new(SessionLogService::new(
-                    self.sessions.clone(),
-                    self.settings.limits.clone(),
-                ))
-                .max_decoding_message_size(self.settings.limits.max_message_bytes),
-            );
+            .add_service(InterceptedService::new(
+                reflection().build_v1()?,
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                reflection().build_v1alpha()?,
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(api, auth));
         set_health(&health, ServingStatus::Serving).await;
 
         let stop_accepting = CancellationToken::new();
@@ -261,6 +296,11 @@ impl Server {
                 }
             },
         )));
+        if let Some(path) = &self.settings.auth_token_file {
+            chores.push(tokio::spawn(
+                self.auth.clone().watch(path.clone(), stop.clone()),
+            ));
+        }
         let retention = self.settings.retention;
         if !retention.is_unlimited() {
             let sessions = self.sessions.clone();

@@ -2,6 +2,7 @@
 //! validated and converted here, the rules are called, and errors become
 //! statuses in exactly one place (`status`).
 
+mod auth;
 pub mod codec;
 mod convert;
 mod guard;
@@ -10,6 +11,7 @@ mod service;
 mod status;
 mod streams;
 
+pub use auth::TokenAuth;
 pub use convert::{MAX_BATCH_ID_LEN, RequestError};
 pub use guard::GuardLayer;
 pub use limits::Limits;

@@ -10,7 +10,7 @@ pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     init_logging(config.log_format);
     let mut listeners = Vec::with_capacity(config.listen.len());
     for addr in &config.listen {
-        listeners.push(Listener::bind(addr).await?);
+        listeners.push(Listener::bind_with_mode(addr, config.unix_socket_mode).await?);
     }
     serve(listeners, ServerSettings::from(&config), shutdown_signal()).await
 }
