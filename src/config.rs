@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::api::Limits;
+use crate::server::TlsFiles;
 use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
@@ -75,6 +76,18 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_UNIX_SOCKET_MODE", default_value = "660", value_parser = parse_mode)]
     pub unix_socket_mode: u32,
 
+    /// Serve TLS on TCP listeners with this PEM certificate (chain).
+    #[arg(long, env = "SESSIONLOG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SESSIONLOG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, env = "SESSIONLOG_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// The largest request message, decoded.
     #[arg(long, env = "SESSIONLOG_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_message_size: u64,
@@ -126,6 +139,14 @@ impl ServeConfig {
             path: self.data_dir.clone(),
             cache_bytes: self.cache_size,
         }
+    }
+
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     pub fn limits(&self) -> Limits {

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -46,6 +47,36 @@ pub struct ServerSettings {
     pub auth_token_file: Option<PathBuf>,
     /// The mode of Unix sockets this server creates.
     pub unix_socket_mode: u32,
+    /// TLS for TCP listeners; `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the files into tonic's TLS settings.
+    fn load(&self) -> anyhow::Result<ServerTlsConfig> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        let identity = Identity::from_pem(
+            read(&self.cert, "TLS certificate")?,
+            read(&self.key, "TLS key")?,
+        );
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(client_ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(client_ca, "client CA")?));
+        }
+        Ok(config)
+    }
 }
 
 impl ServerSettings {
@@ -61,6 +92,7 @@ impl ServerSettings {
             limits: Limits::default(),
             auth_token_file: None,
             unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,
+            tls: None,
         }
     }
 }
@@ -77,6 +109,7 @@ impl From<&ServeConfig> for ServerSettings {
             limits: config.limits(),
             auth_token_file: config.auth_token_file.clone(),
             unix_socket_mode: config.unix_socket_mode,
+            tls: config.tls_files(),
         }
     }
 }
@@ -148,6 +181,7 @@ pub struct Server {
     flusher: Option<tokio::task::JoinHandle<()>>,
     sessions: SessionManager,
     auth: TokenAuth,
+    tls: Option<ServerTlsConfig>,
     settings: ServerSettings,
 }
 
@@ -173,8 +207,10 @@ impl Server {
             Some(path) => TokenAuth::load(path)?,
             None => TokenAuth::disabled(),
         };
+        let tls = settings.tls.as_ref().map(TlsFiles::load).transpose()?;
         Ok(Self {
             auth,
+            tls,
             store,
             durability,
             flusher,
@@ -219,9 +255,14 @@ impl Server {
         let mut servers = tokio::task::JoinSet::new();
         for listener in listeners {
             tracing::info!(listen = %listener.local_addr(), "serving");
-            let server = tonic::transport::Server::builder()
-                .layer(GuardLayer)
-                .add_routes(routes.clone());
+            let mut builder = tonic::transport::Server::builder();
+            // TLS guards the network; a Unix socket is guarded by its mode.
+            if let (Some(tls), Listener::Tcp(_)) = (&self.tls, &listener) {
+                builder = builder
+                    .tls_config(tls.clone())
+                    .context("the TLS settings are not usable")?;
+            }
+            let server = builder.layer(GuardLayer).add_routes(routes.clone());
             let stop = stop_accepting.clone().cancelled_owned();
             match listener {
                 Listener::Tcp(listener) => {

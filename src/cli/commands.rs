@@ -11,15 +11,11 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::render;
 use super::{ClientArgs, LevelArg, parse_lease};
-use crate::client::{BatchAppender, BatchOptions, Client, Connection};
+use crate::client::{BatchAppender, BatchOptions, Client};
 use crate::pb;
 
 pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(
-        Connection::connect(&args.server, args.token_file.as_deref())
-            .await?
-            .sessions(),
-    )
+    Ok(args.connect().await?.sessions())
 }
 
 /// Writes one line to stdout. A closed pipe (`| head`) ends the command
@@ -41,7 +37,7 @@ fn print_session(args: &ClientArgs, session: &pb::Session) -> anyhow::Result<()>
 }
 
 pub(super) async fn health(args: &ClientArgs) -> anyhow::Result<()> {
-    let connection = Connection::connect(&args.server, args.token_file.as_deref()).await?;
+    let connection = args.connect().await?;
     let response = connection
         .health()
         .check(HealthCheckRequest {

@@ -51,15 +51,36 @@ enum Command {
 /// Flags every client command shares.
 #[derive(Debug, Clone, clap::Args)]
 struct ClientArgs {
-    /// The server: http://host:port or unix:/path.
+    /// The server: http://host:port, https://host:port or unix:/path.
     #[arg(long, env = "SESSIONLOG_SERVER", default_value = crate::client::DEFAULT_SERVER)]
     server: String,
     /// A file whose first line is the bearer token.
     #[arg(long, env = "SESSIONLOG_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// For https:// servers: the PEM CA to trust (default: the system's roots).
+    #[arg(long, env = "SESSIONLOG_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// For servers that require client certificates: a PEM certificate.
+    #[arg(long, env = "SESSIONLOG_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The PEM private key of --cert-file.
+    #[arg(long, env = "SESSIONLOG_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
     /// Print JSON lines instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> anyhow::Result<crate::client::Connection> {
+        let tls = crate::client::ClientTls {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        };
+        crate::client::Connection::connect_with(&self.server, self.token_file.as_deref(), &tls)
+            .await
+    }
 }
 
 /// Levels as typed on the command line.

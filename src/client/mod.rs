@@ -1,16 +1,17 @@
-//! The Rust client: connects to `http://host:port` or `unix:/path`, and adds
+//! The Rust client: connects to `http://host:port`, `https://host:port`
+//! (TLS, optionally with a client certificate) or `unix:/path`, and adds
 //! `authorization: Bearer <token>` to every call when given a token file.
 
 mod append;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 use tonic_health::pb::health_client::HealthClient;
 
@@ -47,9 +48,19 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `server` (`http://host:port` or `unix:/path`), reading the
-    /// token from `token_file` (first non-empty line) when given.
+    /// Connects to `server` (`http://`, `https://` with the system's roots,
+    /// or `unix:`), reading the token from `token_file` (first non-empty
+    /// line) when given.
     pub async fn connect(server: &str, token_file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::connect_with(server, token_file, &ClientTls::default()).await
+    }
+
+    /// Like `connect`, with TLS files for `https://` servers.
+    pub async fn connect_with(
+        server: &str,
+        token_file: Option<&Path>,
+        tls: &ClientTls,
+    ) -> anyhow::Result<Self> {
         let token = match token_file {
             Some(path) => BearerToken(Some(read_token(path)?)),
             None => BearerToken::default(),
@@ -76,7 +87,14 @@ impl Connection {
                 .await
                 .with_context(|| format!("cannot connect to {server}"))?
         } else if server.starts_with("https://") {
-            anyhow::bail!("`{server}`: this build has no TLS client yet; use http:// or unix:");
+            Endpoint::from_shared(server.to_owned())
+                .with_context(|| format!("`{server}` is not a server URL"))?
+                .tls_config(tls.config()?)
+                .context("the TLS settings are not usable")?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {server}"))?
         } else {
             anyhow::bail!("`{server}` is not http://host:port or unix:/path");
         };
@@ -91,6 +109,37 @@ impl Connection {
     /// The standard health service.
     pub fn health(&self) -> HealthClient<InterceptedService<Channel, BearerToken>> {
         HealthClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+}
+
+/// TLS files for `https://` servers; without a CA file the system's roots
+/// are trusted.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (with `key_file`), for servers that require one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl ClientTls {
+    fn config(&self) -> anyhow::Result<ClientTlsConfig> {
+        let read = |path: &Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_file {
+            Some(ca_file) => config.ca_certificate(Certificate::from_pem(read(ca_file)?)),
+            None => config.with_native_roots(),
+        };
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?))
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("a client certificate needs both --cert-file and --key-file"),
+        }
+        Ok(config)
     }
 }
 
