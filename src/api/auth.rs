@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
@@ -40,29 +40,34 @@ impl TokenAuth {
         })
     }
 
-    /// Re-reads the file whenever its modification time changes, until `stop`.
+    /// Re-reads the file every [`RELOAD_INTERVAL`] until `stop`, and swaps
+    /// the tokens in when they differ. Comparing contents rather than
+    /// modification times catches rewrites that land within one timestamp
+    /// tick, or between the first read and this task's start.
     pub async fn watch(self, path: PathBuf, stop: CancellationToken) {
         let Some(shared) = self.tokens else { return };
-        let mut seen = modified(&path);
         let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
             }
-            let now = modified(&path);
-            if now == seen {
-                continue;
-            }
-            seen = now;
             match read_tokens(&path) {
                 Ok(tokens) => {
-                    tracing::info!(file = %path.display(), tokens = tokens.len(), "reloaded the token file");
-                    *shared.write().unwrap_or_else(|poison| poison.into_inner()) = tokens;
+                    failing = false;
+                    let mut current = shared.write().unwrap_or_else(|poison| poison.into_inner());
+                    if *current != tokens {
+                        tracing::info!(file = %path.display(), tokens = tokens.len(), "reloaded the token file");
+                        *current = tokens;
+                    }
                 }
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot re-read the token file; keeping the tokens read before")
+                // Logged once per outage, not every second.
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::error!(error = %err, "cannot re-read the token file; keeping the tokens read before");
                 }
+                Err(_) => {}
             }
         }
     }
@@ -96,12 +101,6 @@ impl Interceptor for TokenAuth {
             )),
         }
     }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path)
-        .and_then(|metadata| metadata.modified())
-        .ok()
 }
 
 fn read_tokens(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {

@@ -57,7 +57,7 @@ fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
     }
 }
 
-pub(super) fn new_session(
+pub fn new_session(
     request: pb::StartSessionRequest,
     limits: &Limits,
 ) -> Result<StoredSession, RequestError> {
@@ -90,7 +90,7 @@ pub(super) fn new_session(
     })
 }
 
-pub(super) fn append_batch(
+pub fn append_batch(
     request: pb::AppendRequest,
     limits: &Limits,
 ) -> Result<AppendBatch, RequestError> {
@@ -165,10 +165,7 @@ fn level(value: i32, field: &'static str) -> Result<Level, RequestError> {
     Level::try_from(value).map_err(|_| invalid(field, format!("{value} is not a level (0 to 6)")))
 }
 
-pub(super) fn filter(
-    filter: Option<pb::LogFilter>,
-    limits: &Limits,
-) -> Result<EntryFilter, RequestError> {
+pub fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFilter, RequestError> {
     let Some(filter) = filter else {
         return Ok(EntryFilter::default());
     };
@@ -181,10 +178,7 @@ pub(super) fn filter(
     })
 }
 
-pub(super) fn read_query(
-    request: pb::ReadRequest,
-    limits: &Limits,
-) -> Result<ReadQuery, RequestError> {
+pub fn read_query(request: pb::ReadRequest, limits: &Limits) -> Result<ReadQuery, RequestError> {
     session_id(&request.session_id)?;
     Ok(ReadQuery {
         filter: filter(request.filter, limits)?,
@@ -195,7 +189,7 @@ pub(super) fn read_query(
     })
 }
 
-pub(super) fn follow_query(
+pub fn follow_query(
     request: pb::FollowRequest,
     limits: &Limits,
 ) -> Result<FollowQuery, RequestError> {
@@ -209,7 +203,7 @@ pub(super) fn follow_query(
     })
 }
 
-pub(super) fn watch_query(
+pub fn watch_query(
     request: pb::WatchSessionsRequest,
     limits: &Limits,
 ) -> Result<WatchQuery, RequestError> {
@@ -256,7 +250,7 @@ pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {
     }
 }
 
-pub(super) fn list_query(
+pub fn list_query(
     request: pb::ListSessionsRequest,
     limits: &Limits,
 ) -> Result<ListQuery, RequestError> {

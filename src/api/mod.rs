@@ -4,7 +4,7 @@
 
 mod auth;
 pub mod codec;
-mod convert;
+pub mod convert;
 mod guard;
 mod limits;
 mod service;
