@@ -1,5 +1,6 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so no
-//! system `protoc` is needed, and writes the descriptor set for reflection.
+//! system `protoc` is needed, and writes the descriptor set for reflection;
+//! generates the OTLP logs service stub.
 
 use std::path::PathBuf;
 
@@ -23,5 +24,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::api::codec::Codec")
         .compile_fds(descriptors)?;
+    otlp_logs_service();
     Ok(())
+}
+
+/// The OTLP logs service stub, over the message types of the
+/// `opentelemetry-proto` crate but with our codec, so a malformed export is
+/// INVALID_ARGUMENT like any other request.
+fn otlp_logs_service() {
+    let messages = "::opentelemetry_proto::tonic::collector::logs::v1";
+    let export = tonic_build::manual::Method::builder()
+        .name("export")
+        .route_name("Export")
+        .input_type(format!("{messages}::ExportLogsServiceRequest"))
+        .output_type(format!("{messages}::ExportLogsServiceResponse"))
+        .codec_path("crate::api::codec::Codec")
+        .build();
+    let service = tonic_build::manual::Service::builder()
+        .name("LogsService")
+        .package("opentelemetry.proto.collector.logs.v1")
+        .method(export)
+        .build();
+    tonic_build::manual::Builder::new().compile(&[service]);
 }

@@ -128,6 +128,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_MAX_STREAMS", default_value_t = 16_384)]
     pub max_streams: usize,
 
+    /// The lease of a session an OTLP export starts: renewed by each export
+    /// to it, so a session whose exporter goes quiet this long ends with
+    /// `lease expired`. `0s` keeps such sessions active until ended.
+    #[arg(long, env = "SESSIONLOG_OTLP_LEASE", default_value = "10m", value_parser = parse_duration)]
+    pub otlp_lease: Duration,
+
     /// The server's own log format on stderr (`RUST_LOG` filters it).
     #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

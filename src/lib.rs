@@ -9,6 +9,7 @@
 //!
 //! - [`pb`]: generated wire types.
 //! - [`api`]: the gRPC service; the only place tonic and `pb` appear.
+//! - [`otlp`]: OpenTelemetry logs in, a second edge beside `api`.
 //! - [`sessions`]: the rules.
 //! - [`store`]: sled trees, keys, codecs, filtered scans, flush policy.
 //! - [`follow`]: fan-out to followers: a progress signal per followed
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod follow;
+pub mod otlp;
 pub mod pb;
 pub mod server;
 pub mod sessions;

@@ -1,4 +1,5 @@
-//! The generated wire types and service code of `sessionlog.v1`, nothing else.
+//! The generated wire types and service code of `sessionlog.v1`, and the
+//! OTLP logs service stub (its messages come from `opentelemetry-proto`).
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/sessionlog.v1.rs"));
@@ -6,3 +7,11 @@ include!(concat!(env!("OUT_DIR"), "/sessionlog.v1.rs"));
 /// The encoded descriptor set of every proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sessionlog_descriptor.bin"));
+
+/// `opentelemetry.proto.collector.logs.v1.LogsService`, with our codec.
+pub mod otlp_logs {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/opentelemetry.proto.collector.logs.v1.LogsService.rs"
+    ));
+}

@@ -22,6 +22,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::{GuardLayer, Limits, SessionLogService, TokenAuth};
 use crate::config::{ListenAddr, ServeConfig};
+use crate::otlp::OtlpIntake;
+use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
 use crate::pb::session_log_server::SessionLogServer;
 use crate::sessions::{RetentionPolicy, SessionManager};
 use crate::store::durability::{Durability, FsyncPolicy};
@@ -40,6 +42,8 @@ pub struct ServerSettings {
     pub fsync: FsyncPolicy,
     pub shutdown_grace: Duration,
     pub liveness_interval: Duration,
+    /// The lease of sessions an OTLP export starts; `None`: no lease.
+    pub otlp_lease: Option<Duration>,
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
     pub limits: Limits,
@@ -87,6 +91,7 @@ impl ServerSettings {
             fsync,
             shutdown_grace: Duration::from_secs(10),
             liveness_interval: Duration::from_secs(5),
+            otlp_lease: Some(Duration::from_secs(600)),
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(60),
             limits: Limits::default(),
@@ -104,6 +109,7 @@ impl From<&ServeConfig> for ServerSettings {
             fsync: config.fsync_policy(),
             shutdown_grace: config.shutdown_grace,
             liveness_interval: config.liveness_interval,
+            otlp_lease: Some(config.otlp_lease).filter(|lease| !lease.is_zero()),
             retention: config.retention_policy(),
             retention_interval: config.retention_interval,
             limits: config.limits(),
@@ -239,6 +245,12 @@ impl Server {
             self.settings.limits.clone(),
         ))
         .max_decoding_message_size(self.settings.limits.max_message_bytes);
+        let otlp = LogsServiceServer::new(OtlpIntake::new(
+            self.sessions.clone(),
+            self.settings.limits.clone(),
+            self.settings.otlp_lease,
+        ))
+        .max_decoding_message_size(self.settings.limits.max_message_bytes);
         let routes = Routes::new(health_service)
             .add_service(InterceptedService::new(
                 reflection().build_v1()?,
@@ -248,7 +260,8 @@ impl Server {
                 reflection().build_v1alpha()?,
                 auth.clone(),
             ))
-            .add_service(InterceptedService::new(api, auth));
+            .add_service(InterceptedService::new(api, auth.clone()))
+            .add_service(InterceptedService::new(otlp, auth));
         set_health(&health, ServingStatus::Serving).await;
 
         let stop_accepting = CancellationToken::new();

@@ -241,6 +241,12 @@ async fn tokens_never_reach_the_log_even_at_trace_level() {
         "trace logging was on, so header frames were logged ({} bytes)",
         log.len()
     );
-    assert!(!log.contains("accepted-7f3c9a"), "an accepted token was logged");
-    assert!(!log.contains("refused-2b8e41"), "a refused token was logged");
+    assert!(
+        !log.contains("accepted-7f3c9a"),
+        "an accepted token was logged"
+    );
+    assert!(
+        !log.contains("refused-2b8e41"),
+        "a refused token was logged"
+    );
 }

@@ -63,9 +63,12 @@ async fn raw_call(server: &TestServer, method: &str, body: Vec<u8>) -> Result<By
         .expect("connect");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
-    let path = format!("/sessionlog.v1.SessionLog/{method}")
-        .parse()
-        .expect("path");
+    let path = if method.starts_with('/') {
+        method.to_owned()
+    } else {
+        format!("/sessionlog.v1.SessionLog/{method}")
+    };
+    let path = path.parse().expect("path");
     grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
@@ -315,6 +318,7 @@ async fn garbage_invalid_utf8_and_deep_nesting_are_invalid_argument() {
         "Read",
         "ListSessions",
         "EndSession",
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     ] {
         assert_refused(
             raw_call(&server, method, garbage.clone()).await,

@@ -41,7 +41,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> RequestError {
 }
 
 /// A required session id.
-pub(super) fn session_id(id: &str) -> Result<&str, RequestError> {
+pub fn session_id(id: &str) -> Result<&str, RequestError> {
     if id.is_empty() {
         return Err(invalid("session_id", "is required"));
     }
@@ -124,7 +124,8 @@ pub fn append_batch(
     })
 }
 
-fn stored_entry(entry: pb::LogEntry, limits: &Limits) -> Result<StoredEntry, RequestError> {
+/// One entry, validated against the limits.
+pub fn stored_entry(entry: pb::LogEntry, limits: &Limits) -> Result<StoredEntry, RequestError> {
     limits.entry_bytes(prost::Message::encoded_len(&entry))?;
     limits.name("entries.logger", &entry.logger)?;
     limits.text("entries.format", &entry.format)?;

@@ -66,7 +66,7 @@ impl Limits {
         self.length(field, value, self.max_name_bytes, "--max-name-length")
     }
 
-    pub(super) fn text(&self, field: &'static str, value: &str) -> Result<(), RequestError> {
+    pub fn text(&self, field: &'static str, value: &str) -> Result<(), RequestError> {
         self.length(field, value, self.max_text_bytes, "--max-text-length")
     }
 

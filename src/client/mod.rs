@@ -15,6 +15,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Request, Status};
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::pb::otlp_logs::logs_service_client::LogsServiceClient;
 use crate::pb::session_log_client::SessionLogClient;
 
 pub use append::{BatchAppender, BatchOptions};
@@ -104,6 +105,11 @@ impl Connection {
     /// The sessionlog API.
     pub fn sessions(&self) -> Client {
         SessionLogClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+
+    /// The OTLP logs service the server also serves.
+    pub fn otlp_logs(&self) -> LogsServiceClient<InterceptedService<Channel, BearerToken>> {
+        LogsServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
     /// The standard health service.

@@ -24,14 +24,33 @@ impl SessionManager {
     /// Creates an active session from `draft` (its id, when empty, is
     /// generated). Time and state fields of `draft` are ignored.
     pub async fn start(&self, draft: StoredSession) -> Result<SessionView, SessionError> {
+        self.start_inner(draft, true).await
+    }
+
+    /// Like `start`, for a session reported by an exporter (OTLP intake):
+    /// its `client_pid` is recorded but never watched, because that process
+    /// may run on another host, where the same pid here means nothing.
+    pub async fn start_reported(&self, draft: StoredSession) -> Result<SessionView, SessionError> {
+        self.start_inner(draft, false).await
+    }
+
+    async fn start_inner(
+        &self,
+        draft: StoredSession,
+        watch_pid: bool,
+    ) -> Result<SessionView, SessionError> {
         let now = Timestamp::from(SystemTime::now());
         let id = if draft.id.is_empty() {
             self.inner.ids.next_id()
         } else {
             draft.id.clone()
         };
-        let client_start_ticks = process::start_ticks(draft.client_pid).unwrap_or_default();
-        if draft.client_pid != 0 && client_start_ticks == 0 {
+        let client_start_ticks = if watch_pid {
+            process::start_ticks(draft.client_pid).unwrap_or_default()
+        } else {
+            0
+        };
+        if watch_pid && draft.client_pid != 0 && client_start_ticks == 0 {
             tracing::warn!(
                 pid = draft.client_pid,
                 "the client pid is not visible here; process liveness is off for this session"

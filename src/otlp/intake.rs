@@ -1,0 +1,280 @@
+//! `LogsService/Export`: OTLP logs in. Each resource names a session
+//! (started on first sight); its records are appended in the order they
+//! came, as batches, with the same limits as `Append`. Records that cannot
+//! be stored for a reason retrying will not fix are counted in
+//! `partial_success`; when the store is unavailable the whole export fails
+//! with a retryable status, and a retried export is stored once (its
+//! batches carry ids derived from their content).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use tonic::{Code, Request, Response, Status};
+
+use crate::api::Limits;
+use crate::api::convert;
+use crate::pb::otlp_logs::logs_service_server::LogsService;
+use crate::sessions::{AppendBatch, SessionError, SessionManager};
+use crate::store::schema::StoredEntry;
+
+use super::mapping::{self, Record};
+
+/// The OTLP logs service over a `SessionManager`.
+#[derive(Debug, Clone)]
+pub struct OtlpIntake {
+    sessions: SessionManager,
+    limits: Arc<Limits>,
+    /// The lease given to sessions this service starts, so a session whose
+    /// exporter goes quiet ends (`lease expired`) instead of staying active.
+    lease: Option<Duration>,
+}
+
+impl OtlpIntake {
+    pub fn new(sessions: SessionManager, limits: Limits, lease: Option<Duration>) -> Self {
+        Self {
+            sessions,
+            limits: Arc::new(limits),
+            lease,
+        }
+    }
+
+    /// Stores one resource's records; rejected records go to `rejected`,
+    /// a failure worth retrying is returned.
+    async fn resource(&self, logs: ResourceLogs, rejected: &mut Rejected) -> Result<(), Status> {
+        let records: usize = logs.scope_logs.iter().map(|s| s.log_records.len()).sum();
+        let start = match mapping::session(logs.resource.as_ref()) {
+            Ok(start) => start,
+            Err(err) => {
+                rejected.add(records, err.to_string());
+                return Ok(());
+            }
+        };
+        let session_id = start.session_id.clone();
+        if let Err(status) = self.ensure_session(start).await {
+            return rejected.unless_retryable(records, status);
+        }
+        let mut pending = Vec::new();
+        for scope_logs in logs.scope_logs {
+            for record in scope_logs.log_records {
+                match mapping::record(scope_logs.scope.as_ref(), record) {
+                    Record::Started => {}
+                    Record::Entry(entry) => match convert::stored_entry(entry, &self.limits) {
+                        Ok(entry) => pending.push(entry),
+                        Err(err) => rejected.add(1, Status::from(err).message().to_owned()),
+                    },
+                    Record::Ended { reason } => {
+                        self.append(&session_id, std::mem::take(&mut pending), rejected)
+                            .await?;
+                        self.end(&session_id, &reason, rejected).await?;
+                    }
+                }
+            }
+        }
+        self.append(&session_id, pending, rejected).await
+    }
+
+    /// Starts the session unless it exists.
+    async fn ensure_session(&self, start: crate::pb::StartSessionRequest) -> Result<(), Status> {
+        convert::session_id(&start.session_id)?;
+        match self.sessions.get(&start.session_id) {
+            Ok(_) => return Ok(()),
+            Err(SessionError::NotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let mut draft = convert::new_session(start, &self.limits)?;
+        draft.lease_ttl = self.lease.and_then(|lease| lease.try_into().ok());
+        match self.sessions.start_reported(draft).await {
+            Ok(view) => {
+                tracing::info!(session_id = %view.record.id, app = %view.record.app_name, "session started by an OTLP export");
+                Ok(())
+            }
+            // Another export for the same session won the race.
+            Err(SessionError::AlreadyExists { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Appends `entries` in batches of at most `--max-batch-entries`.
+    async fn append(
+        &self,
+        session_id: &str,
+        entries: Vec<StoredEntry>,
+        rejected: &mut Rejected,
+    ) -> Result<(), Status> {
+        let max = self.limits.max_batch_entries.max(1);
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let chunk: Vec<StoredEntry> = entries.by_ref().take(max).collect();
+            let count = chunk.len();
+            let batch = AppendBatch {
+                session_id: session_id.to_owned(),
+                batch_id: content_batch_id(session_id, &chunk),
+                entries: chunk,
+                expected_last_seq: None,
+            };
+            if let Err(err) = self.sessions.append(batch).await {
+                rejected.unless_retryable(count, err.into())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn end(
+        &self,
+        session_id: &str,
+        reason: &str,
+        rejected: &mut Rejected,
+    ) -> Result<(), Status> {
+        if let Err(err) = self.limits.text("reason", reason) {
+            rejected.add(1, Status::from(err).message().to_owned());
+            return Ok(());
+        }
+        match self.sessions.end(session_id, reason).await {
+            // A retried export ends an ended session: nothing to do.
+            Ok(_) | Err(SessionError::Ended { .. }) => Ok(()),
+            Err(err) => rejected.unless_retryable(1, err.into()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpIntake {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let mut rejected = Rejected::default();
+        for logs in request.into_inner().resource_logs {
+            self.resource(logs, &mut rejected).await?;
+        }
+        if rejected.records > 0 {
+            tracing::warn!(records = rejected.records, reason = %rejected.message, "OTLP records rejected");
+        }
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: rejected.into_partial_success(),
+        }))
+    }
+}
+
+/// Records refused for good, and why (the first reason, and how many
+/// other reasons there were).
+#[derive(Debug, Default)]
+struct Rejected {
+    records: usize,
+    message: String,
+    other_reasons: usize,
+}
+
+impl Rejected {
+    fn add(&mut self, records: usize, reason: String) {
+        if records == 0 {
+            return;
+        }
+        self.records += records;
+        if self.message.is_empty() {
+            self.message = reason;
+        } else if self.message != reason {
+            self.other_reasons += 1;
+        }
+    }
+
+    /// Counts the records as rejected, unless retrying the export could
+    /// store them; then the whole export fails with `status`.
+    fn unless_retryable(&mut self, records: usize, status: Status) -> Result<(), Status> {
+        match status.code() {
+            Code::Unavailable
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted => Err(status),
+            _ => {
+                self.add(records, status.message().to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    fn into_partial_success(self) -> Option<ExportLogsPartialSuccess> {
+        (self.records > 0).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: i64::try_from(self.records).unwrap_or(i64::MAX),
+            error_message: match self.other_reasons {
+                0 => self.message,
+                n => format!(
+                    "{} (and {n} other reasons; see the server log)",
+                    self.message
+                ),
+            },
+        })
+    }
+}
+
+/// An id that is the same when an exporter retries the same records, so
+/// the retry is stored once. Only when every entry has a timestamp:
+/// without one, two genuinely separate exports of the same line would
+/// look like a retry.
+fn content_batch_id(session_id: &str, entries: &[StoredEntry]) -> Option<String> {
+    if entries.iter().any(|entry| entry.timestamp.is_none()) {
+        return None;
+    }
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(session_id.as_bytes());
+    for entry in entries {
+        digest.update(&prost::Message::encode_length_delimited_to_vec(entry));
+    }
+    let hash = digest.finish();
+    let hex: String = hash.as_ref()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Some(format!("otlp-{hex}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(message: &str, seconds: Option<i64>) -> StoredEntry {
+        StoredEntry {
+            message: message.into(),
+            timestamp: seconds.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batch_ids_follow_the_content_and_need_timestamps() {
+        let a = [entry("a", Some(1)), entry("b", Some(2))];
+        let id = content_batch_id("s", &a).expect("an id");
+        assert!(id.len() <= crate::api::MAX_BATCH_ID_LEN);
+        assert_eq!(content_batch_id("s", &a), Some(id.clone()));
+        assert_ne!(content_batch_id("t", &a), Some(id.clone()));
+        let reordered = [entry("b", Some(2)), entry("a", Some(1))];
+        assert_ne!(content_batch_id("s", &reordered), Some(id));
+        assert_eq!(content_batch_id("s", &[entry("a", None)]), None);
+    }
+
+    #[test]
+    fn rejections_keep_the_first_reason_and_count_the_rest() {
+        let mut rejected = Rejected::default();
+        rejected.add(2, "too deep".into());
+        rejected.add(1, "too deep".into());
+        rejected.add(0, "ignored".into());
+        rejected.add(3, "ended".into());
+        assert!(
+            rejected
+                .unless_retryable(1, Status::unavailable("disk"))
+                .is_err()
+        );
+        rejected
+            .unless_retryable(1, Status::failed_precondition("ended"))
+            .expect("not retryable");
+        let partial = rejected.into_partial_success().expect("partial success");
+        assert_eq!(partial.rejected_log_records, 7);
+        assert!(partial.error_message.starts_with("too deep (and 2 other"));
+        assert!(Rejected::default().into_partial_success().is_none());
+    }
+}
