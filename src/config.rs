@@ -25,6 +25,11 @@ pub struct ServeConfig {
     )]
     pub listen: Vec<ListenAddr>,
 
+    /// Serve Prometheus `/metrics` and `/healthz` over HTTP on this TCP
+    /// `host:port` (off when unset).
+    #[arg(long, env = "SESSIONLOG_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// The sled database directory (created owner-only when missing).
     #[arg(long, env = "SESSIONLOG_DATA_DIR", default_value = "./sessionlog-data")]
     pub data_dir: PathBuf,

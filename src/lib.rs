@@ -14,6 +14,8 @@
 //! - [`store`]: sled trees, keys, codecs, filtered scans, flush policy.
 //! - [`follow`]: fan-out to followers: a progress signal per followed
 //!   session; followers read the store, then wait for the signal.
+//! - [`metrics`]: Prometheus instruments every layer reports to, and the
+//!   `/metrics` HTTP server.
 //! - [`server`]: wires the layers on listeners and owns shutdown.
 //! - [`config`]: `serve` settings; [`units`]: durations and sizes.
 //! - [`client`], [`cli`]: the Rust client and the command line.
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod follow;
+pub mod metrics;
 pub mod otlp;
 pub mod pb;
 pub mod server;

@@ -22,6 +22,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::{GuardLayer, Limits, SessionLogService, TokenAuth};
 use crate::config::{ListenAddr, ServeConfig};
+use crate::metrics;
 use crate::otlp::OtlpIntake;
 use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
 use crate::pb::session_log_server::SessionLogServer;
@@ -189,6 +190,7 @@ pub struct Server {
     auth: TokenAuth,
     tls: Option<ServerTlsConfig>,
     settings: ServerSettings,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -222,7 +224,14 @@ impl Server {
             flusher,
             sessions,
             settings,
+            metrics_listener: None,
         })
+    }
+
+    /// Also serves `/metrics` and `/healthz` over HTTP on `listener`.
+    pub fn with_metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
     }
 
     /// The rules behind the API (for tests and in-process users).
@@ -233,7 +242,7 @@ impl Server {
     /// Serves every listener until `shutdown` completes, then shuts down in
     /// order (see the module doc). Returns once sled is flushed.
     pub async fn serve(
-        self,
+        mut self,
         listeners: Vec<Listener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
@@ -296,6 +305,28 @@ impl Server {
 
         let housekeeping = CancellationToken::new();
         let chores = self.spawn_housekeeping(&housekeeping);
+        let not_serving = CancellationToken::new();
+        let stop_metrics = CancellationToken::new();
+        let metrics_server = self.metrics_listener.take().map(|listener| {
+            tracing::info!(listen = %display_addr(&listener), "serving metrics");
+            let sessions = self.sessions.clone();
+            let store = self.store.clone();
+            let snapshot = move || {
+                let (active, ended) = sessions.state_counts();
+                metrics::Snapshot {
+                    active,
+                    ended,
+                    followers: *sessions.followers().borrow(),
+                    store_bytes: store.size_on_disk().ok(),
+                }
+            };
+            tokio::spawn(metrics::serve(
+                listener,
+                snapshot,
+                not_serving.clone(),
+                stop_metrics.clone(),
+            ))
+        });
 
         shutdown.await;
         tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down");
@@ -304,6 +335,7 @@ impl Server {
             let _ = chore.await;
         }
         set_health(&health, ServingStatus::NotServing).await;
+        not_serving.cancel();
         stop_accepting.cancel();
         // Follow and watch streams never end by themselves; end them now so
         // the drain below waits only for calls that finish.
@@ -321,6 +353,14 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("open calls did not finish within the grace period; closing them");
             servers.shutdown().await;
+        }
+        stop_metrics.cancel();
+        if let Some(metrics_server) = metrics_server {
+            match metrics_server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "the metrics server failed"),
+                Err(join) => tracing::error!(error = %join, "the metrics server task failed"),
+            }
         }
         self.durability.stop();
         if let Some(flusher) = self.flusher {
@@ -392,13 +432,21 @@ where
 /// Opens the store and serves until `shutdown` (see [`Server`]).
 pub async fn serve(
     listeners: Vec<Listener>,
+    metrics_listener: Option<TcpListener>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    Server::open(settings)
-        .await?
-        .serve(listeners, shutdown)
-        .await
+    let mut server = Server::open(settings).await?;
+    if let Some(listener) = metrics_listener {
+        server = server.with_metrics(listener);
+    }
+    server.serve(listeners, shutdown).await
+}
+
+fn display_addr(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|err| format!("(unknown: {err})"), |addr| addr.to_string())
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

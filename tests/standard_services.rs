@@ -181,7 +181,7 @@ fn spawn_server(
 ) {
     let settings = common::settings(data_dir, FsyncPolicy::Never);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listeners, settings, async {
+    let task = tokio::spawn(serve(listeners, None, settings, async {
         let _ = stop_rx.await;
     }));
     (stop_tx, task)

@@ -12,7 +12,21 @@ pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     for addr in &config.listen {
         listeners.push(Listener::bind_with_mode(addr, config.unix_socket_mode).await?);
     }
-    serve(listeners, ServerSettings::from(&config), shutdown_signal()).await
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    serve(
+        listeners,
+        metrics_listener,
+        ServerSettings::from(&config),
+        shutdown_signal(),
+    )
+    .await
 }
 
 fn init_logging(format: LogFormat) {

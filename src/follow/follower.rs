@@ -188,6 +188,10 @@ impl Follower {
                 )?;
                 self.cursor = page.cursor;
                 if !page.entries.is_empty() {
+                    crate::metrics::get().delivered(
+                        page.entries.len(),
+                        progress.last_seq.saturating_sub(self.cursor),
+                    );
                     return Ok(FollowEvent::Batch {
                         entries: page.entries,
                         cursor: self.cursor,

@@ -116,8 +116,9 @@ impl OtlpIntake {
                 entries: chunk,
                 expected_last_seq: None,
             };
-            if let Err(err) = self.sessions.append(batch).await {
-                rejected.unless_retryable(count, err.into())?;
+            match self.sessions.append(batch).await {
+                Ok(_) => rejected.stored += count,
+                Err(err) => rejected.unless_retryable(count, err.into())?,
             }
         }
         Ok(())
@@ -151,6 +152,7 @@ impl LogsService for OtlpIntake {
         for logs in request.into_inner().resource_logs {
             self.resource(logs, &mut rejected).await?;
         }
+        crate::metrics::get().otlp_records(rejected.stored, rejected.records);
         if rejected.records > 0 {
             tracing::warn!(records = rejected.records, reason = %rejected.message, "OTLP records rejected");
         }
@@ -161,9 +163,10 @@ impl LogsService for OtlpIntake {
 }
 
 /// Records refused for good, and why (the first reason, and how many
-/// other reasons there were).
+/// other reasons there were); and how many were stored.
 #[derive(Debug, Default)]
 struct Rejected {
+    stored: usize,
     records: usize,
     message: String,
     other_reasons: usize,

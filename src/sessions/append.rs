@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use crate::metrics;
 use crate::store::MAX_SEQ;
 use crate::store::schema::{State, StoredEntry};
 
@@ -35,11 +36,23 @@ impl SessionManager {
     /// stored already under its batch id. Returns once the batch is as
     /// durable as the fsync policy promises (on disk, under `always`).
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, SessionError> {
-        let handle = self.handle(&batch.session_id)?;
-        let outcome = self.apply(&handle, batch).await?;
-        // A duplicate waits too: its original may still be on its way to disk.
-        self.inner.durability.wait_durable().await?;
-        Ok(outcome)
+        let started = std::time::Instant::now();
+        let stored = async {
+            let handle = self.handle(&batch.session_id)?;
+            let outcome = self.apply(&handle, batch).await?;
+            // A duplicate waits too: its original may still be on its way to disk.
+            self.inner.durability.wait_durable().await?;
+            Ok(outcome)
+        }
+        .await;
+        let metrics = metrics::get();
+        match &stored {
+            Ok(outcome) if outcome.duplicate => metrics.duplicate_batch(),
+            Ok(_) => {}
+            Err(_) => metrics.failed_batch(),
+        }
+        metrics.append_took(started.elapsed());
+        stored
     }
 
     async fn apply(
@@ -101,6 +114,10 @@ impl SessionManager {
             entry.timestamp.get_or_insert_with(|| now.into());
         }
         let next = log.append(&counters, &entries, batch_id.as_deref())?;
+        metrics::get().appended(
+            entries.len(),
+            next.size_bytes.saturating_sub(counters.size_bytes),
+        );
         let mut current = handle.state();
         current.counters = next;
         current.lease_expires_at = lease_deadline(&current.record, now);

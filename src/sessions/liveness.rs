@@ -82,6 +82,7 @@ impl SessionManager {
             match self.end(&handle.id, reason).await {
                 Ok(_) => {
                     tracing::info!(session_id = %handle.id, reason, "session ended by liveness check");
+                    crate::metrics::get().liveness_ended(reason);
                     ended.push((handle.id.clone(), reason));
                 }
                 // Ended or deleted meanwhile by someone else.

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::follow::FollowerGauge;
 use crate::store::durability::Durability;
+use crate::store::schema::State;
 use crate::store::{Store, StoreError};
 
 pub use append::{AppendBatch, AppendOutcome};
@@ -140,6 +141,16 @@ impl SessionManager {
     /// How many sessions are stored.
     pub fn session_count(&self) -> usize {
         self.sessions_read().len()
+    }
+
+    /// How many sessions are (active, ended), for metrics.
+    pub fn state_counts(&self) -> (usize, usize) {
+        let sessions = self.sessions_read();
+        let active = sessions
+            .values()
+            .filter(|handle| handle.state().record.state() == State::Active)
+            .count();
+        (active, sessions.len() - active)
     }
 
     fn handle(&self, session_id: &str) -> Result<Arc<SessionHandle>, SessionError> {

@@ -84,6 +84,7 @@ impl SessionManager {
             match self.delete(&id, false).await {
                 Ok(()) => {
                     tracing::info!(session_id = %id, reason = reason.as_str(), "pruned session");
+                    crate::metrics::get().pruned(reason.as_str());
                     count -= 1;
                     bytes = bytes.saturating_sub(size_bytes);
                     pruned.push((id, reason));

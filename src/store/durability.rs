@@ -97,7 +97,9 @@ struct Flusher {
 impl Flusher {
     async fn flush(&self) -> Result<(), String> {
         let store = self.store.clone();
+        let started = std::time::Instant::now();
         let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+        crate::metrics::get().flush_took(started.elapsed());
         self.flushes.fetch_add(1, Ordering::Relaxed);
         match flushed {
             Ok(Ok(())) => Ok(()),

@@ -1,0 +1,257 @@
+//! Prometheus metrics: one process-wide set of instruments that any layer
+//! may report to (recording is a few atomic adds, never a lock or I/O), and
+//! the `--metrics-listen` HTTP server (`http`). Gauges that describe state
+//! (sessions, followers, disk) are read when scraped, not kept up to date.
+
+mod http;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+pub use http::serve;
+
+/// A label set of one `reason`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
+/// A label set of one `state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct State {
+    state: &'static str,
+}
+
+/// A label set of one `result`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: &'static str,
+}
+
+/// Every instrument. Names follow Prometheus conventions: the registry adds
+/// the `sessionlog_` prefix, `_total` to counters and the unit suffix.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    appended_entries: Counter,
+    appended_bytes: Counter,
+    append_batches: Family<Outcome, Counter>,
+    append_seconds: Histogram,
+    flush_seconds: Histogram,
+    sessions: Family<State, Gauge>,
+    followers: Gauge,
+    follow_delivered: Counter,
+    follower_lag: Histogram,
+    liveness_endings: Family<Reason, Counter>,
+    pruned_sessions: Family<Reason, Counter>,
+    store_size: Gauge,
+    otlp_records: Family<Outcome, Counter>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's instruments.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("sessionlog");
+        // 100 µs to ~3.3 s, doubling: an append ranges from a memory write
+        // to a slow disk's flush.
+        let latency = || Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let metrics = Self {
+            appended_entries: Counter::default(),
+            appended_bytes: Counter::default(),
+            append_batches: Family::default(),
+            append_seconds: latency(),
+            flush_seconds: latency(),
+            sessions: Family::default(),
+            followers: Gauge::default(),
+            follow_delivered: Counter::default(),
+            // 0 (caught up), then 1, 4, 16, ... 4^9 entries behind.
+            follower_lag: Histogram::new(
+                std::iter::once(0.0).chain(exponential_buckets(1.0, 4.0, 10)),
+            ),
+            liveness_endings: Family::default(),
+            pruned_sessions: Family::default(),
+            store_size: Gauge::default(),
+            otlp_records: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "appended_entries",
+            "Log entries stored by Append, AppendStream and OTLP intake",
+            metrics.appended_entries.clone(),
+        );
+        registry.register_with_unit(
+            "appended",
+            "Encoded size of the log entries stored",
+            Unit::Bytes,
+            metrics.appended_bytes.clone(),
+        );
+        registry.register(
+            "append_batches",
+            "Append batches by result: stored, duplicate (a retried batch id) or failed",
+            metrics.append_batches.clone(),
+        );
+        registry.register_with_unit(
+            "append_duration",
+            "Time from an append reaching the rules to its batch being durable as --fsync promises",
+            Unit::Seconds,
+            metrics.append_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "flush_duration",
+            "Time of one flush of the store to disk",
+            Unit::Seconds,
+            metrics.flush_seconds.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Sessions in the store by state",
+            metrics.sessions.clone(),
+        );
+        registry.register(
+            "followers",
+            "Open Follow streams",
+            metrics.followers.clone(),
+        );
+        registry.register(
+            "follow_delivered_entries",
+            "Log entries sent to followers",
+            metrics.follow_delivered.clone(),
+        );
+        registry.register(
+            "follower_lag_entries",
+            "How many entries a follower was still behind the session's last seq when it was sent a batch",
+            metrics.follower_lag.clone(),
+        );
+        registry.register(
+            "liveness_endings",
+            "Sessions ended by the liveness check, by reason",
+            metrics.liveness_endings.clone(),
+        );
+        registry.register(
+            "pruned_sessions",
+            "Sessions removed by retention, by reason",
+            metrics.pruned_sessions.clone(),
+        );
+        registry.register_with_unit(
+            "store_size",
+            "Size of the sled database on disk",
+            Unit::Bytes,
+            metrics.store_size.clone(),
+        );
+        registry.register(
+            "otlp_records",
+            "OTLP log records received, by result: stored or rejected",
+            metrics.otlp_records.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// A batch of `entries` taking `bytes` was stored.
+    pub fn appended(&self, entries: usize, bytes: u64) {
+        self.appended_entries.inc_by(entries as u64);
+        self.appended_bytes.inc_by(bytes);
+        self.batch("stored");
+    }
+
+    /// A retried batch id was answered from the dedupe window.
+    pub fn duplicate_batch(&self) {
+        self.batch("duplicate");
+    }
+
+    /// An append failed (ended session, storage error, ...).
+    pub fn failed_batch(&self) {
+        self.batch("failed");
+    }
+
+    fn batch(&self, result: &'static str) {
+        self.append_batches.get_or_create(&Outcome { result }).inc();
+    }
+
+    pub fn append_took(&self, took: Duration) {
+        self.append_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn flush_took(&self, took: Duration) {
+        self.flush_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A follower was sent `entries` and is `lag` entries behind after them.
+    pub fn delivered(&self, entries: usize, lag: u64) {
+        self.follow_delivered.inc_by(entries as u64);
+        #[allow(clippy::cast_precision_loss)] // a bucket boundary, not a count
+        self.follower_lag.observe(lag as f64);
+    }
+
+    /// A session ended by the liveness check (`lease expired` is
+    /// labelled `lease_expired`).
+    pub fn liveness_ended(&self, reason: &str) {
+        self.liveness_endings.get_or_create(&label(reason)).inc();
+    }
+
+    /// A session removed by retention (`max age` is labelled `max_age`).
+    pub fn pruned(&self, reason: &str) {
+        self.pruned_sessions.get_or_create(&label(reason)).inc();
+    }
+
+    pub fn otlp_records(&self, stored: usize, rejected: usize) {
+        for (result, count) in [("stored", stored), ("rejected", rejected)] {
+            if count > 0 {
+                self.otlp_records
+                    .get_or_create(&Outcome { result })
+                    .inc_by(count as u64);
+            }
+        }
+    }
+
+    /// Sets the gauges read at scrape time and renders every metric in
+    /// the OpenMetrics text format.
+    pub fn render(&self, state: &Snapshot) -> String {
+        for (state_name, count) in [("active", state.active), ("ended", state.ended)] {
+            self.sessions
+                .get_or_create(&State { state: state_name })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.followers
+            .set(i64::try_from(state.followers).unwrap_or(i64::MAX));
+        if let Some(bytes) = state.store_bytes {
+            self.store_size
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn label(reason: &str) -> Reason {
+    Reason {
+        reason: reason.replace(' ', "_"),
+    }
+}
+
+/// State read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    pub active: usize,
+    pub ended: usize,
+    pub followers: usize,
+    /// `None` when the size could not be read.
+    pub store_bytes: Option<u64>,
+}
