@@ -1,17 +1,20 @@
 //! The client subcommands: each builds one request, calls, prints.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use prost_types::value::Kind;
 use tokio::io::AsyncBufReadExt as _;
-use tokio::sync::mpsc;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::render;
 use super::{ClientArgs, LevelArg, parse_lease};
-use crate::client::{BatchAppender, BatchOptions, Client};
+use crate::client::{Client, LogWriter, WriterOptions, WriterTarget};
+
+/// How long `append` keeps retrying while the server is unavailable.
+const APPEND_GIVE_UP: Duration = Duration::from_secs(10);
 use crate::pb;
 
 pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
@@ -146,45 +149,45 @@ pub(super) struct AppendArgs {
 pub(super) async fn append(args: AppendArgs) -> anyhow::Result<()> {
     let client = connect(&args.client).await?;
     let level = pb::Level::from(args.level);
-    let (entries_tx, entries_rx) = mpsc::channel(4096);
-    let logger = args.logger.clone();
-    let reader = tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Some(line) = lines.next_line().await? {
-            let entry = pb::LogEntry {
-                level: level.into(),
-                logger: logger.clone(),
-                message: line,
-                ..Default::default()
-            };
-            if entries_tx.send(entry).await.is_err() {
-                break;
-            }
+    let options = WriterOptions {
+        // A pipe of lines has nobody to drop them for: wait for room, and
+        // fail rather than hang when the server stays away.
+        give_up_after: Some(APPEND_GIVE_UP),
+        ..WriterOptions::default()
+    };
+    let writer = LogWriter::spawn(client, WriterTarget::Existing(args.session_id), options);
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stopped = None;
+    while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
+        let entry = pb::LogEntry {
+            level: level.into(),
+            logger: args.logger.clone(),
+            message: line,
+            ..Default::default()
+        };
+        if let Err(err) = writer.write(entry).await {
+            stopped = Some(err);
+            break;
         }
-        Ok::<_, std::io::Error>(())
-    });
-    let mut total = 0usize;
-    let mut last_seq = 0;
-    let json = args.client.json;
-    BatchAppender::new(client, args.session_id, BatchOptions::default())
-        .run(entries_rx, |response, count| {
-            total += count;
-            last_seq = response.last_seq;
-            if json {
-                let line = serde_json::json!({
-                    "first_seq": response.first_seq,
-                    "last_seq": response.last_seq,
-                    "duplicate": response.duplicate,
-                });
-                let _ = print_line(&line.to_string());
-            }
-        })
-        .await?;
-    reader.await?.context("cannot read stdin")?;
-    if !json {
-        print_line(&format!("appended {total} entries, last seq {last_seq}"))?;
     }
-    Ok(())
+    let report = writer.close(APPEND_GIVE_UP).await;
+    if let Some(status) = report.error.or(stopped.map(|err| err.0)) {
+        anyhow::bail!(
+            "{} entries stored (last seq {}), {} not: {status}",
+            report.stored,
+            report.last_seq,
+            report.lost
+        );
+    }
+    let line = if args.client.json {
+        serde_json::json!({ "stored": report.stored, "last_seq": report.last_seq }).to_string()
+    } else {
+        format!(
+            "appended {} entries, last seq {}",
+            report.stored, report.last_seq
+        )
+    };
+    print_line(&line)
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,16 +3,14 @@
 //! from the last cursor it printed, so nothing is shown twice or skipped.
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
 
 use futures::StreamExt as _;
-use tonic::Code;
 
 use super::commands::{connect, print_line};
 use super::render;
 use super::{ClientArgs, LevelArg};
+use crate::client::{self, FollowItem, FollowOptions};
 use crate::pb;
-use crate::pb::follow_response::Event;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct TailArgs {
@@ -113,94 +111,42 @@ pub(super) async fn tail(args: TailArgs) -> anyhow::Result<()> {
 
 /// Follows until the session ends, reconnecting from the last cursor.
 async fn follow(args: &TailArgs, printer: &Printer) -> anyhow::Result<()> {
-    let mut cursor = args.after;
-    let mut tail = args.tail;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match follow_once(args, printer, &mut cursor, &mut tail, &mut backoff).await {
-            Ok(()) => return Ok(()),
-            Err(err) if is_transient(&err) => {
-                eprintln!(
-                    "sessionlog: connection lost ({}); resuming after seq {cursor}",
-                    short(&err)
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-async fn follow_once(
-    args: &TailArgs,
-    printer: &Printer,
-    cursor: &mut u64,
-    tail: &mut u32,
-    backoff: &mut Duration,
-) -> anyhow::Result<()> {
-    let mut client = connect(&args.client).await?;
-    let mut events = client
-        .follow(pb::FollowRequest {
-            session_id: args.session_id.clone(),
-            after_seq: *cursor,
-            tail: *tail,
-            filter: Some(args.filter()),
-            max_batch: 0,
-        })
-        .await?
-        .into_inner();
-    // Only the first connection asks for a tail; resumes continue from the cursor.
-    *tail = 0;
-    while let Some(response) = events.next().await {
-        *backoff = Duration::from_millis(100);
-        match response?.event {
-            Some(Event::Batch(batch)) => {
-                for entry in &batch.entries {
+    let connection = args.client.connect().await?;
+    let options = FollowOptions {
+        after_seq: args.after,
+        tail: args.tail,
+        filter: Some(args.filter()),
+        max_batch: 0,
+    };
+    let mut items = std::pin::pin!(client::follow(connection, &args.session_id, options));
+    while let Some(item) = items.next().await {
+        match item? {
+            FollowItem::Entries { entries, .. } => {
+                for entry in &entries {
                     printer.entry(entry)?;
                 }
-                *cursor = batch.cursor;
             }
-            Some(Event::CaughtUp(caught_up)) => *cursor = caught_up.cursor.max(*cursor),
-            Some(Event::Truncated(truncated)) => {
-                eprintln!(
-                    "sessionlog: entries up to seq {} were pruned; continuing from there",
-                    truncated.first_available_seq.saturating_sub(1)
-                );
-            }
-            Some(Event::Ended(session)) => {
+            FollowItem::CaughtUp { .. } => {}
+            FollowItem::Truncated {
+                first_available_seq,
+            } => eprintln!(
+                "sessionlog: entries up to seq {} were pruned; continuing from there",
+                first_available_seq.saturating_sub(1)
+            ),
+            FollowItem::Reconnecting { after_seq, error } => eprintln!(
+                "sessionlog: connection lost ({:?}: {}); resuming after seq {after_seq}",
+                error.code(),
+                error.message()
+            ),
+            FollowItem::Ended(session) => {
                 if !printer.json {
                     eprintln!("sessionlog: session ended ({})", session.end_reason);
                 }
                 return Ok(());
             }
-            None => {}
         }
     }
-    anyhow::bail!(tonic::Status::unavailable(
-        "the follow stream closed before the session ended"
-    ))
-}
-
-fn is_transient(err: &anyhow::Error) -> bool {
-    match err.downcast_ref::<tonic::Status>() {
-        // Unknown is what a connection cut mid-stream looks like.
-        Some(status) => matches!(
-            status.code(),
-            Code::Unavailable | Code::Unknown | Code::Cancelled
-        ),
-        // Connection errors (the server restarting) are worth a retry.
-        None => err
-            .chain()
-            .any(|cause| cause.is::<tonic::transport::Error>()),
-    }
-}
-
-fn short(err: &anyhow::Error) -> String {
-    match err.downcast_ref::<tonic::Status>() {
-        Some(status) => format!("{:?}: {}", status.code(), status.message()),
-        None => format!("{err:#}"),
-    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]

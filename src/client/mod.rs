@@ -2,7 +2,8 @@
 //! (TLS, optionally with a client certificate) or `unix:/path`, and adds
 //! `authorization: Bearer <token>` to every call when given a token file.
 
-mod append;
+mod follow;
+mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,8 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::pb::otlp_logs::logs_service_client::LogsServiceClient;
 use crate::pb::session_log_client::SessionLogClient;
 
-pub use append::{BatchAppender, BatchOptions};
+pub use follow::{FollowItem, FollowOptions, follow};
+pub use writer::{LogWriter, Target as WriterTarget, WriterHandle, WriterOptions, WriterReport, WriterStopped};
 
 /// The default `--server`.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -62,42 +64,31 @@ impl Connection {
         token_file: Option<&Path>,
         tls: &ClientTls,
     ) -> anyhow::Result<Self> {
-        let token = match token_file {
-            Some(path) => BearerToken(Some(read_token(path)?)),
-            None => BearerToken::default(),
-        };
-        let channel = if let Some(path) = server.strip_prefix("unix:") {
-            let path = path.to_owned();
-            // The URI is required by the API but unused: the connector dials the socket.
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await
-                .with_context(|| format!("cannot connect to {server}"))?
-        } else if server.starts_with("http://") {
-            Endpoint::from_shared(server.to_owned())
-                .with_context(|| format!("`{server}` is not a server URL"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {server}"))?
-        } else if server.starts_with("https://") {
-            Endpoint::from_shared(server.to_owned())
-                .with_context(|| format!("`{server}` is not a server URL"))?
-                .tls_config(tls.config()?)
-                .context("the TLS settings are not usable")?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {server}"))?
-        } else {
-            anyhow::bail!("`{server}` is not http://host:port or unix:/path");
+        let token = bearer_token(token_file)?;
+        let channel = match target(server, tls)? {
+            Target::Tcp(endpoint) => endpoint.connect().await,
+            Target::Unix(path) => {
+                unix_endpoint()
+                    .connect_with_connector(unix_connector(path))
+                    .await
+            }
+        }
+        .with_context(|| format!("cannot connect to {server}"))?;
+        Ok(Self { channel, token })
+    }
+
+    /// Like `connect_with`, but without waiting for the server: the first
+    /// call connects, and calls fail with UNAVAILABLE while it is down. For
+    /// producers that must start whether or not the server is up.
+    pub fn connect_lazy(
+        server: &str,
+        token_file: Option<&Path>,
+        tls: &ClientTls,
+    ) -> anyhow::Result<Self> {
+        let token = bearer_token(token_file)?;
+        let channel = match target(server, tls)? {
+            Target::Tcp(endpoint) => endpoint.connect_lazy(),
+            Target::Unix(path) => unix_endpoint().connect_with_connector_lazy(unix_connector(path)),
         };
         Ok(Self { channel, token })
     }
@@ -147,6 +138,57 @@ impl ClientTls {
         }
         Ok(config)
     }
+}
+
+enum Target {
+    Tcp(Endpoint),
+    Unix(PathBuf),
+}
+
+fn target(server: &str, tls: &ClientTls) -> anyhow::Result<Target> {
+    if let Some(path) = server.strip_prefix("unix:") {
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    if !server.starts_with("http://") && !server.starts_with("https://") {
+        anyhow::bail!("`{server}` is not http://host:port, https://host:port or unix:/path");
+    }
+    let mut endpoint = Endpoint::from_shared(server.to_owned())
+        .with_context(|| format!("`{server}` is not a server URL"))?
+        .tcp_nodelay(true);
+    if server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls.config()?)
+            .context("the TLS settings are not usable")?;
+    }
+    Ok(Target::Tcp(endpoint))
+}
+
+/// The URI is required by the API but unused: the connector dials the socket.
+fn unix_endpoint() -> Endpoint {
+    Endpoint::from_static("http://localhost")
+}
+
+fn unix_connector(
+    path: PathBuf,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |_| {
+        let path = path.clone();
+        async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+    })
+}
+
+fn bearer_token(token_file: Option<&Path>) -> anyhow::Result<BearerToken> {
+    Ok(match token_file {
+        Some(path) => BearerToken(Some(read_token(path)?)),
+        None => BearerToken::default(),
+    })
 }
 
 fn read_token(path: &Path) -> anyhow::Result<MetadataValue<Ascii>> {
