@@ -5,6 +5,7 @@
 mod commands;
 mod follow;
 mod render;
+mod run;
 mod serve;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ enum Command {
     Tail(follow::TailArgs),
     /// Print session events as they happen.
     Watch(follow::WatchArgs),
+    /// Run a command as a session: its output is logged and passed through,
+    /// and its exit code returned.
+    Run(run::RunArgs),
 }
 
 /// Flags every client command shares.
@@ -72,14 +76,31 @@ struct ClientArgs {
 }
 
 impl ClientArgs {
-    async fn connect(&self) -> anyhow::Result<crate::client::Connection> {
-        let tls = crate::client::ClientTls {
+    fn tls(&self) -> crate::client::ClientTls {
+        crate::client::ClientTls {
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
-        };
-        crate::client::Connection::connect_with(&self.server, self.token_file.as_deref(), &tls)
-            .await
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<crate::client::Connection> {
+        crate::client::Connection::connect_with(
+            &self.server,
+            self.token_file.as_deref(),
+            &self.tls(),
+        )
+        .await
+    }
+
+    /// A connection that is made on first use, for commands that must go
+    /// on while the server is away.
+    fn connect_lazy(&self) -> anyhow::Result<crate::client::Connection> {
+        crate::client::Connection::connect_lazy(
+            &self.server,
+            self.token_file.as_deref(),
+            &self.tls(),
+        )
     }
 }
 
@@ -127,6 +148,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Run(args) => return run::run(args).await,
             Command::Serve(config) => serve::run(config).await,
             Command::Health(client) => commands::health(&client).await,
             Command::Start(args) => commands::start(args).await,
@@ -138,9 +160,10 @@ pub fn main() -> ExitCode {
             Command::Tail(args) => follow::tail(args).await,
             Command::Watch(args) => follow::watch(args).await,
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", error_text(&err));
             ExitCode::FAILURE

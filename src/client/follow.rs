@@ -41,7 +41,7 @@ pub enum FollowItem {
     /// The connection was lost; the stream reconnects after `after_seq`.
     Reconnecting { after_seq: u64, error: Status },
     /// The session ended; the stream ends after this.
-    Ended(pb::Session),
+    Ended(Box<pb::Session>),
 }
 
 struct State {
@@ -114,7 +114,7 @@ impl State {
             },
             Some(Event::Ended(session)) => {
                 self.done = true;
-                FollowItem::Ended(session)
+                FollowItem::Ended(Box::new(session))
             }
             // An event this client does not know: skip it.
             None => return Box::pin(self.next()).await,

@@ -20,7 +20,9 @@ use crate::pb::otlp_logs::logs_service_client::LogsServiceClient;
 use crate::pb::session_log_client::SessionLogClient;
 
 pub use follow::{FollowItem, FollowOptions, follow};
-pub use writer::{LogWriter, Target as WriterTarget, WriterHandle, WriterOptions, WriterReport, WriterStopped};
+pub use writer::{
+    LogWriter, Target as WriterTarget, WriterHandle, WriterOptions, WriterReport, WriterStopped,
+};
 
 /// The default `--server`.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -141,7 +143,7 @@ impl ClientTls {
 }
 
 enum Target {
-    Tcp(Endpoint),
+    Tcp(Box<Endpoint>),
     Unix(PathBuf),
 }
 
@@ -160,7 +162,7 @@ fn target(server: &str, tls: &ClientTls) -> anyhow::Result<Target> {
             .tls_config(tls.config()?)
             .context("the TLS settings are not usable")?;
     }
-    Ok(Target::Tcp(endpoint))
+    Ok(Target::Tcp(Box::new(endpoint)))
 }
 
 /// The URI is required by the API but unused: the connector dials the socket.

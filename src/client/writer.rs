@@ -99,7 +99,10 @@ impl WriterHandle {
 
     /// Buffers `entry`, waiting for room.
     pub async fn write(&self, entry: pb::LogEntry) -> Result<(), WriterStopped> {
-        self.entries_tx.send(entry).await.map_err(|_| self.stopped())
+        self.entries_tx
+            .send(entry)
+            .await
+            .map_err(|_| self.stopped())
     }
 
     fn stopped(&self) -> WriterStopped {
@@ -194,7 +197,9 @@ impl LogWriter {
             }
         });
         let mut report = task.await.unwrap_or_else(|join| WriterReport {
-            error: Some(Status::internal(format!("the log writer task failed: {join}"))),
+            error: Some(Status::internal(format!(
+                "the log writer task failed: {join}"
+            ))),
             ..WriterReport::default()
         });
         timer.abort();
