@@ -19,6 +19,7 @@
 //! - [`server`]: wires the layers on listeners and owns shutdown.
 //! - [`config`]: `serve` settings; [`units`]: durations and sizes.
 //! - [`client`], [`cli`]: the Rust client and the command line.
+//! - [`tracing_layer`]: ships a Rust program's `tracing` events into a session.
 
 pub mod api;
 pub mod cli;
@@ -31,4 +32,5 @@ pub mod pb;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod tracing_layer;
 pub mod units;

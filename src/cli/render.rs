@@ -60,7 +60,7 @@ fn value_json(value: &prost_types::Value) -> Value {
     match &value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(flag)) => Value::Bool(*flag),
-        Some(Kind::NumberValue(number)) => json!(number),
+        Some(Kind::NumberValue(number)) => number_json(*number),
         Some(Kind::StringValue(text)) => Value::String(text.clone()),
         Some(Kind::StructValue(inner)) => struct_json(Some(inner)),
         Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value_json).collect()),
@@ -159,6 +159,17 @@ pub(super) fn entry_text(entry: &pb::LogEntry) -> String {
     line
 }
 
+/// Whole numbers print without a fraction (`2`, not `2.0`): protobuf
+/// numbers are doubles, but most were integers when they were logged.
+fn number_json(number: f64) -> serde_json::Value {
+    const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if number.fract() == 0.0 && number.abs() <= MAX_EXACT {
+        #[allow(clippy::cast_possible_truncation)] // whole and within 2^53
+        return json!(number as i64);
+    }
+    json!(number)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +190,9 @@ mod tests {
                 kind: Some(Kind::StructValue(inner)),
             },
         );
-        assert_eq!(struct_json(Some(&outer)), json!({"inner": {"n": 2.0}}));
+        assert_eq!(struct_json(Some(&outer)), json!({"inner": {"n": 2}}));
+        assert_eq!(number_json(0.5), json!(0.5));
+        assert_eq!(number_json(-3.0).to_string(), "-3");
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl WriterHandle {
 pub struct LogWriter {
     handle: WriterHandle,
     session_rx: watch::Receiver<Option<String>>,
+    closing: CancellationToken,
     deadline: CancellationToken,
     task: JoinHandle<WriterReport>,
 }
@@ -137,11 +138,13 @@ impl LogWriter {
             dropped: Arc::default(),
             failure: Arc::default(),
         };
+        let closing = CancellationToken::new();
         let deadline = CancellationToken::new();
         let sender = Sender {
             client,
             options,
             entries_rx,
+            closing: closing.clone(),
             deadline: deadline.clone(),
             failure: handle.failure.clone(),
             report: WriterReport::default(),
@@ -150,6 +153,7 @@ impl LogWriter {
         Self {
             handle,
             session_rx,
+            closing,
             deadline,
             task,
         }
@@ -178,17 +182,20 @@ impl LogWriter {
         started.ok().and_then(|id| id.clone())
     }
 
-    /// Sends what is buffered and stops. After `deadline`, retries stop and
-    /// what is unsent counts as lost.
+    /// Sends what is buffered and stops; handles still held elsewhere (a
+    /// global tracing layer, say) get `false` from then on. After
+    /// `deadline`, retries stop and what is unsent counts as lost.
     pub async fn close(self, deadline: Duration) -> WriterReport {
         let Self {
             handle,
+            closing,
             deadline: cancel,
             task,
             ..
         } = self;
         let dropped = handle.dropped.clone();
         drop(handle);
+        closing.cancel();
         let timer = tokio::spawn({
             let cancel = cancel.clone();
             async move {
@@ -212,6 +219,8 @@ struct Sender {
     client: Client,
     options: WriterOptions,
     entries_rx: mpsc::Receiver<pb::LogEntry>,
+    /// Set by `close`: send what is buffered, then stop.
+    closing: CancellationToken,
     deadline: CancellationToken,
     failure: Arc<OnceLock<Status>>,
     report: WriterReport,
@@ -234,7 +243,7 @@ impl Sender {
             },
         };
         self.report.session_id = Some(session_id.clone());
-        while let Some(first) = self.entries_rx.recv().await {
+        while let Some(first) = self.next_entry().await {
             let batch = self.gather(first).await;
             let count = batch.len() as u64;
             let request = pb::AppendRequest {
@@ -261,7 +270,21 @@ impl Sender {
                 }
             }
         }
+        // Whatever a lingering handle slipped in after the last batch.
+        self.entries_rx.close();
+        while self.entries_rx.try_recv().is_ok() {
+            self.report.lost += 1;
+        }
         self.report
+    }
+
+    /// The next buffered entry; once closing, only what is already buffered.
+    async fn next_entry(&mut self) -> Option<pb::LogEntry> {
+        tokio::select! {
+            biased;
+            entry = self.entries_rx.recv() => entry,
+            () = self.closing.cancelled() => self.entries_rx.try_recv().ok(),
+        }
     }
 
     /// The first entry, then whatever arrives within `linger`, up to
