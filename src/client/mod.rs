@@ -100,6 +100,11 @@ impl Connection {
         SessionLogClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
+    /// The channel itself, for other services or clients without the token.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// The OTLP logs service the server also serves.
     pub fn otlp_logs(&self) -> LogsServiceClient<InterceptedService<Channel, BearerToken>> {
         LogsServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
