@@ -1,6 +1,72 @@
 //! The Rust client: connects to `http://host:port`, `https://host:port`
 //! (TLS, optionally with a client certificate) or `unix:/path`, and adds
 //! `authorization: Bearer <token>` to every call when given a token file.
+//!
+//! - [`Connection`]: the generated client ([`Connection::sessions`]) and
+//!   the OTLP and health services on one channel.
+//! - [`LogWriter`]: a buffered, batching writer for one session;
+//!   `try_write` never waits, `write` waits for room; entries are stored
+//!   once each, in order, through retries and server restarts.
+//! - [`follow()`]: a session's entries as a `Stream` that reconnects from
+//!   its cursor after transient errors and ends with the session.
+//!
+//! Start a session, write to it, end it, and read it back live (this
+//! example runs as a test, against a server started in the hidden lines):
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> anyhow::Result<()> {
+//! # use sessionlog::server::{Listener, Server, ServerSettings};
+//! # let dir = tempfile::tempdir()?;
+//! # let store = sessionlog::store::StoreOptions { path: dir.path().join("data"), cache_bytes: 8 << 20 };
+//! # let settings = ServerSettings::new(store, sessionlog::store::durability::FsyncPolicy::Never);
+//! # let listener = Listener::bind(&sessionlog::config::ListenAddr::Tcp("127.0.0.1:0".into())).await?;
+//! # let server_url = format!("http://{}", listener.local_addr());
+//! # let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+//! # let serving = tokio::spawn(Server::open(settings).await?.serve(vec![listener], async {
+//! #     let _ = stop_rx.await;
+//! # }));
+//! use std::time::Duration;
+//!
+//! use futures::StreamExt as _;
+//! use sessionlog::client::{Connection, FollowItem, FollowOptions, LogWriter, WriterOptions, WriterTarget};
+//! use sessionlog::pb;
+//!
+//! let connection = Connection::connect(&server_url, None).await?;
+//! let start = pb::StartSessionRequest { app_name: "docs".into(), ..Default::default() };
+//! let writer = LogWriter::spawn(connection.sessions(), WriterTarget::Start(start), WriterOptions::default());
+//! for step in ["fetch", "build", "test"] {
+//!     writer
+//!         .write(pb::LogEntry {
+//!             level: pb::Level::Info.into(),
+//!             message: format!("{step} done"),
+//!             ..Default::default()
+//!         })
+//!         .await?;
+//! }
+//! let session_id = writer.session_id().await.expect("the session started");
+//! let report = writer.close(Duration::from_secs(5)).await;
+//! assert_eq!((report.stored, report.dropped, report.lost), (3, 0, 0));
+//! connection
+//!     .sessions()
+//!     .end_session(pb::EndSessionRequest { session_id: session_id.clone(), reason: "finished".into() })
+//!     .await?;
+//!
+//! let mut messages = Vec::new();
+//! let mut items = std::pin::pin!(sessionlog::client::follow(connection, &session_id, FollowOptions::default()));
+//! while let Some(item) = items.next().await {
+//!     match item? {
+//!         FollowItem::Entries { entries, .. } => messages.extend(entries.into_iter().map(|e| e.message)),
+//!         FollowItem::Ended(session) => assert_eq!(session.end_reason, "finished"),
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(messages[..3], ["fetch done", "build done", "test done"]);
+//! # let _ = stop_tx.send(());
+//! # serving.await??;
+//! # Ok(())
+//! # }
+//! ```
 
 mod follow;
 mod writer;
