@@ -8,6 +8,7 @@ use crate::server::{Listener, ServerSettings, serve};
 
 pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     init_logging(config.log_format);
+    let shutdown = shutdown_signal()?;
     let mut listeners = Vec::with_capacity(config.listen.len());
     for addr in &config.listen {
         listeners.push(Listener::bind_with_mode(addr, config.unix_socket_mode).await?);
@@ -24,7 +25,7 @@ pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         listeners,
         metrics_listener,
         ServerSettings::from(&config),
-        shutdown_signal(),
+        shutdown,
     )
     .await
 }
@@ -40,23 +41,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")
-        {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot watch SIGTERM; stop with SIGINT");
-                std::future::pending::<()>().await;
-            }
+/// A future that completes on SIGTERM or SIGINT. The handlers are installed
+/// here, before anything listens, not when the future is first polled: a
+/// SIGTERM that arrives right after "serving" must start the graceful
+/// shutdown, not kill the process with the default action.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        () = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    })
 }

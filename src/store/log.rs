@@ -1,12 +1,16 @@
-//! One session's log: a sled tree holding its entries under their seqs, its
-//! `LogCounters`, and the batch-id dedupe window. A batch, its counters and
-//! its dedupe record are written in one `sled::Batch`, so a crash keeps all of
-//! them or none. Callers serialize appends per session (see `sessions`).
+//! One session's log: a sled tree holding its entries in blocks under the
+//! seq of each block's first entry (see `block`), its `LogCounters`, and the
+//! batch-id dedupe window. A batch's blocks, its counters and its dedupe
+//! record are written in one `sled::Batch`, so a crash keeps all of them or
+//! none. Blocks never straddle batches and hold contiguous seqs, so the
+//! block holding seq `s` is the last one whose key is at most `s`. Callers
+//! serialize appends per session (see `sessions`).
 
 use prost::Message;
 use sled::IVec;
 
 use super::StoreError;
+use super::block;
 use super::keys::{self, COUNTERS_KEY};
 use super::schema::{LogCounters, StoredBatch, StoredEntry};
 
@@ -72,13 +76,26 @@ impl LogTree {
     ) -> Result<(sled::Batch, LogCounters), StoreError> {
         let mut batch = sled::Batch::default();
         let mut next = *counters;
+        let mut block = Vec::new();
+        let mut block_first = 0;
         for entry in entries {
             debug_assert_eq!(entry.seq, next.last_seq + 1, "seqs must be contiguous");
             let bytes = entry.encode_to_vec();
+            if !block.is_empty()
+                && block.len() + block::pushed_len(bytes.len()) > block::TARGET_BLOCK_BYTES
+            {
+                batch.insert(&keys::entry_key(block_first), std::mem::take(&mut block));
+            }
+            if block.is_empty() {
+                block_first = entry.seq;
+            }
+            block::push(&mut block, &bytes);
             next.size_bytes += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
             next.entry_count += 1;
             next.last_seq = entry.seq;
-            batch.insert(&keys::entry_key(entry.seq), bytes);
+        }
+        if !block.is_empty() {
+            batch.insert(&keys::entry_key(block_first), block);
         }
         if let (Some(batch_id), Some(first)) = (batch_id, entries.first()) {
             if next.batch_ids >= DEDUPE_WINDOW {
@@ -115,20 +132,35 @@ impl LogTree {
     ) -> impl DoubleEndedIterator<Item = Result<RawEntry, StoreError>> + use<> {
         let first = after_seq.saturating_add(1).min(keys::MAX_SEQ);
         let last = through_seq.min(keys::MAX_SEQ);
-        let range = if first <= last {
+        // The block holding `first` may start before it.
+        let start = match self.tree.range(..=keys::entry_key(first)).next_back() {
+            Some(Ok((key, _))) => keys::entry_seq(&key).unwrap_or(0),
+            None => first,
+            // Scanning from the start still finds `first`; the error, if it
+            // lasts, surfaces from the scan itself.
+            Some(Err(_)) => 0,
+        };
+        let blocks = if first <= last {
             self.tree
-                .range(keys::entry_key(first)..=keys::entry_key(last))
+                .range(keys::entry_key(start)..=keys::entry_key(last))
         } else {
             // An empty range: sled rejects start > end.
             self.tree
                 .range(keys::entry_key(first)..keys::entry_key(first))
         };
-        range.map(|item| {
-            let (key, value) = item?;
-            let seq = keys::entry_seq(&key).ok_or_else(|| StoreError::Corrupt {
-                detail: "an entry key is not a seq".to_owned(),
-            })?;
-            Ok((seq, value))
+        blocks.flat_map(move |item| {
+            let entries = item
+                .map_err(StoreError::from)
+                .and_then(|(key, value)| block_entries(&key, &value));
+            let entries: Vec<_> = match entries {
+                Ok(entries) => entries
+                    .into_iter()
+                    .filter(|(seq, _)| (first..=last).contains(seq))
+                    .map(Ok)
+                    .collect(),
+                Err(err) => vec![Err(err)],
+            };
+            entries
         })
     }
 
@@ -142,6 +174,14 @@ impl LogTree {
     }
 }
 
+/// A block's entries with their seqs.
+fn block_entries(key: &[u8], value: &IVec) -> Result<Vec<RawEntry>, StoreError> {
+    let first = keys::entry_seq(key).ok_or_else(|| StoreError::Corrupt {
+        detail: "a block key is not a seq".to_owned(),
+    })?;
+    Ok((first..).zip(block::entries(value)?).collect())
+}
+
 /// Decodes a stored entry.
 pub fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, StoreError> {
     decode(bytes, "log entry")
@@ -151,4 +191,119 @@ pub(super) fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M
     M::decode(bytes).map_err(|err| StoreError::Corrupt {
         detail: format!("a stored {what} does not decode: {err}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> LogTree {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("a temporary sled");
+        LogTree::new(db.open_tree("log/test").expect("a tree"))
+    }
+
+    /// Appends `sizes.len()` entries whose messages have those lengths.
+    fn append(log: &LogTree, counters: &LogCounters, sizes: &[usize]) -> LogCounters {
+        let entries: Vec<StoredEntry> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| StoredEntry {
+                seq: counters.last_seq + 1 + i as u64,
+                message: "m".repeat(*size),
+                ..StoredEntry::default()
+            })
+            .collect();
+        log.append(counters, &entries, None).expect("append")
+    }
+
+    fn seqs(log: &LogTree, after: u64, through: u64) -> Vec<u64> {
+        log.scan(after, through)
+            .map(|item| {
+                let (seq, bytes) = item.expect("scan");
+                assert_eq!(decode_entry(&bytes).expect("decodes").seq, seq);
+                seq
+            })
+            .collect()
+    }
+
+    fn block_keys(log: &LogTree) -> usize {
+        log.tree()
+            .range(keys::entry_key(0)..=keys::entry_key(MAX_SEQ))
+            .count()
+    }
+
+    use super::keys::MAX_SEQ;
+
+    #[test]
+    fn a_batch_is_one_block_and_reads_from_any_cursor() {
+        let log = log();
+        let counters = append(&log, &LogCounters::default(), &[10; 100]);
+        let counters = append(&log, &counters, &[10; 50]);
+        assert_eq!(block_keys(&log), 2);
+        assert_eq!(counters.last_seq, 150);
+        for (after, through) in [(0, 150), (37, 150), (99, 101), (100, 100), (120, 130)] {
+            let expected: Vec<u64> = (after + 1..=through).collect();
+            assert_eq!(seqs(&log, after, through), expected, "({after}, {through}]");
+        }
+        let tail: Vec<u64> = log
+            .scan(40, 150)
+            .rev()
+            .take(60)
+            .map(|item| item.expect("scan").0)
+            .collect();
+        assert_eq!(tail, (91..=150).rev().collect::<Vec<_>>());
+        assert_eq!(log.first_seq().expect("first"), Some(1));
+    }
+
+    #[test]
+    fn a_large_batch_splits_into_blocks_of_bounded_size() {
+        let log = log();
+        let counters = append(&log, &LogCounters::default(), &[1000; 300]);
+        let blocks = block_keys(&log);
+        assert!((5..=6).contains(&blocks), "300 KB in {blocks} blocks");
+        for item in log
+            .tree()
+            .range(keys::entry_key(0)..=keys::entry_key(MAX_SEQ))
+        {
+            let (_, value) = item.expect("block");
+            assert!(value.len() <= block::TARGET_BLOCK_BYTES);
+        }
+        // An entry larger than a block gets one of its own.
+        let counters = append(&log, &counters, &[10, 100_000, 10]);
+        assert_eq!(block_keys(&log), blocks + 3);
+        assert_eq!(
+            seqs(&log, 0, counters.last_seq),
+            (1..=303).collect::<Vec<_>>()
+        );
+        assert_eq!(seqs(&log, 301, 302), vec![302]);
+    }
+
+    #[test]
+    fn layout_one_entries_read_alongside_blocks() {
+        let log = log();
+        for seq in 1..=3u64 {
+            let entry = StoredEntry {
+                seq,
+                message: format!("old {seq}"),
+                ..StoredEntry::default()
+            };
+            log.tree()
+                .insert(keys::entry_key(seq), entry.encode_to_vec())
+                .expect("insert");
+        }
+        let counters = LogCounters {
+            last_seq: 3,
+            entry_count: 3,
+            ..LogCounters::default()
+        };
+        let counters = append(&log, &counters, &[5; 4]);
+        assert_eq!(
+            seqs(&log, 0, counters.last_seq),
+            (1..=7).collect::<Vec<_>>()
+        );
+        assert_eq!(seqs(&log, 2, 5), vec![3, 4, 5]);
+    }
 }

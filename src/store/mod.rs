@@ -1,8 +1,10 @@
 //! The sled store: one database in the data dir, a `sessions` tree of
-//! session records, and one tree per session for its log (`log/<id>`).
+//! session records, and one tree per session for its log (`log/<id>`,
+//! entries packed in blocks, see `block`).
 //! Nothing else gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
 
+mod block;
 mod data_dir;
 pub mod durability;
 mod keys;
@@ -25,7 +27,11 @@ use schema::{LogCounters, State, StoredEntry, StoredSession};
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
 const FORMAT_KEY: &[u8] = b"sessionlog.format";
-const FORMAT_VERSION: &[u8] = b"1";
+const FORMAT_VERSION: &[u8] = b"2";
+/// Layout 1 kept an entry per key; layout 2 reads those as blocks of one, so
+/// opening a layout-1 store only rewrites the marker (and from then on an
+/// older binary refuses it rather than misreading blocks).
+const UPGRADABLE_FROM: &[u8] = b"1";
 const LOG_TREE_PREFIX: &str = "log/";
 
 /// What can go wrong below the rules: the disk, or what is on it.
@@ -221,6 +227,12 @@ impl Store {
 fn check_format(db: &sled::Db, path: &std::path::Path, existing: bool) -> Result<(), StoreError> {
     match db.get(FORMAT_KEY)? {
         Some(version) if version.as_ref() == FORMAT_VERSION => Ok(()),
+        Some(version) if version.as_ref() == UPGRADABLE_FROM => {
+            tracing::info!(path = %path.display(), "upgrading the store's layout from 1 to 2");
+            db.insert(FORMAT_KEY, FORMAT_VERSION)?;
+            db.flush()?;
+            Ok(())
+        }
         Some(version) => Err(StoreError::Foreign {
             detail: format!(
                 "the store in {} has layout {:?}, which this version cannot read",
