@@ -86,6 +86,7 @@ if timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "$rendered/wro
   cat "$rendered/wrong-probe-name.out"
   fail "deploy_check.py passed a probe for sessionlog.v1.Nope"
 fi
-grep "FAILED: .*'sessionlog.v1.Nope' is SERVING" "$rendered/wrong-probe-name.out" ||
+grep -q "FAILED: .*'sessionlog.v1.Nope' is SERVING" "$rendered/wrong-probe-name.out" ||
   fail "deploy_check.py failed, but not on the wrong name: $(cat "$rendered/wrong-probe-name.out")"
+echo "deploy: a readiness probe for sessionlog.v1.Nope failed the check, as it must"
 echo "== deploy: ok"
