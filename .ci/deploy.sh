@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# CI for the deployment files: hadolint on the Dockerfile; each Kubernetes
+# overlay rendered by `kubectl kustomize` and validated, strictly, against
+# the Kubernetes 1.33 schemas; then .ci/deploy_check.py starts the real
+# server as the Dockerfile and each overlay configure it and checks the
+# probes, grace periods, volumes and scrape settings against it. The tools
+# come from the pinned PyPI packages in deploy/requirements-ci.txt, in the
+# venv target/deploy-venv. Uses target/debug/sessionlog (built by `cargo
+# test`; built here when missing; under $CARGO_TARGET_DIR when that is set).
+# No image is built and nothing is applied to a cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+k8s_version=1.33.0
+rendered=target/deploy-rendered
+server_bin=${CARGO_TARGET_DIR:-target}/debug/sessionlog
+
+echo "== deploy: venv (target/deploy-venv)"
+venv=target/deploy-venv
+requirements=deploy/requirements-ci.txt
+source .ci/python-venv.sh
+tools=$venv/bin
+
+fail() {
+  echo "deploy: FAILED: $*" >&2
+  exit 1
+}
+
+echo "== deploy: hadolint Dockerfile ($("$tools/hadolint" --version))"
+timeout 120 "$tools/hadolint" --failure-threshold warning Dockerfile
+
+# validate NAME FILE: strict schema validation of every document in FILE.
+# kubernetes-validate only warns about a kind it has no schema for, so a
+# warning fails here too.
+validate() {
+  local name=$1 file=$2 out
+  out=$(timeout 120 "$tools/kubernetes-validate" --strict -k "$k8s_version" - <"$file" 2>&1) ||
+    fail "$name does not validate against Kubernetes $k8s_version: $out"
+  printf '%s\n' "$out"
+  if grep -v '^INFO ' <<<"$out" | grep -q .; then
+    fail "$name: kubernetes-validate printed more than passes"
+  fi
+  grep -q '^INFO .* passed ' <<<"$out" || fail "$name: nothing was validated"
+}
+
+echo "== deploy: the validator rejects an unknown field"
+cat >"target/deploy-invalid.yaml" <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: invalid
+notAField: true
+EOF
+if timeout 120 "$tools/kubernetes-validate" --strict -k "$k8s_version" - <target/deploy-invalid.yaml >/dev/null 2>&1; then
+  fail "kubernetes-validate --strict accepted an unknown field"
+fi
+
+rm -rf "$rendered"
+mkdir -p "$rendered"
+overlays=()
+for kustomization in deploy/kubernetes/*/kustomization.yaml; do
+  dir=$(dirname "$kustomization")
+  name=$(basename "$dir")
+  [[ $name == base ]] && continue
+  echo "== deploy: kubectl kustomize $dir | kubernetes-validate --strict -k $k8s_version"
+  timeout 120 "$tools/kubectl" kustomize "$dir" >"$rendered/$name.yaml"
+  validate "$dir" "$rendered/$name.yaml"
+  overlays+=("$rendered/$name.yaml")
+done
+((${#overlays[@]} >= 2)) || fail "expected the sidecar and standalone overlays, found ${#overlays[@]}"
+
+if [[ ! -x $server_bin ]]; then
+  echo "== deploy: building $server_bin"
+  cargo build --locked --bin sessionlog
+fi
+
+echo "== deploy: the Dockerfile and manifests against the real server"
+timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "${overlays[@]}"
+
+echo "== deploy: the check fails on a probe service name the server does not serve"
+sed 's/service: sessionlog\.v1\.SessionLog$/service: sessionlog.v1.Nope/' \
+  "$rendered/sidecar.yaml" >"$rendered/wrong-probe-name.yaml"
+grep -q 'sessionlog.v1.Nope' "$rendered/wrong-probe-name.yaml" || fail "the wrong name was not put in"
+if timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "$rendered/wrong-probe-name.yaml" \
+  >"$rendered/wrong-probe-name.out" 2>&1; then
+  cat "$rendered/wrong-probe-name.out"
+  fail "deploy_check.py passed a probe for sessionlog.v1.Nope"
+fi
+grep -q "FAILED: .*'sessionlog.v1.Nope' is SERVING" "$rendered/wrong-probe-name.out" ||
+  fail "deploy_check.py failed, but not on the wrong name: $(cat "$rendered/wrong-probe-name.out")"
+echo "deploy: a readiness probe for sessionlog.v1.Nope failed the check, as it must"
+echo "== deploy: ok"
