@@ -71,9 +71,12 @@ fn mark(path: &Path) -> Result<(), StoreError> {
     fs::rename(&partial, path.join(MARKER_FILE)).map_err(StoreError::Io)
 }
 
-/// Fails fast, naming the lock, when another process holds the store's
-/// lock (sled's exclusive `flock` on `<dir>/db`). The probe lock is released
-/// at once; sled takes its own right after.
+/// Fails, naming the lock, when another process holds the store's lock
+/// (sled's exclusive `flock` on `<dir>/db`). A holder that lets go within
+/// `LOCK_WAIT` is waited for: a store just dropped in this process is
+/// released by sled's own threads a moment later, and a server being
+/// restarted may still be exiting. The probe lock is released at once; sled
+/// takes its own right after.
 pub(super) fn ensure_unlocked(path: &Path) -> Result<(), StoreError> {
     let lock_path = path.join("db");
     let file = match fs::OpenOptions::new().read(true).open(&lock_path) {
@@ -81,17 +84,28 @@ pub(super) fn ensure_unlocked(path: &Path) -> Result<(), StoreError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(refused(path, format!("cannot be opened: {err}"))),
     };
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Locked {
-            detail: format!(
-                "another process holds the lock on {}; is another sessionlog serving this --data-dir?",
-                lock_path.display()
-            ),
-        }),
-        Err(err) => Err(refused(path, format!("cannot be locked: {err}"))),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StoreError::Locked {
+                    detail: format!(
+                        "another process holds the lock on {}; is another sessionlog serving this --data-dir?",
+                        lock_path.display()
+                    ),
+                });
+            }
+            Err(err) => return Err(refused(path, format!("cannot be locked: {err}"))),
+        }
     }
 }
+
+/// How long a held store lock is waited for before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Removes group and other access from the dir and everything in it, when
 /// the dir is ours; warns when it is not.
