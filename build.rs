@@ -1,6 +1,7 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so no
 //! system `protoc` is needed, and writes the descriptor set for reflection;
-//! generates the OTLP logs service stub.
+//! generates the server's trait apart from the messages and client (see
+//! `api::wire`), and the OTLP logs service stub.
 
 use std::path::PathBuf;
 
@@ -20,7 +21,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .build_client(true)
+        .build_server(false)
+        .compile_fds(descriptors.clone())?;
+    // The server's trait, generated apart: its messages are the ones above,
+    // except `FollowResponse`, which it sends already encoded.
+    let server_dir = out_dir.join("server");
+    std::fs::create_dir_all(&server_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
         .build_server(true)
+        .out_dir(&server_dir)
+        .extern_path(".sessionlog.v1", "crate::pb")
+        .extern_path(
+            ".sessionlog.v1.FollowResponse",
+            "crate::api::wire::EncodedFollowResponse",
+        )
+        .extern_path(".sessionlog.storage.v1", "crate::store::schema")
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::api::codec::Codec")
         .compile_fds(descriptors)?;

@@ -4,6 +4,13 @@
 
 include!(concat!(env!("OUT_DIR"), "/sessionlog.v1.rs"));
 
+/// The server side of `sessionlog.v1.SessionLog`, whose `Follow` streams
+/// `api::wire::EncodedFollowResponse` (see `build.rs`).
+mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/sessionlog.v1.rs"));
+}
+pub use server::session_log_server;
+
 /// The encoded descriptor set of every proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sessionlog_descriptor.bin"));

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::wire::EncodedFollowResponse;
 use crate::follow::FollowEvent;
 use crate::pb;
 use crate::sessions::ids::is_valid_id;
@@ -218,22 +219,21 @@ pub fn watch_query(
     })
 }
 
-pub(super) fn follow_response(event: FollowEvent<SessionView>) -> pb::FollowResponse {
+pub(super) fn follow_response(event: FollowEvent<SessionView>) -> EncodedFollowResponse {
     use pb::follow_response::Event;
     let event = match event {
+        FollowEvent::Batch { entries, cursor } => {
+            return EncodedFollowResponse::batch(&entries, cursor);
+        }
         FollowEvent::Truncated {
             first_available_seq,
         } => Event::Truncated(pb::Truncated {
             first_available_seq,
         }),
-        FollowEvent::Batch { entries, cursor } => Event::Batch(pb::LogBatch {
-            entries: entries.into_iter().map(log_entry).collect(),
-            cursor,
-        }),
         FollowEvent::CaughtUp { cursor } => Event::CaughtUp(pb::CaughtUp { cursor }),
         FollowEvent::Ended(view) => Event::Ended(session(view)),
     };
-    pb::FollowResponse { event: Some(event) }
+    pb::FollowResponse { event: Some(event) }.into()
 }
 
 pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {

@@ -10,6 +10,7 @@ mod limits;
 mod service;
 mod status;
 mod streams;
+pub mod wire;
 
 pub use auth::TokenAuth;
 pub use convert::{MAX_BATCH_ID_LEN, RequestError};

@@ -13,6 +13,7 @@ use crate::sessions::SessionManager;
 use super::convert;
 use super::limits::Limits;
 use super::streams::StreamCounter;
+use super::wire::EncodedFollowResponse;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -185,7 +186,7 @@ impl SessionLog for SessionLogService {
         }))
     }
 
-    type FollowStream = ResponseStream<pb::FollowResponse>;
+    type FollowStream = ResponseStream<EncodedFollowResponse>;
 
     async fn follow(
         &self,

@@ -10,7 +10,8 @@ use futures::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::schema::StoredEntry;
+use sled::IVec;
+
 use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError};
 
 use super::progress::Progress;
@@ -23,8 +24,10 @@ pub enum FollowEvent<S = ()> {
     Truncated {
         first_available_seq: u64,
     },
+    /// Entries as stored (encoded `StoredEntry`s, which are encoded
+    /// `LogEntry`s): sent on without a decode and re-encode per follower.
     Batch {
-        entries: Vec<StoredEntry>,
+        entries: Vec<IVec>,
         cursor: u64,
     },
     CaughtUp {
@@ -180,7 +183,7 @@ impl Follower {
                     // A filter that keeps little must not pin a worker.
                     max_scanned: self.options.max_batch.saturating_mul(4).max(1_000),
                 };
-                let page = self.log.page_forward(
+                let page = self.log.page_forward_raw(
                     self.cursor,
                     progress.last_seq,
                     &self.options.filter,

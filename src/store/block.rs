@@ -13,10 +13,14 @@ use sled::IVec;
 
 use super::StoreError;
 
-/// Where a block is closed and the next one starts. Small enough that a
-/// reader wanting one entry does not pull megabytes, large enough that a
-/// batch of a thousand typical entries costs a handful of keys.
-pub(super) const TARGET_BLOCK_BYTES: usize = 64 * 1024;
+/// Where a block is closed and the next one starts. sled splits a leaf
+/// past 16 keys and writes a page bigger than a quarter segment (128 KiB)
+/// as a separate blob file, which is slower and, on a full disk, makes
+/// sled's flush wait forever instead of failing. So seventeen blocks must
+/// fit in that quarter: 7 KiB (about 35 entries of 200 bytes) does, and
+/// still turns a thousand-entry batch into a few dozen keys. An entry
+/// larger than this gets a block of its own.
+pub(super) const TARGET_BLOCK_BYTES: usize = 7 * 1024;
 
 /// The first byte of a block: field 1 of `StoredBlock`, length-delimited.
 const BLOCK_TAG: u8 = (1 << 3) | WireType::LengthDelimited as u8;

@@ -21,7 +21,7 @@ use sled::transaction::ConflictableTransactionError;
 
 pub use keys::MAX_SEQ;
 pub use log::{DEDUPE_WINDOW, LogTree, RawEntry, decode_entry};
-pub use query::{EntryFilter, Page, ScanLimits};
+pub use query::{EntryFilter, Page, RawPage, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 
 const SESSIONS_TREE: &str = "sessions";

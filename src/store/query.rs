@@ -3,6 +3,8 @@
 //! that stop at a count of kept entries or of examined ones, whichever comes
 //! first, so one call never scans without bound.
 
+use sled::IVec;
+
 use super::StoreError;
 use super::log::{LogTree, decode_entry};
 use super::schema::{Level, StoredEntry};
@@ -46,6 +48,15 @@ pub struct Page {
     pub cursor: u64,
 }
 
+/// A `Page` of entries as stored, encoded: what followers send on, since
+/// a `StoredEntry`'s bytes are a `LogEntry`'s.
+#[derive(Debug, Clone, Default)]
+pub struct RawPage {
+    pub entries: Vec<IVec>,
+    /// The last seq examined (kept or not): the next `after_seq`.
+    pub cursor: u64,
+}
+
 /// Bounds of one scan.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanLimits {
@@ -66,21 +77,41 @@ impl LogTree {
         filter: &EntryFilter,
         limits: ScanLimits,
     ) -> Result<Page, StoreError> {
+        let raw = self.page_forward_raw(after_seq, through_seq, filter, limits)?;
+        Ok(Page {
+            entries: raw
+                .entries
+                .iter()
+                .map(|bytes| decode_entry(bytes))
+                .collect::<Result<_, _>>()?,
+            cursor: raw.cursor,
+        })
+    }
+
+    /// `page_forward` without decoding what is kept: with an empty filter
+    /// nothing is decoded at all.
+    pub fn page_forward_raw(
+        &self,
+        after_seq: u64,
+        through_seq: u64,
+        filter: &EntryFilter,
+        limits: ScanLimits,
+    ) -> Result<RawPage, StoreError> {
+        let keep_all = filter.is_empty();
         let mut entries = Vec::new();
         for (scanned, item) in self.scan(after_seq, through_seq).enumerate() {
             let (seq, bytes) = item?;
-            let entry = decode_entry(&bytes)?;
-            if filter.matches(&entry) {
-                entries.push(entry);
+            if keep_all || filter.matches(&decode_entry(&bytes)?) {
+                entries.push(bytes);
             }
             if entries.len() >= limits.max_entries || scanned + 1 >= limits.max_scanned {
-                return Ok(Page {
+                return Ok(RawPage {
                     entries,
                     cursor: seq,
                 });
             }
         }
-        Ok(Page {
+        Ok(RawPage {
             entries,
             cursor: after_seq.max(through_seq),
         })

@@ -1,0 +1,161 @@
+//! `FollowResponse`s the server sends already encoded. A follower's batch
+//! is built from the stored bytes of its entries (a `StoredEntry` encodes as
+//! the `LogEntry` it stands for), so delivering an entry costs a copy, not
+//! a decode into structs and an encode back per follower. The server's
+//! generated `Follow` streams this type (see `build.rs`); clients decode the
+//! ordinary `pb::FollowResponse`, which has the same bytes.
+
+use prost::Message;
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{
+    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, skip_field,
+};
+
+use crate::pb;
+
+/// `FollowResponse.batch`, `LogBatch.entries` and `LogBatch.cursor`.
+const BATCH_FIELD: u32 = 1;
+const ENTRIES_FIELD: u32 = 1;
+const CURSOR_FIELD: u32 = 2;
+
+/// One encoded `sessionlog.v1.FollowResponse`.
+#[derive(Clone, Default, PartialEq)]
+pub struct EncodedFollowResponse {
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for EncodedFollowResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedFollowResponse")
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl EncodedFollowResponse {
+    /// A `batch` event of entries given as encoded `LogEntry`s.
+    pub fn batch<E: AsRef<[u8]>>(entries: &[E], cursor: u64) -> Self {
+        let entries_len: usize = entries
+            .iter()
+            .map(|entry| length_delimited_len(entry.as_ref().len()))
+            .sum();
+        let cursor_len = if cursor == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(cursor)
+        };
+        let batch_len = entries_len + cursor_len;
+        let mut bytes = Vec::with_capacity(length_delimited_len(batch_len));
+        encode_key(BATCH_FIELD, WireType::LengthDelimited, &mut bytes);
+        encode_varint(batch_len as u64, &mut bytes);
+        for entry in entries {
+            let entry = entry.as_ref();
+            encode_key(ENTRIES_FIELD, WireType::LengthDelimited, &mut bytes);
+            encode_varint(entry.len() as u64, &mut bytes);
+            bytes.extend_from_slice(entry);
+        }
+        if cursor != 0 {
+            encode_key(CURSOR_FIELD, WireType::Varint, &mut bytes);
+            encode_varint(cursor, &mut bytes);
+        }
+        Self { bytes }
+    }
+}
+
+/// Any other event is small and rare: encoded the ordinary way.
+impl From<pb::FollowResponse> for EncodedFollowResponse {
+    fn from(response: pb::FollowResponse) -> Self {
+        Self {
+            bytes: response.encode_to_vec(),
+        }
+    }
+}
+
+/// A length-delimited field of `len` bytes with a one-byte key.
+fn length_delimited_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+impl Message for EncodedFollowResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.bytes);
+    }
+
+    // The server only sends this type; anything decoded into it is kept
+    // out of it rather than misread.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::StoredEntry;
+
+    fn stored(seq: u64, message: &str) -> Vec<u8> {
+        StoredEntry {
+            seq,
+            message: message.to_owned(),
+            fields: Some(prost_types::Struct {
+                fields: [(
+                    "k".to_owned(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::NumberValue(1.5)),
+                    },
+                )]
+                .into(),
+            }),
+            ..StoredEntry::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_batch_decodes_as_the_follow_response_it_stands_for() {
+        for (entries, cursor) in [
+            (vec![stored(1, "a"), stored(2, &"b".repeat(500))], 2),
+            (vec![], 0),
+            (vec![stored(300, "c")], 1 << 40),
+        ] {
+            let encoded = EncodedFollowResponse::batch(&entries, cursor).encode_to_vec();
+            let decoded = pb::FollowResponse::decode(encoded.as_slice()).expect("decodes");
+            let expected = pb::FollowResponse {
+                event: Some(pb::follow_response::Event::Batch(pb::LogBatch {
+                    entries: entries
+                        .iter()
+                        .map(|bytes| pb::LogEntry::decode(bytes.as_slice()).expect("entry"))
+                        .collect(),
+                    cursor,
+                })),
+            };
+            assert_eq!(decoded, expected);
+            assert_eq!(encoded, expected.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn other_events_keep_their_encoding() {
+        let response = pb::FollowResponse {
+            event: Some(pb::follow_response::Event::CaughtUp(pb::CaughtUp {
+                cursor: 9,
+            })),
+        };
+        let encoded = EncodedFollowResponse::from(response.clone());
+        assert_eq!(encoded.encode_to_vec(), response.encode_to_vec());
+    }
+}
