@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::latency::Totals;
 use super::local::{self, ServerUnderTest};
-use super::report::{self, ResourceUse, RunReport, Totals, Unit};
+use super::reference;
+use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload::{self, StopRule, within};
 use super::{LoadArgs, OutputArgs, TargetArgs};
 use crate::client::Client;
@@ -263,8 +265,8 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
     );
     if load.is_reference_shape() {
         report.references = match args.target.engine.fsync {
-            FsyncMode::Interval => report::REDIS_EVERYSEC.to_vec(),
-            FsyncMode::Always => report::REDIS_ALWAYS.to_vec(),
+            FsyncMode::Interval => reference::REDIS_EVERYSEC.to_vec(),
+            FsyncMode::Always => reference::REDIS_ALWAYS.to_vec(),
             FsyncMode::Never => Vec::new(),
         };
     }

@@ -8,7 +8,9 @@
 
 mod follow;
 mod ingest;
+mod latency;
 mod local;
+mod reference;
 mod report;
 mod store;
 mod workload;

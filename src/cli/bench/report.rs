@@ -1,85 +1,14 @@
-//! What a bench run found and how it is printed: latency histograms (HDR,
-//! microseconds), named figures, the reference figures measured elsewhere
-//! that a run is compared with, and the output as text or `--json` (one
+//! What a bench run found and how it is printed: named figures, compared
+//! with reference figures measured elsewhere, as text or `--json` (one
 //! object per run, then a summary object of medians when there were more).
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 use super::super::commands::print_line;
 use super::local::ProcessSample;
-
-/// The longest latency told apart from longer ones: anything slower is
-/// recorded as this.
-const MAX_LATENCY_US: u64 = 60_000_000;
-
-/// Latencies in microseconds, to three significant digits.
-#[derive(Debug, Clone)]
-pub(super) struct Latency(Histogram<u64>);
-
-impl Latency {
-    pub(super) fn new() -> Self {
-        Self(
-            Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("constant bounds within what hdrhistogram supports"),
-        )
-    }
-
-    pub(super) fn record(&mut self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.0.saturating_record(micros.max(1));
-    }
-
-    pub(super) fn merge(&mut self, other: &Self) {
-        self.0
-            .add(&other.0)
-            .expect("histograms made by `new` have the same bounds");
-    }
-
-    /// p50, p99, p99.9 and max as figures `<prefix>_p50_us` and so on.
-    pub(super) fn figures(&self, prefix: &str, label: &str) -> Vec<Figure> {
-        let quantiles = [("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)];
-        quantiles
-            .into_iter()
-            .map(|(name, quantile)| Figure {
-                key: format!("{prefix}_{name}_us"),
-                label: format!("{label} {name}"),
-                unit: Unit::Micros,
-                value: approx(self.0.value_at_quantile(quantile)),
-            })
-            .collect()
-    }
-}
-
-/// What a load phase's appends (or sled batches) added up to.
-#[derive(Debug, Clone)]
-pub(super) struct Totals {
-    pub(super) entries: u64,
-    /// Encoded entry bytes.
-    pub(super) bytes: u64,
-    pub(super) appends: u64,
-    pub(super) latency: Latency,
-}
-
-impl Totals {
-    pub(super) fn new() -> Self {
-        Self {
-            entries: 0,
-            bytes: 0,
-            appends: 0,
-            latency: Latency::new(),
-        }
-    }
-
-    pub(super) fn add(&mut self, other: &Self) {
-        self.entries += other.entries;
-        self.bytes += other.bytes;
-        self.appends += other.appends;
-        self.latency.merge(&other.latency);
-    }
-}
+use super::reference::Reference;
 
 /// How a figure is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,59 +46,6 @@ impl Figure {
         }
     }
 }
-
-/// A figure measured elsewhere on the same kind of machine (2 cores,
-/// loopback), printed beside ours as sessionlog ÷ reference.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Reference {
-    /// Which of our figures it compares with.
-    pub(super) key: &'static str,
-    pub(super) what: &'static str,
-    pub(super) value: f64,
-}
-
-/// Redis 7 Streams, AOF `appendfsync everysec`, batches of 1,000 ~200-byte
-/// entries: the figure `--fsync interval` is held to.
-pub(super) const REDIS_EVERYSEC: [Reference; 2] = [
-    Reference {
-        key: "entries_per_second",
-        what: "Redis 7 Streams, AOF everysec, batches of 1,000 x ~200 B",
-        value: 170_000.0,
-    },
-    Reference {
-        key: "server_cpu_us_per_entry",
-        what: "Redis 7 Streams, AOF everysec, server CPU per entry",
-        value: 4.0,
-    },
-];
-
-/// Redis 7 Streams, AOF `appendfsync always`, the same batches.
-pub(super) const REDIS_ALWAYS: [Reference; 1] = [Reference {
-    key: "entries_per_second",
-    what: "Redis 7 Streams, AOF always, batches of 1,000 x ~200 B",
-    value: 80_000.0,
-}];
-
-/// Raw sled 0.34, `apply_batch` of 1,000, one key per entry: 75-85k/s.
-pub(super) const RAW_SLED: [Reference; 1] = [Reference {
-    key: "entries_per_second",
-    what: "raw sled 0.34, apply_batch(1000), one key per entry (75-85k)",
-    value: 80_000.0,
-}];
-
-/// Redis Streams, 100 followers (XREAD BLOCK) x 2,000 entries/s.
-pub(super) const REDIS_FOLLOW: [Reference; 2] = [
-    Reference {
-        key: "latency_p50_us",
-        what: "Redis 7 Streams, 100 followers x 2,000 entries/s, p50",
-        value: 7_000.0,
-    },
-    Reference {
-        key: "latency_p99_us",
-        what: "Redis 7 Streams, 100 followers x 2,000 entries/s, p99",
-        value: 70_000.0,
-    },
-];
 
 /// Everything one run found.
 #[derive(Debug, Clone)]
@@ -514,18 +390,5 @@ mod tests {
         let even = Spread::of(&[1.0, 2.0, 4.0, 9.0]).expect("values");
         assert_eq!(even.median, 3.0);
         assert!(Spread::of(&[]).is_none());
-    }
-
-    #[test]
-    fn latency_quantiles_come_from_the_histogram() {
-        let mut latency = Latency::new();
-        for micros in 1..=1_000 {
-            latency.record(Duration::from_micros(micros));
-        }
-        let figures = latency.figures("append", "append latency");
-        let p50 = figures[0].value;
-        assert!((499.0..=501.0).contains(&p50), "{p50}");
-        assert_eq!(figures[3].key, "append_max_us");
-        assert!((999.0..=1_001.0).contains(&figures[3].value));
     }
 }

@@ -14,8 +14,10 @@ use anyhow::Context as _;
 use prost::Message as _;
 use tokio::time::Instant;
 
+use super::latency::Totals;
 use super::local;
-use super::report::{self, ResourceUse, RunReport, Totals, Unit};
+use super::reference;
+use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload::{self, StopRule};
 use super::{EngineArgs, LoadArgs, OutputArgs};
 use crate::config::FsyncMode;
@@ -207,7 +209,7 @@ fn report(
         elapsed.as_secs_f64(),
     );
     if load.is_reference_shape() && engine.fsync != FsyncMode::Always {
-        report.references = report::RAW_SLED.to_vec();
+        report.references = reference::RAW_SLED.to_vec();
     }
     report
 }
