@@ -37,7 +37,7 @@ pub(super) const REDIS_ALWAYS: [Reference; 1] = [Reference {
 /// Raw sled 0.34, `apply_batch` of 1,000, one key per entry: 75-85k/s.
 pub(super) const RAW_SLED: [Reference; 1] = [Reference {
     key: "entries_per_second",
-    what: "raw sled 0.34, apply_batch(1000), one key per entry (75-85k)",
+    what: "raw sled 0.34, apply_batch(1000), one key per entry, 75-85k/s",
     value: 80_000.0,
 }];
 
