@@ -30,8 +30,8 @@ pub(super) struct IngestArgs {
     target: TargetArgs,
     #[command(flatten)]
     load: LoadArgs,
-    /// HTTP/2 connections the clients are spread over (default: one per
-    /// client, as separate programs would have).
+    /// HTTP/2 connections the clients are spread over (default and most:
+    /// one per client, as separate programs would have).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     connections: Option<usize>,
     /// First write the same entries straight into sled (as `bench store`

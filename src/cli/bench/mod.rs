@@ -114,8 +114,8 @@ struct LoadArgs {
     /// (entries without padding take about 150 bytes).
     #[arg(long, default_value = "200", value_parser = parse_size)]
     entry_size: u64,
-    /// Clients appending at once; each waits for an append's answer before
-    /// sending its next (`--batch 1 --concurrency 16`: single-entry appends
+    /// Clients (for `store`: threads) appending at once; each waits for an
+    /// append's answer before sending its next (`--batch 1 --concurrency 16`: single-entry appends
     /// from 16 clients).
     #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     concurrency: usize,
