@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The standard benchmark set (issue #9): builds the release binary, runs each
+# workload BENCH_RUNS times (a fresh local server and database per run), and
+# prints one markdown table to stdout: median [min..max], the reference
+# figure measured elsewhere, sessionlog / reference, the target, and whether
+# the median meets it. Progress goes to stderr. About 4 minutes on 2 cores.
+#
+#   BENCH_DURATION=5s         how long each timed workload measures
+#   BENCH_WARMUP=1s           unmeasured load before each ingest run
+#   BENCH_RUNS=3              runs per workload
+#   BENCH_CATCH_UP=200000     entries a catching-up follower reads
+#   BENCH_MEMORY_ENTRIES=1000000  entries of the memory workload
+#   BENCH_TEMP_DIR=DIR        where the databases go (default: the system's
+#                             temp dir; use the disk you deploy on)
+#   BENCH_OUT=DIR             keep each workload's JSON lines there
+#   BENCH_BIN=PATH            use this sessionlog binary instead of building
+#                             the release one (CI smoke-tests the script so)
+#
+# Needs cargo and python3 (which turns the JSON into the table).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-5s}
+warmup=${BENCH_WARMUP:-1s}
+runs=${BENCH_RUNS:-3}
+catch_up=${BENCH_CATCH_UP:-200000}
+memory_entries=${BENCH_MEMORY_ENTRIES:-1000000}
+bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/sessionlog}
+if [[ -n ${BENCH_OUT:-} ]]; then
+  out=$BENCH_OUT
+  mkdir -p "$out"
+else
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+fi
+temp_dir=()
+if [[ -n ${BENCH_TEMP_DIR:-} ]]; then
+  temp_dir=(--temp-dir "$BENCH_TEMP_DIR")
+fi
+
+if [[ -z ${BENCH_BIN:-} ]]; then
+  echo "== build (release)" >&2
+  cargo build --release --locked --bin sessionlog >&2
+fi
+
+# bench NAME ARGS...: one workload, its JSON lines into $out/NAME.jsonl.
+bench() {
+  local name=$1
+  shift
+  echo "== $name: sessionlog bench $* --runs $runs" >&2
+  timeout 900 "$bin" bench "$@" ${temp_dir[@]+"${temp_dir[@]}"} --runs "$runs" --json \
+    >"$out/$name.jsonl"
+}
+
+started=$SECONDS
+bench ingest-interval ingest --fsync interval --duration "$duration" --warmup "$warmup" --baseline
+bench ingest-always ingest --fsync always --duration "$duration" --warmup "$warmup" --baseline
+bench single-1 ingest --fsync always --batch 1 --concurrency 1 --duration "$duration" --warmup "$warmup"
+bench single-16 ingest --fsync always --batch 1 --concurrency 16 --duration "$duration" --warmup "$warmup"
+bench follow-100 follow --followers 100 --rate 2000 --duration "$duration"
+bench follow-1000 follow --followers 1000 --rate 200 --duration "$duration"
+bench catch-up follow --catch-up "$catch_up"
+bench memory follow --sessions 1000 --followers 100 --rate 100000 --batch 1000 \
+  --count "$memory_entries"
+echo "== done in $((SECONDS - started)) s" >&2
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+out, runs, duration, catch_up, memory_entries, cores, cpu, commit = sys.argv[1:]
+
+
+def spread(name, key):
+    """(median, min, max) of a figure: the summary line, or the only run."""
+    lines = [json.loads(line) for line in Path(out, f"{name}.jsonl").read_text().splitlines()]
+    summary = [line for line in lines if line.get("summary")]
+    if summary:
+        return tuple(summary[0][part][key] for part in ("median", "min", "max"))
+    return (lines[0][key],) * 3
+
+
+# How each kind of figure reads: (number, unit); the unit is written once,
+# after the median.
+def rate(value):
+    return f"{value:,.0f}", "/s"
+
+
+def ms(micros):
+    return f"{micros / 1000:.2f}", " ms"
+
+
+def us(value):
+    return f"{value:.2f}", " µs"
+
+
+def mib(value):
+    return f"{value:.1f}", " MiB"
+
+
+def ratio(value):
+    return f"{value:.2f}", "x"
+
+
+def cell(show, median, low, high):
+    number, unit = show(median)
+    return f"{number}{unit} [{show(low)[0]}..{show(high)[0]}]"
+
+
+rows = []
+
+
+def row(workload, name, key, show, reference=None, reference_text="", target=None):
+    """target: (text, predicate on the median)."""
+    median, low, high = spread(name, key)
+    ours = cell(show, median, low, high)
+    against = f"{median / reference:.2f}x" if reference else ""
+    met = ""
+    if target:
+        met = "yes" if target[1](median) else "no"
+    rows.append((workload, ours, reference_text, against, target[0] if target else "", met))
+
+
+row("ingest, --fsync interval, 4 clients, batches of 1,000 x 200 B: entries/s",
+    "ingest-interval", "entries_per_second", rate,
+    170_000, "170,000/s (Redis 7 Streams, AOF everysec)",
+    ("≥ 170,000/s", lambda v: v >= 170_000))
+row("same: server CPU per entry", "ingest-interval", "server_cpu_us_per_entry", us,
+    4.0, "4 µs (Redis, AOF everysec)", ("≤ 4 µs", lambda v: v <= 4.0))
+row("same: append p99 (a batch of 1,000)", "ingest-interval", "append_p99_us", ms)
+row("raw sled, the same entries, one key each, flushed every 200 ms",
+    "ingest-interval", "store_entries_per_second", rate,
+    80_000, "75,000-85,000/s (raw sled 0.34, apply_batch(1000))")
+row("service / raw sled (same run)", "ingest-interval", "ratio_to_store", ratio)
+row("ingest, --fsync always, 4 clients, batches of 1,000 x 200 B: entries/s",
+    "ingest-always", "entries_per_second", rate,
+    80_000, "80,000/s (Redis 7 Streams, AOF always)",
+    ("≥ 80,000/s", lambda v: v >= 80_000))
+row("raw sled, the same entries, flushed after each batch",
+    "ingest-always", "store_entries_per_second", rate)
+row("single-entry appends, --fsync always, 1 client", "single-1", "entries_per_second", rate)
+one_client = spread("single-1", "entries_per_second")[0]
+sixteen, low, high = spread("single-16", "entries_per_second")
+rows.append((
+    "single-entry appends, --fsync always, 16 clients (group commit)",
+    cell(rate, sixteen, low, high),
+    "", f"{sixteen / one_client:.2f}x of 1 client" if one_client else "",
+    "≥ 5x one client", "yes" if one_client and sixteen >= 5 * one_client else "no",
+))
+row("follow, 100 followers x 2,000 entries/s: append-to-receive p50",
+    "follow-100", "latency_p50_us", ms, 7_000, "7 ms (Redis Streams)")
+row("same: p99", "follow-100", "latency_p99_us", ms, 70_000, "70 ms (Redis Streams)",
+    ("≤ 5 ms", lambda v: v <= 5_000))
+row("follow, 1,000 followers x 200 entries/s: p99", "follow-1000", "latency_p99_us", ms,
+    target=("≤ 20 ms", lambda v: v <= 20_000))
+row(f"catch-up: one follower reads {int(catch_up):,} stored entries", "catch-up",
+    "catch_up_entries_per_second", rate, target=("≥ 500,000/s", lambda v: v >= 500_000))
+row("memory: server RSS idle, after start-up", "ingest-interval", "server_idle_rss_mib", mib,
+    target=("≤ 20 MB", lambda v: v <= 20))
+row(f"memory: {int(memory_entries):,} entries in 1,000 sessions + 100 followers, peak RSS",
+    "memory", "server_peak_rss_mib", mib, target=("≤ 64 MB", lambda v: v <= 64))
+
+print(f"sessionlog {commit}; {cores} cores ({cpu}), loopback; "
+      f"median [min..max] of {runs} runs, {duration} each; ratio = sessionlog / reference")
+print()
+print("| workload | sessionlog | reference | ratio | target | met? |")
+print("|---|---|---|---|---|---|")
+for cells in rows:
+    print("| " + " | ".join(cells) + " |")
+PY

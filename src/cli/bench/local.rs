@@ -1,0 +1,345 @@
+//! The server under test: a fresh local `sessionlog serve` (this binary) on
+//! `127.0.0.1:0` in a temporary data directory, or a running server named
+//! by `--server`. Reads a server process's CPU time and memory from
+//! `/proc/<pid>/stat` and `/proc/<pid>/status` when its pid is known.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, ChildStderr};
+
+use super::{EngineArgs, TargetArgs};
+use crate::client::{ClientTls, Connection};
+
+/// How long a local server may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Server log lines kept to explain a failure.
+const KEPT_LOG_LINES: usize = 20;
+
+/// A server process's resource use at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ProcessSample {
+    /// User plus system CPU time since the process started.
+    pub(super) cpu_seconds: f64,
+    /// Resident memory now (VmRSS).
+    pub(super) rss_bytes: u64,
+    /// The most resident memory so far (VmHWM).
+    pub(super) peak_rss_bytes: u64,
+}
+
+/// Reads `pid`'s CPU time and memory.
+pub(super) fn sample(pid: u32) -> anyhow::Result<ProcessSample> {
+    let stat_path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&stat_path)
+        .with_context(|| format!("cannot read {stat_path} (is process {pid} on this host?)"))?;
+    let ticks =
+        cpu_ticks(&stat).with_context(|| format!("{stat_path} is not in the usual form"))?;
+    let status_path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&status_path)
+        .with_context(|| format!("cannot read {status_path}"))?;
+    let kib = |field| {
+        status_kib(&status, field).with_context(|| format!("{status_path} has no `{field}` line"))
+    };
+    Ok(ProcessSample {
+        cpu_seconds: super::report::approx(ticks) / super::report::approx(ticks_per_second()),
+        rss_bytes: kib("VmRSS")? * 1024,
+        peak_rss_bytes: kib("VmHWM")? * 1024,
+    })
+}
+
+/// utime + stime: fields 14 and 15 of `/proc/<pid>/stat`, counted after
+/// the command name, which is in parentheses and may hold spaces.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// A `Name:   1234 kB` line of `/proc/<pid>/status`.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second().max(1)
+}
+
+/// A local server this bench started, and everything that goes with it.
+#[derive(Debug)]
+struct LocalServer {
+    child: Child,
+    pid: u32,
+    log_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Removed on drop, after the child (declared first) is gone.
+    _data_dir: tempfile::TempDir,
+}
+
+/// Where the load goes, and how to watch the process serving it.
+#[derive(Debug)]
+pub(super) struct ServerUnderTest {
+    url: String,
+    token_file: Option<PathBuf>,
+    pid: Option<u32>,
+    local: Option<LocalServer>,
+    /// Right after start-up (local servers only).
+    idle: Option<ProcessSample>,
+}
+
+impl ServerUnderTest {
+    /// Starts a local server, or takes the one `--server` names.
+    pub(super) async fn start(target: &TargetArgs) -> anyhow::Result<Self> {
+        if let Some(url) = &target.server {
+            return Ok(Self {
+                url: url.clone(),
+                token_file: target.token_file.clone(),
+                pid: target.server_pid,
+                local: None,
+                idle: None,
+            });
+        }
+        let local = LocalServer::start(&target.engine).await?;
+        let (url, pid) = (local.url.clone(), local.server.pid);
+        // A moment for start-up allocations to settle before "idle" is read.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let idle = sample(pid).ok();
+        Ok(Self {
+            url,
+            token_file: None,
+            pid: Some(pid),
+            local: Some(local.server),
+            idle,
+        })
+    }
+
+    pub(super) async fn connect(&self) -> anyhow::Result<Connection> {
+        Connection::connect_with(&self.url, self.token_file.as_deref(), &ClientTls::default()).await
+    }
+
+    /// The server's CPU and memory now, when its pid is known.
+    pub(super) fn sample(&self) -> anyhow::Result<Option<ProcessSample>> {
+        self.pid.map(sample).transpose()
+    }
+
+    /// Resident memory right after a local server started.
+    pub(super) fn idle(&self) -> Option<ProcessSample> {
+        self.idle
+    }
+
+    /// Whether the server (and its data) goes away after the run.
+    pub(super) fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// `local` or the URL, for the report.
+    pub(super) fn describe(&self) -> String {
+        if self.local.is_some() {
+            "local".to_owned()
+        } else {
+            self.url.clone()
+        }
+    }
+
+    /// Stops a local server with SIGTERM and requires a clean exit.
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
+        match self.local {
+            Some(local) => local.stop().await,
+            None => Ok(()),
+        }
+    }
+}
+
+struct Started {
+    server: LocalServer,
+    url: String,
+}
+
+impl LocalServer {
+    async fn start(engine: &EngineArgs) -> anyhow::Result<Started> {
+        let data_dir = temp_dir(engine.temp_dir.as_deref())?;
+        let program = std::env::current_exe().context("cannot find this program to run `serve`")?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir.path().join("data"))
+            .args(["--fsync", engine.fsync_name()])
+            .arg("--flush-interval")
+            .arg(humantime::format_duration(engine.flush_interval).to_string())
+            .args(["--cache-size", &engine.cache_size.to_string()])
+            // The "serving" line that names the port is logged at info.
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // The server under test is the one these flags describe, not one
+        // shaped by whatever SESSIONLOG_* variables this shell has.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SESSIONLOG_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().context("cannot start a local server")?;
+        let pid = child.id().context("the local server exited at once")?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        let log_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let listen = tokio::time::timeout(START_TIMEOUT, serving_address(stderr, log_tail.clone()))
+            .await
+            .map_err(|_| anyhow::anyhow!("the local server did not start within {START_TIMEOUT:?}"))
+            .and_then(|found| found);
+        let server = Self {
+            child,
+            pid,
+            log_tail,
+            _data_dir: data_dir,
+        };
+        match listen {
+            Ok(listen) => Ok(Started {
+                url: format!("http://{listen}"),
+                server,
+            }),
+            Err(err) => Err(err.context(format!(
+                "the local server's log ends with:\n{}",
+                server.log_text()
+            ))),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let lines = self.log_tail.lock().unwrap_or_else(PoisonError::into_inner);
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("the local server's pid is not valid")?;
+        // It may have died already; `wait` below says how.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let status = match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(status) => status.context("cannot wait for the local server")?,
+            Err(_) => {
+                self.child
+                    .kill()
+                    .await
+                    .context("cannot kill the local server")?;
+                anyhow::bail!(
+                    "the local server did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it. Its log ends with:\n{}",
+                    self.log_text()
+                );
+            }
+        };
+        anyhow::ensure!(
+            status.success(),
+            "the local server exited with {status}; its log ends with:\n{}",
+            self.log_text()
+        );
+        Ok(())
+    }
+}
+
+/// Reads the JSON log until the `serving` line and returns its address;
+/// then keeps draining the log (a full pipe would stall the server),
+/// remembering the last lines.
+async fn serving_address(
+    stderr: ChildStderr,
+    log_tail: Arc<Mutex<VecDeque<String>>>,
+) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(stderr).lines();
+    let keep = move |line: &str| {
+        let mut tail = log_tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if tail.len() == KEPT_LOG_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_owned());
+    };
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .context("cannot read the local server's log")?
+            .context("the local server exited before it served")?;
+        keep(&line);
+        if let Some(listen) = serving_line(&line) {
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    keep(&line);
+                }
+            });
+            return Ok(listen);
+        }
+    }
+}
+
+/// The address of a JSON `serving` log line.
+fn serving_line(line: &str) -> Option<String> {
+    let log: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = log.get("fields")?;
+    if fields.get("message")?.as_str()? != "serving" {
+        return None;
+    }
+    fields.get("listen")?.as_str().map(str::to_owned)
+}
+
+/// A fresh directory for one run's database, removed when dropped.
+pub(super) fn temp_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("sessionlog-bench-");
+    match parent {
+        Some(parent) => builder
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot make a directory in {}", parent.display())),
+        None => builder
+            .tempdir()
+            .context("cannot make a temporary directory"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
+                    170 30 0 0 20 0 4 0 123 456789 1234 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(200));
+        assert_eq!(cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn status_lines_give_kib() {
+        let status = "Name:\tsessionlog\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(20_480));
+        assert_eq!(status_kib(status, "VmRSS"), Some(10_240));
+        assert_eq!(status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_sampled() {
+        let now = sample(std::process::id()).expect("/proc of this process");
+        assert!(now.rss_bytes > 0 && now.peak_rss_bytes >= now.rss_bytes);
+    }
+
+    #[test]
+    fn the_serving_line_names_the_address() {
+        let line = r#"{"timestamp":"t","level":"INFO","fields":{"message":"serving","listen":"127.0.0.1:4000"},"target":"sessionlog::server"}"#;
+        assert_eq!(serving_line(line).as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(serving_line(r#"{"fields":{"message":"store open"}}"#), None);
+        assert_eq!(serving_line("not json"), None);
+    }
+}

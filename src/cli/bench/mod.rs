@@ -1,0 +1,197 @@
+//! `sessionlog bench`: measures a deployment the way it is used. `ingest`
+//! appends batches from concurrent clients, `follow` times append-to-receive
+//! for many followers (and `--catch-up` a history read), `store` writes the
+//! same entries straight into sled as the storage baseline. Unless
+//! `--server` names one, every run gets a fresh local server (this binary's
+//! `serve`) in a temporary directory, so its CPU and memory are read from
+//! /proc. Owns the bench's flags and its runs; never the server's code.
+
+mod follow;
+mod ingest;
+mod latency;
+mod local;
+mod reference;
+mod report;
+mod store;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::FsyncMode;
+use crate::units::{parse_duration, parse_size};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct BenchArgs {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Workload {
+    /// Append batches from concurrent clients: entries/s, MB/s, append
+    /// latency p50/p99/p99.9, server CPU per entry and memory.
+    Ingest(ingest::IngestArgs),
+    /// Followers of live sessions while a producer appends at a fixed rate:
+    /// append-to-receive latency, and a check that every entry arrived
+    /// once, in order. `--catch-up N`: the rate one follower reads history.
+    Follow(follow::FollowArgs),
+    /// The storage baseline: the same entries written straight into a
+    /// temporary sled database, one key per entry, no server.
+    Store(store::StoreArgs),
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.workload {
+        Workload::Ingest(args) => ingest::run(args).await,
+        Workload::Follow(args) => follow::run(args).await,
+        Workload::Store(args) => store::run(args).await,
+    }
+}
+
+/// The server under test.
+#[derive(Debug, Clone, clap::Args)]
+struct TargetArgs {
+    /// Bench this running server (http://host:port, https://host:port or
+    /// unix:/path) instead of a fresh local one. Not read from
+    /// SESSIONLOG_SERVER: load goes only where it is explicitly sent.
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server on this host: its process id, for CPU and memory figures.
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// With --server: a file whose first line is the bearer token.
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// How the server under test (or the raw store) keeps its data.
+#[derive(Debug, Clone, clap::Args)]
+struct EngineArgs {
+    /// When the server under test flushes (its `serve --fsync`): always,
+    /// interval or never. `bench store` flushes sled the same way. With
+    /// --server, say what that server runs with: it is reported, and picks
+    /// the reference figure.
+    #[arg(long, value_enum, default_value_t = FsyncMode::Interval)]
+    fsync: FsyncMode,
+    /// The flush period for --fsync interval.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// sled's page cache (the local server's --cache-size).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    cache_size: u64,
+    /// Where each run's temporary database directory is made (default: the
+    /// system's temporary directory). Use the disk you deploy on: on tmpfs
+    /// a flush costs nothing.
+    #[arg(long)]
+    temp_dir: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn fsync_name(&self) -> &'static str {
+        match self.fsync {
+            FsyncMode::Always => "always",
+            FsyncMode::Interval => "interval",
+            FsyncMode::Never => "never",
+        }
+    }
+}
+
+/// The shape of an append load (`ingest` and `store`).
+#[derive(Debug, Clone, clap::Args)]
+struct LoadArgs {
+    /// Sessions the appends are spread over, in turn.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
+    sessions: usize,
+    /// Entries per append.
+    #[arg(long, default_value_t = 1_000, value_parser = at_least_one())]
+    batch: usize,
+    /// The encoded size of one entry, roughly: the message is padded to it
+    /// (entries without padding take about 150 bytes).
+    #[arg(long, default_value = "200", value_parser = parse_size)]
+    entry_size: u64,
+    /// Clients (for `store`: threads) appending at once; each waits for an
+    /// append's answer before sending its next (`--batch 1 --concurrency 16`: single-entry appends
+    /// from 16 clients).
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
+    concurrency: usize,
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Instead of --duration: measure this many entries.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Load before measuring, not counted (connections, caches, the
+    /// store's first segments).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+}
+
+impl LoadArgs {
+    fn entry_size(&self) -> anyhow::Result<usize> {
+        usize::try_from(self.entry_size)
+            .map_err(|_| anyhow::anyhow!("--entry-size {} is too large", self.entry_size))
+    }
+
+    /// Batches of 1,000 entries of about 200 bytes: the shape the reference
+    /// figures were measured with.
+    fn is_reference_shape(&self) -> bool {
+        self.batch == 1_000 && (150..=250).contains(&self.entry_size)
+    }
+
+    fn params(&self, engine: &EngineArgs) -> Vec<(&'static str, Value)> {
+        let mut params = vec![
+            ("sessions", json!(self.sessions)),
+            ("batch", json!(self.batch)),
+            ("entry_size", json!(self.entry_size)),
+            ("concurrency", json!(self.concurrency)),
+            ("fsync", json!(engine.fsync_name())),
+        ];
+        match self.count {
+            Some(count) => params.push(("count", json!(count))),
+            None => params.push(("duration_seconds", json!(self.duration.as_secs_f64()))),
+        }
+        params.push(("warmup_seconds", json!(self.warmup.as_secs_f64())));
+        params
+    }
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, clap::Args)]
+struct OutputArgs {
+    /// Repeat the run this many times (each with a fresh server and
+    /// database) and also print each figure's median [min..max].
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Print one JSON object per run, then one with `"summary": true` and
+    /// `median`, `min` and `max` of each figure when there were several.
+    #[arg(long)]
+    json: bool,
+}
+
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// Runs `one_run` `--runs` times, printing each run as it ends and the
+/// summary after the last.
+async fn repeat<F, Fut>(output: &OutputArgs, mut one_run: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<report::RunReport>>,
+{
+    let mut reports = Vec::new();
+    for run in 1..=output.runs {
+        let report = one_run().await?;
+        report::print_run(&report, run, output.runs, output.json)?;
+        reports.push(report);
+    }
+    if reports.len() > 1 {
+        report::print_summary(&reports, output.json)?;
+    }
+    Ok(())
+}

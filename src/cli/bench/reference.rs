@@ -1,0 +1,56 @@
+//! Figures measured elsewhere on the same kind of machine (2 cores,
+//! loopback) that runs are compared with. Each names the figure of ours it
+//! is held against; a run prints sessionlog ÷ reference.
+
+/// A figure measured elsewhere on the same kind of machine (2 cores,
+/// loopback), printed beside ours as sessionlog ÷ reference.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reference {
+    /// Which of our figures it compares with.
+    pub(super) key: &'static str,
+    pub(super) what: &'static str,
+    pub(super) value: f64,
+}
+
+/// Redis 7 Streams, AOF `appendfsync everysec`, batches of 1,000 ~200-byte
+/// entries: the figure `--fsync interval` is held to.
+pub(super) const REDIS_EVERYSEC: [Reference; 2] = [
+    Reference {
+        key: "entries_per_second",
+        what: "Redis 7 Streams, AOF everysec, batches of 1,000 x ~200 B",
+        value: 170_000.0,
+    },
+    Reference {
+        key: "server_cpu_us_per_entry",
+        what: "Redis 7 Streams, AOF everysec, server CPU per entry",
+        value: 4.0,
+    },
+];
+
+/// Redis 7 Streams, AOF `appendfsync always`, the same batches.
+pub(super) const REDIS_ALWAYS: [Reference; 1] = [Reference {
+    key: "entries_per_second",
+    what: "Redis 7 Streams, AOF always, batches of 1,000 x ~200 B",
+    value: 80_000.0,
+}];
+
+/// Raw sled 0.34, `apply_batch` of 1,000, one key per entry: 75-85k/s.
+pub(super) const RAW_SLED: [Reference; 1] = [Reference {
+    key: "entries_per_second",
+    what: "raw sled 0.34, apply_batch(1000), one key per entry, 75-85k/s",
+    value: 80_000.0,
+}];
+
+/// Redis Streams, 100 followers (XREAD BLOCK) x 2,000 entries/s.
+pub(super) const REDIS_FOLLOW: [Reference; 2] = [
+    Reference {
+        key: "latency_p50_us",
+        what: "Redis 7 Streams, 100 followers x 2,000 entries/s, p50",
+        value: 7_000.0,
+    },
+    Reference {
+        key: "latency_p99_us",
+        what: "Redis 7 Streams, 100 followers x 2,000 entries/s, p99",
+        value: 70_000.0,
+    },
+];

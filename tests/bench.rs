@@ -1,0 +1,221 @@
+//! `sessionlog bench` end to end: the real binary starts its own local
+//! server for `ingest` and `follow`, and its `--json` figures add up
+//! (every appended entry stored, every follower given every entry); a
+//! server that is not there fails the bench with a clear message.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn bench(args: &[&str]) -> Output {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(BIN)
+            .arg("bench")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench finishes within 120s")
+    .expect("run sessionlog bench");
+    Output {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The JSON objects printed, one per line.
+fn objects(output: &Output) -> Vec<Value> {
+    assert_eq!(output.code, Some(0), "stderr: {}", output.stderr);
+    output
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect()
+}
+
+fn number(object: &Value, key: &str) -> f64 {
+    object[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` is a number in {object}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stores_every_entry_it_counts() {
+    let output = bench(&[
+        "ingest",
+        "--json",
+        "--runs",
+        "2",
+        "--sessions",
+        "2",
+        "--batch",
+        "50",
+        "--concurrency",
+        "3",
+        "--count",
+        "1000",
+        "--warmup",
+        "200ms",
+        "--fsync",
+        "always",
+    ])
+    .await;
+    let objects = objects(&output);
+    assert_eq!(
+        objects.len(),
+        3,
+        "two runs and a summary: {}",
+        output.stdout
+    );
+    for run in &objects[..2] {
+        assert_eq!(run["bench"], "ingest");
+        assert_eq!(number(run, "entries"), 1_000.0);
+        assert_eq!(
+            number(run, "stored_entries"),
+            number(run, "warmup_entries") + number(run, "entries")
+        );
+        assert_eq!(number(run, "appends"), 20.0);
+        assert!(number(run, "entries_per_second") > 0.0);
+        assert!(number(run, "append_p99_us") >= number(run, "append_p50_us"));
+        // The local server's pid is known, so its CPU and memory are read.
+        assert!(number(run, "server_peak_rss_mib") > 0.0);
+        assert!(run.get("server_cpu_us_per_entry").is_some());
+    }
+    let summary = &objects[2];
+    assert_eq!(summary["summary"], true);
+    assert_eq!(summary["median"]["entries"], 1_000);
+    assert!(
+        summary["min"]["entries_per_second"].as_f64()
+            <= summary["max"]["entries_per_second"].as_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_with_a_baseline_reports_the_ratio_to_sled() {
+    let output = bench(&[
+        "ingest",
+        "--json",
+        "--baseline",
+        "--batch",
+        "1000",
+        "--count",
+        "4000",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert!(number(run, "store_entries_per_second") > 0.0);
+    let ratio = number(run, "ratio_to_store");
+    let expected = number(run, "entries_per_second") / number(run, "store_entries_per_second");
+    assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
+    // Batches of 1,000 ~200-byte entries under `--fsync interval`: the
+    // shape the Redis figures were measured with.
+    assert_eq!(run["references"][0]["value"], 170_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_delivers_every_entry_to_every_follower() {
+    let output = bench(&[
+        "follow",
+        "--json",
+        "--followers",
+        "4",
+        "--rate",
+        "400",
+        "--count",
+        "200",
+        "--batch",
+        "5",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(run["bench"], "follow");
+    assert_eq!(number(run, "appended"), 200.0);
+    assert_eq!(number(run, "delivered"), 4.0 * 200.0);
+    assert_eq!(number(run, "expected_delivered"), 4.0 * 200.0);
+    assert!(number(run, "latency_max_us") >= number(run, "latency_p50_us"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_spreads_followers_over_sessions() {
+    let output = bench(&[
+        "follow",
+        "--json",
+        "--followers",
+        "5",
+        "--sessions",
+        "2",
+        "--rate",
+        "1000",
+        "--count",
+        "300",
+        "--batch",
+        "1",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(number(run, "appended"), 300.0);
+    // Appends of one entry alternate between the sessions: 150 each, and
+    // followers 0, 2, 4 watch the first, 1 and 3 the second.
+    assert_eq!(number(run, "delivered"), 5.0 * 150.0);
+    assert_eq!(number(run, "expected_delivered"), 5.0 * 150.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_reads_the_whole_history() {
+    let output = bench(&[
+        "follow",
+        "--json",
+        "--catch-up",
+        "3000",
+        "--max-batch",
+        "256",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(run["bench"], "catch-up");
+    assert_eq!(number(run, "entries"), 3_000.0);
+    assert!(number(run, "catch_up_entries_per_second") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_writes_the_count_into_sled() {
+    let output = bench(&["store", "--json", "--count", "5000", "--warmup", "0s"]).await;
+    let run = &objects(&output)[0];
+    assert_eq!(run["bench"], "store");
+    assert_eq!(number(run, "entries"), 5_000.0);
+    assert_eq!(number(run, "warmup_entries"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_there_fails_the_bench() {
+    // A port that was free a moment ago: nothing listens on it.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let server = format!("http://127.0.0.1:{port}");
+    let output = bench(&["ingest", "--server", &server, "--count", "10"]).await;
+    assert_ne!(output.code, Some(0));
+    assert!(output.stdout.is_empty(), "{}", output.stdout);
+    assert!(
+        output
+            .stderr
+            .starts_with("error: cannot connect to http://127.0.0.1:"),
+        "{}",
+        output.stderr
+    );
+}
