@@ -16,11 +16,11 @@ fi
 table=$(mktemp)
 trap 'rm -f "$table"' EXIT
 BENCH_BIN=$bin BENCH_RUNS=1 BENCH_DURATION=300ms BENCH_WARMUP=100ms BENCH_CATCH_UP=2000 \
-  BENCH_MEMORY_ENTRIES=5000 timeout 300 bash scripts/bench.sh >"$table"
+  BENCH_MEMORY_ENTRIES=5000 BENCH_SESSIONS=20 BENCH_SESSION_ENTRIES=100 timeout 300 bash scripts/bench.sh >"$table"
 cat "$table"
 rows=$(grep -c '^| [a-z]' "$table" || true)
-if [[ $rows -lt 15 ]]; then
-  echo "bench smoke: the table has $rows workload rows, not 15" >&2
+if [[ $rows -lt 18 ]]; then
+  echo "bench smoke: the table has $rows workload rows, not 18" >&2
   exit 1
 fi
 timeout 60 "$bin" bench store --count 10000 --warmup 0s

@@ -10,6 +10,8 @@
 #   BENCH_RUNS=3              runs per workload
 #   BENCH_CATCH_UP=200000     entries a catching-up follower reads
 #   BENCH_MEMORY_ENTRIES=1000000  entries of the memory workload
+#   BENCH_SESSIONS=10000      sessions of the retained-sessions workload
+#   BENCH_SESSION_ENTRIES=1000    entries in each of them
 #   BENCH_TEMP_DIR=DIR        where the databases go (default: the system's
 #                             temp dir; use the disk you deploy on)
 #   BENCH_OUT=DIR             keep each workload's JSON lines there
@@ -25,6 +27,8 @@ warmup=${BENCH_WARMUP:-1s}
 runs=${BENCH_RUNS:-3}
 catch_up=${BENCH_CATCH_UP:-200000}
 memory_entries=${BENCH_MEMORY_ENTRIES:-1000000}
+sessions=${BENCH_SESSIONS:-10000}
+session_entries=${BENCH_SESSION_ENTRIES:-1000}
 bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/sessionlog}
 if [[ -n ${BENCH_OUT:-} ]]; then
   out=$BENCH_OUT
@@ -62,16 +66,63 @@ bench follow-1000 follow --followers 1000 --rate 200 --duration "$duration"
 bench catch-up follow --catch-up "$catch_up"
 bench memory follow --sessions 1000 --followers 100 --rate 100000 --batch 1000 \
   --count "$memory_entries"
+
+# Retained sessions, once (it writes sessions x entries): fill a server that
+# runs from a directory of ours, stop it, and time its start-up on the full
+# store (to SERVING, polled every 20 ms), its RSS then, and the disk it takes
+# against the entries' encoded bytes. Writes $out/sessions.jsonl.
+retained_sessions() {
+  local dir sock pid started ready
+  dir=$(mktemp -d "${BENCH_TEMP_DIR:-${TMPDIR:-/tmp}}/sessionlog-bench.XXXXXX")
+  sock=$dir/sessionlog.sock
+  serve() {
+    "$bin" serve --listen "unix:$sock" --data-dir "$dir/data" --log-format json \
+      2>>"$dir/serve.log" &
+    pid=$!
+    for _ in $(seq 1500); do
+      "$bin" health --server "unix:$sock" >/dev/null 2>&1 && return 0
+      sleep 0.02
+    done
+    echo "the server in $dir did not become healthy" >&2
+    return 1
+  }
+  echo "== sessions: $sessions sessions x $session_entries entries, then a restart" >&2
+  serve
+  timeout 900 "$bin" bench ingest --server "unix:$sock" --server-pid "$pid" \
+    --sessions "$sessions" --batch "$((session_entries < 1000 ? session_entries : 1000))" \
+    --count "$((sessions * session_entries))" --warmup 0s --keep-sessions --json \
+    >"$out/sessions-fill.jsonl"
+  kill -TERM "$pid"
+  wait "$pid"
+  started=$(date +%s%N)
+  serve
+  ready=$(date +%s%N)
+  local rss logical disk
+  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+  logical=$("$bin" ls --server "unix:$sock" --json \
+    | python3 -c 'import json, sys; print(sum(int(json.loads(l)["size_bytes"]) for l in sys.stdin))')
+  kill -TERM "$pid"
+  wait "$pid"
+  disk=$(du -sb "$dir/data" | cut -f1)
+  python3 -c 'import json, sys
+ns, kib, disk, logical = map(int, sys.argv[1:])
+print(json.dumps({"startup_seconds": ns / 1e9, "rss_mib": kib / 1024, "disk_bytes": disk,
+                  "logical_bytes": logical, "disk_ratio": disk / max(logical, 1)}))' \
+    "$((ready - started))" "$rss" "$disk" "$logical" >"$out/sessions.jsonl"
+  rm -rf "$dir"
+}
+retained_sessions
 echo "== done in $((SECONDS - started)) s" >&2
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" <<'PY'
+python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" \
+  "$sessions" "$session_entries" <<'PY'
 import json
 import sys
 from pathlib import Path
 
-out, runs, duration, catch_up, memory_entries, cores, cpu, commit = sys.argv[1:]
+out, runs, duration, catch_up, memory_entries, cores, cpu, commit, sessions, session_entries = sys.argv[1:]
 
 
 def spread(name, key):
@@ -162,6 +213,19 @@ row("memory: server RSS idle, after start-up", "ingest-interval", "server_idle_r
     target=("≤ 20 MB", lambda v: v <= 20))
 row(f"memory: {int(memory_entries):,} entries in 1,000 sessions + 100 followers, peak RSS",
     "memory", "server_peak_rss_mib", mib, target=("≤ 64 MB", lambda v: v <= 64))
+
+
+
+def seconds(value):
+    return f"{value:.2f}", " s"
+
+
+row(f"sessions: {int(sessions):,} retained x {int(session_entries):,} entries: start-up to SERVING",
+    "sessions", "startup_seconds", seconds, target=("≤ 1 s", lambda v: v <= 1))
+row("same: RSS after start-up", "sessions", "rss_mib", mib,
+    target=("≤ 150 MB", lambda v: v <= 150))
+row("same: disk / encoded entry bytes", "sessions", "disk_ratio", ratio,
+    target=("≤ 3x", lambda v: v <= 3))
 
 print(f"sessionlog {commit}; {cores} cores ({cpu}), loopback; "
       f"median [min..max] of {runs} runs, {duration} each; ratio = sessionlog / reference")

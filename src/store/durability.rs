@@ -121,6 +121,11 @@ impl Flusher {
                 () = stop.cancelled() => None,
             };
             let Some(first) = first else { break };
+            // Appends already running on the other workers are a moment
+            // from queueing: one yield lets them join this flush instead of
+            // paying for the next. With nothing else runnable it returns at
+            // once, so a lone append waits no longer.
+            tokio::task::yield_now().await;
             let mut group = vec![first];
             while let Ok(waiter) = waiters_rx.try_recv() {
                 group.push(waiter);

@@ -38,6 +38,10 @@ pub(super) struct IngestArgs {
     /// does) and report the service's rate as a ratio of that.
     #[arg(long)]
     baseline: bool,
+    /// With --server: leave the bench's sessions there, to measure
+    /// what a full store costs afterwards (start-up, memory, disk).
+    #[arg(long, requires = "server")]
+    keep_sessions: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -199,7 +203,7 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
         "the server holds {stored} entries in the bench sessions, but {} appends were acknowledged",
         warmup_entries + totals.entries
     );
-    if !server.is_local() {
+    if !server.is_local() && !args.keep_sessions {
         workload::delete_sessions(&mut control, &sessions).await?;
     }
 
