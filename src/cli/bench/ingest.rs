@@ -208,18 +208,7 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
     }
 
     let mut report = RunReport::new("ingest", params(args, connection_count, server));
-    report.push(
-        "entries_per_second",
-        "entries/s",
-        Unit::PerSecond,
-        report::per_second(totals.entries, elapsed),
-    );
-    report.push(
-        "megabytes_per_second",
-        "MB/s (encoded entries, 10^6 B)",
-        Unit::MegabytesPerSecond,
-        report::per_second(totals.bytes, elapsed) / 1e6,
-    );
+    report.push_throughput(totals.entries, totals.bytes, elapsed);
     report
         .figures
         .extend(totals.latency.figures("append", "append latency"));

@@ -72,6 +72,23 @@ impl RunReport {
         self.figures.push(Figure::new(key, label, unit, value));
     }
 
+    /// Entries/s and MB/s of encoded entries over `elapsed`: how ingest and
+    /// the raw store report their rate, so the two compare line by line.
+    pub(super) fn push_throughput(&mut self, entries: u64, bytes: u64, elapsed: Duration) {
+        self.push(
+            "entries_per_second",
+            "entries/s",
+            Unit::PerSecond,
+            per_second(entries, elapsed),
+        );
+        self.push(
+            "megabytes_per_second",
+            "MB/s (encoded entries, 10^6 B)",
+            Unit::MegabytesPerSecond,
+            per_second(bytes, elapsed) / 1e6,
+        );
+    }
+
     pub(super) fn value(&self, key: &str) -> Option<f64> {
         self.figures
             .iter()

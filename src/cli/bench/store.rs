@@ -167,18 +167,7 @@ fn report(
     own_use: ResourceUse,
 ) -> RunReport {
     let mut report = RunReport::new("store", load.params(engine));
-    report.push(
-        "entries_per_second",
-        "entries/s",
-        Unit::PerSecond,
-        report::per_second(totals.entries, elapsed),
-    );
-    report.push(
-        "megabytes_per_second",
-        "MB/s (encoded entries, 10^6 B)",
-        Unit::MegabytesPerSecond,
-        report::per_second(totals.bytes, elapsed) / 1e6,
-    );
+    report.push_throughput(totals.entries, totals.bytes, elapsed);
     report
         .figures
         .extend(totals.latency.figures("batch", "apply_batch latency"));
