@@ -1,8 +1,10 @@
 //! The OTLP edge, beside `api`: OpenTelemetry log exports in, through the
 //! same limits and rules as the sessionlog API. `mapping` is the one
-//! translation between the two models, used both ways.
+//! translation between the two models; `outbound` writes what it reads, for
+//! exports to OpenTelemetry backends.
 
 mod intake;
 pub mod mapping;
+pub mod outbound;
 
 pub use intake::OtlpIntake;
