@@ -18,6 +18,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::config::FsyncMode;
@@ -44,10 +45,21 @@ enum Workload {
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.workload {
-        Workload::Ingest(args) => ingest::run(args).await,
-        Workload::Follow(args) => follow::run(args).await,
-        Workload::Store(args) => store::run(args).await,
+    let workload = async move {
+        match args.workload {
+            Workload::Ingest(args) => ingest::run(args).await,
+            Workload::Follow(args) => follow::run(args).await,
+            Workload::Store(args) => store::run(args).await,
+        }
+    };
+    // Ctrl-C drops the run instead of ending the process where it stands,
+    // so a local server is stopped and its temporary database removed.
+    tokio::select! {
+        result = workload => result,
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted.context("cannot watch for Ctrl-C")?;
+            anyhow::bail!("interrupted; the run's local server and temporary files are removed")
+        }
     }
 }
 
