@@ -139,12 +139,57 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_OTLP_LEASE", default_value = "10m", value_parser = parse_duration)]
     pub otlp_lease: Duration,
 
+    /// Forward every session's start, entries and end to this OTLP/gRPC
+    /// endpoint (`http://host:port` or `https://host:port`: a Collector, or
+    /// another sessionlog), at least once and in order per session.
+    /// Repeatable; the environment variable takes a comma-separated list.
+    #[arg(
+        long = "forward-otlp",
+        env = "SESSIONLOG_FORWARD_OTLP",
+        value_delimiter = ','
+    )]
+    pub forward_otlp: Vec<String>,
+
+    /// A header for every forwarded export, `name=value` (for example
+    /// `authorization=Bearer <token>`). Repeatable.
+    #[arg(
+        long = "forward-header",
+        env = "SESSIONLOG_FORWARD_HEADERS",
+        value_delimiter = ',',
+        value_parser = crate::forward::parse_header
+    )]
+    pub forward_headers: Vec<(String, String)>,
+
+    /// The most records in one forwarded export.
+    #[arg(long, env = "SESSIONLOG_FORWARD_BATCH", default_value_t = 1_000)]
+    pub forward_batch: usize,
+
+    /// How long new records gather before a forwarder exports fewer than
+    /// --forward-batch.
+    #[arg(long, env = "SESSIONLOG_FORWARD_LINGER", default_value = "200ms", value_parser = parse_duration)]
+    pub forward_linger: Duration,
+
+    /// For https:// forwarding targets: a PEM CA to trust instead of the
+    /// system's roots.
+    #[arg(long, env = "SESSIONLOG_FORWARD_CA_FILE")]
+    pub forward_ca_file: Option<PathBuf>,
+
     /// The server's own log format on stderr (`RUST_LOG` filters it).
     #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
 impl ServeConfig {
+    pub fn forward_settings(&self) -> crate::forward::ForwardSettings {
+        crate::forward::ForwardSettings {
+            targets: self.forward_otlp.clone(),
+            headers: self.forward_headers.clone(),
+            max_records: self.forward_batch,
+            linger: self.forward_linger,
+            ca_file: self.forward_ca_file.clone(),
+        }
+    }
+
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             path: self.data_dir.clone(),

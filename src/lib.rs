@@ -10,6 +10,7 @@
 //! - [`pb`]: generated wire types.
 //! - [`api`]: the gRPC service; the only place tonic and `pb` appear.
 //! - [`otlp`]: OpenTelemetry logs in, a second edge beside `api`.
+//! - [`forward`]: entries out to OTLP endpoints, resumable from cursors.
 //! - [`sessions`]: the rules.
 //! - [`store`]: sled trees, keys, codecs, filtered scans, flush policy.
 //! - [`follow`]: fan-out to followers: a progress signal per followed
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod follow;
+pub mod forward;
 pub mod metrics;
 pub mod otlp;
 pub mod pb;

@@ -22,6 +22,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::{GuardLayer, Limits, SessionLogService, TokenAuth};
 use crate::config::{ListenAddr, ServeConfig};
+use crate::forward::{self, ForwardSettings};
 use crate::metrics;
 use crate::otlp::OtlpIntake;
 use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
@@ -54,6 +55,8 @@ pub struct ServerSettings {
     pub unix_socket_mode: u32,
     /// TLS for TCP listeners; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
+    /// OTLP endpoints every entry is forwarded to (none by default).
+    pub forward: ForwardSettings,
 }
 
 /// PEM files for TLS.
@@ -99,6 +102,7 @@ impl ServerSettings {
             auth_token_file: None,
             unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,
             tls: None,
+            forward: ForwardSettings::default(),
         }
     }
 }
@@ -117,6 +121,7 @@ impl From<&ServeConfig> for ServerSettings {
             auth_token_file: config.auth_token_file.clone(),
             unix_socket_mode: config.unix_socket_mode,
             tls: config.tls_files(),
+            forward: config.forward_settings(),
         }
     }
 }
@@ -304,7 +309,13 @@ impl Server {
         }
 
         let housekeeping = CancellationToken::new();
-        let chores = self.spawn_housekeeping(&housekeeping);
+        let mut chores = self.spawn_housekeeping(&housekeeping);
+        chores.extend(forward::start(
+            &self.sessions,
+            &self.store,
+            &self.settings.forward,
+            &housekeeping,
+        )?);
         let not_serving = CancellationToken::new();
         let stop_metrics = CancellationToken::new();
         let metrics_server = self.metrics_listener.take().map(|listener| {

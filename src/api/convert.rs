@@ -301,7 +301,7 @@ fn decode_page_token(token: &str) -> Result<Option<String>, RequestError> {
     Ok(Some(id))
 }
 
-pub(super) fn session(view: SessionView) -> pb::Session {
+pub fn session(view: SessionView) -> pb::Session {
     let SessionView {
         record, counters, ..
     } = view;
@@ -326,7 +326,7 @@ pub(super) fn session(view: SessionView) -> pb::Session {
     }
 }
 
-pub(super) fn log_entry(entry: StoredEntry) -> pb::LogEntry {
+pub fn log_entry(entry: StoredEntry) -> pb::LogEntry {
     pb::LogEntry {
         seq: entry.seq,
         timestamp: entry.timestamp,

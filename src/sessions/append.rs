@@ -122,6 +122,8 @@ impl SessionManager {
         current.counters = next;
         current.lease_expires_at = lease_deadline(&current.record, now);
         current.publish();
+        drop(current);
+        self.inner.events.changed();
         Ok(AppendOutcome {
             first_seq,
             last_seq,

@@ -58,12 +58,15 @@ impl WatchQuery {
 #[derive(Debug)]
 pub(crate) struct SessionEvents {
     gate: Mutex<broadcast::Sender<WatchEvent>>,
+    /// Counts changes of any kind; see `SessionManager::changes`.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for SessionEvents {
     fn default() -> Self {
         Self {
             gate: Mutex::new(broadcast::channel(WATCH_BACKLOG).0),
+            changes: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -79,6 +82,18 @@ impl SessionEvents {
         let event = change();
         // No watchers is not an error.
         let _ = sender.send(event);
+        drop(sender);
+        self.changed();
+    }
+
+    /// Counts a change that is not a lifecycle event (an append).
+    pub(crate) fn changed(&self) {
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn subscribe_with<T>(

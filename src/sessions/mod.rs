@@ -121,6 +121,22 @@ impl SessionManager {
         })
     }
 
+    /// A receiver that sees a new value after any session changed (start,
+    /// append, update, end, delete), for background work that waits for
+    /// something to do.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.events.changes()
+    }
+
+    /// Every session, ordered by id.
+    pub fn views(&self) -> Vec<SessionView> {
+        let handles: Vec<Arc<SessionHandle>> = self.sessions_read().values().cloned().collect();
+        handles
+            .iter()
+            .filter_map(|handle| handle.view().ok())
+            .collect()
+    }
+
     /// One session, active or ended.
     pub fn get(&self, session_id: &str) -> Result<SessionView, SessionError> {
         self.handle(session_id)?.view()

@@ -1,12 +1,14 @@
 //! The sled store: one database in the data dir, a `sessions` tree of
 //! session records, and one tree per session for its log (`log/<id>`,
 //! entries packed in blocks, see `block`).
-//! Nothing else gets a tree: sled keeps every tree in its meta page.
+//! Besides those, one `forward` tree holds forwarding cursors. Nothing else
+//! gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
 
 mod block;
 mod data_dir;
 pub mod durability;
+mod forward;
 mod keys;
 mod log;
 mod query;

@@ -59,8 +59,13 @@ impl TestServer {
 
     /// A server with these settings.
     pub async fn start_with(settings: ServerSettings) -> Self {
+        Self::start_at(settings, "127.0.0.1:0").await
+    }
+
+    /// A server with these settings on this loopback address.
+    pub async fn start_at(settings: ServerSettings, addr: &str) -> Self {
         let data_dir = settings.store.path.clone();
-        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".into()))
+        let listener = Listener::bind(&ListenAddr::Tcp(addr.into()))
             .await
             .expect("bind loopback");
         let Listener::Tcp(tcp) = &listener else {

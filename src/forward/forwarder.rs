@@ -1,0 +1,233 @@
+//! One target's forwarder: gathers what the target has not acknowledged
+//! (sessions in id order; per session its start event, its entries in seq
+//! order, its end event), exports up to `max_records` at a time, and moves
+//! the cursors only once the target answered. A session's entries go in
+//! seq order and never overtake each other: the next export of a session
+//! starts where the last acknowledged one ended.
+//!
+//! An ended session's last entry is the server's own `Session ended: …`
+//! entry; it travels as the end event, which makes the receiver end the
+//! session (and write its own such entry), rather than as an entry too.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
+use tokio_util::sync::CancellationToken;
+
+use super::retry;
+use super::target::Target;
+use crate::api::convert;
+use crate::otlp::outbound;
+use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager};
+use crate::store::Store;
+use crate::store::schema::ForwardCursor;
+
+/// One export and the cursors it moves when acknowledged.
+struct Export {
+    request: ExportLogsServiceRequest,
+    cursors: Vec<(String, ForwardCursor)>,
+    records: usize,
+}
+
+pub(super) struct Forwarder {
+    target: Target,
+    sessions: SessionManager,
+    store: Store,
+    max_records: usize,
+    linger: Duration,
+    cursors: HashMap<String, ForwardCursor>,
+}
+
+impl Forwarder {
+    pub(super) fn new(
+        target: Target,
+        sessions: SessionManager,
+        store: Store,
+        max_records: usize,
+        linger: Duration,
+    ) -> anyhow::Result<Self> {
+        let cursors = store.forward_cursors(&target.id)?;
+        Ok(Self {
+            target,
+            sessions,
+            store,
+            max_records,
+            linger,
+            cursors,
+        })
+    }
+
+    pub(super) async fn run(mut self, stop: CancellationToken) {
+        let mut changes = self.sessions.changes();
+        loop {
+            changes.borrow_and_update();
+            match self.gather().await {
+                Ok(Some(export)) => {
+                    if !self.deliver(export, &stop).await {
+                        return;
+                    }
+                    // More may be waiting: gather again before sleeping.
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(target = %self.target.url, error = %err, "cannot read what to forward");
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = stop.cancelled() => return,
+            }
+            // Let a burst of appends gather into one export.
+            tokio::select! {
+                () = tokio::time::sleep(self.linger) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// The next export, or `None` when the target has everything.
+    async fn gather(&self) -> Result<Option<Export>, SessionError> {
+        let mut resource_logs: Vec<ResourceLogs> = Vec::new();
+        let mut cursors = Vec::new();
+        let mut records_total = 0;
+        for view in self.sessions.views() {
+            if records_total >= self.max_records {
+                break;
+            }
+            let id = view.record.id.clone();
+            let cursor = self.cursors.get(&id).copied().unwrap_or_default();
+            if cursor.ended {
+                continue;
+            }
+            let ended = !view.is_active();
+            let last_seq = view.counters.last_seq;
+            let through = if ended {
+                last_seq.saturating_sub(1)
+            } else {
+                last_seq
+            };
+            let session = convert::session(view);
+            let mut next = cursor;
+            let mut records: Vec<(String, LogRecord)> = Vec::new();
+            if !next.started {
+                records.push((String::new(), outbound::started_record(&session)));
+                next.started = true;
+            }
+            if next.forwarded_seq < through {
+                let room = self.max_records - records_total - records.len();
+                let page = match self
+                    .sessions
+                    .read(ReadQuery {
+                        session_id: id.clone(),
+                        after_seq: next.forwarded_seq,
+                        limit: u32::try_from(room.clamp(1, MAX_READ_LIMIT)).unwrap_or(1),
+                        ..ReadQuery::default()
+                    })
+                    .await
+                {
+                    Ok(page) => page,
+                    // Deleted since the list was taken: nothing to send.
+                    Err(SessionError::NotFound { .. } | SessionError::Deleted { .. }) => continue,
+                    Err(err) => return Err(err),
+                };
+                for entry in page.entries {
+                    if entry.seq > through {
+                        break;
+                    }
+                    next.forwarded_seq = entry.seq;
+                    records.push(outbound::log_record(&convert::log_entry(entry)));
+                }
+            }
+            if ended && next.forwarded_seq >= through {
+                records.push((String::new(), outbound::ended_record(&session)));
+                next.ended = true;
+            }
+            if records.is_empty() {
+                continue;
+            }
+            records_total += records.len();
+            resource_logs.push(outbound::resource_logs(&session, records));
+            cursors.push((id, next));
+        }
+        Ok((!resource_logs.is_empty()).then_some(Export {
+            request: ExportLogsServiceRequest { resource_logs },
+            cursors,
+            records: records_total,
+        }))
+    }
+
+    /// Sends until the target acknowledges or refuses for good, then moves
+    /// the cursors. Returns false when stopped first.
+    async fn deliver(&mut self, export: Export, stop: &CancellationToken) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            let sent = tokio::select! {
+                sent = self.target.client.export(export.request.clone()) => sent,
+                () = stop.cancelled() => return false,
+            };
+            match sent {
+                Ok(response) => {
+                    if let Some(partial) = response.into_inner().partial_success
+                        && partial.rejected_log_records > 0
+                    {
+                        tracing::warn!(
+                            target = %self.target.url,
+                            rejected = partial.rejected_log_records,
+                            reason = %partial.error_message,
+                            "the target rejected some forwarded records; they are not sent again"
+                        );
+                    }
+                    break;
+                }
+                Err(status) => match retry::delay(&status, attempt) {
+                    Some(delay) => {
+                        if attempt.is_multiple_of(10) {
+                            tracing::warn!(
+                                target = %self.target.url,
+                                code = ?status.code(),
+                                error = %status.message(),
+                                retry_in = ?delay,
+                                "forwarding failed; retrying"
+                            );
+                        }
+                        attempt = attempt.saturating_add(1);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = stop.cancelled() => return false,
+                        }
+                    }
+                    None => {
+                        tracing::error!(
+                            target = %self.target.url,
+                            code = ?status.code(),
+                            error = %status.message(),
+                            records = export.records,
+                            "the target refused an export; its records are dropped, not retried"
+                        );
+                        break;
+                    }
+                },
+            }
+        }
+        if let Err(err) = self.store.save_forward_cursors(
+            &self.target.id,
+            export
+                .cursors
+                .iter()
+                .map(|(id, cursor)| (id.as_str(), cursor)),
+        ) {
+            // The target has the records; without the cursor they go again
+            // after a restart, which at-least-once allows.
+            tracing::error!(target = %self.target.url, error = %err, "cannot store forwarding cursors");
+        }
+        self.cursors.extend(export.cursors);
+        true
+    }
+}

@@ -1,0 +1,60 @@
+//! Forwarding: every session's start, entries and end exported as OTLP log
+//! records to one or more OpenTelemetry endpoints (a Collector, another
+//! sessionlog), at least once and in order per session. The store is the
+//! buffer: each target has a cursor per session in the `forward` tree that
+//! moves only after the target acknowledged an export, so a restart or an
+//! outage resumes where the target last answered, and what may arrive twice
+//! is at most the one export in flight. Appends and followers never wait
+//! for a target.
+
+mod forwarder;
+mod retry;
+mod target;
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::sessions::SessionManager;
+use crate::store::Store;
+
+pub use target::parse_header;
+
+/// Where and how to forward.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardSettings {
+    /// OTLP/gRPC endpoints: `http://host:port` or `https://host:port`.
+    pub targets: Vec<String>,
+    /// Sent with every export (e.g. `authorization`).
+    pub headers: Vec<(String, String)>,
+    /// The most records in one export.
+    pub max_records: usize,
+    /// How long new records gather before a partial export goes.
+    pub linger: Duration,
+    /// For `https://` targets: a PEM CA instead of the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Starts one forwarder per target; they stop when `stop` is cancelled.
+pub fn start(
+    sessions: &SessionManager,
+    store: &Store,
+    settings: &ForwardSettings,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for url in &settings.targets {
+        let target = target::Target::new(url, &settings.headers, settings.ca_file.as_deref())?;
+        tracing::info!(target = %url, "forwarding to an OTLP endpoint");
+        let forwarder = forwarder::Forwarder::new(
+            target,
+            sessions.clone(),
+            store.clone(),
+            settings.max_records.max(1),
+            settings.linger,
+        )?;
+        tasks.push(tokio::spawn(forwarder.run(stop.clone())));
+    }
+    Ok(tasks)
+}

@@ -1,0 +1,89 @@
+//! One forwarding target: its OTLP client (connected lazily, so a target
+//! that is down at start-up is retried like one that goes down later), the
+//! headers it gets, and its stable id for cursors.
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::client::{ClientTls, Connection};
+
+/// Adds the configured headers to every export.
+#[derive(Debug, Clone)]
+pub(super) struct Headers(Vec<(AsciiMetadataKey, AsciiMetadataValue)>);
+
+impl tonic::service::Interceptor for Headers {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        for (key, value) in &self.0 {
+            request.metadata_mut().insert(key.clone(), value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(super) type Client = LogsServiceClient<InterceptedService<Channel, Headers>>;
+
+#[derive(Debug)]
+pub(super) struct Target {
+    pub url: String,
+    /// Names the target's cursors: the URL's SHA-256, so reordering or
+    /// adding targets keeps each one's place.
+    pub id: String,
+    pub client: Client,
+}
+
+impl Target {
+    pub(super) fn new(
+        url: &str,
+        headers: &[(String, String)],
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("--forward-otlp `{url}`: use http://host:port or https://host:port");
+        }
+        let tls = ClientTls {
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
+            ..ClientTls::default()
+        };
+        let connection = Connection::connect_lazy(url, None, &tls)?;
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                let key = AsciiMetadataKey::from_bytes(name.as_bytes()).map_err(|_| {
+                    anyhow::anyhow!("--forward-header `{name}`: not a valid header name")
+                })?;
+                let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| {
+                    anyhow::anyhow!("--forward-header `{name}`: the value must be visible ASCII")
+                })?;
+                Ok((key, value))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let client = LogsServiceClient::with_interceptor(connection.channel(), Headers(headers));
+        let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
+        let id = digest.as_ref()[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Ok(Self {
+            url: url.to_owned(),
+            id,
+            client,
+        })
+    }
+}
+
+/// `name=value`, as `--forward-header` takes it.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected name=value"))?;
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Err(format!("`{text}`: the header name is empty"));
+    }
+    Ok((name, value.trim().to_owned()))
+}
