@@ -41,10 +41,8 @@ async fn append_range(client: &mut Client, id: &str, range: std::ops::Range<usiz
     }
 }
 
-/// Waits (on `WatchSessions`, then `Follow`) until the central server has
-/// session `id` with `count` entries, or has ended it when `ended`; returns
-/// its entries' messages.
-async fn central_log(central: &TestServer, id: &str, count: usize, ended: bool) -> Vec<String> {
+/// Waits (on `WatchSessions`) until the central server has session `id`.
+async fn wait_for_session(central: &TestServer, id: &str) {
     let mut client = central.client().await;
     tokio::time::timeout(Duration::from_secs(30), async {
         let mut events = client
@@ -56,11 +54,23 @@ async fn central_log(central: &TestServer, id: &str, count: usize, ended: bool) 
             .expect("watch")
             .into_inner();
         while let Some(event) = events.next().await {
-            let event = event.expect("event");
-            if event.session.as_ref().is_some_and(|s| s.id == id) {
-                break;
+            if event.expect("event").session.is_some_and(|s| s.id == id) {
+                return;
             }
         }
+        panic!("the watch ended before session {id} appeared");
+    })
+    .await
+    .expect("the central server got the session in time");
+}
+
+/// Waits (on `WatchSessions`, then `Follow`) until the central server has
+/// session `id` with `count` entries, or has ended it when `ended`; returns
+/// its entries' messages.
+async fn central_log(central: &TestServer, id: &str, count: usize, ended: bool) -> Vec<String> {
+    wait_for_session(central, id).await;
+    let mut client = central.client().await;
+    tokio::time::timeout(Duration::from_secs(30), async {
         let mut stream = client
             .follow(pb::FollowRequest {
                 session_id: id.to_owned(),
@@ -137,6 +147,22 @@ async fn entries_arrive_once_in_order_and_the_session_ends_there_too() {
         &expected(1_000, true),
         "every entry once, in order",
     );
+    // Exports go one at a time, so once a later session reaches the
+    // target, the export before it has been counted: the start event, 1,000
+    // entries and the end event, once each (plus perhaps the later start).
+    start_forwarded(&mut client, "fwd-normal-later").await;
+    wait_for_session(&central, "fwd-normal-later").await;
+    let metrics = sessionlog::metrics::get().render(&Default::default());
+    let prefix = format!(
+        "sessionlog_forward_records_total{{target=\"{}\",result=\"exported\"}} ",
+        central.url()
+    );
+    let exported: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} in\n{metrics}"));
+    assert!((1_002..=1_003).contains(&exported), "exported {exported}");
     sidecar.shutdown().await;
     central.shutdown().await;
 }

@@ -38,6 +38,8 @@ pub(super) struct Forwarder {
     max_records: usize,
     linger: Duration,
     cursors: HashMap<String, ForwardCursor>,
+    /// Entries stored but not acknowledged, as of the last gather.
+    pending: u64,
 }
 
 impl Forwarder {
@@ -56,6 +58,7 @@ impl Forwarder {
             max_records,
             linger,
             cursors,
+            pending: 0,
         })
     }
 
@@ -93,11 +96,14 @@ impl Forwarder {
     }
 
     /// The next export, or `None` when the target has everything.
-    async fn gather(&self) -> Result<Option<Export>, SessionError> {
+    async fn gather(&mut self) -> Result<Option<Export>, SessionError> {
         let mut resource_logs: Vec<ResourceLogs> = Vec::new();
         let mut cursors = Vec::new();
         let mut records_total = 0;
-        for view in self.sessions.views() {
+        let views = self.sessions.views();
+        self.report_lag(&views);
+        let mut oldest: Option<std::time::SystemTime> = None;
+        for view in views {
             if records_total >= self.max_records {
                 break;
             }
@@ -137,6 +143,14 @@ impl Forwarder {
                     Err(SessionError::NotFound { .. } | SessionError::Deleted { .. }) => continue,
                     Err(err) => return Err(err),
                 };
+                if let Some(at) = page
+                    .entries
+                    .first()
+                    .and_then(|entry| entry.timestamp)
+                    .and_then(|at| std::time::SystemTime::try_from(at).ok())
+                {
+                    oldest = Some(oldest.map_or(at, |known| known.min(at)));
+                }
                 for entry in page.entries {
                     if entry.seq > through {
                         break;
@@ -156,11 +170,43 @@ impl Forwarder {
             resource_logs.push(outbound::resource_logs(&session, records));
             cursors.push((id, next));
         }
+        if let Some(oldest) = oldest {
+            // Entries are waiting: how old the oldest is, from now on.
+            crate::metrics::get().forward_lag(
+                &self.target.url,
+                self.pending,
+                oldest.elapsed().unwrap_or_default(),
+            );
+        }
         Ok((!resource_logs.is_empty()).then_some(Export {
             request: ExportLogsServiceRequest { resource_logs },
             cursors,
             records: records_total,
         }))
+    }
+
+    /// Counts what the target has yet to acknowledge; when that is
+    /// nothing, the lag is zero.
+    fn report_lag(&mut self, views: &[crate::sessions::SessionView]) {
+        self.pending = views
+            .iter()
+            .map(|view| {
+                let cursor = self
+                    .cursors
+                    .get(&view.record.id)
+                    .copied()
+                    .unwrap_or_default();
+                let through = if view.is_active() {
+                    view.counters.last_seq
+                } else {
+                    view.counters.last_seq.saturating_sub(1)
+                };
+                through.saturating_sub(cursor.forwarded_seq)
+            })
+            .sum();
+        if self.pending == 0 {
+            crate::metrics::get().forward_lag(&self.target.url, 0, Duration::ZERO);
+        }
     }
 
     /// Sends until the target acknowledges or refuses for good, then moves
@@ -174,6 +220,20 @@ impl Forwarder {
             };
             match sent {
                 Ok(response) => {
+                    let rejected = response
+                        .get_ref()
+                        .partial_success
+                        .as_ref()
+                        .map_or(0, |partial| {
+                            u64::try_from(partial.rejected_log_records).unwrap_or(0)
+                        });
+                    let metrics = crate::metrics::get();
+                    metrics.forwarded(
+                        &self.target.url,
+                        "exported",
+                        (export.records as u64).saturating_sub(rejected),
+                    );
+                    metrics.forwarded(&self.target.url, "rejected", rejected);
                     if let Some(partial) = response.into_inner().partial_success
                         && partial.rejected_log_records > 0
                     {
@@ -188,6 +248,7 @@ impl Forwarder {
                 }
                 Err(status) => match retry::delay(&status, attempt) {
                     Some(delay) => {
+                        crate::metrics::get().forward_failed(&self.target.url);
                         if attempt.is_multiple_of(10) {
                             tracing::warn!(
                                 target = %self.target.url,
@@ -210,6 +271,11 @@ impl Forwarder {
                             error = %status.message(),
                             records = export.records,
                             "the target refused an export; its records are dropped, not retried"
+                        );
+                        crate::metrics::get().forwarded(
+                            &self.target.url,
+                            "dropped",
+                            export.records as u64,
                         );
                         break;
                     }

@@ -35,6 +35,19 @@ struct Outcome {
     result: &'static str,
 }
 
+/// A label set of one forwarding `target` (its URL).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Target {
+    target: String,
+}
+
+/// A forwarding target and what became of records sent to it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetOutcome {
+    target: String,
+    result: &'static str,
+}
+
 /// Every instrument. Names follow Prometheus conventions: the registry adds
 /// the `sessionlog_` prefix, `_total` to counters and the unit suffix.
 #[derive(Debug)]
@@ -53,6 +66,10 @@ pub struct Metrics {
     pruned_sessions: Family<Reason, Counter>,
     store_size: Gauge,
     otlp_records: Family<Outcome, Counter>,
+    forward_records: Family<TargetOutcome, Counter>,
+    forward_failed_exports: Family<Target, Counter>,
+    forward_lag_entries: Family<Target, Gauge>,
+    forward_lag_seconds: Family<Target, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -85,6 +102,10 @@ impl Metrics {
             pruned_sessions: Family::default(),
             store_size: Gauge::default(),
             otlp_records: Family::default(),
+            forward_records: Family::default(),
+            forward_failed_exports: Family::default(),
+            forward_lag_entries: Family::default(),
+            forward_lag_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,6 +177,27 @@ impl Metrics {
             "OTLP log records received, by result: stored or rejected",
             metrics.otlp_records.clone(),
         );
+        registry.register(
+            "forward_records",
+            "Records forwarded, by target and result: exported (acknowledged), rejected (by partial_success) or dropped (the target refused the export for good)",
+            metrics.forward_records.clone(),
+        );
+        registry.register(
+            "forward_failed_exports",
+            "Forwarded exports that failed and were retried, by target",
+            metrics.forward_failed_exports.clone(),
+        );
+        registry.register(
+            "forward_lag_entries",
+            "Entries stored but not yet acknowledged by the target",
+            metrics.forward_lag_entries.clone(),
+        );
+        registry.register_with_unit(
+            "forward_lag",
+            "Age of the oldest entry not yet acknowledged by the target (0 when caught up)",
+            Unit::Seconds,
+            metrics.forward_lag_seconds.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -217,6 +259,40 @@ impl Metrics {
                     .inc_by(count as u64);
             }
         }
+    }
+
+    /// `records` sent to `target` ended as `result` (exported, rejected,
+    /// dropped).
+    pub fn forwarded(&self, target: &str, result: &'static str, records: u64) {
+        if records > 0 {
+            self.forward_records
+                .get_or_create(&TargetOutcome {
+                    target: target.to_owned(),
+                    result,
+                })
+                .inc_by(records);
+        }
+    }
+
+    pub fn forward_failed(&self, target: &str) {
+        self.forward_failed_exports
+            .get_or_create(&Target {
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How far `target` is behind: entries, and the age of the oldest.
+    pub fn forward_lag(&self, target: &str, entries: u64, oldest: Duration) {
+        let label = Target {
+            target: target.to_owned(),
+        };
+        self.forward_lag_entries
+            .get_or_create(&label)
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.forward_lag_seconds
+            .get_or_create(&label)
+            .set(oldest.as_secs_f64());
     }
 
     /// Sets the gauges read at scrape time and renders every metric in
