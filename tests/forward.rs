@@ -234,3 +234,69 @@ async fn a_restarted_forwarder_resumes_where_the_target_acknowledged() {
     sidecar.shutdown().await;
     central.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_an_ended_session_until_every_target_has_it() {
+    use sessionlog::sessions::RetentionPolicy;
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr")
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sidecar = TestServer::start_with(forwarding(dir.path(), &format!("http://{addr}"))).await;
+    let mut client = sidecar.client().await;
+    let end = |id: &str| pb::EndSessionRequest {
+        session_id: id.into(),
+        reason: "exit code 0".into(),
+    };
+    start_forwarded(&mut client, "fwd-kept").await;
+    append_range(&mut client, "fwd-kept", 0..10).await;
+    client.end_session(end("fwd-kept")).await.expect("end");
+
+    // The target is down: an age limit keeps the session for it...
+    let by_age = RetentionPolicy {
+        max_age: Some(Duration::ZERO),
+        ..RetentionPolicy::default()
+    };
+    assert!(sidecar.sessions.enforce_retention(by_age).await.is_empty());
+    // ...but a store over its byte limit lets it go, and says so.
+    let by_bytes = RetentionPolicy {
+        max_bytes: Some(0),
+        ..RetentionPolicy::default()
+    };
+    let pruned = sidecar.sessions.enforce_retention(by_bytes).await;
+    assert_eq!(
+        pruned.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["fwd-kept"]
+    );
+    let metrics = sessionlog::metrics::get().render(&Default::default());
+    assert!(
+        metrics.lines().any(|line| line
+            .starts_with("sessionlog_forward_pruned_unforwarded_sessions_total ")
+            && !line.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Once the target has a session to its end, the age limit prunes it.
+    let central_dir = tempfile::tempdir().expect("temp dir");
+    let central = TestServer::start_at(
+        common::settings(central_dir.path(), FsyncPolicy::Never),
+        &addr.to_string(),
+    )
+    .await;
+    start_forwarded(&mut client, "fwd-handed").await;
+    append_range(&mut client, "fwd-handed", 0..10).await;
+    client.end_session(end("fwd-handed")).await.expect("end");
+    central_log(&central, "fwd-handed", 0, true).await;
+    // Exports go one at a time: once a later session arrives, the one
+    // that ended the first has been acknowledged.
+    start_forwarded(&mut client, "fwd-handed-later").await;
+    wait_for_session(&central, "fwd-handed-later").await;
+    let pruned = sidecar.sessions.enforce_retention(by_age).await;
+    assert_eq!(
+        pruned.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["fwd-handed"]
+    );
+    sidecar.shutdown().await;
+    central.shutdown().await;
+}

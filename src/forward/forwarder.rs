@@ -40,6 +40,7 @@ pub(super) struct Forwarder {
     cursors: HashMap<String, ForwardCursor>,
     /// Entries stored but not acknowledged, as of the last gather.
     pending: u64,
+    handed: std::sync::Arc<super::Handed>,
 }
 
 impl Forwarder {
@@ -49,8 +50,14 @@ impl Forwarder {
         store: Store,
         max_records: usize,
         linger: Duration,
+        handed: std::sync::Arc<super::Handed>,
     ) -> anyhow::Result<Self> {
         let cursors = store.forward_cursors(&target.id)?;
+        for (session_id, cursor) in &cursors {
+            if cursor.ended {
+                handed.add(session_id);
+            }
+        }
         Ok(Self {
             target,
             sessions,
@@ -59,6 +66,7 @@ impl Forwarder {
             linger,
             cursors,
             pending: 0,
+            handed,
         })
     }
 
@@ -102,6 +110,7 @@ impl Forwarder {
         let mut records_total = 0;
         let views = self.sessions.views();
         self.report_lag(&views);
+        self.forget_deleted(&views);
         let mut oldest: Option<std::time::SystemTime> = None;
         for view in views {
             if records_total >= self.max_records {
@@ -293,7 +302,36 @@ impl Forwarder {
             // after a restart, which at-least-once allows.
             tracing::error!(target = %self.target.url, error = %err, "cannot store forwarding cursors");
         }
+        for (session_id, cursor) in &export.cursors {
+            if cursor.ended {
+                self.handed.add(session_id);
+            }
+        }
         self.cursors.extend(export.cursors);
         true
+    }
+
+    /// Drops the cursors of sessions no longer in the store (pruned or
+    /// deleted), so the `forward` tree does not grow without bound.
+    fn forget_deleted(&mut self, views: &[crate::sessions::SessionView]) {
+        let present: std::collections::HashSet<&str> =
+            views.iter().map(|view| view.record.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .cursors
+            .keys()
+            .filter(|id| !present.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        if let Err(err) = self.store.remove_forward_cursors(&self.target.id, &gone) {
+            tracing::warn!(target = %self.target.url, error = %err, "cannot remove forwarding cursors");
+            return;
+        }
+        for id in gone {
+            self.cursors.remove(&id);
+            self.handed.forget(&id);
+        }
     }
 }

@@ -36,6 +36,35 @@ pub struct ForwardSettings {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// Which ended sessions each target has acknowledged to the end: retention
+/// keeps an ended session until every target has it.
+#[derive(Debug, Default)]
+pub(crate) struct Handed {
+    done: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Handed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.done
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// One more target has all of `session_id`.
+    pub(crate) fn add(&self, session_id: &str) {
+        *self.lock().entry(session_id.to_owned()).or_default() += 1;
+    }
+
+    /// `session_id` is gone from the store.
+    pub(crate) fn forget(&self, session_id: &str) {
+        self.lock().remove(session_id);
+    }
+
+    fn count(&self, session_id: &str) -> usize {
+        self.lock().get(session_id).copied().unwrap_or(0)
+    }
+}
+
 /// Starts one forwarder per target; they stop when `stop` is cancelled.
 pub fn start(
     sessions: &SessionManager,
@@ -44,6 +73,15 @@ pub fn start(
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
+    if settings.targets.is_empty() {
+        return Ok(tasks);
+    }
+    let handed = std::sync::Arc::new(Handed::default());
+    let targets = settings.targets.len();
+    let guard = handed.clone();
+    sessions.set_prune_guard(std::sync::Arc::new(move |session_id: &str| {
+        guard.count(session_id) >= targets
+    }));
     for url in &settings.targets {
         let target = target::Target::new(url, &settings.headers, settings.ca_file.as_deref())?;
         tracing::info!(target = %url, "forwarding to an OTLP endpoint");
@@ -53,6 +91,7 @@ pub fn start(
             store.clone(),
             settings.max_records.max(1),
             settings.linger,
+            handed.clone(),
         )?;
         tasks.push(tokio::spawn(forwarder.run(stop.clone())));
     }

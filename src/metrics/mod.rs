@@ -70,6 +70,7 @@ pub struct Metrics {
     forward_failed_exports: Family<Target, Counter>,
     forward_lag_entries: Family<Target, Gauge>,
     forward_lag_seconds: Family<Target, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    forward_pruned_unforwarded: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -106,6 +107,7 @@ impl Metrics {
             forward_failed_exports: Family::default(),
             forward_lag_entries: Family::default(),
             forward_lag_seconds: Family::default(),
+            forward_pruned_unforwarded: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -198,6 +200,11 @@ impl Metrics {
             Unit::Seconds,
             metrics.forward_lag_seconds.clone(),
         );
+        registry.register(
+            "forward_pruned_unforwarded_sessions",
+            "Ended sessions retention removed before every forwarding target had them (the store was over --retention-max-bytes)",
+            metrics.forward_pruned_unforwarded.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -272,6 +279,10 @@ impl Metrics {
                 })
                 .inc_by(records);
         }
+    }
+
+    pub fn pruned_unforwarded(&self) {
+        self.forward_pruned_unforwarded.inc();
     }
 
     pub fn forward_failed(&self, target: &str) {

@@ -88,7 +88,23 @@ struct Inner {
     shutdown: CancellationToken,
     /// Ordered by id, which is also the paging order of `list`.
     sessions: RwLock<BTreeMap<String, Arc<SessionHandle>>>,
+    /// Says whether an ended session may go (see `set_prune_guard`).
+    prune_guard: RwLock<Option<GuardSlot>>,
 }
+
+/// Holds the prune guard; a closure has no `Debug` of its own.
+#[derive(Clone)]
+struct GuardSlot(PruneGuard);
+
+impl std::fmt::Debug for GuardSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PruneGuard")
+    }
+}
+
+/// Whether an ended session has been handed on everywhere it must go
+/// (forwarding targets), so retention may remove it.
+pub type PruneGuard = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl SessionManager {
     /// Loads every stored session. Sessions active at shutdown stay active.
@@ -117,6 +133,7 @@ impl SessionManager {
                 followers: FollowerGauge::default(),
                 shutdown: CancellationToken::new(),
                 sessions: RwLock::new(sessions),
+                prune_guard: RwLock::new(None),
             }),
         })
     }
@@ -126,6 +143,26 @@ impl SessionManager {
     /// something to do.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.events.changes()
+    }
+
+    /// From now on, retention keeps an ended session that `guard` says is
+    /// not handed on yet, except to get under `max_bytes`.
+    pub fn set_prune_guard(&self, guard: PruneGuard) {
+        *self
+            .inner
+            .prune_guard
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(GuardSlot(guard));
+    }
+
+    fn may_prune(&self, session_id: &str) -> bool {
+        let guard = self
+            .inner
+            .prune_guard
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        guard.is_none_or(|GuardSlot(guard)| guard(session_id))
     }
 
     /// Every session, ordered by id.

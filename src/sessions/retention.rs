@@ -1,6 +1,8 @@
 //! Retention: ended sessions are pruned by age, by count and by total
 //! bytes, oldest `ended_at` first. Active sessions are never pruned, even
-//! when they alone exceed a limit.
+//! when they alone exceed a limit. An ended session not yet handed on to
+//! every forwarding target is kept, unless the store is over `max_bytes`:
+//! then it goes too, and the loss is logged and counted.
 
 use std::time::{Duration, SystemTime};
 
@@ -71,16 +73,28 @@ impl SessionManager {
             let too_old = policy
                 .max_age
                 .is_some_and(|max_age| now.duration_since(ended_at).is_ok_and(|age| age > max_age));
+            let over_bytes = policy.max_bytes.is_some_and(|max| bytes > max);
             let reason = if too_old {
                 PruneReason::Age
             } else if policy.max_sessions.is_some_and(|max| count > max) {
                 PruneReason::Count
-            } else if policy.max_bytes.is_some_and(|max| bytes > max) {
+            } else if over_bytes {
                 PruneReason::Bytes
             } else {
                 // Younger sessions are not older, and count and bytes only fell.
                 break;
             };
+            if !self.may_prune(&id) {
+                if !over_bytes {
+                    // Kept for its forwarding targets; younger ones may go.
+                    continue;
+                }
+                tracing::warn!(
+                    session_id = %id,
+                    "pruning a session not yet forwarded everywhere: the store is over --retention-max-bytes"
+                );
+                crate::metrics::get().pruned_unforwarded();
+            }
             match self.delete(&id, false).await {
                 Ok(()) => {
                     tracing::info!(session_id = %id, reason = reason.as_str(), "pruned session");

@@ -47,6 +47,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Removes the cursors of `target` for these sessions.
+    pub fn remove_forward_cursors(
+        &self,
+        target: &str,
+        session_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for session_id in session_ids {
+            let mut key = cursor_prefix(target);
+            key.extend_from_slice(session_id.as_bytes());
+            batch.remove(key);
+        }
+        self.forward_tree()?.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
 fn cursor_prefix(target: &str) -> Vec<u8> {
     let mut prefix = target.as_bytes().to_vec();
     prefix.push(0);
