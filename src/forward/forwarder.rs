@@ -38,8 +38,10 @@ pub(super) struct Forwarder {
     max_records: usize,
     linger: Duration,
     cursors: HashMap<String, ForwardCursor>,
-    /// Entries stored but not acknowledged, as of the last gather.
+    /// Entries stored but not acknowledged, as of the last count.
     pending: u64,
+    /// When the oldest entry not yet acknowledged was written.
+    oldest_pending: Option<std::time::SystemTime>,
     handed: std::sync::Arc<super::Handed>,
 }
 
@@ -66,6 +68,7 @@ impl Forwarder {
             linger,
             cursors,
             pending: 0,
+            oldest_pending: None,
             handed,
         })
     }
@@ -109,10 +112,9 @@ impl Forwarder {
         let mut cursors = Vec::new();
         let mut records_total = 0;
         let views = self.sessions.views();
-        self.report_lag(&views);
         self.forget_deleted(&views);
         let mut oldest: Option<std::time::SystemTime> = None;
-        for view in views {
+        for view in &views {
             if records_total >= self.max_records {
                 break;
             }
@@ -128,7 +130,7 @@ impl Forwarder {
             } else {
                 last_seq
             };
-            let session = convert::session(view);
+            let session = convert::session(view.clone());
             let mut next = cursor;
             let mut records: Vec<(String, LogRecord)> = Vec::new();
             if !next.started {
@@ -179,14 +181,8 @@ impl Forwarder {
             resource_logs.push(outbound::resource_logs(&session, records));
             cursors.push((id, next));
         }
-        if let Some(oldest) = oldest {
-            // Entries are waiting: how old the oldest is, from now on.
-            crate::metrics::get().forward_lag(
-                &self.target.url,
-                self.pending,
-                oldest.elapsed().unwrap_or_default(),
-            );
-        }
+        self.oldest_pending = oldest;
+        self.report_lag(&views);
         Ok((!resource_logs.is_empty()).then_some(Export {
             request: ExportLogsServiceRequest { resource_logs },
             cursors,
@@ -194,8 +190,8 @@ impl Forwarder {
         }))
     }
 
-    /// Counts what the target has yet to acknowledge; when that is
-    /// nothing, the lag is zero.
+    /// Sets the lag gauges: the entries the target has yet to acknowledge,
+    /// and the age of the oldest of them (zero when there are none).
     fn report_lag(&mut self, views: &[crate::sessions::SessionView]) {
         self.pending = views
             .iter()
@@ -213,9 +209,11 @@ impl Forwarder {
                 through.saturating_sub(cursor.forwarded_seq)
             })
             .sum();
-        if self.pending == 0 {
-            crate::metrics::get().forward_lag(&self.target.url, 0, Duration::ZERO);
-        }
+        let age = match self.oldest_pending {
+            Some(at) if self.pending > 0 => at.elapsed().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        crate::metrics::get().forward_lag(&self.target.url, self.pending, age);
     }
 
     /// Sends until the target acknowledges or refuses for good, then moves
@@ -258,6 +256,9 @@ impl Forwarder {
                 Err(status) => match retry::delay(&status, attempt) {
                     Some(delay) => {
                         crate::metrics::get().forward_failed(&self.target.url);
+                        // Stuck on this export: what waits keeps growing.
+                        let views = self.sessions.views();
+                        self.report_lag(&views);
                         if attempt.is_multiple_of(10) {
                             tracing::warn!(
                                 target = %self.target.url,
