@@ -38,8 +38,9 @@ pub(super) struct IngestArgs {
     /// does) and report the service's rate as a ratio of that.
     #[arg(long)]
     baseline: bool,
-    /// With --server: leave the bench's sessions there, to measure
-    /// what a full store costs afterwards (start-up, memory, disk).
+    /// With --server: leave the bench's sessions there, ended, to measure
+    /// what a store of retained sessions costs afterwards (start-up,
+    /// memory, disk).
     #[arg(long, requires = "server")]
     keep_sessions: bool,
     #[command(flatten)]
@@ -203,7 +204,9 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
         "the server holds {stored} entries in the bench sessions, but {} appends were acknowledged",
         warmup_entries + totals.entries
     );
-    if !server.is_local() && !args.keep_sessions {
+    if args.keep_sessions {
+        workload::end_sessions(&mut control, &sessions).await?;
+    } else if !server.is_local() {
         workload::delete_sessions(&mut control, &sessions).await?;
     }
 
