@@ -174,6 +174,23 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_FORWARD_CA_FILE")]
     pub forward_ca_file: Option<PathBuf>,
 
+    /// For forwarding targets that require client certificates (mutual
+    /// TLS): a PEM certificate, with --forward-key-file.
+    #[arg(
+        long,
+        env = "SESSIONLOG_FORWARD_CERT_FILE",
+        requires = "forward_key_file"
+    )]
+    pub forward_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --forward-cert-file.
+    #[arg(
+        long,
+        env = "SESSIONLOG_FORWARD_KEY_FILE",
+        requires = "forward_cert_file"
+    )]
+    pub forward_key_file: Option<PathBuf>,
+
     /// The server's own log format on stderr (`RUST_LOG` filters it).
     #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -187,6 +204,8 @@ impl ServeConfig {
             max_records: self.forward_batch,
             linger: self.forward_linger,
             ca_file: self.forward_ca_file.clone(),
+            cert_file: self.forward_cert_file.clone(),
+            key_file: self.forward_key_file.clone(),
         }
     }
 

@@ -170,3 +170,101 @@ async fn the_cli_speaks_https_with_a_ca_and_client_certificate() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_over_https_with_a_header_reaches_a_central_server_that_needs_a_token() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("central", &["localhost", "127.0.0.1"]);
+    let tokens = pki.path("tokens");
+    std::fs::write(&tokens, "central-token\n").expect("write tokens");
+    let central = TestServer::start_configured(|settings| {
+        settings.tls = Some(TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+        });
+        settings.auth_token_file = Some(tokens.clone());
+    })
+    .await;
+    let ca = pki.path("ca.pem");
+    let sidecar = TestServer::start_configured(|settings| {
+        settings.forward.targets = vec![https(&central)];
+        settings.forward.ca_file = Some(ca.clone());
+        settings.forward.headers = vec![(
+            "authorization".to_owned(),
+            "Bearer central-token".to_owned(),
+        )];
+        settings.forward.max_records = 100;
+        settings.forward.linger = std::time::Duration::from_millis(1);
+    })
+    .await;
+    let mut client = sidecar.client().await;
+    client
+        .start_session(pb::StartSessionRequest {
+            session_id: "over-https".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+    common::append(&mut client, "over-https", &["one", "two", "three"]).await;
+    client
+        .end_session(pb::EndSessionRequest {
+            session_id: "over-https".into(),
+            reason: "done".into(),
+        })
+        .await
+        .expect("end");
+
+    // Read it back from the central server, over TLS with the token.
+    std::fs::write(pki.path("token"), "central-token\n").expect("write token");
+    let mut central_client =
+        Connection::connect_with(&https(&central), Some(&pki.path("token")), &trusting(&ca))
+            .await
+            .expect("connect")
+            .sessions();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut events = central_client
+            .watch_sessions(pb::WatchSessionsRequest {
+                include_existing: true,
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        while let Some(event) = tokio_stream::StreamExt::next(&mut events).await {
+            if event
+                .expect("event")
+                .session
+                .is_some_and(|session| session.id == "over-https")
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the session reaches the central server");
+    let mut stream = central_client
+        .follow(pb::FollowRequest {
+            session_id: "over-https".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(response) = tokio_stream::StreamExt::next(&mut stream).await {
+        match response.expect("follow").event {
+            Some(pb::follow_response::Event::Batch(batch)) => {
+                messages.extend(batch.entries.into_iter().map(|entry| entry.message));
+            }
+            Some(pb::follow_response::Event::Ended(session)) => {
+                assert_eq!(session.end_reason, "done");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(messages, ["one", "two", "three", "Session ended: done"]);
+    sidecar.shutdown().await;
+    central.shutdown().await;
+}

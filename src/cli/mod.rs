@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Exit 0 when the server reports SERVING.
     Health(ClientArgs),
     /// Start a session and print its id.
@@ -153,7 +153,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => return run::run(args).await,
-            Command::Serve(config) => serve::run(config).await,
+            Command::Serve(config) => serve::run(*config).await,
             Command::Health(client) => commands::health(&client).await,
             Command::Start(args) => commands::start(args).await,
             Command::Append(args) => commands::append(args).await,

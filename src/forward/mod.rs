@@ -34,6 +34,10 @@ pub struct ForwardSettings {
     pub linger: Duration,
     /// For `https://` targets: a PEM CA instead of the system roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// For targets that require client certificates: a PEM certificate
+    /// and its key.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// Which ended sessions each target has acknowledged to the end: retention
@@ -83,7 +87,12 @@ pub fn start(
         guard.count(session_id) >= targets
     }));
     for url in &settings.targets {
-        let target = target::Target::new(url, &settings.headers, settings.ca_file.as_deref())?;
+        let tls = crate::client::ClientTls {
+            ca_file: settings.ca_file.clone(),
+            cert_file: settings.cert_file.clone(),
+            key_file: settings.key_file.clone(),
+        };
+        let target = target::Target::new(url, &settings.headers, &tls)?;
         tracing::info!(target = %url, "forwarding to an OTLP endpoint");
         let forwarder = forwarder::Forwarder::new(
             target,

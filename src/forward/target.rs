@@ -40,16 +40,12 @@ impl Target {
     pub(super) fn new(
         url: &str,
         headers: &[(String, String)],
-        ca_file: Option<&std::path::Path>,
+        tls: &ClientTls,
     ) -> anyhow::Result<Self> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             anyhow::bail!("--forward-otlp `{url}`: use http://host:port or https://host:port");
         }
-        let tls = ClientTls {
-            ca_file: ca_file.map(std::path::Path::to_path_buf),
-            ..ClientTls::default()
-        };
-        let connection = Connection::connect_lazy(url, None, &tls)?;
+        let connection = Connection::connect_lazy(url, None, tls)?;
         let headers = headers
             .iter()
             .map(|(name, value)| {
