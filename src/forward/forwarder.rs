@@ -24,6 +24,11 @@ use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager};
 use crate::store::Store;
 use crate::store::schema::ForwardCursor;
 
+/// How long one export may take before it counts as failed (and is retried).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping forwarder waits for the answer to an export in flight.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
 /// One export and the cursors it moves when acknowledged.
 struct Export {
     request: ExportLogsServiceRequest,
@@ -220,11 +225,32 @@ impl Forwarder {
     /// the cursors. Returns false when stopped first.
     async fn deliver(&mut self, export: Export, stop: &CancellationToken) -> bool {
         let mut attempt = 0u32;
+        let mut stopping = false;
         loop {
-            let sent = tokio::select! {
-                sent = self.target.client.export(export.request.clone()) => sent,
-                () = stop.cancelled() => return false,
+            let mut client = self.target.client.clone();
+            let call = tokio::time::timeout(EXPORT_TIMEOUT, client.export(export.request.clone()));
+            tokio::pin!(call);
+            let answered = tokio::select! {
+                answered = &mut call => answered,
+                () = stop.cancelled() => {
+                    // The target may have this export already: a moment for
+                    // its answer lets the cursors move, so a clean stop
+                    // does not send it again after the restart.
+                    stopping = true;
+                    match tokio::time::timeout(STOP_WAIT, &mut call).await {
+                        Ok(answered) => answered,
+                        Err(_) => return false,
+                    }
+                }
             };
+            let sent = answered.unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "the target did not answer within {EXPORT_TIMEOUT:?}"
+                )))
+            });
+            if stopping && sent.is_err() {
+                return false;
+            }
             match sent {
                 Ok(response) => {
                     let rejected = response
@@ -309,7 +335,7 @@ impl Forwarder {
             }
         }
         self.cursors.extend(export.cursors);
-        true
+        !stopping
     }
 
     /// Drops the cursors of sessions no longer in the store (pruned or
