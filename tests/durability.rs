@@ -60,8 +60,10 @@ async fn concurrent_appends_under_fsync_always_share_flushes() {
     let appends = u64::try_from(WRITERS * APPENDS).expect("fits");
     println!("{appends} acknowledged appends shared {flushes} flushes");
     assert!(flushes >= 1);
+    // Without group commit every append pays a flush; sharing one among
+    // three or more is what the 16 writers must at least get.
     assert!(
-        flushes < appends,
+        flushes * 3 <= appends,
         "group commit: {flushes} flushes for {appends} appends"
     );
     server.shutdown().await;

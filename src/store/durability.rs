@@ -25,6 +25,11 @@ pub enum FsyncPolicy {
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// The longest a group waits for the members the last group had. When
+/// fewer come (a client stopped), one group pays this once and the next
+/// expects fewer.
+const GROUP_WAIT: Duration = Duration::from_millis(1);
+
 /// Hands out durability waits; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Durability {
@@ -109,27 +114,43 @@ impl Flusher {
     }
 
     /// One flush per group of waiters: whoever queued while a flush ran
-    /// shares the next one.
+    /// shares the next one. Clients that append and wait in a loop come
+    /// back together after their flush, but reach the queue one by one; the
+    /// flusher waits (briefly) for as many as the last group held before it
+    /// flushes, so a group does not split into many small ones. A lone
+    /// client makes groups of one, so it never waits.
     async fn group_commit(
         self,
         mut waiters_rx: mpsc::UnboundedReceiver<Waiter>,
         stop: CancellationToken,
     ) {
+        let mut expected = 1;
         loop {
             let first = tokio::select! {
                 waiter = waiters_rx.recv() => waiter,
                 () = stop.cancelled() => None,
             };
             let Some(first) = first else { break };
+            let mut group = vec![first];
             // Appends already running on the other workers are a moment
             // from queueing: one yield lets them join this flush instead of
             // paying for the next. With nothing else runnable it returns at
             // once, so a lone append waits no longer.
             tokio::task::yield_now().await;
-            let mut group = vec![first];
-            while let Ok(waiter) = waiters_rx.try_recv() {
-                group.push(waiter);
+            drain(&mut waiters_rx, &mut group);
+            if group.len() < expected {
+                let deadline = tokio::time::Instant::now() + GROUP_WAIT;
+                while group.len() < expected {
+                    match tokio::time::timeout_at(deadline, waiters_rx.recv()).await {
+                        Ok(Some(waiter)) => {
+                            group.push(waiter);
+                            drain(&mut waiters_rx, &mut group);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
+            expected = group.len();
             let result = self.flush().await;
             if let Err(err) = &result {
                 tracing::error!(error = %err, "flush failed; appends waiting on it fail");
@@ -163,5 +184,11 @@ impl Flusher {
                 tracing::error!(error = %err, "periodic flush failed");
             }
         }
+    }
+}
+
+fn drain(waiters_rx: &mut mpsc::UnboundedReceiver<Waiter>, group: &mut Vec<Waiter>) {
+    while let Ok(waiter) = waiters_rx.try_recv() {
+        group.push(waiter);
     }
 }
