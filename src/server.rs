@@ -377,6 +377,14 @@ impl Server {
         if let Some(flusher) = self.flusher {
             let _ = flusher.await;
         }
+        let sessions = self.sessions.clone();
+        match tokio::task::spawn_blocking(move || sessions.save_shutdown_counters()).await? {
+            Ok(saved) => tracing::debug!(sessions = saved, "saved the active sessions' counters"),
+            // Only start-up gets slower: it reads the counters from the logs.
+            Err(err) => {
+                tracing::warn!(error = %err, "could not save the active sessions' counters")
+            }
+        }
         let store = self.store;
         tokio::task::spawn_blocking(move || store.flush())
             .await?

@@ -324,3 +324,76 @@ async fn kill_9_under_fsync_interval_never_leaves_a_gap_or_partial_batch() {
     let verified = crash_cycles("interval", 5).await;
     println!("5 kill -9 cycles under interval: {verified} acknowledged batches found");
 }
+
+async fn append_messages(client: &mut Client, session_id: &str, messages: &[String]) -> (u64, u64) {
+    let response = client
+        .append(pb::AppendRequest {
+            session_id: session_id.to_owned(),
+            entries: messages
+                .iter()
+                .map(|message| pb::LogEntry {
+                    message: message.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("append")
+        .into_inner();
+    (response.first_seq, response.last_seq)
+}
+
+fn numbered(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    range.map(|n| format!("entry {n}")).collect()
+}
+
+/// A clean stop saves the active sessions' counters for the next start-up.
+/// Those must not outlive that start-up: here the server appends after it
+/// and is then killed, and the start after the kill still counts those
+/// appends (trusting the saved counters would reuse seqs 11..=15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_saved_at_a_clean_stop_are_not_trusted_after_a_later_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path(), "always").await;
+    let mut client = server.client().await;
+    let id = client
+        .start_session(pb::StartSessionRequest {
+            session_id: "saved-counters".to_owned(),
+            app_name: "crash".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner()
+        .id;
+    assert_eq!(
+        append_messages(&mut client, &id, &numbered(1..=10)).await,
+        (1, 10)
+    );
+    drop(client);
+    server.stop().await;
+
+    let server = ServerProcess::start(dir.path(), "always").await;
+    let mut client = server.client().await;
+    assert_eq!(
+        append_messages(&mut client, &id, &numbered(11..=15)).await,
+        (11, 15)
+    );
+    drop(client);
+    server.kill().await;
+
+    let server = ServerProcess::start(dir.path(), "always").await;
+    let mut client = server.client().await;
+    assert_eq!(
+        append_messages(&mut client, &id, &numbered(16..=16)).await,
+        (16, 16)
+    );
+    let entries = read_log(&mut client, &id).await;
+    let seqs: Vec<u64> = entries.iter().map(|entry| entry.seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
+    let messages: Vec<String> = entries.into_iter().map(|entry| entry.message).collect();
+    assert_eq!(messages, numbered(1..=16));
+    drop(client);
+    server.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Stores written by earlier layouts: a layout-1 store (an entry per key)
 //! opens without a migration, reads the same, takes appends as blocks, and
-//! survives a restart; a layout this version does not know is refused.
+//! survives a restart; a layout-2 store is marked 3; a layout this version
+//! does not know is refused.
 
 mod common;
 
@@ -99,4 +100,20 @@ async fn an_unknown_layout_is_refused_with_its_name() {
     });
     let err = opened.expect_err("layout 9 is refused");
     assert!(err.to_string().contains("\"9\""), "{err}");
+}
+
+/// Layout 3 added the clean-shutdown mark. A layout-2 binary would ignore
+/// it and could append behind counters the mark vouches for, so opening a
+/// layout-2 store marks it 3, which layout-2 binaries refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_two_store_is_marked_three_on_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        marked_db(dir.path(), b"2").flush().expect("flush");
+    }
+    let server = common::TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    server.shutdown().await;
+    let db = sled::open(dir.path()).expect("reopen");
+    let layout = db.get(b"sessionlog.format").expect("read").expect("marked");
+    assert_eq!(layout.as_ref(), b"3");
 }

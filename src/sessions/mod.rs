@@ -196,6 +196,33 @@ impl SessionManager {
         self.sessions_read().len()
     }
 
+    /// At a clean shutdown, after every call that could write has finished:
+    /// saves the active sessions' counters so the next start-up need not
+    /// read them from each log. A session whose write lock is still held is
+    /// left out (its counters are read from its log next time). Blocking.
+    pub fn save_shutdown_counters(&self) -> Result<usize, SessionError> {
+        let handles: Vec<_> = self.sessions_read().values().cloned().collect();
+        let mut active = Vec::new();
+        let mut held = Vec::new();
+        for handle in &handles {
+            let Ok(writing) = handle.write_lock.try_lock() else {
+                continue;
+            };
+            let state = handle.state();
+            if state.deleted || state.record.state() != State::Active {
+                continue;
+            }
+            active.push((state.record.clone(), state.counters));
+            drop(state);
+            // Held until the records are written: nothing may append in
+            // between and leave the saved counters behind.
+            held.push(writing);
+        }
+        let saved = self.inner.store.save_shutdown_counters(active)?;
+        drop(held);
+        Ok(saved)
+    }
+
     /// How many sessions are (active, ended), for metrics.
     pub fn state_counts(&self) -> (usize, usize) {
         let sessions = self.sessions_read();

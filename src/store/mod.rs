@@ -29,11 +29,17 @@ use schema::{LogCounters, State, StoredEntry, StoredSession};
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
 const FORMAT_KEY: &[u8] = b"sessionlog.format";
-const FORMAT_VERSION: &[u8] = b"2";
-/// Layout 1 kept an entry per key; layout 2 reads those as blocks of one, so
-/// opening a layout-1 store only rewrites the marker (and from then on an
-/// older binary refuses it rather than misreading blocks).
-const UPGRADABLE_FROM: &[u8] = b"1";
+const FORMAT_VERSION: &[u8] = b"3";
+/// Layout 1 kept an entry per key; layout 2 reads those as blocks of one;
+/// layout 3 adds the clean-shutdown mark and the counters it vouches for.
+/// Opening an older store only rewrites the marker, and from then on an
+/// older binary refuses it: one that ignored the mark could append and
+/// leave the mark vouching for counters that are no longer the last.
+const UPGRADABLE_FROM: [&[u8]; 2] = [b"1", b"2"];
+/// Set by a clean shutdown after the active sessions' counters were saved
+/// in their records; removed, and flushed, by the next start-up before any
+/// write.
+const CLEAN_SHUTDOWN_KEY: &[u8] = b"sessionlog.clean-shutdown";
 const LOG_TREE_PREFIX: &str = "log/";
 
 /// What can go wrong below the rules: the disk, or what is on it.
@@ -113,18 +119,28 @@ impl Store {
     }
 
     /// Every stored session with its counters. Also drops log trees left
-    /// without a record by a crash during delete.
+    /// without a record by a crash during delete. After a clean shutdown,
+    /// active sessions' counters come from their records (reading each
+    /// log's counters pulls a page of every active log into memory); the
+    /// mark that vouches for them is removed and flushed before returning,
+    /// so no write can happen while it still stands.
     pub fn load_sessions(&self) -> Result<Vec<LoadedSession>, StoreError> {
+        let clean = self.db.get(CLEAN_SHUTDOWN_KEY)?.is_some();
         let mut loaded = Vec::new();
         let mut ids = HashSet::new();
         for item in self.sessions.iter() {
             let (_, bytes) = item?;
-            let record: StoredSession = log::decode(&bytes, "session record")?;
+            let mut record: StoredSession = log::decode(&bytes, "session record")?;
+            let saved = record.shutdown_counters.take();
             let (counters, log) = if record.state() == State::Ended {
                 (record.final_counters.unwrap_or_default(), None)
             } else {
                 let log = self.open_log(&record.id)?;
-                (log.counters()?, Some(log))
+                let counters = match saved {
+                    Some(saved) if clean => saved,
+                    _ => log.counters()?,
+                };
+                (counters, Some(log))
             };
             ids.insert(record.id.clone());
             loaded.push(LoadedSession {
@@ -142,7 +158,32 @@ impl Store {
                 self.db.drop_tree(&name)?;
             }
         }
+        if clean {
+            self.db.remove(CLEAN_SHUTDOWN_KEY)?;
+            self.db.flush()?;
+        }
         Ok(loaded)
+    }
+
+    /// At a clean shutdown, once nothing can write any more: saves each
+    /// active session's counters in its record, then sets the mark that
+    /// lets the next start-up trust them. The caller flushes. sled recovers
+    /// a prefix of what was written, so a mark that survives a crash has
+    /// its records with it.
+    pub fn save_shutdown_counters(
+        &self,
+        active: impl IntoIterator<Item = (StoredSession, LogCounters)>,
+    ) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut saved = 0;
+        for (mut record, counters) in active {
+            record.shutdown_counters = Some(counters);
+            batch.insert(record.id.as_bytes(), record.encode_to_vec());
+            saved += 1;
+        }
+        self.sessions.apply_batch(batch)?;
+        self.db.insert(CLEAN_SHUTDOWN_KEY, b"1".as_slice())?;
+        Ok(saved)
     }
 
     /// Stores a new session's record and opens its log, or returns `None`
@@ -229,8 +270,13 @@ impl Store {
 fn check_format(db: &sled::Db, path: &std::path::Path, existing: bool) -> Result<(), StoreError> {
     match db.get(FORMAT_KEY)? {
         Some(version) if version.as_ref() == FORMAT_VERSION => Ok(()),
-        Some(version) if version.as_ref() == UPGRADABLE_FROM => {
-            tracing::info!(path = %path.display(), "upgrading the store's layout from 1 to 2");
+        Some(version) if UPGRADABLE_FROM.contains(&version.as_ref()) => {
+            tracing::info!(
+                path = %path.display(),
+                from = %String::from_utf8_lossy(&version),
+                to = %String::from_utf8_lossy(FORMAT_VERSION),
+                "upgrading the store's layout"
+            );
             db.insert(FORMAT_KEY, FORMAT_VERSION)?;
             db.flush()?;
             Ok(())
