@@ -34,6 +34,7 @@ pub mod config;
 pub mod edge;
 pub mod follow;
 pub mod forward;
+pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod pb;
