@@ -10,11 +10,32 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http::{Sse, SseEvent, get};
-use common::{TestServer, append, append_entries, end_session, entry, start_session};
+use common::{Client, TestServer, append, append_entries, end_session, entry, start_session};
 use sessionlog::pb;
+use sessionlog::server::ServerSettings;
 
 fn http(server: &TestServer) -> std::net::SocketAddr {
     server.http_addr.expect("started with http")
+}
+
+/// A server with the HTTP edge (settings changed by `configure`), a
+/// client, one started session's id, and the HTTP address.
+async fn serve_one_session(
+    configure: impl FnOnce(&mut ServerSettings),
+) -> (TestServer, Client, String, std::net::SocketAddr) {
+    let server = TestServer::start_http(configure).await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "app").await;
+    let addr = http(&server);
+    (server, client, id, addr)
+}
+
+/// Opens an SSE stream and reads up to its `caught_up`.
+async fn open_caught_up(addr: std::net::SocketAddr, path: &str) -> Sse {
+    let mut sse = Sse::open(addr, path, &[]).await;
+    assert_eq!(sse.status, 200, "{path}");
+    assert_eq!(sse.next().await.expect("caught up").event, "caught_up");
+    sse
 }
 
 fn seqs_of(event: &SseEvent) -> Vec<u64> {
@@ -100,9 +121,7 @@ async fn sessions_list_filters_pages_and_gets() {
 
 #[tokio::test]
 async fn entries_apply_every_filter_and_paging() {
-    let server = TestServer::start_http(|_| {}).await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
+    let (server, mut client, id, addr) = serve_one_session(|_| {}).await;
     let at = |level: pb::Level, logger: &str, message: &str| pb::LogEntry {
         level: level.into(),
         logger: logger.into(),
@@ -121,7 +140,6 @@ async fn entries_apply_every_filter_and_paging() {
         ],
     )
     .await;
-    let addr = http(&server);
     let seqs = |path: String| async move {
         let answer = get(addr, &path, &[]).await;
         assert_eq!(answer.status, 200, "{path}: {}", answer.body);
@@ -165,10 +183,8 @@ async fn entries_apply_every_filter_and_paging() {
 
 #[tokio::test]
 async fn errors_are_json_with_the_http_status() {
-    let server = TestServer::start_http(|settings| settings.limits.max_text_bytes = 16).await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
-    let addr = http(&server);
+    let (server, _client, id, addr) =
+        serve_one_session(|settings| settings.limits.max_text_bytes = 16).await;
     let cases = [
         ("/api/v1/sessions/nope".to_owned(), 404, "NOT_FOUND"),
         ("/api/v1/sessions/nope/entries".to_owned(), 404, "NOT_FOUND"),
@@ -305,11 +321,8 @@ async fn tokens_guard_the_api_but_not_the_console() {
 
 #[tokio::test]
 async fn follow_streams_batches_with_cursor_ids_then_caught_up_then_ended() {
-    let server = TestServer::start_http(|_| {}).await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
+    let (server, mut client, id, addr) = serve_one_session(|_| {}).await;
     append(&mut client, &id, &["one", "two", "three"]).await;
-    let addr = http(&server);
     let mut sse = Sse::open(addr, &format!("/api/v1/sessions/{id}/follow"), &[]).await;
     assert_eq!(sse.status, 200);
     assert_eq!(
@@ -371,13 +384,10 @@ async fn follow_streams_batches_with_cursor_ids_then_caught_up_then_ended() {
 
 #[tokio::test]
 async fn follow_resumes_from_last_event_id_without_gap_or_duplicate() {
-    let server = TestServer::start_http(|_| {}).await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
+    let (server, mut client, id, addr) = serve_one_session(|_| {}).await;
     let messages: Vec<String> = (1..=7).map(|n| format!("entry {n}")).collect();
     let refs: Vec<&str> = messages.iter().map(String::as_str).collect();
     append(&mut client, &id, &refs).await;
-    let addr = http(&server);
     let path = format!("/api/v1/sessions/{id}/follow?max_batch=3");
     let mut first = Sse::open(addr, &path, &[]).await;
     let batch = first.next().await.expect("a batch");
@@ -438,8 +448,7 @@ async fn watch_streams_existing_sessions_then_live_events() {
     assert_eq!(ended.event, "ended");
     assert_eq!(ended.json()["session"]["end_reason"], "bye");
 
-    let mut only_new = Sse::open(addr, "/api/v1/watch?app=other", &[]).await;
-    assert_eq!(only_new.next().await.expect("caught up").event, "caught_up");
+    let mut only_new = open_caught_up(addr, "/api/v1/watch?app=other").await;
     start_session(&mut client, "skipped").await;
     let other = start_session(&mut client, "other").await;
     let event = only_new.next().await.expect("filtered");
@@ -449,16 +458,10 @@ async fn watch_streams_existing_sessions_then_live_events() {
 
 #[tokio::test]
 async fn sse_streams_count_against_the_stream_limits() {
-    let server = TestServer::start_http(|settings| {
-        settings.limits.max_follows_per_session = 1;
-    })
-    .await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
-    let addr = http(&server);
+    let (server, mut client, id, addr) =
+        serve_one_session(|settings| settings.limits.max_follows_per_session = 1).await;
     let path = format!("/api/v1/sessions/{id}/follow");
-    let mut open = Sse::open(addr, &path, &[]).await;
-    assert_eq!(open.next().await.expect("caught up").event, "caught_up");
+    let open = open_caught_up(addr, &path).await;
     let refused = get(addr, &path, &[]).await;
     assert_eq!(
         (refused.status, refused.error_code().as_str()),
@@ -490,15 +493,9 @@ async fn sse_streams_count_against_the_stream_limits() {
 
 #[tokio::test]
 async fn idle_streams_get_keep_alive_comments() {
-    let server = TestServer::start_http(|settings| {
-        settings.sse_keep_alive = Duration::from_millis(50);
-    })
-    .await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
-    let addr = http(&server);
-    let mut sse = Sse::open(addr, &format!("/api/v1/sessions/{id}/follow"), &[]).await;
-    assert_eq!(sse.next().await.expect("caught up").event, "caught_up");
+    let (server, mut client, id, addr) =
+        serve_one_session(|settings| settings.sse_keep_alive = Duration::from_millis(50)).await;
+    let mut sse = open_caught_up(addr, &format!("/api/v1/sessions/{id}/follow")).await;
     append(&mut client, &id, &["after a pause"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     append(&mut client, &id, &["and another"]).await;
@@ -513,14 +510,9 @@ async fn idle_streams_get_keep_alive_comments() {
 
 #[tokio::test]
 async fn shutdown_ends_open_sse_streams_promptly() {
-    let server = TestServer::start_http(|_| {}).await;
-    let mut client = server.client().await;
-    let id = start_session(&mut client, "app").await;
-    let addr = http(&server);
-    let mut follow = Sse::open(addr, &format!("/api/v1/sessions/{id}/follow"), &[]).await;
-    assert_eq!(follow.next().await.expect("caught up").event, "caught_up");
-    let mut watch = Sse::open(addr, "/api/v1/watch", &[]).await;
-    assert_eq!(watch.next().await.expect("caught up").event, "caught_up");
+    let (server, _client, id, addr) = serve_one_session(|_| {}).await;
+    let mut follow = open_caught_up(addr, &format!("/api/v1/sessions/{id}/follow")).await;
+    let mut watch = open_caught_up(addr, "/api/v1/watch").await;
     let reader = tokio::spawn(async move { (follow.rest().await, watch.rest().await) });
     let began = Instant::now();
     server.shutdown().await;
