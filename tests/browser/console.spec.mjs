@@ -5,6 +5,8 @@
 // Plain node with assertions; every wait is on a condition with a timeout.
 //
 //   SESSIONLOG_BIN   the binary (default target/debug/sessionlog)
+//   FIELDS_BIN       the tracing_layer example, which logs entries with
+//                    fields and trace ids (default target/debug/examples/tracing_layer)
 //   ARTIFACTS        where screenshots go (default target/browser-artifacts)
 //   CHROMIUM         the browser (default /usr/bin/chromium)
 import assert from 'node:assert/strict';
@@ -19,6 +21,7 @@ import { chromium } from 'playwright-core';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.SESSIONLOG_BIN || path.join(root, 'target/debug/sessionlog');
+const fieldsBin = process.env.FIELDS_BIN || path.join(root, 'target/debug/examples/tracing_layer');
 const artifacts = process.env.ARTIFACTS || path.join(root, 'target/browser-artifacts');
 const WAIT = 15_000; // the most any one condition may take
 const TOKEN = 'browser-' + Math.random().toString(36).slice(2);
@@ -77,14 +80,17 @@ let server;
 
 // The CLI against the server, with `input` on stdin; its stdout.
 function cli(args, input = '') {
+  return run(bin, [...args, '--server', `http://${server.grpc}`, '--token-file', tokenFile], input);
+}
+
+function run(program, args, input = '', env = process.env) {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, [...args, '--server', `http://${server.grpc}`, '--token-file', tokenFile],
-      { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
+    const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000, env });
     let out = '';
     let err = '';
     child.stdout.on('data', (chunk) => { out += chunk; });
     child.stderr.on('data', (chunk) => { err += chunk; });
-    child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`sessionlog ${args[0]}: ${err}`))));
+    child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`${program} ${args[0]}: ${err}`))));
     child.stdin.end(input);
   });
 }
@@ -230,6 +236,11 @@ try {
     await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 10);
     assert.deepEqual((await rows(page)).map((row) => row.seq), range(11, 20));
     await page.selectOption('#f-level', '');
+    await page.fill('#f-logger', 'test');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 10);
+    assert.deepEqual((await rows(page)).map((row) => row.seq), range(11, 20));
+    await page.fill('#f-logger', '');
+    await waitForLastSeq(page, 75);
     await page.fill('#f-text', 'entry 7');
     await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 7);
     assert.deepEqual((await rows(page)).map((row) => row.seq), [7, 70, 71, 72, 73, 74, 75]);
@@ -262,6 +273,37 @@ try {
     await page.waitForSelector(`#sessions tr[data-id="${child}"][data-state="active"]`);
     await cli(['end', child, '--reason', 'done']);
     await page.waitForSelector(`#sessions tr[data-id="${child}"][data-state="ended"]`);
+  });
+
+  await step('fields and trace ids expand under a toggle', async () => {
+    const out = await run(fieldsBin, [`http://${server.grpc}`], '', { ...process.env, SESSIONLOG_TOKEN_FILE: tokenFile });
+    const traced = out.match(/^session (\S+)$/m)[1];
+    await page.goto(`${console_}/#/sessions/${encodeURIComponent(traced)}`);
+    const warn = page.locator('#entries .row.level-warn');
+    await warn.waitFor();
+    assert.equal(await warn.locator('.fields').count(), 0, 'fields start folded');
+    await warn.locator('.toggle').click();
+    const details = JSON.parse(await warn.locator('.fields').textContent());
+    assert.equal(details.fields.warnings, 2);
+    assert.equal(details.fields.target_name, 'release');
+    assert.equal(details.trace_id, '4bf92f3577b34da6a3ce929d0e0e4736');
+    assert.equal(details.span_id, '00f067aa0ba902b7');
+    await page.screenshot({ path: path.join(artifacts, 'fields.png') });
+    await warn.locator('.toggle').click();
+    assert.equal(await warn.locator('.fields').count(), 0, 'and fold again');
+  });
+
+  await step('a large session keeps the last 5,000 rows in the page', async () => {
+    const large = await cli(['start', '--app', 'large']);
+    await page.goto(`${console_}/#/sessions/${large}`);
+    await page.waitForSelector('#status:text("live")');
+    await cli(['append', large], lines(1, 6000));
+    await waitForLastSeq(page, 6000);
+    const shown = await rows(page);
+    assert.equal(shown.length, 5000);
+    assert.deepEqual([shown[0].seq, shown.at(-1).seq], [1001, 6000]);
+    assert.match(await page.textContent('#trimmed'), /^1000 older entries are not shown/);
+    assert.equal(await page.$eval('#entries', (node) => node.dataset.duplicates), '0');
     assert.deepEqual(pageErrors, [], 'no script errors on the page');
   });
 
