@@ -5,6 +5,10 @@
 //! cargo run --example tracing_layer -- http://127.0.0.1:50051
 //! sessionlog tail <the printed session id>
 //! ```
+//!
+//! A server with tokens: `SESSIONLOG_TOKEN_FILE=/path/to/token`, as for the
+//! CLI. (The web console's browser test uses this example for entries with
+//! fields and trace ids.)
 
 use std::time::Duration;
 
@@ -14,9 +18,11 @@ fn main() -> anyhow::Result<()> {
     let server = std::env::args()
         .nth(1)
         .unwrap_or_else(|| sessionlog::client::DEFAULT_SERVER.to_owned());
-    let (layer, guard) = sessionlog::tracing_layer::Builder::new(server)
-        .app_name("tracing-example")
-        .build()?;
+    let mut builder = sessionlog::tracing_layer::Builder::new(server).app_name("tracing-example");
+    if let Some(token_file) = std::env::var_os("SESSIONLOG_TOKEN_FILE") {
+        builder = builder.token_file(token_file);
+    }
+    let (layer, guard) = builder.build()?;
     tracing_subscriber::registry()
         .with(layer)
         .with(tracing_subscriber::fmt::layer())

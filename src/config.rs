@@ -30,6 +30,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Serve the web console at `/` and the HTTP read API (JSON, and SSE
+    /// follow/watch streams) under `/api/v1` on this TCP `host:port` (off
+    /// when unset). Same tokens and limits as gRPC.
+    #[arg(long, env = "SESSIONLOG_HTTP_LISTEN")]
+    pub http_listen: Option<std::net::SocketAddr>,
+
     /// The sled database directory (created owner-only when missing).
     #[arg(long, env = "SESSIONLOG_DATA_DIR", default_value = "./sessionlog-data")]
     pub data_dir: PathBuf,

@@ -10,6 +10,10 @@
 //! - [`pb`]: generated wire types.
 //! - [`api`]: the gRPC service; the only place tonic and `pb` appear.
 //! - [`otlp`]: OpenTelemetry logs in, a second edge beside `api`.
+//! - [`http`]: the HTTP read API, SSE streams and the web console, a third
+//!   edge.
+//! - [`edge`]: what the edges share: validation, limits, tokens, stream
+//!   counts, and the one choice of error code per domain error.
 //! - [`forward`]: entries out to OTLP endpoints, resumable from cursors.
 //! - [`sessions`]: the rules.
 //! - [`store`]: sled trees, keys, codecs, filtered scans, flush policy.
@@ -19,6 +23,7 @@
 //!   `/metrics` HTTP server.
 //! - [`server`]: wires the layers on listeners and owns shutdown.
 //! - [`config`]: `serve` settings; [`units`]: durations and sizes.
+//! - [`render`]: contract values as text and JSON (CLI and HTTP share it).
 //! - [`client`], [`cli`]: the Rust client and the command line.
 //! - [`tracing_layer`]: ships a Rust program's `tracing` events into a session.
 
@@ -26,11 +31,14 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod edge;
 pub mod follow;
 pub mod forward;
+pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod pb;
+pub mod render;
 pub mod server;
 pub mod sessions;
 pub mod store;

@@ -1,10 +1,12 @@
 //! Wires the layers on listeners and owns shutdown: open the store, load the
 //! sessions, serve every listener, and on the shutdown signal report
-//! NOT_SERVING, stop accepting, let open calls drain for the grace period,
-//! stop the flusher and flush sled.
+//! NOT_SERVING, stop accepting, end open follow and watch streams (gRPC and
+//! SSE), let open calls drain for the grace period, stop the flusher and
+//! flush sled.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::os::unix::fs::PermissionsExt;
@@ -22,7 +24,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::{GuardLayer, Limits, SessionLogService, TokenAuth};
 use crate::config::{ListenAddr, ServeConfig};
+use crate::edge::StreamCounter;
 use crate::forward::{self, ForwardSettings};
+use crate::http::{self, HttpEdge};
 use crate::metrics;
 use crate::otlp::OtlpIntake;
 use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
@@ -57,6 +61,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsFiles>,
     /// OTLP endpoints every entry is forwarded to (none by default).
     pub forward: ForwardSettings,
+    /// How often an idle SSE stream of the HTTP edge gets a comment.
+    pub sse_keep_alive: Duration,
 }
 
 /// PEM files for TLS.
@@ -103,6 +109,7 @@ impl ServerSettings {
             unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,
             tls: None,
             forward: ForwardSettings::default(),
+            sse_keep_alive: http::DEFAULT_KEEP_ALIVE,
         }
     }
 }
@@ -122,6 +129,7 @@ impl From<&ServeConfig> for ServerSettings {
             unix_socket_mode: config.unix_socket_mode,
             tls: config.tls_files(),
             forward: config.forward_settings(),
+            sse_keep_alive: http::DEFAULT_KEEP_ALIVE,
         }
     }
 }
@@ -196,6 +204,7 @@ pub struct Server {
     tls: Option<ServerTlsConfig>,
     settings: ServerSettings,
     metrics_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -230,12 +239,20 @@ impl Server {
             sessions,
             settings,
             metrics_listener: None,
+            http_listener: None,
         })
     }
 
     /// Also serves `/metrics` and `/healthz` over HTTP on `listener`.
     pub fn with_metrics(mut self, listener: TcpListener) -> Self {
         self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// Also serves the HTTP read API, SSE streams and the web console on
+    /// `listener` (see `http`).
+    pub fn with_http(mut self, listener: TcpListener) -> Self {
+        self.http_listener = Some(listener);
         self
     }
 
@@ -254,9 +271,13 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         // Health answers without a token (probes carry none); the rest do not.
         let auth = self.auth.clone();
-        let api = SessionLogServer::new(SessionLogService::new(
+        // One count of open streams for gRPC and SSE: --max-streams bounds both.
+        let limits = Arc::new(self.settings.limits.clone());
+        let streams = Arc::new(StreamCounter::default());
+        let api = SessionLogServer::new(SessionLogService::with_streams(
             self.sessions.clone(),
-            self.settings.limits.clone(),
+            limits.clone(),
+            streams.clone(),
         ))
         .max_decoding_message_size(self.settings.limits.max_message_bytes);
         let otlp = LogsServiceServer::new(OtlpIntake::new(
@@ -339,6 +360,14 @@ impl Server {
             ))
         });
 
+        let stop_http = CancellationToken::new();
+        let mut http_server = self.http_listener.take().map(|listener| {
+            tracing::info!(listen = %display_addr(&listener), "serving http");
+            let edge = HttpEdge::new(self.sessions.clone(), limits, streams, self.auth.clone())
+                .with_keep_alive(self.settings.sse_keep_alive);
+            tokio::spawn(http::serve(listener, edge.router(), stop_http.clone()))
+        });
+
         shutdown.await;
         tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down");
         housekeeping.cancel();
@@ -348,8 +377,9 @@ impl Server {
         set_health(&health, ServingStatus::NotServing).await;
         not_serving.cancel();
         stop_accepting.cancel();
-        // Follow and watch streams never end by themselves; end them now so
-        // the drain below waits only for calls that finish.
+        stop_http.cancel();
+        // Follow and watch streams (gRPC and SSE) never end by themselves;
+        // end them now so the drain below waits only for calls that finish.
         self.sessions.begin_shutdown();
         let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
             while let Some(finished) = servers.join_next().await {
@@ -359,11 +389,21 @@ impl Server {
                     Err(join) => tracing::error!(error = %join, "a listener task failed"),
                 }
             }
+            if let Some(http_server) = http_server.as_mut() {
+                match http_server.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::error!(error = %err, "the http server failed"),
+                    Err(join) => tracing::error!(error = %join, "the http server task failed"),
+                }
+            }
         })
         .await;
         if drained.is_err() {
             tracing::warn!("open calls did not finish within the grace period; closing them");
             servers.shutdown().await;
+            if let Some(http_server) = http_server {
+                http_server.abort();
+            }
         }
         stop_metrics.cancel();
         if let Some(metrics_server) = metrics_server {
@@ -448,16 +488,27 @@ where
     }
 }
 
+/// The HTTP listeners besides the gRPC ones: `--metrics-listen` and
+/// `--http-listen`.
+#[derive(Debug, Default)]
+pub struct HttpListeners {
+    pub metrics: Option<TcpListener>,
+    pub http: Option<TcpListener>,
+}
+
 /// Opens the store and serves until `shutdown` (see [`Server`]).
 pub async fn serve(
     listeners: Vec<Listener>,
-    metrics_listener: Option<TcpListener>,
+    http_listeners: HttpListeners,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let mut server = Server::open(settings).await?;
-    if let Some(listener) = metrics_listener {
+    if let Some(listener) = http_listeners.metrics {
         server = server.with_metrics(listener);
+    }
+    if let Some(listener) = http_listeners.http {
+        server = server.with_http(listener);
     }
     server.serve(listeners, shutdown).await
 }

@@ -12,7 +12,7 @@ use prost::Message;
 use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::pb::session_log_client::SessionLogClient;
-use sessionlog::server::{Listener, serve};
+use sessionlog::server::{HttpListeners, Listener, serve};
 use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
 use tonic::Code;
@@ -181,9 +181,14 @@ fn spawn_server(
 ) {
     let settings = common::settings(data_dir, FsyncPolicy::Never);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listeners, None, settings, async {
-        let _ = stop_rx.await;
-    }));
+    let task = tokio::spawn(serve(
+        listeners,
+        HttpListeners::default(),
+        settings,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     (stop_tx, task)
 }
 

@@ -4,59 +4,24 @@
 
 use std::time::SystemTime;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use super::wire::EncodedFollowResponse;
+use crate::edge::Limits;
+use crate::edge::request::{decode_page_token, entry_filter, invalid, optional_id};
 use crate::follow::FollowEvent;
 use crate::pb;
-use crate::sessions::ids::is_valid_id;
 use crate::sessions::{
     AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,
 };
 use crate::store::EntryFilter;
-
-use super::limits::Limits;
 use crate::store::schema::{Level, State, StoredEntry, StoredSession};
 
 /// The longest `batch_id`, in bytes.
 pub const MAX_BATCH_ID_LEN: usize = 128;
 const TRACE_ID_LEN: usize = 16;
 const SPAN_ID_LEN: usize = 8;
-const PAGE_TOKEN_PREFIX: &str = "s1.";
 
-/// A request the server refuses before doing any work.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error("`{field}` {reason}")]
-    Invalid { field: &'static str, reason: String },
-    #[error("`{field}` is over the limit: {reason}")]
-    OverLimit { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> RequestError {
-    RequestError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
-
-/// A required session id.
-pub fn session_id(id: &str) -> Result<&str, RequestError> {
-    if id.is_empty() {
-        return Err(invalid("session_id", "is required"));
-    }
-    optional_id("session_id", id)?;
-    Ok(id)
-}
-
-fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
-    if id.is_empty() || is_valid_id(id) {
-        Ok(())
-    } else {
-        Err(invalid(field, "must match [A-Za-z0-9._:-]{1,128}"))
-    }
-}
+pub use crate::edge::RequestError;
+pub use crate::edge::request::{encode_page_token, session_id};
 
 pub fn new_session(
     request: pb::StartSessionRequest,
@@ -171,13 +136,12 @@ pub fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFil
     let Some(filter) = filter else {
         return Ok(EntryFilter::default());
     };
-    limits.prefixes(&filter.logger_prefixes)?;
-    limits.text("filter.contains", &filter.contains)?;
-    Ok(EntryFilter {
-        min_level: level(filter.min_level, "filter.min_level")?,
-        logger_prefixes: filter.logger_prefixes,
-        contains: filter.contains,
-    })
+    entry_filter(
+        level(filter.min_level, "filter.min_level")?,
+        filter.logger_prefixes,
+        filter.contains,
+        limits,
+    )
 }
 
 pub fn read_query(request: pb::ReadRequest, limits: &Limits) -> Result<ReadQuery, RequestError> {
@@ -278,29 +242,6 @@ pub(super) fn state_filter(value: i32, field: &'static str) -> Result<Option<Sta
     }
 }
 
-pub(super) fn encode_page_token(after_id: &str) -> String {
-    format!("{PAGE_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(after_id))
-}
-
-fn decode_page_token(token: &str) -> Result<Option<String>, RequestError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let not_ours = || {
-        invalid(
-            "page_token",
-            "is not a token this server issued; pass `next_page_token` unchanged",
-        )
-    };
-    let encoded = token.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(not_ours)?;
-    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| not_ours())?;
-    let id = String::from_utf8(bytes).map_err(|_| not_ours())?;
-    if !is_valid_id(&id) {
-        return Err(not_ours());
-    }
-    Ok(Some(id))
-}
-
 pub fn session(view: SessionView) -> pb::Session {
     let SessionView {
         record, counters, ..
@@ -368,18 +309,6 @@ mod tests {
         };
         let wire = pb::LogEntry::decode(stored.encode_to_vec().as_slice()).expect("same schema");
         assert_eq!(wire, log_entry(stored));
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_foreign_ones_are_refused() {
-        let token = encode_page_token("01HZY:a.b");
-        assert_eq!(
-            decode_page_token(&token).expect("ours"),
-            Some("01HZY:a.b".to_owned())
-        );
-        assert_eq!(decode_page_token("").expect("empty"), None);
-        assert!(decode_page_token("garbage").is_err());
-        assert!(decode_page_token("s1.%%%").is_err());
     }
 
     #[test]

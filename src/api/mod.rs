@@ -6,14 +6,11 @@ mod auth;
 pub mod codec;
 pub mod convert;
 mod guard;
-mod limits;
 mod service;
 mod status;
-mod streams;
 pub mod wire;
 
-pub use auth::TokenAuth;
-pub use convert::{MAX_BATCH_ID_LEN, RequestError};
+pub use crate::edge::{Limits, RequestError, TokenAuth};
+pub use convert::MAX_BATCH_ID_LEN;
 pub use guard::GuardLayer;
-pub use limits::Limits;
 pub use service::SessionLogService;

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::edge::{Limits, StreamCounter};
 use crate::pb::{self, session_log_server::SessionLog};
 use crate::sessions::SessionManager;
 
 use super::convert;
-use super::limits::Limits;
-use super::streams::StreamCounter;
 use super::wire::EncodedFollowResponse;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -26,11 +25,22 @@ pub struct SessionLogService {
 }
 
 impl SessionLogService {
+    /// A service with its own count of open streams.
     pub fn new(sessions: SessionManager, limits: Limits) -> Self {
+        Self::with_streams(sessions, Arc::new(limits), Arc::default())
+    }
+
+    /// A service that counts its streams in `streams`, shared with the
+    /// other edges so `--max-streams` bounds them all together.
+    pub fn with_streams(
+        sessions: SessionManager,
+        limits: Arc<Limits>,
+        streams: Arc<StreamCounter>,
+    ) -> Self {
         Self {
             sessions,
-            limits: Arc::new(limits),
-            streams: Arc::default(),
+            limits,
+            streams,
         }
     }
 }

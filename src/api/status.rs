@@ -1,128 +1,78 @@
-//! The one mapping from errors to gRPC statuses. Every variant is named (no
-//! `_` arm), so a new error forces a decision here. Internal failures are
-//! logged with their cause; the client gets a short message without paths.
+//! The one mapping from errors to gRPC statuses: which contract code a
+//! domain error gets is decided in `edge::failure`; here each code becomes
+//! its tonic `Code` (every one named, no `_` arm), and a refusal where
+//! waiting helps carries a `RetryInfo`.
 
 use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::edge::{Code, Failure, RequestError};
 use crate::sessions::SessionError;
-use crate::store::StoreError;
 
-use super::convert::RequestError;
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Self {
+        let code = match failure.code {
+            Code::InvalidArgument => tonic::Code::InvalidArgument,
+            Code::Unauthenticated => tonic::Code::Unauthenticated,
+            Code::NotFound => tonic::Code::NotFound,
+            Code::AlreadyExists => tonic::Code::AlreadyExists,
+            Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+            Code::Aborted => tonic::Code::Aborted,
+            Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::Unavailable => tonic::Code::Unavailable,
+            Code::Internal => tonic::Code::Internal,
+        };
+        match failure.retry_after {
+            Some(delay) => Status::with_error_details(
+                code,
+                failure.message,
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
+            None => Status::new(code, failure.message),
+        }
+    }
+}
 
 impl From<SessionError> for Status {
     fn from(err: SessionError) -> Self {
-        match err {
-            SessionError::NotFound { .. } | SessionError::Deleted { .. } => {
-                Status::not_found(err.to_string())
-            }
-            SessionError::ShuttingDown | SessionError::WatcherLagged { .. } => {
-                Status::unavailable(err.to_string())
-            }
-            SessionError::AlreadyExists { .. } => Status::already_exists(err.to_string()),
-            SessionError::Ended { .. } | SessionError::Active { .. } => {
-                Status::failed_precondition(err.to_string())
-            }
-            SessionError::SeqMismatch { .. } => Status::aborted(err.to_string()),
-            SessionError::SeqsExhausted { .. } => Status::resource_exhausted(err.to_string()),
-            SessionError::Store(store) => store_status(&store),
-            SessionError::TaskFailed { .. } => {
-                log_internal(&err);
-                Status::internal("an internal task failed; see the server log")
-            }
-        }
+        Failure::from(err).into()
     }
 }
 
 impl From<RequestError> for Status {
     fn from(err: RequestError) -> Self {
-        match err {
-            RequestError::Invalid { .. } => Status::invalid_argument(err.to_string()),
-            RequestError::OverLimit { .. } => Status::resource_exhausted(err.to_string()),
-        }
+        Failure::from(err).into()
     }
-}
-
-fn store_status(err: &StoreError) -> Status {
-    if !matches!(err, StoreError::LogDropped) {
-        log_internal(err);
-    }
-    match err {
-        StoreError::LogDropped => {
-            Status::not_found("the session was deleted while this call read it")
-        }
-        StoreError::Io(_) => {
-            Status::unavailable("the store could not complete the write or read; retry later")
-        }
-        StoreError::Corrupt { .. } => {
-            Status::internal("stored data is corrupt; see the server log")
-        }
-        StoreError::Engine(_)
-        | StoreError::DataDir { .. }
-        | StoreError::Foreign { .. }
-        | StoreError::Locked { .. } => {
-            Status::internal("the storage engine failed; see the server log")
-        }
-    }
-}
-
-fn log_internal(err: &dyn std::error::Error) {
-    let mut chain = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    tracing::error!(error = %chain, "request failed inside the server");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use crate::edge::request::STREAM_RETRY_AFTER;
+    use crate::store::StoreError;
 
     #[test]
     fn session_errors_map_to_the_contract_codes() {
-        let id = || "s".to_owned();
-        let cases = [
-            (SessionError::NotFound { session_id: id() }, Code::NotFound),
-            (
-                SessionError::AlreadyExists { session_id: id() },
-                Code::AlreadyExists,
-            ),
-            (
-                SessionError::Ended { session_id: id() },
-                Code::FailedPrecondition,
-            ),
-            (
-                SessionError::Active { session_id: id() },
-                Code::FailedPrecondition,
-            ),
-            (
-                SessionError::SeqMismatch {
-                    session_id: id(),
-                    expected: 1,
-                    actual: 2,
-                },
-                Code::Aborted,
-            ),
-            (
-                SessionError::Store(StoreError::Io(std::io::Error::other("disk"))),
-                Code::Unavailable,
-            ),
-            (
-                SessionError::Store(StoreError::Corrupt { detail: "x".into() }),
-                Code::Internal,
-            ),
-        ];
-        for (err, code) in cases {
-            assert_eq!(Status::from(err).code(), code);
-        }
+        let not_found = SessionError::NotFound {
+            session_id: "s".into(),
+        };
+        assert_eq!(Status::from(not_found).code(), tonic::Code::NotFound);
+        let io = SessionError::Store(StoreError::Io(std::io::Error::other("/secret/path")));
+        let status = Status::from(io);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("/secret/path"));
     }
 
     #[test]
-    fn internal_messages_do_not_leak_details() {
-        let err = SessionError::Store(StoreError::Io(std::io::Error::other("/secret/path")));
-        assert!(!Status::from(err).message().contains("/secret/path"));
+    fn stream_refusals_carry_retry_info() {
+        let status = Status::from(RequestError::TooManyStreams {
+            reason: "busy".into(),
+        });
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|info| info.retry_delay),
+            Some(STREAM_RETRY_AFTER)
+        );
     }
 }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, ServeConfig};
-use crate::server::{Listener, ServerSettings, serve};
+use crate::server::{HttpListeners, Listener, ServerSettings, serve};
 
 pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     init_logging(config.log_format);
@@ -13,21 +13,28 @@ pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     for addr in &config.listen {
         listeners.push(Listener::bind_with_mode(addr, config.unix_socket_mode).await?);
     }
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
-        ),
-        None => None,
+    let http_listeners = HttpListeners {
+        metrics: bind_http(config.metrics_listen, "metrics").await?,
+        http: bind_http(config.http_listen, "the http console").await?,
     };
     serve(
         listeners,
-        metrics_listener,
+        http_listeners,
         ServerSettings::from(&config),
         shutdown,
     )
     .await
+}
+
+async fn bind_http(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))?;
+    Ok(Some(listener))
 }
 
 fn init_logging(format: LogFormat) {

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod follow;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub type Client = SessionLogClient<Channel>;
 /// A running server; `shutdown().await` stops it and checks it stopped cleanly.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The `--http-listen` address, when started with one.
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The rules inside the server, for white-box checks (follower counts).
     pub sessions: SessionManager,
@@ -64,6 +67,22 @@ impl TestServer {
 
     /// A server with these settings on this loopback address.
     pub async fn start_at(settings: ServerSettings, addr: &str) -> Self {
+        Self::launch(settings, addr, false).await
+    }
+
+    /// A server on a fresh temporary data dir that also serves the HTTP
+    /// edge (`--http-listen`) on another ephemeral loopback port, with
+    /// settings changed by `configure`.
+    pub async fn start_http(configure: impl FnOnce(&mut ServerSettings)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = settings(dir.path(), FsyncPolicy::Never);
+        configure(&mut settings);
+        let mut server = Self::launch(settings, "127.0.0.1:0", true).await;
+        server._owned_dir = Some(dir);
+        server
+    }
+
+    async fn launch(settings: ServerSettings, addr: &str, http: bool) -> Self {
         let data_dir = settings.store.path.clone();
         let listener = Listener::bind(&ListenAddr::Tcp(addr.into()))
             .await
@@ -72,7 +91,15 @@ impl TestServer {
             unreachable!("bound a tcp address")
         };
         let addr = tcp.local_addr().expect("local addr");
-        let server = Server::open(settings).await.expect("open the server");
+        let mut server = Server::open(settings).await.expect("open the server");
+        let mut http_addr = None;
+        if http {
+            let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback for http");
+            http_addr = Some(http_listener.local_addr().expect("local addr"));
+            server = server.with_http(http_listener);
+        }
         let sessions = server.sessions().clone();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(vec![listener], async {
@@ -80,6 +107,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            http_addr,
             data_dir,
             sessions,
             shutdown_tx: Some(shutdown_tx),

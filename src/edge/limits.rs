@@ -1,15 +1,11 @@
-//! Request limits, checked at the edge before any work is done. Over a
-//! limit is `RESOURCE_EXHAUSTED` with a message naming the limit and its
-//! flag; where waiting helps, the status carries a `RetryInfo`.
-
-use std::time::Duration;
+//! Request limits, checked at every edge before any work is done. Over a
+//! limit is a `RequestError::OverLimit` with a message naming the limit and
+//! its flag (gRPC: `RESOURCE_EXHAUSTED`; HTTP: 429).
 
 use prost_types::value::Kind;
 use prost_types::{Struct, Value};
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
-use super::convert::RequestError;
+use super::request::RequestError;
 
 /// Every limit, with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +50,12 @@ impl Default for Limits {
     }
 }
 
-/// How long a client refused for too many streams should wait.
-const STREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
-
 fn over(field: &'static str, reason: String) -> RequestError {
     RequestError::OverLimit { field, reason }
 }
 
 impl Limits {
-    pub(super) fn name(&self, field: &'static str, value: &str) -> Result<(), RequestError> {
+    pub(crate) fn name(&self, field: &'static str, value: &str) -> Result<(), RequestError> {
         self.length(field, value, self.max_name_bytes, "--max-name-length")
     }
 
@@ -86,7 +79,7 @@ impl Limits {
         Ok(())
     }
 
-    pub(super) fn batch_entries(&self, count: usize) -> Result<(), RequestError> {
+    pub(crate) fn batch_entries(&self, count: usize) -> Result<(), RequestError> {
         if count > self.max_batch_entries {
             return Err(over(
                 "entries",
@@ -99,7 +92,7 @@ impl Limits {
         Ok(())
     }
 
-    pub(super) fn entry_bytes(&self, encoded: usize) -> Result<(), RequestError> {
+    pub(crate) fn entry_bytes(&self, encoded: usize) -> Result<(), RequestError> {
         if encoded > self.max_entry_bytes {
             return Err(over(
                 "entries",
@@ -112,7 +105,7 @@ impl Limits {
         Ok(())
     }
 
-    pub(super) fn prefixes(&self, prefixes: &[String]) -> Result<(), RequestError> {
+    pub(crate) fn prefixes(&self, prefixes: &[String]) -> Result<(), RequestError> {
         if prefixes.len() > self.max_filter_prefixes {
             return Err(over(
                 "filter.logger_prefixes",
@@ -130,7 +123,7 @@ impl Limits {
 
     /// Checks the depth and size of a `Struct`, without recursion (prost
     /// already bounds nesting at decode; this keeps the walk flat anyway).
-    pub(super) fn structure(
+    pub(crate) fn structure(
         &self,
         field: &'static str,
         value: Option<&Struct>,
@@ -171,15 +164,6 @@ impl Limits {
         }
         Ok(())
     }
-}
-
-/// `RESOURCE_EXHAUSTED` for a stream over a limit, with a `RetryInfo`.
-pub(super) fn too_many_streams(message: String) -> Status {
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        message,
-        ErrorDetails::with_retry_info(Some(STREAM_RETRY_AFTER)),
-    )
 }
 
 #[cfg(test)]
@@ -225,16 +209,5 @@ mod tests {
             .structure("metadata", Some(&wide))
             .expect_err("too wide");
         assert!(err.to_string().contains("--max-struct-values"), "{err}");
-    }
-
-    #[test]
-    fn stream_refusals_carry_retry_info() {
-        let status = too_many_streams("busy".into());
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        let details = status.get_error_details();
-        assert_eq!(
-            details.retry_info().and_then(|info| info.retry_delay),
-            Some(STREAM_RETRY_AFTER)
-        );
     }
 }

@@ -1,14 +1,14 @@
-//! Counts open `Follow` and `WatchSessions` streams, per session and in
-//! all, so a flood of streams is refused (`RESOURCE_EXHAUSTED` with a
-//! `RetryInfo`) before it costs anything. A permit travels with its stream
-//! and is returned when the stream is dropped.
+//! Counts open follow and watch streams, per session and in all, across
+//! every edge (gRPC `Follow`/`WatchSessions` and the HTTP edge's SSE share
+//! one counter), so a flood of streams is refused (`TooManyStreams`) before
+//! it costs anything. A permit travels with its stream and is returned when
+//! the stream is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tonic::Status;
-
-use super::limits::{Limits, too_many_streams};
+use super::limits::Limits;
+use super::request::RequestError;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -18,13 +18,13 @@ struct Counts {
 
 /// The open streams.
 #[derive(Debug, Default)]
-pub(super) struct StreamCounter {
+pub struct StreamCounter {
     counts: Mutex<Counts>,
 }
 
 /// One open stream; dropping it closes its slot.
 #[derive(Debug)]
-pub(super) struct StreamPermit {
+pub struct StreamPermit {
     counter: Arc<StreamCounter>,
     session_id: Option<String>,
 }
@@ -37,24 +37,28 @@ impl StreamCounter {
     }
 
     /// A slot for a stream, on `session_id` when it follows one.
-    pub(super) fn acquire(
+    pub fn acquire(
         self: &Arc<Self>,
         session_id: Option<&str>,
         limits: &Limits,
-    ) -> Result<StreamPermit, Status> {
+    ) -> Result<StreamPermit, RequestError> {
         let mut counts = self.counts();
         if counts.total >= limits.max_streams {
-            return Err(too_many_streams(format!(
-                "the server has {} open streams, its limit (--max-streams); retry later",
-                counts.total
-            )));
+            return Err(RequestError::TooManyStreams {
+                reason: format!(
+                    "the server has {} open streams, its limit (--max-streams); retry later",
+                    counts.total
+                ),
+            });
         }
         if let Some(session_id) = session_id {
             let open = counts.per_session.get(session_id).copied().unwrap_or(0);
             if open >= limits.max_follows_per_session {
-                return Err(too_many_streams(format!(
-                    "session `{session_id}` has {open} followers, its limit (--max-follows-per-session); retry later"
-                )));
+                return Err(RequestError::TooManyStreams {
+                    reason: format!(
+                        "session `{session_id}` has {open} followers, its limit (--max-follows-per-session); retry later"
+                    ),
+                });
             }
             counts.per_session.insert(session_id.to_owned(), open + 1);
         }
@@ -84,7 +88,6 @@ impl Drop for StreamPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
 
     #[test]
     fn limits_per_session_and_in_all_and_slots_come_back() {
@@ -97,7 +100,10 @@ mod tests {
         let a1 = counter.acquire(Some("a"), &limits).expect("first");
         let _a2 = counter.acquire(Some("a"), &limits).expect("second");
         let refused = counter.acquire(Some("a"), &limits).expect_err("third on a");
-        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(
+            matches!(refused, RequestError::TooManyStreams { .. }),
+            "{refused:?}"
+        );
         let _watch = counter.acquire(None, &limits).expect("a watch");
         assert!(counter.acquire(Some("b"), &limits).is_err(), "four in all");
         drop(a1);

@@ -1,0 +1,122 @@
+//! Request errors and the validation every edge shares: session ids, page
+//! tokens and entry filters. A value that passes here is well-formed for
+//! the rules, whichever protocol it came in by.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::sessions::ids::is_valid_id;
+use crate::store::EntryFilter;
+use crate::store::schema::Level;
+
+use super::limits::Limits;
+
+const PAGE_TOKEN_PREFIX: &str = "s1.";
+
+/// How long a client refused for too many open streams should wait.
+pub const STREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A request the server refuses before doing any work.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("`{field}` {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("`{field}` is over the limit: {reason}")]
+    OverLimit { field: &'static str, reason: String },
+    /// Too many open streams; waiting [`STREAM_RETRY_AFTER`] may help.
+    #[error("{reason}")]
+    TooManyStreams { reason: String },
+}
+
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> RequestError {
+    RequestError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A required session id.
+pub fn session_id(id: &str) -> Result<&str, RequestError> {
+    if id.is_empty() {
+        return Err(invalid("session_id", "is required"));
+    }
+    optional_id("session_id", id)?;
+    Ok(id)
+}
+
+/// An id that may be empty (no filter, no parent).
+pub fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
+    if id.is_empty() || is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(field, "must match [A-Za-z0-9._:-]{1,128}"))
+    }
+}
+
+/// An entry filter, checked against the limits.
+pub fn entry_filter(
+    min_level: Level,
+    logger_prefixes: Vec<String>,
+    contains: String,
+    limits: &Limits,
+) -> Result<EntryFilter, RequestError> {
+    limits.prefixes(&logger_prefixes)?;
+    limits.text("filter.contains", &contains)?;
+    Ok(EntryFilter {
+        min_level,
+        logger_prefixes,
+        contains,
+    })
+}
+
+/// The token for the page after `after_id`: opaque to clients.
+pub fn encode_page_token(after_id: &str) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(after_id))
+}
+
+/// The id a page token continues after; `None` for the first page.
+pub fn decode_page_token(token: &str) -> Result<Option<String>, RequestError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let not_ours = || {
+        invalid(
+            "page_token",
+            "is not a token this server issued; pass `next_page_token` unchanged",
+        )
+    };
+    let encoded = token.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(not_ours)?;
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| not_ours())?;
+    let id = String::from_utf8(bytes).map_err(|_| not_ours())?;
+    if !is_valid_id(&id) {
+        return Err(not_ours());
+    }
+    Ok(Some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_foreign_ones_are_refused() {
+        let token = encode_page_token("01HZY:a.b");
+        assert_eq!(
+            decode_page_token(&token).expect("ours"),
+            Some("01HZY:a.b".to_owned())
+        );
+        assert_eq!(decode_page_token("").expect("empty"), None);
+        assert!(decode_page_token("garbage").is_err());
+        assert!(decode_page_token("s1.%%%").is_err());
+    }
+
+    #[test]
+    fn session_ids_are_required_and_well_formed() {
+        assert!(session_id("a.b:c-1").is_ok());
+        assert!(session_id("").is_err());
+        assert!(session_id("a b").is_err());
+        assert!(optional_id("parent_session_id", "").is_ok());
+    }
+}

@@ -1,0 +1,207 @@
+//! The HTTP API's JSON: the contract's field names, rendered as the CLI's
+//! `--json` renders them (levels and states as command-line names, times
+//! as RFC 3339, `Struct`s as objects, ids as hex), built from the rules'
+//! own types. Absent times are `null`.
+
+use prost::Message as _;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::edge::{Code, Failure};
+use crate::render::{duration_text, hex, level_name, state_name, struct_json, time_text};
+use crate::sessions::{SessionView, WatchEvent};
+use crate::store::schema::{State, StoredEntry};
+
+pub(super) const CONTENT_TYPE: &str = "application/json";
+
+/// A `Session`.
+#[derive(Debug, Serialize)]
+pub(super) struct SessionJson {
+    id: String,
+    app_name: String,
+    mode: String,
+    platform: String,
+    client_pid: u32,
+    parent_session_id: String,
+    job_id: String,
+    metadata: Value,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    ended_at: Option<String>,
+    state: &'static str,
+    end_reason: String,
+    last_seq: u64,
+    entry_count: u64,
+    size_bytes: u64,
+    lease_ttl: Option<String>,
+}
+
+fn non_empty(text: String) -> Option<String> {
+    Some(text).filter(|text| !text.is_empty())
+}
+
+impl From<SessionView> for SessionJson {
+    fn from(view: SessionView) -> Self {
+        let SessionView {
+            record, counters, ..
+        } = view;
+        Self {
+            metadata: struct_json(record.metadata.as_ref()),
+            created_at: non_empty(time_text(record.created_at.as_ref())),
+            updated_at: non_empty(time_text(record.updated_at.as_ref())),
+            ended_at: non_empty(time_text(record.ended_at.as_ref())),
+            lease_ttl: non_empty(duration_text(record.lease_ttl.as_ref())),
+            state: state_name(record.state),
+            id: record.id,
+            app_name: record.app_name,
+            mode: record.mode,
+            platform: record.platform,
+            client_pid: record.client_pid,
+            parent_session_id: record.parent_session_id,
+            job_id: record.job_id,
+            end_reason: record.end_reason,
+            last_seq: counters.last_seq,
+            entry_count: counters.entry_count,
+            size_bytes: counters.size_bytes,
+        }
+    }
+}
+
+/// A `LogEntry`.
+#[derive(Debug, Serialize)]
+pub(super) struct EntryJson {
+    seq: u64,
+    timestamp: Option<String>,
+    level: &'static str,
+    logger: String,
+    message: String,
+    format: String,
+    fields: Value,
+    trace_id: String,
+    span_id: String,
+}
+
+impl From<StoredEntry> for EntryJson {
+    fn from(entry: StoredEntry) -> Self {
+        Self {
+            seq: entry.seq,
+            timestamp: non_empty(time_text(entry.timestamp.as_ref())),
+            level: level_name(entry.level),
+            fields: struct_json(entry.fields.as_ref()),
+            trace_id: hex(&entry.trace_id),
+            span_id: hex(&entry.span_id),
+            logger: entry.logger,
+            message: entry.message,
+            format: entry.format,
+        }
+    }
+}
+
+/// Entries as the store holds them (encoded), decoded for JSON. A record
+/// that does not decode is corrupt data, reported as such.
+pub(super) fn decode_entries(raw: &[impl AsRef<[u8]>]) -> Result<Vec<EntryJson>, Failure> {
+    raw.iter()
+        .map(|bytes| {
+            StoredEntry::decode(bytes.as_ref())
+                .map(EntryJson::from)
+                .map_err(|err| {
+                    tracing::error!(error = %err, "a stored entry does not decode");
+                    Failure::new(Code::Internal, "stored data is corrupt; see the server log")
+                })
+        })
+        .collect()
+}
+
+/// `ListSessionsResponse`.
+#[derive(Debug, Serialize)]
+pub(super) struct ListJson {
+    pub(super) sessions: Vec<SessionJson>,
+    pub(super) next_page_token: String,
+}
+
+/// `ReadResponse`.
+#[derive(Debug, Serialize)]
+pub(super) struct EntriesJson {
+    pub(super) entries: Vec<EntryJson>,
+    pub(super) next_cursor: u64,
+    pub(super) last_seq: u64,
+    pub(super) state: &'static str,
+}
+
+/// `LogBatch`: the data of a follow stream's unnamed events.
+#[derive(Debug, Serialize)]
+pub(super) struct BatchJson {
+    pub(super) entries: Vec<EntryJson>,
+    pub(super) cursor: u64,
+}
+
+/// `CaughtUp`.
+#[derive(Debug, Serialize)]
+pub(super) struct CaughtUpJson {
+    pub(super) cursor: u64,
+}
+
+/// `Truncated`.
+#[derive(Debug, Serialize)]
+pub(super) struct TruncatedJson {
+    pub(super) first_available_seq: u64,
+}
+
+/// A `SessionEvent`; `session` is absent on `caught_up`.
+#[derive(Debug, Serialize)]
+pub(super) struct SessionEventJson {
+    pub(super) kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) session: Option<SessionJson>,
+}
+
+impl From<WatchEvent> for SessionEventJson {
+    fn from(event: WatchEvent) -> Self {
+        let (kind, view) = match event {
+            WatchEvent::Started(view) => ("started", Some(view)),
+            WatchEvent::Updated(view) => ("updated", Some(view)),
+            WatchEvent::Ended(view) => ("ended", Some(view)),
+            WatchEvent::Deleted(view) => ("deleted", Some(view)),
+            WatchEvent::CaughtUp => ("caught_up", None),
+        };
+        Self {
+            kind,
+            session: view.map(SessionJson::from),
+        }
+    }
+}
+
+/// The name of a session state, as in `SessionJson::state`.
+pub(super) fn state(state: State) -> &'static str {
+    state_name(state.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::Level;
+
+    #[test]
+    fn entries_use_the_contract_field_names() {
+        let entry = StoredEntry {
+            seq: 7,
+            level: Level::Warn.into(),
+            logger: "net".into(),
+            message: "slow".into(),
+            span_id: vec![0xab; 8],
+            ..StoredEntry::default()
+        };
+        let json = serde_json::to_value(EntryJson::from(entry)).expect("serializes");
+        assert_eq!(json["seq"], 7);
+        assert_eq!(json["level"], "warn");
+        assert_eq!(json["span_id"], "abababababababab");
+        assert_eq!(json["timestamp"], Value::Null);
+        assert_eq!(json["fields"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn undecodable_entries_are_internal_failures() {
+        let failure = decode_entries(&[vec![0xff_u8, 0xff, 0xff]]).expect_err("garbage");
+        assert_eq!(failure.code, Code::Internal);
+    }
+}

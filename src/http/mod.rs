@@ -1,0 +1,100 @@
+//! The HTTP edge (`--http-listen`): a JSON read API under `/api/v1`, SSE
+//! follow and watch streams, and the web console at `/`. A third edge
+//! beside `api` (gRPC) and `otlp`: it calls `sessions` as they do and
+//! shares their validation, limits, tokens and stream counts (`edge`).
+//! Errors become HTTP statuses in exactly one place (`error`). No tonic and
+//! no generated wire types here.
+
+mod assets;
+mod auth;
+mod error;
+mod json;
+mod query;
+mod routes;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::{Limits, StreamCounter, TokenAuth};
+use crate::sessions::SessionManager;
+
+/// How often an idle SSE stream gets a `:keep-alive` comment.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpEdge {
+    sessions: SessionManager,
+    limits: Arc<Limits>,
+    streams: Arc<StreamCounter>,
+    auth: TokenAuth,
+    keep_alive: Duration,
+}
+
+impl HttpEdge {
+    /// The edge over `sessions`, with the limits, stream count and tokens
+    /// the gRPC edge uses.
+    pub fn new(
+        sessions: SessionManager,
+        limits: Arc<Limits>,
+        streams: Arc<StreamCounter>,
+        auth: TokenAuth,
+    ) -> Self {
+        Self {
+            sessions,
+            limits,
+            streams,
+            auth,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+        }
+    }
+
+    /// Idle SSE streams get a comment this often.
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Every route: the console's files without a token, `/api/...` with
+    /// one when the server has tokens.
+    pub fn router(self) -> Router {
+        let auth = self.auth.clone();
+        let reads = Router::new()
+            .route("/api/v1/sessions", get(routes::list))
+            .route("/api/v1/sessions/{id}", get(routes::get))
+            .route("/api/v1/sessions/{id}/entries", get(routes::entries))
+            .route_layer(from_fn_with_state(auth.clone(), auth::header_token));
+        let streams = Router::new()
+            .route("/api/v1/sessions/{id}/follow", get(sse::follow))
+            .route("/api/v1/watch", get(sse::watch))
+            .route_layer(from_fn_with_state(auth, auth::header_or_query_token));
+        Router::new()
+            .route("/", get(assets::index))
+            .route("/assets/console.js", get(assets::script))
+            .route("/assets/console.css", get(assets::style))
+            .merge(streams)
+            .merge(reads)
+            .fallback(routes::unknown_route)
+            .with_state(self)
+    }
+}
+
+/// Serves `router` on `listener` until `stop`; then stops accepting and
+/// returns once open requests have finished (SSE streams end when the
+/// rules shut down, which the server does before cancelling `stop`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}

@@ -1,0 +1,79 @@
+//! The JSON read routes: each handler parses the query, calls the rules,
+//! and renders the answer, as the gRPC handlers do.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::edge::request::{encode_page_token, session_id};
+use crate::edge::{Code, Failure};
+
+use super::HttpEdge;
+use super::error::HttpError;
+use super::json::{self, EntriesJson, ListJson, SessionJson};
+use super::query;
+
+/// A 200 with `body` as JSON.
+pub(super) fn json_response(body: &impl Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => ([(header::CONTENT_TYPE, json::CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot render a JSON answer");
+            HttpError::from(Failure::new(Code::Internal, "cannot render the answer"))
+                .into_response()
+        }
+    }
+}
+
+/// `GET /api/v1/sessions`.
+pub(super) async fn list(
+    State(edge): State<HttpEdge>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    let page = edge
+        .sessions
+        .list(&query::list_query(raw.as_deref(), &edge.limits)?);
+    Ok(json_response(&ListJson {
+        sessions: page.sessions.into_iter().map(SessionJson::from).collect(),
+        next_page_token: page
+            .next_after_id
+            .map(|id| encode_page_token(&id))
+            .unwrap_or_default(),
+    }))
+}
+
+/// `GET /api/v1/sessions/{id}`.
+pub(super) async fn get(
+    State(edge): State<HttpEdge>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    query::Params::parse(raw.as_deref(), &[])?;
+    let view = edge.sessions.get(session_id(&id)?)?;
+    Ok(json_response(&SessionJson::from(view)))
+}
+
+/// `GET /api/v1/sessions/{id}/entries`.
+pub(super) async fn entries(
+    State(edge): State<HttpEdge>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    let read = query::read_query(&id, raw.as_deref(), &edge.limits)?;
+    let page = edge.sessions.read(read).await?;
+    Ok(json_response(&EntriesJson {
+        entries: page.entries.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+        last_seq: page.last_seq,
+        state: json::state(page.state),
+    }))
+}
+
+/// Any other path.
+pub(super) async fn unknown_route() -> HttpError {
+    HttpError::from(Failure::new(
+        Code::NotFound,
+        "no such route; the API is under /api/v1 (README: Web console)",
+    ))
+}

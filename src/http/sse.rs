@@ -1,0 +1,163 @@
+//! The SSE streams: follow (`GET /api/v1/sessions/{id}/follow`) and watch
+//! (`GET /api/v1/watch`). They run on the same machinery as gRPC `Follow`
+//! and `WatchSessions` (followers read the store and wait on a signal, so
+//! they never block writers), count against the same stream limits, and
+//! end when the server shuts down.
+//!
+//! Follow: each batch is one unnamed event whose `id:` is the batch's
+//! cursor, so a browser's automatic reconnect sends it back as
+//! `Last-Event-ID` and resumes with no gap and no duplicate; then named
+//! events `truncated`, `caught_up` (`id:` its cursor) and `ended` (the
+//! session; the stream then closes). A failure mid-stream is one
+//! `stream_error` event with the error body, then the stream closes (not
+//! `error`, which `EventSource` uses for its own connection errors).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+
+use crate::edge::Failure;
+use crate::follow::FollowEvent;
+use crate::sessions::{SessionError, SessionView};
+
+use super::HttpEdge;
+use super::error::{ErrorBody, HttpError};
+use super::json::{self, BatchJson, CaughtUpJson, SessionEventJson, SessionJson, TruncatedJson};
+use super::query;
+
+/// How soon a browser reconnects after a dropped stream (its default is
+/// a few seconds; a resumed follow loses nothing either way).
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// `GET /api/v1/sessions/{id}/follow`.
+pub(super) async fn follow(
+    State(edge): State<HttpEdge>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().unwrap_or("not text"));
+    let query = query::follow_query(&id, raw.as_deref(), last_event_id, &edge.limits)?;
+    let permit = edge
+        .streams
+        .acquire(Some(&query.session_id), &edge.limits)?;
+    let events = edge.sessions.follow(query).await?.map(move |event| {
+        let _open = &permit;
+        follow_event(event)
+    });
+    Ok(stream_response(events, edge.keep_alive))
+}
+
+/// `GET /api/v1/watch`.
+pub(super) async fn watch(
+    State(edge): State<HttpEdge>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, HttpError> {
+    let query = query::watch_query(raw.as_deref(), &edge.limits)?;
+    let permit = edge.streams.acquire(None, &edge.limits)?;
+    let events = edge.sessions.watch(query).map(move |event| {
+        let _open = &permit;
+        match event {
+            Ok(event) => {
+                let body = SessionEventJson::from(event);
+                (with_data(Event::default().event(body.kind), &body), false)
+            }
+            Err(err) => stream_error(err),
+        }
+    });
+    Ok(stream_response(events, edge.keep_alive))
+}
+
+/// An event, and whether it is the last one of its stream.
+type Step = (Event, bool);
+
+fn follow_event(event: Result<FollowEvent<SessionView>, SessionError>) -> Step {
+    match event {
+        Ok(FollowEvent::Batch { entries, cursor }) => match json::decode_entries(&entries) {
+            Ok(entries) => (
+                with_data(
+                    Event::default().id(cursor.to_string()),
+                    &BatchJson { entries, cursor },
+                ),
+                false,
+            ),
+            Err(failure) => stream_error(failure),
+        },
+        Ok(FollowEvent::Truncated {
+            first_available_seq,
+        }) => (
+            with_data(
+                Event::default().event("truncated"),
+                &TruncatedJson {
+                    first_available_seq,
+                },
+            ),
+            false,
+        ),
+        Ok(FollowEvent::CaughtUp { cursor }) => (
+            with_data(
+                Event::default().event("caught_up").id(cursor.to_string()),
+                &CaughtUpJson { cursor },
+            ),
+            false,
+        ),
+        Ok(FollowEvent::Ended(view)) => (
+            with_data(Event::default().event("ended"), &SessionJson::from(view)),
+            true,
+        ),
+        Err(err) => stream_error(err),
+    }
+}
+
+fn stream_error(failure: impl Into<Failure>) -> Step {
+    let failure = failure.into();
+    (
+        with_data(
+            Event::default().event("stream_error"),
+            &ErrorBody::new(&failure),
+        ),
+        true,
+    )
+}
+
+fn with_data(event: Event, body: &impl Serialize) -> Event {
+    // Serializing these plain structs cannot fail; an empty object keeps the
+    // stream well-formed if it ever did.
+    event.data(serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()))
+}
+
+/// The SSE response: a `retry:` hint first, then `steps` up to and
+/// including the last one, with `:keep-alive` comments while idle so
+/// proxies do not cut the stream.
+fn stream_response(
+    steps: impl Stream<Item = Step> + Send + 'static,
+    keep_alive: Duration,
+) -> Response {
+    let mut finished = false;
+    let events = steps
+        .take_while(move |(_, last)| {
+            let go_on = !finished;
+            finished = *last;
+            std::future::ready(go_on)
+        })
+        .map(|(event, _)| event);
+    let events = futures::stream::once(async { Event::default().retry(RECONNECT_AFTER) })
+        .chain(events)
+        .map(Ok::<_, Infallible>);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response();
+    // nginx and similar proxies buffer responses unless told not to.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
