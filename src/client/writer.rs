@@ -370,5 +370,69 @@ pub(super) fn is_transient(status: &Status) -> bool {
         status.code(),
         // Unknown is how a connection cut mid-call surfaces.
         Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
-    )
+    ) || is_graceful_go_away(status)
+}
+
+/// A server that shuts down gracefully sends GOAWAY with NO_ERROR; a call
+/// caught by it reaches us as `Internal`, as tonic maps every h2 reason but
+/// a few. gRPC's own clients call that UNAVAILABLE: the server is going
+/// away, not broken.
+fn is_graceful_go_away(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error an h2 client gets for a request that crossed the server's
+    /// GOAWAY (NO_ERROR), over an in-memory connection.
+    async fn go_away_error() -> h2::Error {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut connection = h2::server::handshake(server_io)
+                .await
+                .expect("server handshake");
+            // Going away before taking any stream: the client's request is
+            // one the server says it never processed.
+            connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+            while connection.accept().await.is_some() {}
+        });
+        let (mut sender, connection) = h2::client::handshake(client_io)
+            .await
+            .expect("client handshake");
+        tokio::spawn(connection);
+        let request = tonic::codegen::http::Request::post("http://localhost/x")
+            .body(())
+            .expect("request");
+        let (response, _body) = sender.send_request(request, false).expect("sent");
+        let err = response.await.expect_err("the server went away");
+        server.abort();
+        err
+    }
+
+    #[tokio::test]
+    async fn a_graceful_go_away_is_transient_and_other_internal_errors_are_not() {
+        let err = go_away_error().await;
+        assert!(err.is_go_away(), "{err:?}");
+        let status = Status::from_error(Box::new(err));
+        assert_eq!(
+            status.code(),
+            Code::Internal,
+            "tonic's mapping, which this undoes"
+        );
+        assert!(is_transient(&status));
+        // A stream reset with the same reason is not a GOAWAY.
+        let reset = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert!(!is_transient(&reset));
+        assert!(!is_transient(&Status::internal("broken")));
+        assert!(is_transient(&Status::unavailable("restarting")));
+    }
 }
