@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .compile_fds(descriptors.clone())?;
     // The server's trait, generated apart: its messages are the ones above,
-    // except `FollowResponse`, which it sends already encoded.
+    // except `AppendRequest`, whose entries it keeps encoded, and
+    // `FollowResponse`, which it sends already encoded.
     let server_dir = out_dir.join("server");
     std::fs::create_dir_all(&server_dir)?;
     tonic_prost_build::configure()
@@ -35,6 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".sessionlog.v1.FollowResponse",
             "crate::api::wire::EncodedFollowResponse",
+        )
+        .extern_path(
+            ".sessionlog.v1.AppendRequest",
+            "crate::api::wire::WireAppendRequest",
         )
         .extern_path(".sessionlog.storage.v1", "crate::store::schema")
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL.

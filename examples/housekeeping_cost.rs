@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use sessionlog::server::{Server, ServerSettings};
 use sessionlog::sessions::{AppendBatch, RetentionPolicy};
-use sessionlog::store::StoreOptions;
 use sessionlog::store::durability::FsyncPolicy;
 use sessionlog::store::schema::{StoredEntry, StoredSession};
+use sessionlog::store::{NewEntry, StoreOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -44,9 +44,11 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         let batch = (0..entries)
-            .map(|i| StoredEntry {
-                message: format!("entry {i} {}", "m".repeat(150)),
-                ..Default::default()
+            .map(|i| {
+                NewEntry::Decoded(StoredEntry {
+                    message: format!("entry {i} {}", "m".repeat(150)),
+                    ..Default::default()
+                })
             })
             .collect();
         sessions
@@ -107,9 +109,11 @@ async fn main() -> anyhow::Result<()> {
     let refill = Instant::now();
     for id in ids.iter().skip(1).step_by(2).take(count / 4) {
         let batch = (0..entries)
-            .map(|i| StoredEntry {
-                message: format!("refill {i} {}", "r".repeat(150)),
-                ..Default::default()
+            .map(|i| {
+                NewEntry::Decoded(StoredEntry {
+                    message: format!("refill {i} {}", "r".repeat(150)),
+                    ..Default::default()
+                })
             })
             .collect();
         sessions

@@ -65,17 +65,9 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
             if status.code() != Code::Internal {
                 return status;
             }
-            // prost names the whole path to the fault; deep nesting makes
-            // that kilobytes long, and its end says what went wrong.
-            let detail = status.message();
-            let tail = detail
-                .char_indices()
-                .rev()
-                .nth(MAX_DETAIL_CHARS)
-                .map_or(detail, |(start, _)| &detail[start..]);
-            let ellipsis = if tail.len() < detail.len() { "…" } else { "" };
             Status::invalid_argument(format!(
-                "the message is not valid protobuf: {ellipsis}{tail}"
+                "the message is not valid protobuf: {}",
+                decode_fault(status.message())
             ))
         })
     }
@@ -83,4 +75,17 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
     fn buffer_settings(&self) -> BufferSettings {
         self.inner.buffer_settings()
     }
+}
+
+/// What prost says of bytes that do not decode, cut to its end: prost
+/// names the whole path to the fault, deep nesting makes that kilobytes
+/// long, and its end says what went wrong.
+pub(super) fn decode_fault(detail: &str) -> String {
+    let tail = detail
+        .char_indices()
+        .rev()
+        .nth(MAX_DETAIL_CHARS)
+        .map_or(detail, |(start, _)| &detail[start..]);
+    let ellipsis = if tail.len() < detail.len() { "…" } else { "" };
+    format!("{ellipsis}{tail}")
 }

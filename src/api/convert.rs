@@ -4,7 +4,12 @@
 
 use std::time::SystemTime;
 
-use super::wire::EncodedFollowResponse;
+use prost::Message;
+use prost::bytes::Bytes;
+
+use super::codec::decode_fault;
+use super::raw_entry;
+use super::wire::{EncodedFollowResponse, WireAppendRequest};
 use crate::edge::Limits;
 use crate::edge::request::{decode_page_token, entry_filter, invalid, optional_id};
 use crate::follow::FollowEvent;
@@ -12,13 +17,13 @@ use crate::pb;
 use crate::sessions::{
     AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,
 };
-use crate::store::EntryFilter;
 use crate::store::schema::{Level, State, StoredEntry, StoredSession};
+use crate::store::{EntryFilter, NewEntry};
 
 /// The longest `batch_id`, in bytes.
 pub const MAX_BATCH_ID_LEN: usize = 128;
-const TRACE_ID_LEN: usize = 16;
-const SPAN_ID_LEN: usize = 8;
+pub(super) const TRACE_ID_LEN: usize = 16;
+pub(super) const SPAN_ID_LEN: usize = 8;
 
 pub use crate::edge::RequestError;
 pub use crate::edge::request::{encode_page_token, session_id};
@@ -56,8 +61,11 @@ pub fn new_session(
     })
 }
 
+/// An `Append` whose entries are still encoded: each one the edge can vouch
+/// for as it is (see `raw_entry`) is stored in the bytes it came in; the
+/// rest are decoded and checked field by field.
 pub fn append_batch(
-    request: pb::AppendRequest,
+    request: WireAppendRequest,
     limits: &Limits,
 ) -> Result<AppendBatch, RequestError> {
     session_id(&request.session_id)?;
@@ -80,7 +88,7 @@ pub fn append_batch(
     let entries = request
         .entries
         .into_iter()
-        .map(|entry| stored_entry(entry, limits))
+        .map(|bytes| new_entry(bytes, limits))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AppendBatch {
         session_id: request.session_id,
@@ -88,6 +96,31 @@ pub fn append_batch(
         expected_last_seq: request.expected_last_seq,
         batch_id: Some(request.batch_id).filter(|id| !id.is_empty()),
     })
+}
+
+fn new_entry(bytes: Bytes, limits: &Limits) -> Result<NewEntry, RequestError> {
+    if let Some(vouched) = raw_entry::vouch(&bytes, limits) {
+        return Ok(NewEntry::Encoded {
+            bytes,
+            has_timestamp: vouched.has_timestamp,
+        });
+    }
+    let entry = pb::LogEntry::decode(bytes).map_err(|err| {
+        invalid(
+            "entries",
+            format!(
+                "holds an entry that is not valid protobuf: {}",
+                decode_fault(&err.to_string())
+            ),
+        )
+    })?;
+    stored_entry(entry, limits).map(NewEntry::Decoded)
+}
+
+/// Whether `stored_entry` takes this timestamp: one `SystemTime` holds,
+/// with nanos in range.
+pub(super) fn valid_timestamp(timestamp: &prost_types::Timestamp) -> bool {
+    SystemTime::try_from(*timestamp).is_ok() && (0..1_000_000_000).contains(&timestamp.nanos)
 }
 
 /// One entry, validated against the limits.
@@ -98,8 +131,7 @@ pub fn stored_entry(entry: pb::LogEntry, limits: &Limits) -> Result<StoredEntry,
     limits.structure("entries.fields", entry.fields.as_ref())?;
     let level = level(entry.level, "entries.level")?;
     if let Some(timestamp) = &entry.timestamp
-        && (SystemTime::try_from(*timestamp).is_err()
-            || !(0..1_000_000_000).contains(&timestamp.nanos))
+        && !valid_timestamp(timestamp)
     {
         return Err(invalid("entries.timestamp", "is not a valid timestamp"));
     }
@@ -313,10 +345,13 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_refused() {
-        let batch = |entry: pb::LogEntry| pb::AppendRequest {
-            session_id: "s".into(),
-            entries: vec![entry],
-            ..pb::AppendRequest::default()
+        let batch = |entry: pb::LogEntry| {
+            let request = pb::AppendRequest {
+                session_id: "s".into(),
+                entries: vec![entry],
+                ..pb::AppendRequest::default()
+            };
+            WireAppendRequest::decode(request.encode_to_vec().as_slice()).expect("decodes")
         };
         let bad_level = pb::LogEntry {
             level: 42,
@@ -330,5 +365,41 @@ mod tests {
         assert!(append_batch(batch(bad_level), &limits).is_err());
         assert!(append_batch(batch(bad_trace), &limits).is_err());
         assert!(append_batch(batch(pb::LogEntry::default()), &limits).is_ok());
+        let mut not_protobuf = batch(pb::LogEntry::default());
+        not_protobuf.entries = vec![vec![0x0a, 0x05, b'x'].into()];
+        let err = append_batch(not_protobuf, &limits).expect_err("refused");
+        assert!(err.to_string().contains("not valid protobuf"), "{err}");
+    }
+
+    #[test]
+    fn vouched_entries_keep_their_bytes_and_the_rest_are_decoded() {
+        let limits = Limits::default();
+        let plain = pb::LogEntry {
+            message: "kept".into(),
+            ..pb::LogEntry::default()
+        };
+        let with_seq = pb::LogEntry {
+            seq: 9,
+            message: "decoded".into(),
+            ..pb::LogEntry::default()
+        };
+        let request = pb::AppendRequest {
+            session_id: "s".into(),
+            entries: vec![plain.clone(), with_seq],
+            ..pb::AppendRequest::default()
+        };
+        let wire = WireAppendRequest::decode(request.encode_to_vec().as_slice()).expect("decodes");
+        let batch = append_batch(wire, &limits).expect("valid");
+        assert_eq!(
+            batch.entries[0],
+            NewEntry::Encoded {
+                bytes: plain.encode_to_vec().into(),
+                has_timestamp: false
+            }
+        );
+        let NewEntry::Decoded(decoded) = &batch.entries[1] else {
+            panic!("an entry with a seq is decoded: {:?}", batch.entries[1]);
+        };
+        assert_eq!(decoded.message, "decoded");
     }
 }

@@ -6,6 +6,7 @@ mod auth;
 pub mod codec;
 pub mod convert;
 mod guard;
+mod raw_entry;
 mod service;
 mod status;
 pub mod wire;

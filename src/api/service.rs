@@ -12,7 +12,7 @@ use crate::pb::{self, session_log_server::SessionLog};
 use crate::sessions::SessionManager;
 
 use super::convert;
-use super::wire::EncodedFollowResponse;
+use super::wire::{EncodedFollowResponse, WireAppendRequest};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -48,7 +48,7 @@ impl SessionLogService {
 async fn append(
     sessions: &SessionManager,
     limits: &Limits,
-    request: pb::AppendRequest,
+    request: WireAppendRequest,
 ) -> Result<pb::AppendResponse, Status> {
     let outcome = sessions
         .append(convert::append_batch(request, limits)?)
@@ -146,7 +146,7 @@ impl SessionLog for SessionLogService {
 
     async fn append(
         &self,
-        request: Request<pb::AppendRequest>,
+        request: Request<WireAppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         append(&self.sessions, &self.limits, request.into_inner())
             .await
@@ -159,7 +159,7 @@ impl SessionLog for SessionLogService {
     /// the stream with its status (earlier batches stay stored).
     async fn append_stream(
         &self,
-        request: Request<Streaming<pb::AppendRequest>>,
+        request: Request<Streaming<WireAppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let inbound = request.into_inner();
         let sessions = self.sessions.clone();

@@ -1,4 +1,6 @@
-//! `FollowResponse`s the server sends already encoded. A follower's batch
+//! Messages the server handles in their encoded form. `AppendRequest`
+//! arrives with its entries left encoded (see `convert::append_batch`), and
+//! `FollowResponse`s go out already encoded. A follower's batch
 //! is built from the stored bytes of its entries (a `StoredEntry` encodes as
 //! the `LogEntry` it stands for), so delivering an entry costs a copy, not
 //! a decode into structs and an encode back per follower. The server's
@@ -6,9 +8,10 @@
 //! ordinary `pb::FollowResponse`, which has the same bytes.
 
 use prost::Message;
-use prost::bytes::{Buf, BufMut};
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{
-    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, skip_field,
+    DecodeContext, WireType, bytes as bytes_field, encode_key, encode_varint, encoded_len_varint,
+    skip_field, string, uint64,
 };
 
 use crate::pb;
@@ -102,6 +105,95 @@ impl Message for EncodedFollowResponse {
     }
 }
 
+/// `sessionlog.v1.AppendRequest` as the server decodes it: each entry is
+/// kept as the bytes of its `LogEntry`. The server's generated `Append` and
+/// `AppendStream` take this type (see `build.rs`); clients send the
+/// ordinary `pb::AppendRequest`, which has the same bytes.
+#[derive(Clone, Default, PartialEq)]
+pub struct WireAppendRequest {
+    pub session_id: String,
+    pub entries: Vec<Bytes>,
+    pub expected_last_seq: Option<u64>,
+    pub batch_id: String,
+}
+
+impl std::fmt::Debug for WireAppendRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireAppendRequest")
+            .field("session_id", &self.session_id)
+            .field("entries", &self.entries.len())
+            .field("expected_last_seq", &self.expected_last_seq)
+            .field("batch_id", &self.batch_id)
+            .finish()
+    }
+}
+
+impl Message for WireAppendRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if !self.session_id.is_empty() {
+            string::encode(1, &self.session_id, buf);
+        }
+        for entry in &self.entries {
+            encode_key(2, WireType::LengthDelimited, buf);
+            encode_varint(entry.len() as u64, buf);
+            buf.put_slice(entry);
+        }
+        if let Some(expected) = self.expected_last_seq {
+            uint64::encode(3, &expected, buf);
+        }
+        if !self.batch_id.is_empty() {
+            string::encode(4, &self.batch_id, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => string::merge(wire_type, &mut self.session_id, buf, ctx),
+            2 => {
+                let mut entry = Bytes::new();
+                bytes_field::merge(wire_type, &mut entry, buf, ctx)?;
+                self.entries.push(entry);
+                Ok(())
+            }
+            3 => uint64::merge(wire_type, self.expected_last_seq.get_or_insert(0), buf, ctx),
+            4 => string::merge(wire_type, &mut self.batch_id, buf, ctx),
+            _ => skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let session_id = if self.session_id.is_empty() {
+            0
+        } else {
+            string::encoded_len(1, &self.session_id)
+        };
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|entry| length_delimited_len(entry.len()))
+            .sum();
+        let expected = self
+            .expected_last_seq
+            .map_or(0, |expected| uint64::encoded_len(3, &expected));
+        let batch_id = if self.batch_id.is_empty() {
+            0
+        } else {
+            string::encoded_len(4, &self.batch_id)
+        };
+        session_id + entries + expected + batch_id
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +238,40 @@ mod tests {
             assert_eq!(decoded, expected);
             assert_eq!(encoded, expected.encode_to_vec());
         }
+    }
+
+    #[test]
+    fn an_append_request_reads_with_its_entries_as_sent() {
+        for request in [
+            pb::AppendRequest {
+                session_id: "s1".to_owned(),
+                entries: vec![
+                    pb::LogEntry::decode(stored(0, "a").as_slice()).expect("entry"),
+                    pb::LogEntry::default(),
+                    pb::LogEntry::decode(stored(0, &"b".repeat(300)).as_slice()).expect("entry"),
+                ],
+                expected_last_seq: Some(0),
+                batch_id: "b-1".to_owned(),
+            },
+            pb::AppendRequest::default(),
+        ] {
+            let encoded = request.encode_to_vec();
+            let wire = WireAppendRequest::decode(encoded.as_slice()).expect("decodes");
+            assert_eq!(wire.session_id, request.session_id);
+            assert_eq!(wire.expected_last_seq, request.expected_last_seq);
+            assert_eq!(wire.batch_id, request.batch_id);
+            let entries: Vec<Vec<u8>> =
+                request.entries.iter().map(Message::encode_to_vec).collect();
+            assert_eq!(wire.entries, entries);
+            assert_eq!(wire.encode_to_vec(), encoded);
+            assert_eq!(wire.encoded_len(), encoded.len());
+        }
+        // An entry promising more bytes than there are does not decode.
+        let mut truncated = Vec::new();
+        encode_key(2, WireType::LengthDelimited, &mut truncated);
+        encode_varint(100, &mut truncated);
+        truncated.extend_from_slice(b"short");
+        assert!(WireAppendRequest::decode(truncated.as_slice()).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::api::Limits;
 use crate::api::convert;
 use crate::pb::otlp_logs::logs_service_server::LogsService;
 use crate::sessions::{AppendBatch, SessionError, SessionManager};
+use crate::store::NewEntry;
 use crate::store::schema::StoredEntry;
 
 use super::mapping::{self, Record};
@@ -113,7 +114,7 @@ impl OtlpIntake {
             let batch = AppendBatch {
                 session_id: session_id.to_owned(),
                 batch_id: content_batch_id(session_id, &chunk),
-                entries: chunk,
+                entries: chunk.into_iter().map(NewEntry::Decoded).collect(),
                 expected_last_seq: None,
             };
             match self.sessions.append(batch).await {

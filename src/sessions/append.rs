@@ -5,8 +5,8 @@
 use std::time::SystemTime;
 
 use crate::metrics;
-use crate::store::MAX_SEQ;
-use crate::store::schema::{State, StoredEntry};
+use crate::store::schema::State;
+use crate::store::{MAX_SEQ, NewEntry};
 
 use super::handle::{SessionHandle, lease_deadline};
 use super::{SessionError, SessionManager};
@@ -15,7 +15,7 @@ use super::{SessionError, SessionManager};
 #[derive(Debug, Clone, Default)]
 pub struct AppendBatch {
     pub session_id: String,
-    pub entries: Vec<StoredEntry>,
+    pub entries: Vec<NewEntry>,
     /// Store only if the session's `last_seq` equals this.
     pub expected_last_seq: Option<u64>,
     /// A retry of a stored batch id stores nothing and returns its seqs.
@@ -61,7 +61,7 @@ impl SessionManager {
         batch: AppendBatch,
     ) -> Result<AppendOutcome, SessionError> {
         let AppendBatch {
-            mut entries,
+            entries,
             expected_last_seq,
             batch_id,
             ..
@@ -106,18 +106,15 @@ impl SessionManager {
             });
         }
         let first_seq = counters.last_seq + 1;
-        let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
-        let last_seq = checked_last_seq(handle, counters.last_seq, count)?;
+        let count = entries.len();
+        let last_seq = checked_last_seq(
+            handle,
+            counters.last_seq,
+            u64::try_from(count).unwrap_or(u64::MAX),
+        )?;
         let now = SystemTime::now();
-        for (seq, entry) in (first_seq..=last_seq).zip(entries.iter_mut()) {
-            entry.seq = seq;
-            entry.timestamp.get_or_insert_with(|| now.into());
-        }
-        let next = log.append(&counters, &entries, batch_id.as_deref())?;
-        metrics::get().appended(
-            entries.len(),
-            next.size_bytes.saturating_sub(counters.size_bytes),
-        );
+        let next = log.append(&counters, entries, batch_id.as_deref(), now)?;
+        metrics::get().appended(count, next.size_bytes.saturating_sub(counters.size_bytes));
         let mut current = handle.state();
         current.counters = next;
         current.lease_expires_at = lease_deadline(&current.record, now);

@@ -213,7 +213,7 @@ impl SessionManager {
         };
         let counters = self
             .store()
-            .end_session(&log, &mut record, &view.counters, &entry)?;
+            .end_session(&log, &mut record, &view.counters, entry, now)?;
         self.inner.events.publish(|| {
             let mut state = handle.state();
             state.record = record;

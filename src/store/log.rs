@@ -6,9 +6,12 @@
 //! block holding seq `s` is the last one whose key is at most `s`. Callers
 //! serialize appends per session (see `sessions`).
 
+use std::time::SystemTime;
+
 use prost::Message;
 use sled::IVec;
 
+use super::NewEntry;
 use super::StoreError;
 use super::block;
 use super::keys::{self, COUNTERS_KEY};
@@ -51,17 +54,19 @@ impl LogTree {
         }
     }
 
-    /// Stores `entries` (seqs already assigned, contiguous after
-    /// `counters.last_seq`) atomically with the new counters and, when given,
-    /// the batch id. Returns the new counters. The caller must hold the
-    /// session's append lock: the counters it passes must be the latest.
+    /// Stores `entries` under the seqs after `counters.last_seq`,
+    /// atomically with the new counters and, when given, the batch id;
+    /// entries without a timestamp get `now`. Returns the new counters. The
+    /// caller must hold the session's append lock: the counters it passes
+    /// must be the latest.
     pub fn append(
         &self,
         counters: &LogCounters,
-        entries: &[StoredEntry],
+        entries: Vec<NewEntry>,
         batch_id: Option<&str>,
+        now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
-        let (batch, next) = self.prepare(counters, entries, batch_id)?;
+        let (batch, next) = self.prepare(counters, entries, batch_id, now)?;
         self.tree.apply_batch(batch)?;
         Ok(next)
     }
@@ -71,43 +76,45 @@ impl LogTree {
     pub(super) fn prepare(
         &self,
         counters: &LogCounters,
-        entries: &[StoredEntry],
+        entries: Vec<NewEntry>,
         batch_id: Option<&str>,
+        now: SystemTime,
     ) -> Result<(sled::Batch, LogCounters), StoreError> {
         let mut batch = sled::Batch::default();
         let mut next = *counters;
+        let first_seq = counters.last_seq + 1;
+        let appended = !entries.is_empty();
         let mut block = Vec::new();
         let mut block_first = 0;
-        for entry in entries {
-            debug_assert_eq!(entry.seq, next.last_seq + 1, "seqs must be contiguous");
-            let bytes = entry.encode_to_vec();
+        for (seq, entry) in (first_seq..).zip(entries) {
+            let bytes = entry.encode(seq, now);
             if !block.is_empty()
                 && block.len() + block::pushed_len(bytes.len()) > block::TARGET_BLOCK_BYTES
             {
                 batch.insert(&keys::entry_key(block_first), std::mem::take(&mut block));
             }
             if block.is_empty() {
-                block_first = entry.seq;
+                block_first = seq;
             }
             block::push(&mut block, &bytes);
             next.size_bytes += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
             next.entry_count += 1;
-            next.last_seq = entry.seq;
+            next.last_seq = seq;
         }
         if !block.is_empty() {
             batch.insert(&keys::entry_key(block_first), block);
         }
-        if let (Some(batch_id), Some(first)) = (batch_id, entries.first()) {
+        if let (Some(batch_id), true) = (batch_id, appended) {
             if next.batch_ids >= DEDUPE_WINDOW {
                 self.evict_oldest_batch(&mut batch)?;
                 next.batch_ids -= 1;
             }
             let record = StoredBatch {
-                first_seq: first.seq,
+                first_seq,
                 last_seq: next.last_seq,
             };
             batch.insert(keys::batch_key(batch_id.as_bytes()), record.encode_to_vec());
-            batch.insert(&keys::batch_order_key(first.seq), batch_id.as_bytes());
+            batch.insert(&keys::batch_order_key(first_seq), batch_id.as_bytes());
             next.batch_ids += 1;
         }
         batch.insert(&COUNTERS_KEY, next.encode_to_vec());
@@ -207,16 +214,17 @@ mod tests {
 
     /// Appends `sizes.len()` entries whose messages have those lengths.
     fn append(log: &LogTree, counters: &LogCounters, sizes: &[usize]) -> LogCounters {
-        let entries: Vec<StoredEntry> = sizes
+        let entries = sizes
             .iter()
-            .enumerate()
-            .map(|(i, size)| StoredEntry {
-                seq: counters.last_seq + 1 + i as u64,
-                message: "m".repeat(*size),
-                ..StoredEntry::default()
+            .map(|size| {
+                NewEntry::Decoded(StoredEntry {
+                    message: "m".repeat(*size),
+                    ..StoredEntry::default()
+                })
             })
             .collect();
-        log.append(counters, &entries, None).expect("append")
+        log.append(counters, entries, None, SystemTime::now())
+            .expect("append")
     }
 
     fn seqs(log: &LogTree, after: u64, through: u64) -> Vec<u64> {

@@ -8,6 +8,7 @@
 mod block;
 mod data_dir;
 pub mod durability;
+mod entry;
 mod forward;
 mod keys;
 mod log;
@@ -16,11 +17,13 @@ pub mod schema;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use prost::Message;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
+pub use entry::NewEntry;
 pub use keys::MAX_SEQ;
 pub use log::{DEDUPE_WINDOW, LogTree, RawEntry, decode_entry};
 pub use query::{EntryFilter, Page, RawPage, ScanLimits};
@@ -223,9 +226,10 @@ impl Store {
         log: &LogTree,
         record: &mut StoredSession,
         counters: &LogCounters,
-        end_entry: &StoredEntry,
+        end_entry: StoredEntry,
+        now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
-        let (batch, next) = log.prepare(counters, std::slice::from_ref(end_entry), None)?;
+        let (batch, next) = log.prepare(counters, vec![NewEntry::Decoded(end_entry)], None, now)?;
         record.final_counters = Some(next);
         let record_bytes = record.encode_to_vec();
         (&self.sessions, log.tree())

@@ -1,0 +1,333 @@
+//! Checks an encoded `LogEntry` where it lies, so an append can store the
+//! bytes it received instead of decoding them into structs (a `fields`
+//! value is a tree of maps) and encoding them again. The check vouches only
+//! for entries it can see `convert::stored_entry` would accept as they are:
+//! each known field at most once, no `seq`, no unknown field, valid UTF-8,
+//! within every limit. Anything else it leaves to that function, whose
+//! answer, or error, is the one that counts; so this never refuses.
+
+use prost::Message;
+use prost::encoding::decode_varint;
+
+use crate::edge::Limits;
+use crate::store::schema::Level;
+
+use super::convert::{SPAN_ID_LEN, TRACE_ID_LEN, valid_timestamp};
+
+/// What the check saw of an entry it vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Vouched {
+    pub(super) has_timestamp: bool,
+}
+
+const VARINT: u64 = 0;
+const FIXED64: u64 = 1;
+const LEN: u64 = 2;
+
+/// `Some` when `bytes` is an entry `stored_entry` accepts unchanged.
+pub(super) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
+    limits.entry_bytes(bytes.len()).ok()?;
+    let mut seen = 0u16;
+    let mut has_timestamp = false;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (field, wire_type) = key(&mut rest)?;
+        // Field 1 is `seq`, which the store puts in front; 2..=9 are the
+        // rest of `LogEntry`. A repeat would need prost's merge rules.
+        if !(2..=9).contains(&field) || seen & (1 << field) != 0 {
+            return None;
+        }
+        seen |= 1 << field;
+        if field == 3 {
+            if wire_type != VARINT {
+                return None;
+            }
+            let level = i32::try_from(decode_varint(&mut rest).ok()?).ok()?;
+            Level::try_from(level).ok()?;
+            continue;
+        }
+        if wire_type != LEN {
+            return None;
+        }
+        let value = length_delimited(&mut rest)?;
+        match field {
+            2 => {
+                let timestamp = prost_types::Timestamp::decode(value).ok()?;
+                valid_timestamp(&timestamp).then_some(())?;
+                has_timestamp = true;
+            }
+            4 => limits.name("entries.logger", utf8(value)?).ok()?,
+            5 => {
+                utf8(value)?;
+            }
+            6 => limits.text("entries.format", utf8(value)?).ok()?,
+            7 => structure(value, limits)?,
+            8 => matches!(value.len(), 0 | TRACE_ID_LEN).then_some(())?,
+            9 => matches!(value.len(), 0 | SPAN_ID_LEN).then_some(())?,
+            _ => return None,
+        }
+    }
+    Some(Vouched { has_timestamp })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Container {
+    /// A `Struct`: `map<string, Value> fields = 1`.
+    Struct,
+    /// A `ListValue`: `repeated Value values = 1`.
+    List,
+}
+
+/// A `google.protobuf.Struct` within `--max-struct-depth` and
+/// `--max-struct-values`, counted as `Limits::structure` counts them (a key
+/// given twice counts twice here, which only errs on the side of `None`).
+/// Walks with a stack of its own, so nesting cannot exhaust ours.
+fn structure(bytes: &[u8], limits: &Limits) -> Option<()> {
+    let mut values = 0usize;
+    let mut pending = vec![(bytes, Container::Struct, 1usize)];
+    while let Some((mut rest, container, depth)) = pending.pop() {
+        while !rest.is_empty() {
+            if key(&mut rest)? != (1, LEN) {
+                return None;
+            }
+            let item = length_delimited(&mut rest)?;
+            let value = match container {
+                Container::Struct => map_entry_value(item)?,
+                Container::List => item,
+            };
+            values += 1;
+            if values > limits.max_struct_values || depth > limits.max_struct_depth {
+                return None;
+            }
+            if let Some(inner) = value_kind(value)? {
+                pending.push((inner.0, inner.1, depth + 1));
+            }
+        }
+    }
+    Some(())
+}
+
+/// The `Value` of a map entry (empty when absent); its key must be UTF-8.
+fn map_entry_value(mut entry: &[u8]) -> Option<&[u8]> {
+    let mut value: &[u8] = &[];
+    let mut seen = 0u8;
+    while !entry.is_empty() {
+        let (field, wire_type) = key(&mut entry)?;
+        if wire_type != LEN || !(1..=2).contains(&field) || seen & (1 << field) != 0 {
+            return None;
+        }
+        seen |= 1 << field;
+        let bytes = length_delimited(&mut entry)?;
+        if field == 1 {
+            utf8(bytes)?;
+        } else {
+            value = bytes;
+        }
+    }
+    Some(value)
+}
+
+/// Checks one `Value` (at most one of its fields set); returns the container
+/// it holds, if it is a struct or a list.
+fn value_kind(mut value: &[u8]) -> Option<Option<(&[u8], Container)>> {
+    if value.is_empty() {
+        return Some(None);
+    }
+    let (field, wire_type) = key(&mut value)?;
+    let kind = match (field, wire_type) {
+        (1 | 4, VARINT) => {
+            decode_varint(&mut value).ok()?;
+            None
+        }
+        (2, FIXED64) => {
+            value = value.get(8..)?;
+            None
+        }
+        (3, LEN) => {
+            utf8(length_delimited(&mut value)?)?;
+            None
+        }
+        (5, LEN) => Some((length_delimited(&mut value)?, Container::Struct)),
+        (6, LEN) => Some((length_delimited(&mut value)?, Container::List)),
+        _ => return None,
+    };
+    value.is_empty().then_some(kind)
+}
+
+fn key(rest: &mut &[u8]) -> Option<(u32, u64)> {
+    let key = decode_varint(rest).ok()?;
+    Some((u32::try_from(key >> 3).ok()?, key & 7))
+}
+
+fn length_delimited<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(decode_varint(rest).ok()?).ok()?;
+    let value = rest.get(..len)?;
+    *rest = &rest[len..];
+    Some(value)
+}
+
+fn utf8(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost_types::value::Kind;
+    use prost_types::{ListValue, Struct, Value};
+
+    use super::*;
+    use crate::api::convert::stored_entry;
+    use crate::pb;
+
+    fn limits() -> Limits {
+        Limits {
+            max_struct_depth: 4,
+            max_struct_values: 12,
+            max_name_bytes: 8,
+            max_text_bytes: 16,
+            ..Limits::default()
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Kind::NullValue(0)),
+            any::<f64>().prop_map(Kind::NumberValue),
+            "\\PC{0,6}".prop_map(Kind::StringValue),
+            any::<bool>().prop_map(Kind::BoolValue),
+        ]
+        .prop_map(|kind| Value { kind: Some(kind) });
+        leaf.prop_recursive(6, 40, 4, |inner| {
+            prop_oneof![
+                prop::collection::btree_map("\\PC{0,3}", inner.clone(), 0..4)
+                    .prop_map(|fields| Kind::StructValue(Struct { fields })),
+                prop::collection::vec(inner, 0..4)
+                    .prop_map(|values| Kind::ListValue(ListValue { values })),
+            ]
+            .prop_map(|kind| Value { kind: Some(kind) })
+        })
+    }
+
+    /// Mostly entries `stored_entry` accepts, each part sometimes invalid
+    /// or over a limit.
+    fn entry() -> impl Strategy<Value = pb::LogEntry> {
+        let timestamp = prop_oneof![
+            4 => (-3i64..3, 0i32..1_000_000_000).prop_map(|(s, n)| (s * 1_000_000_000, n)),
+            1 => (any::<i64>(), any::<i32>()),
+        ]
+        .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos });
+        let level = prop_oneof![8 => 0i32..7, 1 => Just(-1), 1 => Just(9)];
+        let name = prop_oneof![4 => "[a-z.]{0,8}", 1 => "\\PC{0,12}"];
+        let text = prop_oneof![4 => "\\PC{0,6}", 1 => "\\PC{10,20}"];
+        let fields = prop::option::of(prop::collection::btree_map("\\PC{0,3}", value(), 0..4));
+        let id = |valid: usize| prop_oneof![4 => Just(0), 4 => Just(valid), 1 => Just(3)];
+        (
+            (prop::option::of(timestamp), level, name, "\\PC{0,8}", text),
+            (fields, id(16), id(8)),
+        )
+            .prop_map(
+                |((timestamp, level, logger, message, format), (fields, trace, span))| {
+                    pb::LogEntry {
+                        seq: 0,
+                        timestamp,
+                        level,
+                        logger,
+                        message,
+                        format,
+                        fields: fields.map(|fields| Struct { fields }),
+                        trace_id: vec![1; trace],
+                        span_id: vec![2; span],
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// Encoded as prost encodes it, an entry is vouched for exactly
+        /// when `stored_entry` accepts it, and it stores the same entry.
+        #[test]
+        fn vouches_exactly_for_what_stored_entry_accepts(entry in entry()) {
+            let bytes = entry.encode_to_vec();
+            let vouched = vouch(&bytes, &limits());
+            let accepted = stored_entry(entry.clone(), &limits());
+            prop_assert_eq!(vouched.is_some(), accepted.is_ok(), "{:?}", accepted);
+            if let (Some(vouched), Ok(stored)) = (vouched, accepted) {
+                prop_assert_eq!(vouched.has_timestamp, entry.timestamp.is_some());
+                let as_stored = crate::store::schema::StoredEntry::decode(bytes.as_slice())
+                    .expect("decodes");
+                prop_assert_eq!(as_stored, stored);
+            }
+        }
+
+        /// Whatever the bytes, a vouched-for entry decodes, and
+        /// `stored_entry` accepts it.
+        #[test]
+        fn never_vouches_for_what_stored_entry_refuses(
+            entry in entry(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            extra in prop::collection::vec(any::<u8>(), 0..6),
+        ) {
+            let mut bytes = entry.encode_to_vec();
+            if !bytes.is_empty() {
+                let at = flip.index(bytes.len());
+                bytes[at] = byte;
+                bytes.truncate(cut.index(bytes.len()) + 1);
+            }
+            bytes.extend_from_slice(&extra);
+            if vouch(&bytes, &limits()).is_some() {
+                let decoded = pb::LogEntry::decode(bytes.as_slice());
+                prop_assert!(decoded.is_ok(), "{:?}", decoded);
+                let decoded = decoded.expect("checked");
+                prop_assert!(stored_entry(decoded, &limits()).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_seq_a_repeat_or_an_unknown_field_is_left_to_the_decoder() {
+        let plain = pb::LogEntry {
+            message: "m".to_owned(),
+            ..pb::LogEntry::default()
+        };
+        assert!(vouch(&plain.encode_to_vec(), &limits()).is_some());
+        let with_seq = pb::LogEntry {
+            seq: 3,
+            ..plain.clone()
+        };
+        assert!(vouch(&with_seq.encode_to_vec(), &limits()).is_none());
+        let mut twice = plain.encode_to_vec();
+        twice.extend(plain.encode_to_vec());
+        assert!(vouch(&twice, &limits()).is_none());
+        let mut unknown = plain.encode_to_vec();
+        unknown.extend([(20 << 3) as u8, 1]);
+        assert!(vouch(&unknown, &limits()).is_none());
+    }
+
+    #[test]
+    fn deep_nesting_stops_at_the_depth_limit() {
+        let mut bytes = Vec::new();
+        // `fields` holding {"k": value}, encoded by hand: prost's encoder
+        // recurses once per level.
+        let mut inner = Vec::new();
+        for _ in 0..10_000 {
+            let mut outer = Vec::new();
+            prost::encoding::encode_key(6, prost::encoding::WireType::LengthDelimited, &mut outer);
+            // ListValue { values: [inner Value] }
+            let mut list = Vec::new();
+            prost::encoding::bytes::encode(1, &inner, &mut list);
+            prost::encoding::encode_varint(list.len() as u64, &mut outer);
+            outer.extend(list);
+            inner = outer;
+        }
+        let mut entry_field = Vec::new();
+        prost::encoding::string::encode(1, &"k".to_owned(), &mut entry_field);
+        prost::encoding::bytes::encode(2, &inner, &mut entry_field);
+        let mut fields = Vec::new();
+        prost::encoding::bytes::encode(1, &entry_field, &mut fields);
+        prost::encoding::bytes::encode(7, &fields, &mut bytes);
+        assert!(vouch(&bytes, &limits()).is_none());
+    }
+}
