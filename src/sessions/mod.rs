@@ -198,15 +198,18 @@ impl SessionManager {
 
     /// At a clean shutdown, after every call that could write has finished:
     /// saves the active sessions' counters so the next start-up need not
-    /// read them from each log. A session whose write lock is still held is
-    /// left out (its counters are read from its log next time). Blocking.
+    /// read them from each log. All or nothing: a record left out would
+    /// keep counters saved at an earlier shutdown, which the new mark would
+    /// vouch for; so if any session's write lock is still held, nothing is
+    /// saved (and the next start-up reads every log). Blocking.
     pub fn save_shutdown_counters(&self) -> Result<usize, SessionError> {
         let handles: Vec<_> = self.sessions_read().values().cloned().collect();
         let mut active = Vec::new();
         let mut held = Vec::new();
         for handle in &handles {
             let Ok(writing) = handle.write_lock.try_lock() else {
-                continue;
+                tracing::warn!(session = %handle.id, "a session is still being written; not saving counters");
+                return Ok(0);
             };
             let state = handle.state();
             if state.deleted || state.record.state() != State::Active {

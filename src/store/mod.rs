@@ -168,9 +168,10 @@ impl Store {
         Ok(loaded)
     }
 
-    /// At a clean shutdown, once nothing can write any more: saves each
-    /// active session's counters in its record, then sets the mark that
-    /// lets the next start-up trust them. The caller flushes. sled recovers
+    /// At a clean shutdown, once nothing can write any more: saves the
+    /// counters of every active session (all of them: the mark vouches for
+    /// each active record's saved counters) in its record, then sets the
+    /// mark that lets the next start-up trust them. The caller flushes. sled recovers
     /// a prefix of what was written, so a mark that survives a crash has
     /// its records with it.
     pub fn save_shutdown_counters(
