@@ -417,12 +417,21 @@ impl Server {
         if let Some(flusher) = self.flusher {
             let _ = flusher.await;
         }
-        let sessions = self.sessions.clone();
-        match tokio::task::spawn_blocking(move || sessions.save_shutdown_counters()).await? {
-            Ok(saved) => tracing::debug!(sessions = saved, "saved the active sessions' counters"),
-            // Only start-up gets slower: it reads the counters from the logs.
-            Err(err) => {
-                tracing::warn!(error = %err, "could not save the active sessions' counters")
+        // Only after every call finished: a call cut off by the grace period
+        // may still be running on its connection's task. Without the saved
+        // counters, start-up only gets slower: it reads them from the logs.
+        if drained.is_ok() {
+            let sessions = self.sessions.clone();
+            match tokio::task::spawn_blocking(move || sessions.save_shutdown_counters()).await {
+                Ok(Ok(saved)) => {
+                    tracing::debug!(sessions = saved, "saved the active sessions' counters");
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "could not save the active sessions' counters");
+                }
+                Err(join) => {
+                    tracing::warn!(error = %join, "saving the active sessions' counters failed");
+                }
             }
         }
         let store = self.store;

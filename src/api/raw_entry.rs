@@ -6,7 +6,6 @@
 //! within every limit. Anything else it leaves to that function, whose
 //! answer, or error, is the one that counts; so this never refuses.
 
-use prost::Message;
 use prost::encoding::decode_varint;
 
 use crate::edge::Limits;
@@ -52,8 +51,7 @@ pub(super) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
         let value = length_delimited(&mut rest)?;
         match field {
             2 => {
-                let timestamp = prost_types::Timestamp::decode(value).ok()?;
-                valid_timestamp(&timestamp).then_some(())?;
+                valid_timestamp(&timestamp(value)?).then_some(())?;
                 has_timestamp = true;
             }
             4 => limits.name("entries.logger", utf8(value)?).ok()?,
@@ -69,6 +67,35 @@ pub(super) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
     }
     Some(Vouched { has_timestamp })
 }
+
+/// A `google.protobuf.Timestamp` read in place: `seconds` and `nanos`, each
+/// at most once, nothing else (prost would keep other fields' bytes, and
+/// nested groups there would spend its recursion budget).
+fn timestamp(mut bytes: &[u8]) -> Option<prost_types::Timestamp> {
+    let mut timestamp = prost_types::Timestamp::default();
+    let mut seen = 0u8;
+    while !bytes.is_empty() {
+        let (field, wire_type) = key(&mut bytes)?;
+        if wire_type != VARINT || !(1..=2).contains(&field) || seen & (1 << field) != 0 {
+            return None;
+        }
+        seen |= 1 << field;
+        let value = decode_varint(&mut bytes).ok()?;
+        // As prost reads them: int64 and int32 from the varint's bits.
+        if field == 1 {
+            timestamp.seconds = value as i64;
+        } else {
+            timestamp.nanos = i32::try_from(value).ok()?;
+        }
+    }
+    Some(timestamp)
+}
+
+/// The deepest `fields` nesting this check vouches for, whatever
+/// `--max-struct-depth` says: prost decodes a `Struct` only about 33 levels
+/// deep inside a `LogEntry`, and a client reading it inside a response one
+/// or two levels fewer.
+const DECODABLE_STRUCT_DEPTH: usize = 24;
 
 #[derive(Debug, Clone, Copy)]
 enum Container {
@@ -96,7 +123,9 @@ fn structure(bytes: &[u8], limits: &Limits) -> Option<()> {
                 Container::List => item,
             };
             values += 1;
-            if values > limits.max_struct_values || depth > limits.max_struct_depth {
+            if values > limits.max_struct_values
+                || depth > limits.max_struct_depth.min(DECODABLE_STRUCT_DEPTH)
+            {
                 return None;
             }
             if let Some(inner) = value_kind(value)? {
@@ -135,7 +164,13 @@ fn value_kind(mut value: &[u8]) -> Option<Option<(&[u8], Container)>> {
     }
     let (field, wire_type) = key(&mut value)?;
     let kind = match (field, wire_type) {
-        (1 | 4, VARINT) => {
+        // `null_value` is an enum (an int32): past i32::MAX prost reads a
+        // negative number, which it would store in ten bytes, not these.
+        (1, VARINT) => {
+            i32::try_from(decode_varint(&mut value).ok()?).ok()?;
+            None
+        }
+        (4, VARINT) => {
             decode_varint(&mut value).ok()?;
             None
         }
@@ -173,6 +208,7 @@ fn utf8(bytes: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use prost::Message;
     use prost_types::value::Kind;
     use prost_types::{ListValue, Struct, Value};
 
@@ -304,6 +340,74 @@ mod tests {
         let mut unknown = plain.encode_to_vec();
         unknown.extend([(20 << 3) as u8, 1]);
         assert!(vouch(&unknown, &limits()).is_none());
+    }
+
+    #[test]
+    fn a_timestamp_with_anything_but_seconds_and_nanos_is_left_to_the_decoder() {
+        let with_timestamp = |timestamp: &[u8]| {
+            let mut bytes = Vec::new();
+            prost::encoding::bytes::encode(2, &timestamp.to_vec(), &mut bytes);
+            bytes
+        };
+        let valid = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        }
+        .encode_to_vec();
+        assert!(vouch(&with_timestamp(&valid), &limits()).is_some());
+        // 100 nested groups in the timestamp: stored as sent, they would
+        // spend prost's whole recursion budget when the entry is read.
+        let mut groups = vec![0x1b; 100];
+        groups.extend([0x1c; 100]);
+        assert!(vouch(&with_timestamp(&groups), &limits()).is_none());
+        let mut twice = valid.clone();
+        twice.extend(&valid);
+        assert!(vouch(&with_timestamp(&twice), &limits()).is_none());
+    }
+
+    #[test]
+    fn a_null_value_past_i32_is_left_to_the_decoder() {
+        // fields = {"k": Value { null_value: 0xffff_ffff }}
+        let value = [0x08, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        let mut entry_field = Vec::new();
+        prost::encoding::string::encode(1, &"k".to_owned(), &mut entry_field);
+        prost::encoding::bytes::encode(2, &value.to_vec(), &mut entry_field);
+        let mut fields = Vec::new();
+        prost::encoding::bytes::encode(1, &entry_field, &mut fields);
+        let mut bytes = Vec::new();
+        prost::encoding::bytes::encode(7, &fields, &mut bytes);
+        assert!(vouch(&bytes, &limits()).is_none());
+    }
+
+    #[test]
+    fn nesting_past_what_prost_decodes_is_left_to_the_decoder() {
+        let deep = Limits {
+            max_struct_depth: 64,
+            ..Limits::default()
+        };
+        let mut value = Value {
+            kind: Some(Kind::NumberValue(1.0)),
+        };
+        for _ in 0..DECODABLE_STRUCT_DEPTH {
+            value = Value {
+                kind: Some(Kind::StructValue(Struct {
+                    fields: [("k".to_owned(), value)].into(),
+                })),
+            };
+        }
+        let entry = |value: Value| pb::LogEntry {
+            fields: Some(Struct {
+                fields: [("k".to_owned(), value)].into(),
+            }),
+            ..pb::LogEntry::default()
+        };
+        let too_deep = entry(value.clone()).encode_to_vec();
+        assert!(vouch(&too_deep, &deep).is_none());
+        let Some(Kind::StructValue(inner)) = value.kind else {
+            unreachable!("built as a struct")
+        };
+        let shallower = entry(inner.fields["k"].clone()).encode_to_vec();
+        assert!(vouch(&shallower, &deep).is_some());
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl SessionManager {
             batch_id,
             ..
         } = batch;
-        let _writing = handle.write_lock.lock().await;
+        let _writing = self.write_guard(handle).await?;
         let (log, counters, state) = {
             let current = handle.state();
             if current.deleted {

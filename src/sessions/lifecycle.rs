@@ -100,7 +100,7 @@ impl SessionManager {
     ) -> Result<SessionView, SessionError> {
         let handle = self.handle(session_id)?;
         {
-            let _writing = handle.write_lock.lock().await;
+            let _writing = self.write_guard(&handle).await?;
             let mut record = handle.view()?.record;
             if let Some(update) = metadata {
                 merge_metadata(record.metadata.get_or_insert_with(Struct::default), update);
@@ -139,7 +139,7 @@ impl SessionManager {
     pub async fn end(&self, session_id: &str, reason: &str) -> Result<SessionView, SessionError> {
         let handle = self.handle(session_id)?;
         {
-            let _writing = handle.write_lock.lock().await;
+            let _writing = self.write_guard(&handle).await?;
             self.end_locked(&handle, reason)?;
         }
         self.inner.durability.wait_durable().await?;
@@ -152,7 +152,7 @@ impl SessionManager {
         let handle = self.handle(session_id)?;
         {
             let _lifecycle = self.inner.lifecycle_lock.lock().await;
-            let _writing = handle.write_lock.lock().await;
+            let _writing = self.write_guard(&handle).await?;
             if handle.view()?.is_active() {
                 if !force {
                     return Err(SessionError::Active {

@@ -15,6 +15,7 @@ mod read;
 mod retention;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio_util::sync::CancellationToken;
@@ -86,6 +87,9 @@ struct Inner {
     followers: FollowerGauge,
     /// Cancelled when the server shuts down: open streams end.
     shutdown: CancellationToken,
+    /// Set once the shutdown counters are saved: from then on no write may
+    /// take a session's lock and move its counters past the saved ones.
+    writes_closed: AtomicBool,
     /// Ordered by id, which is also the paging order of `list`.
     sessions: RwLock<BTreeMap<String, Arc<SessionHandle>>>,
     /// Says whether an ended session may go (see `set_prune_guard`).
@@ -132,6 +136,7 @@ impl SessionManager {
                 watched,
                 followers: FollowerGauge::default(),
                 shutdown: CancellationToken::new(),
+                writes_closed: AtomicBool::new(false),
                 sessions: RwLock::new(sessions),
                 prune_guard: RwLock::new(None),
             }),
@@ -222,8 +227,23 @@ impl SessionManager {
             held.push(writing);
         }
         let saved = self.inner.store.save_shutdown_counters(active)?;
+        // Still holding every lock: a writer that takes one after this
+        // sees the flag.
+        self.inner.writes_closed.store(true, Ordering::SeqCst);
         drop(held);
         Ok(saved)
+    }
+
+    /// The session's write lock, unless writes are closed for shutdown.
+    async fn write_guard<'a>(
+        &self,
+        handle: &'a SessionHandle,
+    ) -> Result<tokio::sync::MutexGuard<'a, ()>, SessionError> {
+        let writing = handle.write_lock.lock().await;
+        if self.inner.writes_closed.load(Ordering::SeqCst) {
+            return Err(SessionError::ShuttingDown);
+        }
+        Ok(writing)
     }
 
     /// How many sessions are (active, ended), for metrics.

@@ -40,8 +40,8 @@ const FORMAT_VERSION: &[u8] = b"3";
 /// leave the mark vouching for counters that are no longer the last.
 const UPGRADABLE_FROM: [&[u8]; 2] = [b"1", b"2"];
 /// Set by a clean shutdown after the active sessions' counters were saved
-/// in their records; removed, and flushed, by the next start-up before any
-/// write.
+/// in their records, to a value those records carry; removed, and flushed,
+/// by the next start-up before any write.
 const CLEAN_SHUTDOWN_KEY: &[u8] = b"sessionlog.clean-shutdown";
 const LOG_TREE_PREFIX: &str = "log/";
 
@@ -128,19 +128,23 @@ impl Store {
     /// mark that vouches for them is removed and flushed before returning,
     /// so no write can happen while it still stands.
     pub fn load_sessions(&self) -> Result<Vec<LoadedSession>, StoreError> {
-        let clean = self.db.get(CLEAN_SHUTDOWN_KEY)?.is_some();
+        let mark = self.db.get(CLEAN_SHUTDOWN_KEY)?;
         let mut loaded = Vec::new();
         let mut ids = HashSet::new();
         for item in self.sessions.iter() {
             let (_, bytes) = item?;
             let mut record: StoredSession = log::decode(&bytes, "session record")?;
             let saved = record.shutdown_counters.take();
+            let saved_under = std::mem::take(&mut record.shutdown_mark);
             let (counters, log) = if record.state() == State::Ended {
                 (record.final_counters.unwrap_or_default(), None)
             } else {
                 let log = self.open_log(&record.id)?;
+                let trusted = mark
+                    .as_ref()
+                    .is_some_and(|mark| !saved_under.is_empty() && mark.as_ref() == saved_under);
                 let counters = match saved {
-                    Some(saved) if clean => saved,
+                    Some(saved) if trusted => saved,
                     _ => log.counters()?,
                 };
                 (counters, Some(log))
@@ -161,7 +165,7 @@ impl Store {
                 self.db.drop_tree(&name)?;
             }
         }
-        if clean {
+        if mark.is_some() {
             self.db.remove(CLEAN_SHUTDOWN_KEY)?;
             self.db.flush()?;
         }
@@ -178,15 +182,19 @@ impl Store {
         &self,
         active: impl IntoIterator<Item = (StoredSession, LogCounters)>,
     ) -> Result<usize, StoreError> {
+        // A mark of its own per shutdown: counters saved under an earlier
+        // one can never pass for these.
+        let mark: [u8; 16] = rand::random();
         let mut batch = sled::Batch::default();
         let mut saved = 0;
         for (mut record, counters) in active {
             record.shutdown_counters = Some(counters);
+            record.shutdown_mark = mark.to_vec();
             batch.insert(record.id.as_bytes(), record.encode_to_vec());
             saved += 1;
         }
         self.sessions.apply_batch(batch)?;
-        self.db.insert(CLEAN_SHUTDOWN_KEY, b"1".as_slice())?;
+        self.db.insert(CLEAN_SHUTDOWN_KEY, mark.as_slice())?;
         Ok(saved)
     }
 
