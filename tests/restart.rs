@@ -387,3 +387,42 @@ async fn a_deleted_session_stays_deleted_and_a_reused_id_starts_fresh_across_res
     drop(client);
     server.shutdown().await;
 }
+
+/// Once a shutdown has saved the active sessions' counters, no write may
+/// move them: appends, updates and ends are refused as UNAVAILABLE, and the
+/// next start resumes after the saved counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_the_shutdown_counters_are_saved_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let mut client = server.client().await;
+    let id = common::start_session(&mut client, "closing").await;
+    append(&mut client, &id, &["one", "two"]).await;
+    let sessions = server.sessions.clone();
+    let saved = tokio::task::spawn_blocking(move || sessions.save_shutdown_counters())
+        .await
+        .expect("joined")
+        .expect("saved");
+    assert_eq!(saved, 1);
+    let refused = client
+        .append(pb::AppendRequest {
+            session_id: id.clone(),
+            entries: vec![entry("three")],
+            ..Default::default()
+        })
+        .await;
+    expect_code(refused, Code::Unavailable);
+    let refused = client
+        .end_session(pb::EndSessionRequest {
+            session_id: id.clone(),
+            reason: "late".to_owned(),
+        })
+        .await;
+    expect_code(refused, Code::Unavailable);
+    let (server, mut client) = restart(server, client, dir.path()).await;
+    assert_eq!(messages(&read_all(&mut client, &id).await), ["one", "two"]);
+    append(&mut client, &id, &["three"]).await;
+    assert_eq!(seqs(&read_all(&mut client, &id).await), [1, 2, 3]);
+    drop(client);
+    server.shutdown().await;
+}
