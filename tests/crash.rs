@@ -5,6 +5,8 @@
 //! `1..=last_seq` and no batch is partly stored; retrying a batch that was
 //! in flight either finds it (same seqs) or stores it once.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,7 +16,6 @@ use std::time::Duration;
 use rand::Rng;
 use sessionlog::client::{Client, Connection};
 use sessionlog::pb;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -40,19 +41,7 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn serve");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("the server starts within 30s")
-                .expect("read stderr")
-                .expect("the server is running");
-            if line.contains("serving") {
-                break;
-            }
-        }
-        // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        common::process::wait_until_serving(&mut child).await;
         Self { child, socket }
     }
 

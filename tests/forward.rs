@@ -133,13 +133,7 @@ async fn entries_arrive_once_in_order_and_the_session_ends_there_too() {
     let mut client = sidecar.client().await;
     start_forwarded(&mut client, "fwd-normal").await;
     append_range(&mut client, "fwd-normal", 0..1_000).await;
-    client
-        .end_session(pb::EndSessionRequest {
-            session_id: "fwd-normal".into(),
-            reason: "exit code 0".into(),
-        })
-        .await
-        .expect("end");
+    common::end_session(&mut client, "fwd-normal", "exit code 0").await;
 
     let messages = central_log(&central, "fwd-normal", 0, true).await;
     assert_log(
@@ -179,13 +173,7 @@ async fn a_target_that_was_down_gets_everything_when_it_comes_back() {
     let mut client = sidecar.client().await;
     start_forwarded(&mut client, "fwd-outage").await;
     append_range(&mut client, "fwd-outage", 0..500).await;
-    client
-        .end_session(pb::EndSessionRequest {
-            session_id: "fwd-outage".into(),
-            reason: "exit code 0".into(),
-        })
-        .await
-        .expect("end");
+    common::end_session(&mut client, "fwd-outage", "exit code 0").await;
     // Appends were acknowledged while the target was away.
     let central_dir = tempfile::tempdir().expect("temp dir");
     let central = TestServer::start_at(
@@ -218,13 +206,7 @@ async fn a_restarted_forwarder_resumes_where_the_target_acknowledged() {
     let sidecar = TestServer::start_with(forwarding(dir.path(), &central.url())).await;
     let mut client = sidecar.client().await;
     append_range(&mut client, "fwd-restart", 600..900).await;
-    client
-        .end_session(pb::EndSessionRequest {
-            session_id: "fwd-restart".into(),
-            reason: "exit code 0".into(),
-        })
-        .await
-        .expect("end");
+    common::end_session(&mut client, "fwd-restart", "exit code 0").await;
     let messages = central_log(&central, "fwd-restart", 0, true).await;
     assert_log(
         &messages,

@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::TestServer;
 use sessionlog::client::Connection;
 use sessionlog::pb;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_stream::StreamExt;
 
@@ -36,18 +35,7 @@ async fn forwarding_server(dir: &Path, target: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the server starts within 30s")
-            .expect("read stderr")
-            .expect("the server is running");
-        if line.contains("serving") {
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    common::process::wait_until_serving(&mut child).await;
     child
 }
 

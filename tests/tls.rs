@@ -207,13 +207,7 @@ async fn forwarding_over_https_with_a_header_reaches_a_central_server_that_needs
         .await
         .expect("start");
     common::append(&mut client, "over-https", &["one", "two", "three"]).await;
-    client
-        .end_session(pb::EndSessionRequest {
-            session_id: "over-https".into(),
-            reason: "done".into(),
-        })
-        .await
-        .expect("end");
+    common::end_session(&mut client, "over-https", "done").await;
 
     // Read it back from the central server, over TLS with the token.
     std::fs::write(pki.path("token"), "central-token\n").expect("write token");

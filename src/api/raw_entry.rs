@@ -6,6 +6,8 @@
 //! within every limit. Anything else it leaves to that function, whose
 //! answer, or error, is the one that counts; so this never refuses.
 
+use std::ops::RangeInclusive;
+
 use prost::encoding::decode_varint;
 
 use crate::edge::Limits;
@@ -32,11 +34,8 @@ pub(super) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
     while !rest.is_empty() {
         let (field, wire_type) = key(&mut rest)?;
         // Field 1 is `seq`, which the store puts in front; 2..=9 are the
-        // rest of `LogEntry`. A repeat would need prost's merge rules.
-        if !(2..=9).contains(&field) || seen & (1 << field) != 0 {
-            return None;
-        }
-        seen |= 1 << field;
+        // rest of `LogEntry`.
+        first_sight(&mut seen, field, 2..=9)?;
         if field == 3 {
             if wire_type != VARINT {
                 return None;
@@ -73,13 +72,13 @@ pub(super) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
 /// nested groups there would spend its recursion budget).
 fn timestamp(mut bytes: &[u8]) -> Option<prost_types::Timestamp> {
     let mut timestamp = prost_types::Timestamp::default();
-    let mut seen = 0u8;
+    let mut seen = 0;
     while !bytes.is_empty() {
         let (field, wire_type) = key(&mut bytes)?;
-        if wire_type != VARINT || !(1..=2).contains(&field) || seen & (1 << field) != 0 {
+        first_sight(&mut seen, field, 1..=2)?;
+        if wire_type != VARINT {
             return None;
         }
-        seen |= 1 << field;
         let value = decode_varint(&mut bytes).ok()?;
         // As prost reads them: int64 and int32 from the varint's bits.
         if field == 1 {
@@ -128,8 +127,8 @@ fn structure(bytes: &[u8], limits: &Limits) -> Option<()> {
             {
                 return None;
             }
-            if let Some(inner) = value_kind(value)? {
-                pending.push((inner.0, inner.1, depth + 1));
+            if let Some((inner, container)) = value_kind(value)? {
+                pending.push((inner, container, depth + 1));
             }
         }
     }
@@ -139,13 +138,13 @@ fn structure(bytes: &[u8], limits: &Limits) -> Option<()> {
 /// The `Value` of a map entry (empty when absent); its key must be UTF-8.
 fn map_entry_value(mut entry: &[u8]) -> Option<&[u8]> {
     let mut value: &[u8] = &[];
-    let mut seen = 0u8;
+    let mut seen = 0;
     while !entry.is_empty() {
         let (field, wire_type) = key(&mut entry)?;
-        if wire_type != LEN || !(1..=2).contains(&field) || seen & (1 << field) != 0 {
+        first_sight(&mut seen, field, 1..=2)?;
+        if wire_type != LEN {
             return None;
         }
-        seen |= 1 << field;
         let bytes = length_delimited(&mut entry)?;
         if field == 1 {
             utf8(bytes)?;
@@ -187,6 +186,16 @@ fn value_kind(mut value: &[u8]) -> Option<Option<(&[u8], Container)>> {
         _ => return None,
     };
     value.is_empty().then_some(kind)
+}
+
+/// Marks `field` seen; `None` when it is not one of `fields` or was seen
+/// before (a repeat would need prost's merge rules). Fields are below 16.
+fn first_sight(seen: &mut u16, field: u32, fields: RangeInclusive<u32>) -> Option<()> {
+    if !fields.contains(&field) || *seen & (1 << field) != 0 {
+        return None;
+    }
+    *seen |= 1 << field;
+    Some(())
 }
 
 fn key(rest: &mut &[u8]) -> Option<(u32, u64)> {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use prost::Message;
 use prost::bytes::Bytes;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, message};
 
 use super::schema::StoredEntry;
 
@@ -44,17 +44,14 @@ impl NewEntry {
             } => {
                 let timestamp = (!has_timestamp).then(|| prost_types::Timestamp::from(now));
                 let timestamp_len = timestamp.as_ref().map_or(0, |timestamp| {
-                    let len = timestamp.encoded_len();
-                    1 + encoded_len_varint(len as u64) + len
+                    message::encoded_len(TIMESTAMP_FIELD, timestamp)
                 });
                 let mut stored =
                     Vec::with_capacity(1 + encoded_len_varint(seq) + timestamp_len + bytes.len());
                 encode_key(SEQ_FIELD, WireType::Varint, &mut stored);
                 encode_varint(seq, &mut stored);
-                if let Some(timestamp) = timestamp {
-                    encode_key(TIMESTAMP_FIELD, WireType::LengthDelimited, &mut stored);
-                    encode_varint(timestamp.encoded_len() as u64, &mut stored);
-                    timestamp.encode_raw(&mut stored);
+                if let Some(timestamp) = &timestamp {
+                    message::encode(TIMESTAMP_FIELD, timestamp, &mut stored);
                 }
                 stored.extend_from_slice(&bytes);
                 stored

@@ -4,6 +4,7 @@
 
 pub mod follow;
 pub mod http;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
