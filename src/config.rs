@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::api::Limits;
+use crate::edge::Limits;
 use crate::server::TlsFiles;
 use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;

@@ -1,70 +1,34 @@
-//! pb ⇄ domain conversions, and input validation: a request that passes
-//! here is well-formed for the rules. Field numbers of `LogEntry` and
-//! `StoredEntry` are equal, so entries move across field by field.
-
-use std::time::SystemTime;
+//! Requests of the gRPC edge into the rules' queries, and the rules'
+//! events back into responses: a request that passes here is well-formed
+//! for the rules. What other edges share (one entry, one session, ids,
+//! filters, limits) is checked in `edge`.
 
 use prost::Message;
 use prost::bytes::Bytes;
 
 use super::codec::decode_fault;
-use super::raw_entry;
 use super::wire::{EncodedFollowResponse, WireAppendRequest};
-use crate::edge::Limits;
-use crate::edge::request::{decode_page_token, entry_filter, invalid, optional_id};
+use crate::edge::entry::{level, stored_entry};
+use crate::edge::error::invalid;
+use crate::edge::raw_entry;
+use crate::edge::request::{
+    MAX_BATCH_ID_LEN, decode_page_token, entry_filter, optional_id, session_id,
+};
+use crate::edge::session::session;
+use crate::edge::{Limits, RequestError};
 use crate::follow::FollowEvent;
 use crate::pb;
 use crate::sessions::{
     AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,
 };
-use crate::store::schema::{Level, State, StoredEntry, StoredSession};
-use crate::store::{EntryFilter, NewEntry};
-
-/// The longest `batch_id`, in bytes.
-pub const MAX_BATCH_ID_LEN: usize = 128;
-pub(super) const TRACE_ID_LEN: usize = 16;
-pub(super) const SPAN_ID_LEN: usize = 8;
-
-pub use crate::edge::RequestError;
-pub use crate::edge::request::{encode_page_token, session_id};
-
-pub fn new_session(
-    request: pb::StartSessionRequest,
-    limits: &Limits,
-) -> Result<StoredSession, RequestError> {
-    optional_id("session_id", &request.session_id)?;
-    optional_id("parent_session_id", &request.parent_session_id)?;
-    limits.name("app_name", &request.app_name)?;
-    limits.name("mode", &request.mode)?;
-    limits.name("platform", &request.platform)?;
-    limits.name("job_id", &request.job_id)?;
-    limits.structure("metadata", request.metadata.as_ref())?;
-    if let Some(ttl) = &request.lease_ttl
-        && std::time::Duration::try_from(*ttl).is_err()
-    {
-        return Err(invalid(
-            "lease_ttl",
-            "must be a non-negative, normalized duration",
-        ));
-    }
-    Ok(StoredSession {
-        id: request.session_id,
-        app_name: request.app_name,
-        mode: request.mode,
-        platform: request.platform,
-        client_pid: request.client_pid,
-        parent_session_id: request.parent_session_id,
-        job_id: request.job_id,
-        metadata: request.metadata,
-        lease_ttl: request.lease_ttl,
-        ..StoredSession::default()
-    })
-}
+use crate::store::EntryFilter;
+use crate::store::NewEntry;
+use crate::store::schema::State;
 
 /// An `Append` whose entries are still encoded: each one the edge can vouch
 /// for as it is (see `raw_entry`) is stored in the bytes it came in; the
 /// rest are decoded and checked field by field.
-pub fn append_batch(
+pub(super) fn append_batch(
     request: WireAppendRequest,
     limits: &Limits,
 ) -> Result<AppendBatch, RequestError> {
@@ -117,54 +81,7 @@ fn new_entry(bytes: Bytes, limits: &Limits) -> Result<NewEntry, RequestError> {
     stored_entry(entry, limits).map(NewEntry::Decoded)
 }
 
-/// Whether `stored_entry` takes this timestamp: one `SystemTime` holds,
-/// with nanos in range.
-pub(super) fn valid_timestamp(timestamp: &prost_types::Timestamp) -> bool {
-    SystemTime::try_from(*timestamp).is_ok() && (0..1_000_000_000).contains(&timestamp.nanos)
-}
-
-/// One entry, validated against the limits.
-pub fn stored_entry(entry: pb::LogEntry, limits: &Limits) -> Result<StoredEntry, RequestError> {
-    limits.entry_bytes(prost::Message::encoded_len(&entry))?;
-    limits.name("entries.logger", &entry.logger)?;
-    limits.text("entries.format", &entry.format)?;
-    limits.structure("entries.fields", entry.fields.as_ref())?;
-    let level = level(entry.level, "entries.level")?;
-    if let Some(timestamp) = &entry.timestamp
-        && !valid_timestamp(timestamp)
-    {
-        return Err(invalid("entries.timestamp", "is not a valid timestamp"));
-    }
-    if !matches!(entry.trace_id.len(), 0 | TRACE_ID_LEN) {
-        return Err(invalid(
-            "entries.trace_id",
-            format!("must be empty or {TRACE_ID_LEN} bytes"),
-        ));
-    }
-    if !matches!(entry.span_id.len(), 0 | SPAN_ID_LEN) {
-        return Err(invalid(
-            "entries.span_id",
-            format!("must be empty or {SPAN_ID_LEN} bytes"),
-        ));
-    }
-    Ok(StoredEntry {
-        seq: 0,
-        timestamp: entry.timestamp,
-        level: level.into(),
-        logger: entry.logger,
-        message: entry.message,
-        format: entry.format,
-        fields: entry.fields,
-        trace_id: entry.trace_id,
-        span_id: entry.span_id,
-    })
-}
-
-fn level(value: i32, field: &'static str) -> Result<Level, RequestError> {
-    Level::try_from(value).map_err(|_| invalid(field, format!("{value} is not a level (0 to 6)")))
-}
-
-pub fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFilter, RequestError> {
+fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFilter, RequestError> {
     let Some(filter) = filter else {
         return Ok(EntryFilter::default());
     };
@@ -176,7 +93,10 @@ pub fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFil
     )
 }
 
-pub fn read_query(request: pb::ReadRequest, limits: &Limits) -> Result<ReadQuery, RequestError> {
+pub(super) fn read_query(
+    request: pb::ReadRequest,
+    limits: &Limits,
+) -> Result<ReadQuery, RequestError> {
     session_id(&request.session_id)?;
     Ok(ReadQuery {
         filter: filter(request.filter, limits)?,
@@ -187,7 +107,7 @@ pub fn read_query(request: pb::ReadRequest, limits: &Limits) -> Result<ReadQuery
     })
 }
 
-pub fn follow_query(
+pub(super) fn follow_query(
     request: pb::FollowRequest,
     limits: &Limits,
 ) -> Result<FollowQuery, RequestError> {
@@ -201,7 +121,7 @@ pub fn follow_query(
     })
 }
 
-pub fn watch_query(
+pub(super) fn watch_query(
     request: pb::WatchSessionsRequest,
     limits: &Limits,
 ) -> Result<WatchQuery, RequestError> {
@@ -247,7 +167,7 @@ pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {
     }
 }
 
-pub fn list_query(
+pub(super) fn list_query(
     request: pb::ListSessionsRequest,
     limits: &Limits,
 ) -> Result<ListQuery, RequestError> {
@@ -265,7 +185,7 @@ pub fn list_query(
 }
 
 /// `UNSPECIFIED` means every state.
-pub(super) fn state_filter(value: i32, field: &'static str) -> Result<Option<State>, RequestError> {
+fn state_filter(value: i32, field: &'static str) -> Result<Option<State>, RequestError> {
     match pb::SessionState::try_from(value) {
         Ok(pb::SessionState::Unspecified) => Ok(None),
         Ok(pb::SessionState::Active) => Ok(Some(State::Active)),
@@ -274,74 +194,10 @@ pub(super) fn state_filter(value: i32, field: &'static str) -> Result<Option<Sta
     }
 }
 
-pub fn session(view: SessionView) -> pb::Session {
-    let SessionView {
-        record, counters, ..
-    } = view;
-    pb::Session {
-        state: record.state,
-        id: record.id,
-        app_name: record.app_name,
-        mode: record.mode,
-        platform: record.platform,
-        client_pid: record.client_pid,
-        parent_session_id: record.parent_session_id,
-        job_id: record.job_id,
-        metadata: record.metadata,
-        created_at: record.created_at,
-        updated_at: record.updated_at,
-        ended_at: record.ended_at,
-        end_reason: record.end_reason,
-        last_seq: counters.last_seq,
-        entry_count: counters.entry_count,
-        size_bytes: counters.size_bytes,
-        lease_ttl: record.lease_ttl,
-    }
-}
-
-pub fn log_entry(entry: StoredEntry) -> pb::LogEntry {
-    pb::LogEntry {
-        seq: entry.seq,
-        timestamp: entry.timestamp,
-        level: entry.level,
-        logger: entry.logger,
-        message: entry.message,
-        format: entry.format,
-        fields: entry.fields,
-        trace_id: entry.trace_id,
-        span_id: entry.span_id,
-    }
-}
-
-pub(super) fn session_state(state: State) -> pb::SessionState {
-    match state {
-        State::Unspecified => pb::SessionState::Unspecified,
-        State::Active => pb::SessionState::Active,
-        State::Ended => pb::SessionState::Ended,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use prost::Message;
-
-    #[test]
-    fn stored_entries_decode_as_log_entries() {
-        let stored = StoredEntry {
-            seq: 9,
-            timestamp: Some(SystemTime::UNIX_EPOCH.into()),
-            level: Level::Warn.into(),
-            logger: "net".into(),
-            message: "slow".into(),
-            format: "slow {ms}".into(),
-            fields: Some(prost_types::Struct::default()),
-            trace_id: vec![1; TRACE_ID_LEN],
-            span_id: vec![2; SPAN_ID_LEN],
-        };
-        let wire = pb::LogEntry::decode(stored.encode_to_vec().as_slice()).expect("same schema");
-        assert_eq!(wire, log_entry(stored));
-    }
 
     #[test]
     fn malformed_entries_are_refused() {

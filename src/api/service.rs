@@ -13,6 +13,9 @@ use crate::sessions::SessionManager;
 
 use super::convert;
 use super::wire::{EncodedFollowResponse, WireAppendRequest};
+use crate::edge::entry::log_entry;
+use crate::edge::request::{encode_page_token, session_id};
+use crate::edge::session::{new_session, session, session_state};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -66,9 +69,9 @@ impl SessionLog for SessionLogService {
         &self,
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let draft = convert::new_session(request.into_inner(), &self.limits)?;
+        let draft = new_session(request.into_inner(), &self.limits)?;
         let view = self.sessions.start(draft).await?;
-        Ok(Response::new(convert::session(view)))
+        Ok(Response::new(session(view)))
     }
 
     async fn update_session(
@@ -76,11 +79,11 @@ impl SessionLog for SessionLogService {
         request: Request<pb::UpdateSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
-        let id = convert::session_id(&request.session_id)?;
+        let id = session_id(&request.session_id)?;
         self.limits
             .structure("metadata", request.metadata.as_ref())?;
         let view = self.sessions.update(id, request.metadata).await?;
-        Ok(Response::new(convert::session(view)))
+        Ok(Response::new(session(view)))
     }
 
     async fn end_session(
@@ -88,10 +91,10 @@ impl SessionLog for SessionLogService {
         request: Request<pb::EndSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
-        let id = convert::session_id(&request.session_id)?;
+        let id = session_id(&request.session_id)?;
         self.limits.text("reason", &request.reason)?;
         let view = self.sessions.end(id, &request.reason).await?;
-        Ok(Response::new(convert::session(view)))
+        Ok(Response::new(session(view)))
     }
 
     async fn heartbeat(
@@ -99,9 +102,7 @@ impl SessionLog for SessionLogService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        let expires_at = self
-            .sessions
-            .heartbeat(convert::session_id(&request.session_id)?)?;
+        let expires_at = self.sessions.heartbeat(session_id(&request.session_id)?)?;
         Ok(Response::new(pb::HeartbeatResponse {
             lease_expires_at: expires_at.map(Into::into),
         }))
@@ -112,10 +113,8 @@ impl SessionLog for SessionLogService {
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
-        let view = self
-            .sessions
-            .get(convert::session_id(&request.session_id)?)?;
-        Ok(Response::new(convert::session(view)))
+        let view = self.sessions.get(session_id(&request.session_id)?)?;
+        Ok(Response::new(session(view)))
     }
 
     async fn list_sessions(
@@ -126,10 +125,10 @@ impl SessionLog for SessionLogService {
             .sessions
             .list(&convert::list_query(request.into_inner(), &self.limits)?);
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: page.sessions.into_iter().map(convert::session).collect(),
+            sessions: page.sessions.into_iter().map(session).collect(),
             next_page_token: page
                 .next_after_id
-                .map(|id| convert::encode_page_token(&id))
+                .map(|id| encode_page_token(&id))
                 .unwrap_or_default(),
         }))
     }
@@ -139,7 +138,7 @@ impl SessionLog for SessionLogService {
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
         let request = request.into_inner();
-        let id = convert::session_id(&request.session_id)?;
+        let id = session_id(&request.session_id)?;
         self.sessions.delete(id, request.force).await?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
@@ -189,10 +188,10 @@ impl SessionLog for SessionLogService {
             .read(convert::read_query(request.into_inner(), &self.limits)?)
             .await?;
         Ok(Response::new(pb::ReadResponse {
-            entries: page.entries.into_iter().map(convert::log_entry).collect(),
+            entries: page.entries.into_iter().map(log_entry).collect(),
             next_cursor: page.next_cursor,
             last_seq: page.last_seq,
-            state: convert::session_state(page.state).into(),
+            state: session_state(page.state).into(),
         }))
     }
 

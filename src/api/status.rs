@@ -48,7 +48,7 @@ impl From<RequestError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::request::STREAM_RETRY_AFTER;
+    use crate::edge::error::STREAM_RETRY_AFTER;
     use crate::store::StoreError;
 
     #[test]

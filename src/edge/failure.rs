@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::sessions::SessionError;
 use crate::store::StoreError;
 
-use super::request::{RequestError, STREAM_RETRY_AFTER};
+use super::error::{RequestError, STREAM_RETRY_AFTER};
 
 /// The contract's error codes that the rules and the edges produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use prost_types::value::Kind;
 use prost_types::{Struct, Value};
 
-use super::request::RequestError;
+use super::error::RequestError;
 
 /// Every limit, with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,6 @@
-//! Request errors and the validation every edge shares: session ids, page
+//! The validation every edge shares: session ids, page
 //! tokens and entry filters. A value that passes here is well-formed for
 //! the rules, whichever protocol it came in by.
-
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,31 +9,13 @@ use crate::sessions::ids::is_valid_id;
 use crate::store::EntryFilter;
 use crate::store::schema::Level;
 
+use super::error::{RequestError, invalid};
 use super::limits::Limits;
 
+/// The longest `batch_id`, in bytes (the contract's bound on ids).
+pub const MAX_BATCH_ID_LEN: usize = 128;
+
 const PAGE_TOKEN_PREFIX: &str = "s1.";
-
-/// How long a client refused for too many open streams should wait.
-pub const STREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// A request the server refuses before doing any work.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error("`{field}` {reason}")]
-    Invalid { field: &'static str, reason: String },
-    #[error("`{field}` is over the limit: {reason}")]
-    OverLimit { field: &'static str, reason: String },
-    /// Too many open streams; waiting [`STREAM_RETRY_AFTER`] may help.
-    #[error("{reason}")]
-    TooManyStreams { reason: String },
-}
-
-pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> RequestError {
-    RequestError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
 
 /// A required session id.
 pub fn session_id(id: &str) -> Result<&str, RequestError> {

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::error::RequestError;
 use super::limits::Limits;
-use super::request::RequestError;
 
 #[derive(Debug, Default)]
 struct Counts {

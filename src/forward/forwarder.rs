@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::retry;
 use super::target::Target;
-use crate::api::convert;
+use crate::edge::{entry, session};
 use crate::otlp::outbound;
 use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager};
 use crate::store::Store;
@@ -135,7 +135,7 @@ impl Forwarder {
             } else {
                 last_seq
             };
-            let session = convert::session(view.clone());
+            let session = session::session(view.clone());
             let mut next = cursor;
             let mut records: Vec<(String, LogRecord)> = Vec::new();
             if !next.started {
@@ -172,7 +172,7 @@ impl Forwarder {
                         break;
                     }
                     next.forwarded_seq = entry.seq;
-                    records.push(outbound::log_record(&convert::log_entry(entry)));
+                    records.push(outbound::log_record(&entry::log_entry(entry)));
                 }
             }
             if ended && next.forwarded_seq >= through {

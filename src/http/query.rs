@@ -6,7 +6,8 @@
 
 use crate::edge::Limits;
 use crate::edge::RequestError;
-use crate::edge::request::{decode_page_token, entry_filter, invalid, optional_id, session_id};
+use crate::edge::error::invalid;
+use crate::edge::request::{decode_page_token, entry_filter, optional_id, session_id};
 use crate::render::level_from_name;
 use crate::sessions::{FollowQuery, ListQuery, ReadQuery, WatchQuery};
 use crate::store::EntryFilter;

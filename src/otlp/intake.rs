@@ -15,8 +15,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use tonic::{Code, Request, Response, Status};
 
-use crate::api::Limits;
-use crate::api::convert;
+use crate::edge::Limits;
+use crate::edge::{entry, request, session};
 use crate::pb::otlp_logs::logs_service_server::LogsService;
 use crate::sessions::{AppendBatch, SessionError, SessionManager};
 use crate::store::NewEntry;
@@ -63,7 +63,7 @@ impl OtlpIntake {
             for record in scope_logs.log_records {
                 match mapping::record(scope_logs.scope.as_ref(), record) {
                     Record::Started => {}
-                    Record::Entry(entry) => match convert::stored_entry(entry, &self.limits) {
+                    Record::Entry(entry) => match entry::stored_entry(entry, &self.limits) {
                         Ok(entry) => pending.push(entry),
                         Err(err) => rejected.add(1, Status::from(err).message().to_owned()),
                     },
@@ -80,13 +80,13 @@ impl OtlpIntake {
 
     /// Starts the session unless it exists.
     async fn ensure_session(&self, start: crate::pb::StartSessionRequest) -> Result<(), Status> {
-        convert::session_id(&start.session_id)?;
+        request::session_id(&start.session_id)?;
         match self.sessions.get(&start.session_id) {
             Ok(_) => return Ok(()),
             Err(SessionError::NotFound { .. }) => {}
             Err(err) => return Err(err.into()),
         }
-        let mut draft = convert::new_session(start, &self.limits)?;
+        let mut draft = session::new_session(start, &self.limits)?;
         draft.lease_ttl = self.lease.and_then(|lease| lease.try_into().ok());
         match self.sessions.start_reported(draft).await {
             Ok(view) => {
@@ -253,7 +253,7 @@ mod tests {
     fn batch_ids_follow_the_content_and_need_timestamps() {
         let a = [entry("a", Some(1)), entry("b", Some(2))];
         let id = content_batch_id("s", &a).expect("an id");
-        assert!(id.len() <= crate::api::MAX_BATCH_ID_LEN);
+        assert!(id.len() <= crate::edge::request::MAX_BATCH_ID_LEN);
         assert_eq!(content_batch_id("s", &a), Some(id.clone()));
         assert_ne!(content_batch_id("t", &a), Some(id.clone()));
         let reordered = [entry("b", Some(2)), entry("a", Some(1))];

@@ -1,7 +1,7 @@
 //! Checks an encoded `LogEntry` where it lies, so an append can store the
 //! bytes it received instead of decoding them into structs (a `fields`
 //! value is a tree of maps) and encoding them again. The check vouches only
-//! for entries it can see `convert::stored_entry` would accept as they are:
+//! for entries it can see `entry::stored_entry` would accept as they are:
 //! each known field at most once, no `seq`, no unknown field, valid UTF-8,
 //! within every limit. Anything else it leaves to that function, whose
 //! answer, or error, is the one that counts; so this never refuses.
@@ -10,15 +10,15 @@ use std::ops::RangeInclusive;
 
 use prost::encoding::decode_varint;
 
-use crate::edge::Limits;
+use super::limits::Limits;
 use crate::store::schema::Level;
 
-use super::convert::{SPAN_ID_LEN, TRACE_ID_LEN, valid_timestamp};
+use super::entry::{SPAN_ID_LEN, TRACE_ID_LEN, valid_timestamp};
 
 /// What the check saw of an entry it vouches for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Vouched {
-    pub(super) has_timestamp: bool,
+pub(crate) struct Vouched {
+    pub(crate) has_timestamp: bool,
 }
 
 const VARINT: u64 = 0;
@@ -26,7 +26,7 @@ const FIXED64: u64 = 1;
 const LEN: u64 = 2;
 
 /// `Some` when `bytes` is an entry `stored_entry` accepts unchanged.
-pub(super) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
+pub(crate) fn vouch(bytes: &[u8], limits: &Limits) -> Option<Vouched> {
     limits.entry_bytes(bytes.len()).ok()?;
     let mut seen = 0u16;
     let mut has_timestamp = false;
@@ -222,7 +222,7 @@ mod tests {
     use prost_types::{ListValue, Struct, Value};
 
     use super::*;
-    use crate::api::convert::stored_entry;
+    use crate::edge::entry::stored_entry;
     use crate::pb;
 
     fn limits() -> Limits {
