@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The sessionlog server image: `docker build -t sessionlog:latest .`
-# See README.md, "Deploy", for running it and for the Kubernetes manifests.
+# See docs/deploy.md for running it and for the Kubernetes manifests.
 
 # build.rs compiles proto/ with protox, so the builder needs no protoc.
 FROM rust:1.95-bookworm AS build

@@ -74,6 +74,6 @@ pub(super) async fn entries(
 pub(super) async fn unknown_route() -> HttpError {
     HttpError::from(Failure::new(
         Code::NotFound,
-        "no such route; the API is under /api/v1 (README: Web console)",
+        "no such route; the API is under /api/v1 (docs/http.md)",
     ))
 }
