@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sessionlog::server::{Server, ServerSettings};
+use sessionlog::server::{Listeners, Server, ServerSettings};
 use sessionlog::sessions::{AppendBatch, RetentionPolicy};
 use sessionlog::store::durability::FsyncPolicy;
 use sessionlog::store::schema::{StoredEntry, StoredSession};
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         },
         FsyncPolicy::Never,
     );
-    let server = Server::open(settings).await?;
+    let server = Server::open(settings, Listeners::default()).await?;
     let sessions = server.sessions();
     let started = Instant::now();
     let mut ids = Vec::with_capacity(count);

@@ -2,11 +2,11 @@
 //! environment as `SESSIONLOG_<FLAG>`; the doc comments are the `--help`.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::edge::Limits;
-use crate::server::TlsFiles;
+use crate::http;
+use crate::server::{ListenAddr, ServerSettings, TlsFiles};
 use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
@@ -284,62 +284,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// One `--listen` address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `host:port`, resolved when bound.
-    Tcp(String),
-    /// `unix:/path/to.sock`.
-    Unix(PathBuf),
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(
-                    "`unix:` needs a socket path, e.g. unix:/run/sessionlog.sock".to_owned(),
-                );
-            }
-            return Ok(Self::Unix(PathBuf::from(path)));
+impl From<&ServeConfig> for ServerSettings {
+    fn from(config: &ServeConfig) -> Self {
+        Self {
+            store: config.store_options(),
+            fsync: config.fsync_policy(),
+            shutdown_grace: config.shutdown_grace,
+            liveness_interval: config.liveness_interval,
+            otlp_lease: Some(config.otlp_lease).filter(|lease| !lease.is_zero()),
+            retention: config.retention_policy(),
+            retention_interval: config.retention_interval,
+            limits: config.limits(),
+            auth_token_file: config.auth_token_file.clone(),
+            unix_socket_mode: config.unix_socket_mode,
+            tls: config.tls_files(),
+            forward: config.forward_settings(),
+            sse_keep_alive: http::DEFAULT_KEEP_ALIVE,
         }
-        match text.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(Self::Tcp(text.to_owned()))
-            }
-            _ => Err(format!("`{text}` is not `host:port` or `unix:/path`")),
-        }
-    }
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tcp(addr) => f.write_str(addr),
-            Self::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_addresses_parse() {
-        assert_eq!(
-            "127.0.0.1:50051".parse(),
-            Ok(ListenAddr::Tcp("127.0.0.1:50051".into()))
-        );
-        assert_eq!("[::1]:0".parse(), Ok(ListenAddr::Tcp("[::1]:0".into())));
-        assert_eq!(
-            "unix:/tmp/s.sock".parse(),
-            Ok(ListenAddr::Unix("/tmp/s.sock".into()))
-        );
-        assert!("unix:".parse::<ListenAddr>().is_err());
-        assert!("localhost".parse::<ListenAddr>().is_err());
-        assert!(":80".parse::<ListenAddr>().is_err());
     }
 }

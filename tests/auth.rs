@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::TestServer;
 use sessionlog::client::Connection;
-use sessionlog::config::ListenAddr;
 use sessionlog::pb;
+use sessionlog::server::ListenAddr;
 use sessionlog::server::Listener;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;

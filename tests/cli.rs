@@ -209,3 +209,28 @@ async fn serve_stops_cleanly_on_sigterm() {
         .expect("status");
     assert!(status.success(), "serve exited with {status}");
 }
+
+#[tokio::test]
+async fn serve_with_a_bad_flag_exits_with_one_error_line_before_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--forward-otlp", "ftp://127.0.0.1:4317"])
+            .env("RUST_LOG", "info")
+            .output(),
+    )
+    .await
+    .expect("the server gives up at once")
+    .expect("run sessionlog serve");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].starts_with("error: --forward-otlp `ftp://"), "{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
+

@@ -11,9 +11,9 @@ use futures::StreamExt as _;
 use sessionlog::client::{
     self, ClientTls, Connection, FollowItem, FollowOptions, LogWriter, WriterOptions, WriterTarget,
 };
-use sessionlog::config::ListenAddr;
 use sessionlog::pb;
-use sessionlog::server::{Listener, Server};
+use sessionlog::server::ListenAddr;
+use sessionlog::server::{Listener, Listeners, Server};
 use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,11 +29,14 @@ impl SocketServer {
         let listener = Listener::bind(&ListenAddr::Unix(socket.to_path_buf()))
             .await
             .expect("bind the socket");
-        let server = Server::open(common::settings(data_dir, FsyncPolicy::Never))
-            .await
-            .expect("open");
+        let server = Server::open(
+            common::settings(data_dir, FsyncPolicy::Never),
+            Listeners::grpc(vec![listener]),
+        )
+        .await
+        .expect("open");
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(vec![listener], async {
+        let task = tokio::spawn(server.serve(async {
             let _ = shutdown_rx.await;
         }));
         Self { shutdown_tx, task }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{TestServer, start_session};
 use sessionlog::pb;
-use sessionlog::server::{Server, ServerSettings};
+use sessionlog::server::{Listeners, Server, ServerSettings};
 use sessionlog::store::durability::FsyncPolicy;
 
 fn settings(dir: &Path) -> ServerSettings {
@@ -104,9 +104,12 @@ async fn a_loose_data_dir_of_ours_is_tightened_at_start() {
 async fn a_second_server_on_the_same_data_dir_fails_fast_naming_the_lock() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
-    let second = tokio::time::timeout(Duration::from_secs(10), Server::open(settings(dir.path())))
-        .await
-        .expect("fails fast");
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        Server::open(settings(dir.path()), Listeners::default()),
+    )
+    .await
+    .expect("fails fast");
     let message = format!("{:#}", second.expect_err("the store is in use"));
     assert!(message.contains("lock"), "{message}");
     assert!(
@@ -123,7 +126,7 @@ async fn a_second_server_on_the_same_data_dir_fails_fast_naming_the_lock() {
 async fn a_directory_of_other_files_is_refused_and_untouched() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("thesis.tex"), b"years of work").expect("file");
-    let refused = Server::open(settings(dir.path())).await;
+    let refused = Server::open(settings(dir.path()), Listeners::default()).await;
     let message = format!("{:#}", refused.expect_err("foreign"));
     assert!(message.contains("thesis.tex"), "{message}");
     let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -149,12 +152,12 @@ async fn a_store_sled_cannot_read_is_refused_not_reinitialised() {
         .map(|i| u8::try_from(i * 7 % 251).expect("byte"))
         .collect();
     std::fs::write(dir.path().join("db"), &garbage).expect("corrupt the log");
-    let refused = Server::open(settings(dir.path())).await;
+    let refused = Server::open(settings(dir.path()), Listeners::default()).await;
     let message = format!("{:#}", refused.expect_err("corrupt"));
     assert!(message.contains("could not recover"), "{message}");
     // A second attempt is refused the same way: the first did not
     // quietly turn the store into an empty one.
-    let again = Server::open(settings(dir.path())).await;
+    let again = Server::open(settings(dir.path()), Listeners::default()).await;
     assert!(again.is_err(), "still refused");
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 use common::{TestServer, append, read_all, start_session};
 use hyper_util::rt::TokioIo;
 use prost::Message;
-use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::pb::session_log_client::SessionLogClient;
-use sessionlog::server::{HttpListeners, Listener, serve};
+use sessionlog::server::ListenAddr;
+use sessionlog::server::{Listener, Listeners, serve};
 use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
 use tonic::Code;
@@ -181,14 +181,9 @@ fn spawn_server(
 ) {
     let settings = common::settings(data_dir, FsyncPolicy::Never);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(
-        listeners,
-        HttpListeners::default(),
-        settings,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let task = tokio::spawn(serve(Listeners::grpc(listeners), settings, async {
+        let _ = stop_rx.await;
+    }));
     (stop_tx, task)
 }
 

@@ -4,26 +4,21 @@ use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, ServeConfig};
-use crate::server::{HttpListeners, Listener, ServerSettings, serve};
+use crate::server::{Listener, Listeners, ServerSettings, serve};
 
 pub(super) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     init_logging(config.log_format);
     let shutdown = shutdown_signal()?;
-    let mut listeners = Vec::with_capacity(config.listen.len());
+    let mut grpc = Vec::with_capacity(config.listen.len());
     for addr in &config.listen {
-        listeners.push(Listener::bind_with_mode(addr, config.unix_socket_mode).await?);
+        grpc.push(Listener::bind_with_mode(addr, config.unix_socket_mode).await?);
     }
-    let http_listeners = HttpListeners {
+    let listeners = Listeners {
+        grpc,
         metrics: bind_http(config.metrics_listen, "metrics").await?,
         http: bind_http(config.http_listen, "the http console").await?,
     };
-    serve(
-        listeners,
-        http_listeners,
-        ServerSettings::from(&config),
-        shutdown,
-    )
-    .await
+    serve(listeners, ServerSettings::from(&config), shutdown).await
 }
 
 async fn bind_http(

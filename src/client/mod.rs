@@ -16,14 +16,15 @@
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> anyhow::Result<()> {
-//! # use sessionlog::server::{Listener, Server, ServerSettings};
+//! # use sessionlog::server::{Listener, Listeners, Server, ServerSettings};
 //! # let dir = tempfile::tempdir()?;
 //! # let store = sessionlog::store::StoreOptions { path: dir.path().join("data"), cache_bytes: 8 << 20 };
 //! # let settings = ServerSettings::new(store, sessionlog::store::durability::FsyncPolicy::Never);
-//! # let listener = Listener::bind(&sessionlog::config::ListenAddr::Tcp("127.0.0.1:0".into())).await?;
+//! # let listener = Listener::bind(&sessionlog::server::ListenAddr::Tcp("127.0.0.1:0".into())).await?;
 //! # let server_url = format!("http://{}", listener.local_addr());
 //! # let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-//! # let serving = tokio::spawn(Server::open(settings).await?.serve(vec![listener], async {
+//! # let server = Server::open(settings, Listeners::grpc(vec![listener])).await?;
+//! # let serving = tokio::spawn(server.serve(async {
 //! #     let _ = stop_rx.await;
 //! # }));
 //! use std::time::Duration;

@@ -70,39 +70,81 @@ impl Handed {
 }
 
 /// Starts one forwarder per target; they stop when `stop` is cancelled.
-pub fn start(
+/// The forwarders of every `--forward-otlp` target, checked and holding
+/// their cursors, not yet running.
+#[derive(Default)]
+pub struct Forwarding {
+    /// Each target's URL (for the log) and its forwarder.
+    forwarders: Vec<(String, forwarder::Forwarder)>,
+}
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self
+            .forwarders
+            .iter()
+            .map(|(url, _)| url.as_str())
+            .collect();
+        f.debug_struct("Forwarding")
+            .field("targets", &urls)
+            .finish()
+    }
+}
+
+/// Checks every target (URL, headers, TLS files) and reads its cursors;
+/// from here on, retention keeps an ended session until every target has
+/// acknowledged its end. Everything that can fail is here, so a bad flag
+/// stops the server before it reports SERVING.
+pub fn prepare(
     sessions: &SessionManager,
     store: &Store,
     settings: &ForwardSettings,
-    stop: &CancellationToken,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+) -> anyhow::Result<Forwarding> {
     if settings.targets.is_empty() {
-        return Ok(tasks);
+        return Ok(Forwarding::default());
     }
+    let tls = crate::client::ClientTls {
+        ca_file: settings.ca_file.clone(),
+        cert_file: settings.cert_file.clone(),
+        key_file: settings.key_file.clone(),
+    };
+    let targets = settings
+        .targets
+        .iter()
+        .map(|url| target::Target::new(url, &settings.headers, &tls))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let handed = std::sync::Arc::new(Handed::default());
-    let targets = settings.targets.len();
-    let guard = handed.clone();
+    let forwarders = targets
+        .into_iter()
+        .map(|target| {
+            let url = target.url.clone();
+            let forwarder = forwarder::Forwarder::new(
+                target,
+                sessions.clone(),
+                store.clone(),
+                settings.max_records.max(1),
+                settings.linger,
+                handed.clone(),
+            )?;
+            Ok((url, forwarder))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let count = forwarders.len();
     sessions.set_prune_guard(std::sync::Arc::new(move |session_id: &str| {
-        guard.count(session_id) >= targets
+        handed.count(session_id) >= count
     }));
-    for url in &settings.targets {
-        let tls = crate::client::ClientTls {
-            ca_file: settings.ca_file.clone(),
-            cert_file: settings.cert_file.clone(),
-            key_file: settings.key_file.clone(),
-        };
-        let target = target::Target::new(url, &settings.headers, &tls)?;
-        tracing::info!(target = %url, "forwarding to an OTLP endpoint");
-        let forwarder = forwarder::Forwarder::new(
-            target,
-            sessions.clone(),
-            store.clone(),
-            settings.max_records.max(1),
-            settings.linger,
-            handed.clone(),
-        )?;
-        tasks.push(tokio::spawn(forwarder.run(stop.clone())));
+    Ok(Forwarding { forwarders })
+}
+
+impl Forwarding {
+    /// Runs each forwarder on its own task until `stop`.
+    pub fn start(self, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+        self.forwarders
+            .into_iter()
+            .map(|(url, forwarder)| {
+                tracing::info!(target = %url, "forwarding to an OTLP endpoint");
+                tokio::spawn(forwarder.run(stop.clone()))
+            })
+            .collect()
     }
-    Ok(tasks)
 }

@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::pb::session_log_client::SessionLogClient;
-use sessionlog::server::{Listener, Server, ServerSettings};
+use sessionlog::server::{ListenAddr, Listener, Listeners, Server, ServerSettings};
 use sessionlog::sessions::SessionManager;
 use sessionlog::store::StoreOptions;
 use sessionlog::store::durability::FsyncPolicy;
@@ -92,18 +91,21 @@ impl TestServer {
             unreachable!("bound a tcp address")
         };
         let addr = tcp.local_addr().expect("local addr");
-        let mut server = Server::open(settings).await.expect("open the server");
+        let mut listeners = Listeners::grpc(vec![listener]);
         let mut http_addr = None;
         if http {
             let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind loopback for http");
             http_addr = Some(http_listener.local_addr().expect("local addr"));
-            server = server.with_http(http_listener);
+            listeners.http = Some(http_listener);
         }
+        let server = Server::open(settings, listeners)
+            .await
+            .expect("open the server");
         let sessions = server.sessions().clone();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(vec![listener], async {
+        let task = tokio::spawn(server.serve(async {
             let _ = shutdown_rx.await;
         }));
         Self {

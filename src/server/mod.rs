@@ -1,0 +1,429 @@
+//! Wires the layers on listeners and owns shutdown. `Server::open` does
+//! everything that can fail (tokens, TLS, reflection, the store and its
+//! sessions, forwarding targets), so a bad setting stops the process before
+//! anything reports SERVING. `Server::serve` then serves every listener,
+//! and on the shutdown signal reports NOT_SERVING, stops accepting, ends
+//! open follow and watch streams (gRPC and SSE), lets open calls drain for
+//! the grace period, stops the flusher, saves the active sessions' counters
+//! and flushes sled.
+
+mod listener;
+mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::{GuardLayer, SessionLogService, TokenAuth};
+use crate::edge::StreamCounter;
+use crate::forward::{self, Forwarding};
+use crate::http::{self, HttpEdge};
+use crate::metrics;
+use crate::otlp::OtlpIntake;
+use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
+use crate::pb::session_log_server::SessionLogServer;
+use crate::sessions::SessionManager;
+use crate::store::Store;
+use crate::store::durability::Durability;
+
+pub use listener::{ListenAddr, Listener, Listeners};
+pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
+
+/// The gRPC name health reports for the main service.
+pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
+
+/// A server with everything that can fail done: listeners bound, TLS
+/// loaded, store open, sessions loaded, forwarding targets checked.
+#[derive(Debug)]
+pub struct Server {
+    store: Store,
+    durability: Durability,
+    flusher: Option<JoinHandle<()>>,
+    sessions: SessionManager,
+    auth: TokenAuth,
+    settings: ServerSettings,
+    /// Each gRPC listener with its transport (TLS on TCP when configured).
+    grpc: Vec<(tonic::transport::Server, Listener)>,
+    routes: Routes,
+    streams: Arc<StreamCounter>,
+    metrics_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
+    forwarding: Forwarding,
+}
+
+impl Server {
+    /// Does everything that can fail, in an order that leaves nothing
+    /// running on failure: tokens, TLS and reflection first, then the store
+    /// and its sessions, then the forwarding targets (which read their
+    /// cursors from the store).
+    pub async fn open(settings: ServerSettings, listeners: Listeners) -> anyhow::Result<Self> {
+        let auth = match &settings.auth_token_file {
+            Some(path) => TokenAuth::load(path)?,
+            None => TokenAuth::disabled(),
+        };
+        let tls = settings.tls.as_ref().map(TlsFiles::load).transpose()?;
+        let mut grpc = Vec::with_capacity(listeners.grpc.len());
+        for listener in listeners.grpc {
+            let mut transport = tonic::transport::Server::builder();
+            // TLS guards the network; a Unix socket is guarded by its mode.
+            if let (Some(tls), Listener::Tcp(_)) = (&tls, &listener) {
+                transport = transport
+                    .tls_config(tls.clone())
+                    .context("the TLS settings are not usable")?;
+            }
+            grpc.push((transport, listener));
+        }
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let (store, durability, flusher, sessions) = open_store(&settings).await?;
+        let forwarding = match forward::prepare(&sessions, &store, &settings.forward) {
+            Ok(forwarding) => forwarding,
+            Err(err) => {
+                durability.stop();
+                if let Some(flusher) = flusher {
+                    let _ = flusher.await;
+                }
+                return Err(err);
+            }
+        };
+
+        // One count of open streams for gRPC and SSE: --max-streams bounds both.
+        let streams = Arc::new(StreamCounter::default());
+        let limits = &settings.limits;
+        let api = SessionLogServer::new(SessionLogService::with_streams(
+            sessions.clone(),
+            Arc::new(limits.clone()),
+            streams.clone(),
+        ))
+        .max_decoding_message_size(limits.max_message_bytes);
+        let otlp = LogsServiceServer::new(OtlpIntake::new(
+            sessions.clone(),
+            limits.clone(),
+            settings.otlp_lease,
+        ))
+        .max_decoding_message_size(limits.max_message_bytes);
+        // Health answers without a token (probes carry none); the rest do not.
+        let routes = Routes::default()
+            .add_service(InterceptedService::new(reflection_v1, auth.clone()))
+            .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
+            .add_service(InterceptedService::new(api, auth.clone()))
+            .add_service(InterceptedService::new(otlp, auth.clone()));
+        Ok(Self {
+            store,
+            durability,
+            flusher,
+            sessions,
+            auth,
+            settings,
+            grpc,
+            routes,
+            streams,
+            metrics_listener: listeners.metrics,
+            http_listener: listeners.http,
+            forwarding,
+        })
+    }
+
+    /// The rules behind the API (for tests and in-process users).
+    pub fn sessions(&self) -> &SessionManager {
+        &self.sessions
+    }
+
+    /// Serves every listener until `shutdown` completes, then shuts down in
+    /// order (see the module doc). Returns once sled is flushed.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let routes = self.routes.clone().add_service(health_service);
+        // Nothing from here on can fail: report SERVING before the first
+        // connection is accepted, so no client sees the service unknown.
+        set_health(&health, ServingStatus::Serving).await;
+        let stop_accepting = CancellationToken::new();
+        let mut servers = JoinSet::new();
+        for (transport, listener) in std::mem::take(&mut self.grpc) {
+            tracing::info!(listen = %listener.local_addr(), "serving");
+            let server = transport.layer(GuardLayer).add_routes(routes.clone());
+            let stop = stop_accepting.clone().cancelled_owned();
+            match listener {
+                Listener::Tcp(listener) => {
+                    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                        let stream = accepted?;
+                        // Small frames (a follower's batch) must not wait for Nagle.
+                        stream.set_nodelay(true)?;
+                        Ok::<_, std::io::Error>(stream)
+                    });
+                    servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
+                }
+                Listener::Unix(listener, _) => {
+                    let incoming = UnixListenerStream::new(listener);
+                    servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
+                }
+            }
+        }
+        let housekeeping = CancellationToken::new();
+        let mut chores = self.spawn_housekeeping(&housekeeping);
+        chores.extend(std::mem::take(&mut self.forwarding).start(&housekeeping));
+        let not_serving = CancellationToken::new();
+        let stop_metrics = CancellationToken::new();
+        let metrics_server = self.spawn_metrics(&not_serving, &stop_metrics);
+        let stop_http = CancellationToken::new();
+        let http_server = self.spawn_http(&stop_http);
+
+        shutdown.await;
+        tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down");
+        housekeeping.cancel();
+        for chore in chores {
+            let _ = chore.await;
+        }
+        set_health(&health, ServingStatus::NotServing).await;
+        not_serving.cancel();
+        stop_accepting.cancel();
+        stop_http.cancel();
+        // Follow and watch streams (gRPC and SSE) never end by themselves;
+        // end them now so the drain below waits only for calls that finish.
+        self.sessions.begin_shutdown();
+        let drained = drain(servers, http_server, self.settings.shutdown_grace).await;
+        stop_metrics.cancel();
+        if let Some(metrics_server) = metrics_server {
+            report("the metrics server", metrics_server.await);
+        }
+        self.close(drained).await
+    }
+
+    /// `/metrics` and `/healthz`, when a listener was given.
+    fn spawn_metrics(
+        &mut self,
+        not_serving: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Option<JoinHandle<std::io::Result<()>>> {
+        let listener = self.metrics_listener.take()?;
+        tracing::info!(listen = %listener::display_addr(&listener), "serving metrics");
+        let sessions = self.sessions.clone();
+        let store = self.store.clone();
+        let snapshot = move || {
+            let (active, ended) = sessions.state_counts();
+            metrics::Snapshot {
+                active,
+                ended,
+                followers: *sessions.followers().borrow(),
+                store_bytes: store.size_on_disk().ok(),
+            }
+        };
+        Some(tokio::spawn(metrics::serve(
+            listener,
+            snapshot,
+            not_serving.clone(),
+            stop.clone(),
+        )))
+    }
+
+    /// The HTTP edge, when a listener was given.
+    fn spawn_http(&mut self, stop: &CancellationToken) -> Option<JoinHandle<std::io::Result<()>>> {
+        let listener = self.http_listener.take()?;
+        tracing::info!(listen = %listener::display_addr(&listener), "serving http");
+        let edge = HttpEdge::new(
+            self.sessions.clone(),
+            Arc::new(self.settings.limits.clone()),
+            self.streams.clone(),
+            self.auth.clone(),
+        )
+        .with_keep_alive(self.settings.sse_keep_alive);
+        Some(tokio::spawn(http::serve(
+            listener,
+            edge.router(),
+            stop.clone(),
+        )))
+    }
+
+    /// After the drain: stops the flusher, saves the active sessions'
+    /// counters (only when every call finished: a call cut off by the grace
+    /// period may still be running on its connection's task), and flushes.
+    async fn close(self, drained: bool) -> anyhow::Result<()> {
+        self.durability.stop();
+        if let Some(flusher) = self.flusher {
+            let _ = flusher.await;
+        }
+        // Without the saved counters, start-up only gets slower: it reads
+        // them from the logs.
+        if drained {
+            let sessions = self.sessions.clone();
+            match tokio::task::spawn_blocking(move || sessions.save_shutdown_counters()).await {
+                Ok(Ok(saved)) => {
+                    tracing::debug!(sessions = saved, "saved the active sessions' counters");
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "could not save the active sessions' counters");
+                }
+                Err(join) => {
+                    tracing::warn!(error = %join, "saving the active sessions' counters failed");
+                }
+            }
+        }
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.flush())
+            .await?
+            .context("the final flush failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+    /// The liveness task, and the retention task when a limit is set.
+    fn spawn_housekeeping(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut chores = Vec::new();
+        let sessions = self.sessions.clone();
+        chores.push(tokio::spawn(every(
+            self.settings.liveness_interval,
+            stop.clone(),
+            move || {
+                let sessions = sessions.clone();
+                async move {
+                    sessions.check_liveness().await;
+                }
+            },
+        )));
+        if let Some(path) = &self.settings.auth_token_file {
+            chores.push(tokio::spawn(
+                self.auth.clone().watch(path.clone(), stop.clone()),
+            ));
+        }
+        let retention = self.settings.retention;
+        if !retention.is_unlimited() {
+            let sessions = self.sessions.clone();
+            chores.push(tokio::spawn(every(
+                self.settings.retention_interval,
+                stop.clone(),
+                move || {
+                    let sessions = sessions.clone();
+                    async move {
+                        sessions.enforce_retention(retention).await;
+                    }
+                },
+            )));
+        }
+        chores
+    }
+}
+
+/// Runs `chore` every `period` until `stop`.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, chore: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => chore().await,
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Opens the store, starts its flusher and loads every session.
+async fn open_store(
+    settings: &ServerSettings,
+) -> anyhow::Result<(Store, Durability, Option<JoinHandle<()>>, SessionManager)> {
+    let store_options = settings.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_options))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
+    let (durability, flusher) = Durability::start(store.clone(), settings.fsync);
+    let loader_store = store.clone();
+    let loader_durability = durability.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || SessionManager::load(loader_store, loader_durability))
+            .await;
+    let sessions = match loaded {
+        Ok(Ok(sessions)) => Ok(sessions),
+        Ok(Err(err)) => Err(anyhow::Error::new(err).context("cannot load the stored sessions")),
+        Err(join) => Err(anyhow::Error::new(join).context("loading the stored sessions failed")),
+    };
+    match sessions {
+        Ok(sessions) => {
+            tracing::info!(sessions = sessions.session_count(), "store open");
+            Ok((store, durability, flusher, sessions))
+        }
+        Err(err) => {
+            durability.stop();
+            if let Some(flusher) = flusher {
+                let _ = flusher.await;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Waits up to `grace` for every listener's open calls to finish; after
+/// that, closes them. Whether they all finished in time.
+async fn drain(
+    mut servers: JoinSet<Result<(), tonic::transport::Error>>,
+    mut http_server: Option<JoinHandle<std::io::Result<()>>>,
+    grace: Duration,
+) -> bool {
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(finished) = servers.join_next().await {
+            report("a listener", finished);
+        }
+        if let Some(http_server) = http_server.as_mut() {
+            report("the http server", http_server.await);
+        }
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!("open calls did not finish within the grace period; closing them");
+        servers.shutdown().await;
+        if let Some(http_server) = http_server {
+            http_server.abort();
+        }
+    }
+    drained
+}
+
+/// Logs how a server task ended, if not well.
+fn report<E: std::fmt::Display>(
+    what: &str,
+    finished: Result<Result<(), E>, tokio::task::JoinError>,
+) {
+    match finished {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "{what} failed"),
+        Err(join) => tracing::error!(error = %join, "{what} task failed"),
+    }
+}
+
+/// Opens the server on `listeners` and serves until `shutdown` (see
+/// [`Server`]).
+pub async fn serve(
+    listeners: Listeners,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    Server::open(settings, listeners)
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Reflection over our protos and the health service's.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
