@@ -2,7 +2,7 @@
 //! of B entries of about 200 bytes to one session in a loop. `cargo run
 //! --release --example append_loop -- http://127.0.0.1:50051 [batches per
 //! writer] [writers] [batch size]` against a running server. The real
-//! benchmark (`sessionlog bench`) is its own piece of work.
+//! benchmark is `sessionlog-bench` (the `bench/` crate).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The standard benchmark set (issue #9): builds the release binary, runs each
+# The standard benchmark set (issue #9): builds the release binaries
+# (`sessionlog`, the server, and `sessionlog-bench`, the load), runs each
 # workload BENCH_RUNS times (a fresh local server and database per run), and
 # prints one markdown table to stdout: median [min..max], the reference
 # figure measured elsewhere, sessionlog / reference, the target, and whether
@@ -15,8 +16,10 @@
 #   BENCH_TEMP_DIR=DIR        where the databases go (default: the system's
 #                             temp dir; use the disk you deploy on)
 #   BENCH_OUT=DIR             keep each workload's JSON lines there
-#   BENCH_BIN=PATH            use this sessionlog binary instead of building
-#                             the release one (CI smoke-tests the script so)
+#   BENCH_BIN=PATH            use this sessionlog binary (the server under
+#                             test) instead of building the release one (CI
+#                             smoke-tests the script so)
+#   BENCH_TOOL=PATH           likewise for the sessionlog-bench binary
 #
 # Needs cargo and python3 (which turns the JSON into the table).
 set -euo pipefail
@@ -30,6 +33,7 @@ memory_entries=${BENCH_MEMORY_ENTRIES:-1000000}
 sessions=${BENCH_SESSIONS:-10000}
 session_entries=${BENCH_SESSION_ENTRIES:-1000}
 bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/sessionlog}
+tool=${BENCH_TOOL:-${CARGO_TARGET_DIR:-target}/release/sessionlog-bench}
 if [[ -n ${BENCH_OUT:-} ]]; then
   out=$BENCH_OUT
   mkdir -p "$out"
@@ -43,17 +47,22 @@ if [[ -n ${BENCH_TEMP_DIR:-} ]]; then
 fi
 
 if [[ -z ${BENCH_BIN:-} ]]; then
-  echo "== build (release)" >&2
-  cargo build --release --locked --bin sessionlog >&2
+  echo "== build sessionlog (release)" >&2
+  cargo build --release --locked -p sessionlog --bin sessionlog >&2
+fi
+if [[ -z ${BENCH_TOOL:-} ]]; then
+  echo "== build sessionlog-bench (release)" >&2
+  cargo build --release --locked -p sessionlog-bench >&2
 fi
 
-# bench NAME ARGS...: one workload, its JSON lines into $out/NAME.jsonl.
+# bench NAME ARGS...: one workload against fresh local servers run from
+# $bin, its JSON lines into $out/NAME.jsonl.
 bench() {
   local name=$1
   shift
-  echo "== $name: sessionlog bench $* --runs $runs" >&2
-  timeout 900 "$bin" bench "$@" ${temp_dir[@]+"${temp_dir[@]}"} --runs "$runs" --json \
-    >"$out/$name.jsonl"
+  echo "== $name: sessionlog-bench $* --runs $runs" >&2
+  timeout 900 "$tool" "$@" --server-bin "$bin" ${temp_dir[@]+"${temp_dir[@]}"} --runs "$runs" \
+    --json >"$out/$name.jsonl"
 }
 
 started=$SECONDS
@@ -89,7 +98,7 @@ retained_sessions() {
   }
   echo "== sessions: $sessions sessions x $session_entries entries, then a restart" >&2
   serve
-  timeout 900 "$bin" bench ingest --server "unix:$sock" --server-pid "$pid" \
+  timeout 900 "$tool" ingest --server "unix:$sock" --server-pid "$pid" \
     --sessions "$sessions" --batch "$((session_entries < 1000 ? session_entries : 1000))" \
     --count "$((sessions * session_entries))" --warmup 0s --keep-sessions --json \
     >"$out/sessions-fill.jsonl"

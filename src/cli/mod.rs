@@ -1,8 +1,8 @@
-//! The command line: `serve`, the client subcommands and `bench`. Client
-//! commands print text, or JSON lines with `--json`, and fail with the
-//! error on stderr and a non-zero exit.
+//! The command line: `serve` and the client subcommands (the load
+//! generator is its own binary, `sessionlog-bench`). Client commands print
+//! text, or JSON lines with `--json`, and fail with the error on stderr and
+//! a non-zero exit.
 
-mod bench;
 mod commands;
 mod follow;
 mod render;
@@ -51,9 +51,6 @@ enum Command {
     /// Run a command as a session: its output is logged and passed through,
     /// and its exit code returned.
     Run(run::RunArgs),
-    /// Measure a server (by default a fresh local one) or the raw store:
-    /// ingest rate and latency, follow latency, the sled baseline.
-    Bench(bench::BenchArgs),
 }
 
 /// Flags every client command shares.
@@ -163,7 +160,6 @@ pub fn main() -> ExitCode {
             Command::Read(args) => commands::read(args).await,
             Command::Tail(args) => follow::tail(args).await,
             Command::Watch(args) => follow::watch(args).await,
-            Command::Bench(args) => bench::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

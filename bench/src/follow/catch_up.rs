@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::json;
+use sessionlog::pb;
+use sessionlog::pb::follow_response::Event;
 use tokio::time::Instant;
 
 use super::followers::open;
 use super::{FollowArgs, LOGGER};
-use crate::cli::bench::local::ServerUnderTest;
-use crate::cli::bench::report::{self, ResourceUse, RunReport, Unit};
-use crate::cli::bench::workload::{self, within};
-use crate::pb;
-use crate::pb::follow_response::Event;
+use crate::local::ServerUnderTest;
+use crate::report::{self, ResourceUse, RunReport, Unit};
+use crate::workload::{self, within};
 
 /// Appends that fill the history.
 const CATCH_UP_BATCH: usize = 1_000;

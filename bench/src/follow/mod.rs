@@ -15,6 +15,7 @@ mod producer;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sessionlog::units::{parse_duration, parse_size};
 use tokio::time::Instant;
 
 use super::local::ServerUnderTest;
@@ -22,7 +23,6 @@ use super::reference;
 use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload;
 use super::{OutputArgs, TargetArgs, at_least_one};
-use crate::units::{parse_duration, parse_size};
 use followers::Followers;
 
 /// The logger of the producer's entries (the end entry has another).

@@ -9,16 +9,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use sessionlog::client::Client;
+use sessionlog::pb;
+use sessionlog::pb::follow_response::Event;
 use tokio::task::JoinSet;
 use tonic::Streaming;
 
 use super::{FollowArgs, LOGGER};
-use crate::cli::bench::latency::Latency;
-use crate::cli::bench::local::ServerUnderTest;
-use crate::cli::bench::workload::within;
-use crate::client::Client;
-use crate::pb;
-use crate::pb::follow_response::Event;
+use crate::latency::Latency;
+use crate::local::ServerUnderTest;
+use crate::workload::within;
 
 /// Follow streams per HTTP/2 connection: a few sockets rather than one per
 /// follower, and well under the streams a connection may carry at once.

@@ -10,10 +10,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use prost::Message as _;
 use prost_types::value::Kind;
+use sessionlog::client::Client;
+use sessionlog::pb;
 use tokio::time::Instant;
-
-use crate::client::Client;
-use crate::pb;
 
 /// The app name of the sessions a bench starts, so they are easy to find
 /// (and delete) on a shared server.

@@ -1,20 +1,24 @@
-//! The server under test: a fresh local `sessionlog serve` (this binary) on
-//! `127.0.0.1:0` in a temporary data directory, or a running server named
-//! by `--server`. Reads a server process's CPU time and memory from
+//! The server under test: a fresh local `sessionlog serve` on `127.0.0.1:0`
+//! in a temporary data directory, or a running server named by `--server`.
+//! The local server's binary is `--server-bin` (SESSIONLOG_BIN), else the
+//! `sessionlog` beside this program (where cargo builds both), else the
+//! first on PATH. Reads a server process's CPU time and memory from
 //! `/proc/<pid>/stat` and `/proc/<pid>/status` when its pid is known.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sessionlog::client::{ClientTls, Connection};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStderr};
 
 use super::{EngineArgs, TargetArgs};
-use crate::client::{ClientTls, Connection};
 
 /// How long a local server may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,7 +113,8 @@ impl ServerUnderTest {
                 idle: None,
             });
         }
-        let local = LocalServer::start(&target.engine).await?;
+        let program = server_program(target.server_bin.as_deref())?;
+        let local = LocalServer::start(&program, &target.engine).await?;
         let (url, pid) = (local.url.clone(), local.server.pid);
         // A moment for start-up allocations to settle before "idle" is read.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -166,9 +171,8 @@ struct Started {
 }
 
 impl LocalServer {
-    async fn start(engine: &EngineArgs) -> anyhow::Result<Started> {
+    async fn start(program: &Path, engine: &EngineArgs) -> anyhow::Result<Started> {
         let data_dir = temp_dir(engine.temp_dir.as_deref())?;
-        let program = std::env::current_exe().context("cannot find this program to run `serve`")?;
         let mut command = tokio::process::Command::new(program);
         command
             .arg("serve")
@@ -192,7 +196,12 @@ impl LocalServer {
                 command.env_remove(name);
             }
         }
-        let mut child = command.spawn().context("cannot start a local server")?;
+        let mut child = command.spawn().with_context(|| {
+            format!(
+                "cannot start a local server with `{}` (set by --server-bin or SESSIONLOG_BIN)",
+                program.display()
+            )
+        })?;
         let pid = child.id().context("the local server exited at once")?;
         let stderr = child.stderr.take().context("stderr is piped")?;
         let log_tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -295,6 +304,43 @@ fn serving_line(line: &str) -> Option<String> {
     fields.get("listen")?.as_str().map(str::to_owned)
 }
 
+/// The `sessionlog` binary a local server runs: `explicit` (--server-bin
+/// or SESSIONLOG_BIN) as given, else the one beside this program, else the
+/// first on PATH.
+fn server_program(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(program) = explicit {
+        return Ok(program.to_owned());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned));
+    find_server(beside.as_deref(), std::env::var_os("PATH").as_deref()).with_context(|| {
+        let looked_in = beside.map_or_else(String::new, |dir| format!(" in {} or", dir.display()));
+        format!(
+            "cannot find the `sessionlog` binary{looked_in} on PATH to run a local server; \
+             name it with --server-bin PATH (or SESSIONLOG_BIN), or bench a running server \
+             with --server URL"
+        )
+    })
+}
+
+/// The first executable `sessionlog` in `beside`, then in the directories
+/// of `path_var` (a PATH value).
+fn find_server(beside: Option<&Path>, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    let name = format!("sessionlog{}", std::env::consts::EXE_SUFFIX);
+    beside
+        .map(Path::to_owned)
+        .into_iter()
+        .chain(path_var.into_iter().flat_map(std::env::split_paths))
+        .map(|dir| dir.join(&name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .is_ok_and(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
+}
+
 /// A fresh directory for one run's database, removed when dropped.
 pub(super) fn temp_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
     let mut builder = tempfile::Builder::new();
@@ -333,6 +379,41 @@ mod tests {
     fn this_process_can_be_sampled() {
         let now = sample(std::process::id()).expect("/proc of this process");
         assert!(now.rss_bytes > 0 && now.peak_rss_bytes >= now.rss_bytes);
+    }
+
+    /// An executable (or, with `mode` 0o644, a plain) file `sessionlog` in
+    /// a new directory.
+    fn dir_with_server(mode: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sessionlog");
+        std::fs::write(&path, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        dir
+    }
+
+    #[test]
+    fn the_server_beside_this_program_comes_before_path() {
+        let beside = dir_with_server(0o755);
+        let on_path = dir_with_server(0o755);
+        let path_var = std::env::join_paths([on_path.path()]).expect("PATH");
+        assert_eq!(
+            find_server(Some(beside.path()), Some(&path_var)),
+            Some(beside.path().join("sessionlog"))
+        );
+        let empty = tempfile::tempdir().expect("temp dir");
+        assert_eq!(
+            find_server(Some(empty.path()), Some(&path_var)),
+            Some(on_path.path().join("sessionlog"))
+        );
+    }
+
+    #[test]
+    fn a_server_that_cannot_run_is_not_found() {
+        let not_executable = dir_with_server(0o644);
+        let empty = tempfile::tempdir().expect("temp dir");
+        let path_var = std::env::join_paths([empty.path(), not_executable.path()]).expect("PATH");
+        assert_eq!(find_server(Some(empty.path()), Some(&path_var)), None);
+        assert_eq!(find_server(None, None), None);
     }
 
     #[test]

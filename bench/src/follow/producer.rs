@@ -3,13 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use sessionlog::client::Client;
+use sessionlog::pb;
 use tokio::time::Instant;
 
 use super::{FollowArgs, LOGGER};
-use crate::cli::bench::latency::Latency;
-use crate::cli::bench::workload::{self, within};
-use crate::client::Client;
-use crate::pb;
+use crate::latency::Latency;
+use crate::workload::{self, within};
 
 /// How often the producer sends what is due.
 const PRODUCER_TICK: Duration = Duration::from_millis(1);

@@ -1,14 +1,34 @@
-//! `sessionlog bench` end to end: the real binary starts its own local
-//! server for `ingest` and `follow`, and its `--json` figures add up
-//! (every appended entry stored, every follower given every entry); a
-//! server that is not there fails the bench with a clear message.
+//! `sessionlog-bench` end to end: the real binary starts its own local
+//! server for `ingest` and `follow` (the `sessionlog` binary beside it), and
+//! its `--json` figures add up (every appended entry stored, every follower
+//! given every entry); a server that is not there, or a server binary that
+//! is not there, fails the bench with a clear message.
+//!
+//! Cargo builds `sessionlog` for this crate's tests only when the run
+//! includes the product crate (`cargo test --workspace`, or the product's
+//! `cargo test` first); `server_bin` says so when it is missing.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
+const BIN: &str = env!("CARGO_BIN_EXE_sessionlog-bench");
+
+/// The `sessionlog` binary of the same build: beside the bench binary in
+/// `target/<profile>/`, where the bench itself looks first.
+fn server_bin() -> PathBuf {
+    let server =
+        Path::new(BIN).with_file_name(format!("sessionlog{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        server.is_file(),
+        "{} is missing: build it first with `cargo build --bin sessionlog` \
+         (`cargo test --workspace` does)",
+        server.display()
+    );
+    server
+}
 
 struct Output {
     code: Option<i32>,
@@ -17,17 +37,20 @@ struct Output {
 }
 
 async fn bench(args: &[&str]) -> Output {
+    server_bin();
+    // The default lookup is under test, not a binary named by the caller's
+    // environment.
+    run(Command::new(BIN).args(args).env_remove("SESSIONLOG_BIN")).await
+}
+
+async fn run(command: &mut Command) -> Output {
     let output = tokio::time::timeout(
         Duration::from_secs(120),
-        Command::new(BIN)
-            .arg("bench")
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
+        command.kill_on_drop(true).output(),
     )
     .await
     .expect("the bench finishes within 120s")
-    .expect("run sessionlog bench");
+    .expect("run sessionlog-bench");
     Output {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -215,6 +238,66 @@ async fn a_server_that_is_not_there_fails_the_bench() {
         output
             .stderr
             .starts_with("error: cannot connect to http://127.0.0.1:"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_binary_that_is_not_there_names_the_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("sessionlog");
+    let output = run(Command::new(BIN)
+        .args(["ingest", "--count", "10"])
+        .env("SESSIONLOG_BIN", &missing))
+    .await;
+    assert_ne!(output.code, Some(0));
+    assert!(output.stdout.is_empty(), "{}", output.stdout);
+    assert!(
+        output
+            .stderr
+            .starts_with("error: cannot start a local server with `")
+            && output.stderr.contains("--server-bin"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binary_can_be_named() {
+    let output = run(Command::new(BIN)
+        .args(["ingest", "--json", "--batch", "10", "--count", "100"])
+        .args(["--warmup", "0s", "--server-bin"])
+        .arg(server_bin())
+        .env_remove("SESSIONLOG_BIN"))
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(number(run, "entries"), 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_server_binary_the_error_names_the_flag() {
+    // The bench binary alone in a directory, and nothing on PATH: a hard
+    // link, since the bench looks beside its resolved path and a symlink
+    // would resolve back to target/. Made beside the original, on the
+    // same filesystem.
+    let target_dir = Path::new(BIN)
+        .parent()
+        .expect("the bench binary's directory");
+    let dir = tempfile::tempdir_in(target_dir).expect("temp dir");
+    let alone = dir.path().join("sessionlog-bench");
+    std::fs::hard_link(BIN, &alone).expect("hard link to the bench binary");
+    let output = run(Command::new(&alone)
+        .args(["ingest", "--count", "10"])
+        .env("PATH", dir.path())
+        .env_remove("SESSIONLOG_BIN"))
+    .await;
+    assert_ne!(output.code, Some(0));
+    assert!(
+        output
+            .stderr
+            .starts_with("error: cannot find the `sessionlog` binary in ")
+            && output.stderr.contains("--server-bin PATH"),
         "{}",
         output.stderr
     );

@@ -1,4 +1,4 @@
-//! `bench store`: the storage baseline. The entries `ingest` sends, encoded
+//! `store`: the storage baseline. The entries `ingest` sends, encoded
 //! once, written straight into a temporary sled database opened the way the
 //! server opens its store (page cache, high-throughput mode, no background
 //! flusher), one key per entry (the seq, big-endian) in one tree per
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prost::Message as _;
+use sessionlog::config::FsyncMode;
 use tokio::time::Instant;
 
 use super::latency::Totals;
@@ -20,7 +21,6 @@ use super::reference;
 use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload::{self, StopRule};
 use super::{EngineArgs, LoadArgs, OutputArgs};
-use crate::config::FsyncMode;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct StoreArgs {

@@ -9,6 +9,9 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
+use sessionlog::client::Client;
+use sessionlog::config::FsyncMode;
+use sessionlog::pb;
 use tokio::time::Instant;
 
 use super::latency::Totals;
@@ -17,9 +20,6 @@ use super::reference;
 use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload::{self, StopRule, within};
 use super::{LoadArgs, OutputArgs, TargetArgs};
-use crate::client::Client;
-use crate::config::FsyncMode;
-use crate::pb;
 
 /// The logger of ingest entries.
 const LOGGER: &str = "bench.ingest";
@@ -34,7 +34,7 @@ pub(super) struct IngestArgs {
     /// one per client, as separate programs would have).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     connections: Option<usize>,
-    /// First write the same entries straight into sled (as `bench store`
+    /// First write the same entries straight into sled (as `store`
     /// does) and report the service's rate as a ratio of that.
     #[arg(long)]
     baseline: bool,

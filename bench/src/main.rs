@@ -1,10 +1,13 @@
-//! `sessionlog bench`: measures a deployment the way it is used. `ingest`
-//! appends batches from concurrent clients, `follow` times append-to-receive
-//! for many followers (and `--catch-up` a history read), `store` writes the
-//! same entries straight into sled as the storage baseline. Unless
-//! `--server` names one, every run gets a fresh local server (this binary's
-//! `serve`) in a temporary directory, so its CPU and memory are read from
-//! /proc. Owns the bench's flags and its runs; never the server's code.
+//! `sessionlog-bench`: measures a sessionlog deployment the way it is
+//! used. `ingest` appends batches from concurrent clients, `follow` times
+//! append-to-receive for many followers (and `--catch-up` a history read),
+//! `store` writes the same entries straight into sled as the storage
+//! baseline. Unless `--server` names one, every run gets a fresh local
+//! server (the `sessionlog` binary's `serve`, found as `local` says) in a
+//! temporary directory, so its CPU and memory are read from /proc. Owns the
+//! bench's flags and its runs; uses only the product's public client
+//! surface (`client`, `pb`, `config::FsyncMode`, `units`), never the
+//! server's code.
 
 mod follow;
 mod ingest;
@@ -16,16 +19,25 @@ mod store;
 mod workload;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Parser as _;
 use serde_json::{Value, json};
+use sessionlog::config::FsyncMode;
+use sessionlog::units::{parse_duration, parse_size};
 
-use crate::config::FsyncMode;
-use crate::units::{parse_duration, parse_size};
+// The same allocator as the server: `store` runs sled in this process, and
+// the bench's own CPU per entry is compared with the server's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[derive(Debug, clap::Args)]
-pub(super) struct BenchArgs {
+/// Measure a sessionlog server (by default a fresh local one) or the raw
+/// store: ingest rate and latency, follow latency, the sled baseline.
+#[derive(Debug, clap::Parser)]
+#[command(name = "sessionlog-bench", version)]
+struct Cli {
     #[command(subcommand)]
     workload: Workload,
 }
@@ -44,9 +56,30 @@ enum Workload {
     Store(store::StoreArgs),
 }
 
-pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.workload)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", error_text(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(workload: Workload) -> anyhow::Result<()> {
     let workload = async move {
-        match args.workload {
+        match workload {
             Workload::Ingest(args) => ingest::run(args).await,
             Workload::Follow(args) => follow::run(args).await,
             Workload::Store(args) => store::run(args).await,
@@ -63,6 +96,15 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A status as `code: message`, as the `sessionlog` client commands print
+/// it; other errors with their causes.
+fn error_text(err: &anyhow::Error) -> String {
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
+    format!("{err:#}")
+}
+
 /// The server under test.
 #[derive(Debug, Clone, clap::Args)]
 struct TargetArgs {
@@ -77,6 +119,10 @@ struct TargetArgs {
     /// With --server: a file whose first line is the bearer token.
     #[arg(long, requires = "server")]
     token_file: Option<PathBuf>,
+    /// The `sessionlog` binary a local server runs (default: the one beside
+    /// this program, else `sessionlog` on PATH). Unused with --server.
+    #[arg(long, env = "SESSIONLOG_BIN", value_name = "PATH")]
+    server_bin: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -85,7 +131,7 @@ struct TargetArgs {
 #[derive(Debug, Clone, clap::Args)]
 struct EngineArgs {
     /// When the server under test flushes (its `serve --fsync`): always,
-    /// interval or never. `bench store` flushes sled the same way. With
+    /// interval or never. `store` flushes sled the same way. With
     /// --server, say what that server runs with: it is reported, and picks
     /// the reference figure.
     #[arg(long, value_enum, default_value_t = FsyncMode::Interval)]

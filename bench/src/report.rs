@@ -2,11 +2,12 @@
 //! with reference figures measured elsewhere, as text or `--json` (one
 //! object per run, then a summary object of medians when there were more).
 
+use std::io::Write as _;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
-use super::super::commands::print_line;
 use super::local::ProcessSample;
 use super::reference::Reference;
 
@@ -236,6 +237,16 @@ fn print_references(report: &RunReport, ours: impl Fn(&str) -> Option<f64>) -> a
         }
     }
     Ok(())
+}
+
+/// Writes one line to stdout. A closed pipe (`| head`) ends the bench
+/// quietly, as for other Unix tools.
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}") {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        written => written.context("cannot write to stdout"),
+    }
 }
 
 /// A figure in JSON: whole numbers without a fraction, so counts read as
