@@ -52,7 +52,7 @@ pub(super) fn sample(pid: u32) -> anyhow::Result<ProcessSample> {
         status_kib(&status, field).with_context(|| format!("{status_path} has no `{field}` line"))
     };
     Ok(ProcessSample {
-        cpu_seconds: super::report::approx(ticks) / super::report::approx(ticks_per_second()),
+        cpu_seconds: super::figures::approx(ticks) / super::figures::approx(ticks_per_second()),
         rss_bytes: kib("VmRSS")? * 1024,
         peak_rss_bytes: kib("VmHWM")? * 1024,
     })

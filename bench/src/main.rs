@@ -9,6 +9,7 @@
 //! surface (`client`, `pb`, `config::FsyncMode`, `units`), never the
 //! server's code.
 
+mod figures;
 mod follow;
 mod ingest;
 mod latency;
