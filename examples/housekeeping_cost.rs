@@ -6,11 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sessionlog::server::{Listeners, Server, ServerSettings};
-use sessionlog::sessions::{AppendBatch, RetentionPolicy};
-use sessionlog::store::durability::FsyncPolicy;
-use sessionlog::store::schema::{StoredEntry, StoredSession};
-use sessionlog::store::{NewEntry, StoreOptions};
+use sessionlog::server::{
+    FsyncPolicy, Listeners, RetentionPolicy, Server, ServerSettings, StoreOptions,
+};
+use sessionlog::testing::{AppendBatch, NewEntry, StoredEntry, StoredSession};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -27,20 +27,30 @@
 //! - [`client`], [`cli`]: the Rust client and the command line.
 //! - [`tracing_layer`]: ships a Rust program's `tracing` events into a session.
 
-pub mod api;
+// Built without `testing`, what only the tests reach (through `testing`)
+// looks unreachable or unused. Lints are checked with it: the crate's
+// tests, and so clippy's `--all-targets`, build it so.
+#![cfg_attr(
+    not(feature = "testing"),
+    allow(unreachable_pub, dead_code, unused_imports)
+)]
+
+mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod edge;
-pub mod follow;
-pub mod forward;
-pub mod http;
-pub mod metrics;
-pub mod otlp;
+mod edge;
+mod follow;
+mod forward;
+mod http;
+mod metrics;
+mod otlp;
 pub mod pb;
-pub mod render;
+mod render;
 pub mod server;
-pub mod sessions;
-pub mod store;
+mod sessions;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tracing_layer;
 pub mod units;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::pb;
 
 /// Level names as typed on the command line.
-pub fn level_name(level: i32) -> &'static str {
+pub(crate) fn level_name(level: i32) -> &'static str {
     match pb::Level::try_from(level) {
         Ok(pb::Level::Trace) => "trace",
         Ok(pb::Level::Debug) => "debug",
@@ -24,7 +24,7 @@ pub fn level_name(level: i32) -> &'static str {
 }
 
 /// `active`, `ended`, or `unspecified`.
-pub fn state_name(state: i32) -> &'static str {
+pub(crate) fn state_name(state: i32) -> &'static str {
     match pb::SessionState::try_from(state) {
         Ok(pb::SessionState::Active) => "active",
         Ok(pb::SessionState::Ended) => "ended",
@@ -33,7 +33,7 @@ pub fn state_name(state: i32) -> &'static str {
 }
 
 /// RFC 3339 with milliseconds; empty when unset or out of range.
-pub fn time_text(timestamp: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn time_text(timestamp: Option<&prost_types::Timestamp>) -> String {
     timestamp
         .and_then(|timestamp| SystemTime::try_from(*timestamp).ok())
         .map(|time| humantime::format_rfc3339_millis(time).to_string())
@@ -41,7 +41,7 @@ pub fn time_text(timestamp: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// Like `90s` or `1h 30m`; empty when unset or zero.
-pub fn duration_text(duration: Option<&prost_types::Duration>) -> String {
+pub(crate) fn duration_text(duration: Option<&prost_types::Duration>) -> String {
     duration
         .and_then(|duration| Duration::try_from(*duration).ok())
         .filter(|duration| !duration.is_zero())
@@ -50,7 +50,7 @@ pub fn duration_text(duration: Option<&prost_types::Duration>) -> String {
 }
 
 /// A protobuf `Struct` as a JSON object.
-pub fn struct_json(value: Option<&prost_types::Struct>) -> Value {
+pub(crate) fn struct_json(value: Option<&prost_types::Struct>) -> Value {
     let fields = value.map(|value| &value.fields);
     Value::Object(
         fields
@@ -61,7 +61,7 @@ pub fn struct_json(value: Option<&prost_types::Struct>) -> Value {
     )
 }
 
-pub fn value_json(value: &prost_types::Value) -> Value {
+pub(crate) fn value_json(value: &prost_types::Value) -> Value {
     match &value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(flag)) => Value::Bool(*flag),
@@ -73,13 +73,13 @@ pub fn value_json(value: &prost_types::Value) -> Value {
 }
 
 /// Lowercase hex, two digits a byte.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Whole numbers print without a fraction (`2`, not `2.0`): protobuf
 /// numbers are doubles, but most were integers when they were logged.
-pub fn number_json(number: f64) -> serde_json::Value {
+pub(crate) fn number_json(number: f64) -> serde_json::Value {
     const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if number.fract() == 0.0 && number.abs() <= MAX_EXACT {
         #[allow(clippy::cast_possible_truncation)] // whole and within 2^53
@@ -89,7 +89,7 @@ pub fn number_json(number: f64) -> serde_json::Value {
 }
 
 /// The level a command-line name (`warn`, any case) stands for.
-pub fn level_from_name(name: &str) -> Option<pb::Level> {
+pub(crate) fn level_from_name(name: &str) -> Option<pb::Level> {
     let level = match name.to_ascii_lowercase().as_str() {
         "trace" => pb::Level::Trace,
         "debug" => pb::Level::Debug,

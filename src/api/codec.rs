@@ -15,7 +15,7 @@ const MAX_DETAIL_CHARS: usize = 200;
 
 /// The codec the generated code uses (see `build.rs`).
 #[derive(Debug)]
-pub struct Codec<T, U> {
+pub(crate) struct Codec<T, U> {
     inner: ProstCodec<T, U>,
     _types: PhantomData<(T, U)>,
 }
@@ -52,7 +52,7 @@ where
 
 /// Decodes messages; a decode failure is the sender's.
 #[derive(Debug)]
-pub struct RequestDecoder<U> {
+pub(crate) struct RequestDecoder<U> {
     inner: ProstDecoder<U>,
 }
 

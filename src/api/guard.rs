@@ -21,7 +21,7 @@ const TOO_LARGE: &str = "message length too large";
 
 /// Wraps a service in the guards.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct GuardLayer;
+pub(crate) struct GuardLayer;
 
 impl<S> Layer<S> for GuardLayer {
     type Service = Guard<S>;
@@ -33,7 +33,7 @@ impl<S> Layer<S> for GuardLayer {
 
 /// The guarded service.
 #[derive(Debug, Clone)]
-pub struct Guard<S> {
+pub(crate) struct Guard<S> {
     inner: S,
 }
 

@@ -3,13 +3,13 @@
 //! are called, and errors become statuses in exactly one place (`status`).
 
 mod auth;
-pub mod codec;
+pub(crate) mod codec;
 mod convert;
 mod guard;
 mod service;
 mod status;
-pub mod wire;
+pub(crate) mod wire;
 
-pub use crate::edge::{Limits, RequestError, TokenAuth};
-pub use guard::GuardLayer;
-pub use service::SessionLogService;
+pub(crate) use crate::edge::TokenAuth;
+pub(crate) use guard::GuardLayer;
+pub(crate) use service::SessionLogService;

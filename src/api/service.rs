@@ -21,21 +21,16 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 
 /// The gRPC service over a `SessionManager`.
 #[derive(Debug, Clone)]
-pub struct SessionLogService {
+pub(crate) struct SessionLogService {
     sessions: SessionManager,
     limits: Arc<Limits>,
     streams: Arc<StreamCounter>,
 }
 
 impl SessionLogService {
-    /// A service with its own count of open streams.
-    pub fn new(sessions: SessionManager, limits: Limits) -> Self {
-        Self::with_streams(sessions, Arc::new(limits), Arc::default())
-    }
-
     /// A service that counts its streams in `streams`, shared with the
     /// other edges so `--max-streams` bounds them all together.
-    pub fn with_streams(
+    pub(crate) fn with_streams(
         sessions: SessionManager,
         limits: Arc<Limits>,
         streams: Arc<StreamCounter>,

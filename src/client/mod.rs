@@ -18,8 +18,8 @@
 //! # async fn main() -> anyhow::Result<()> {
 //! # use sessionlog::server::{Listener, Listeners, Server, ServerSettings};
 //! # let dir = tempfile::tempdir()?;
-//! # let store = sessionlog::store::StoreOptions { path: dir.path().join("data"), cache_bytes: 8 << 20 };
-//! # let settings = ServerSettings::new(store, sessionlog::store::durability::FsyncPolicy::Never);
+//! # let store = sessionlog::server::StoreOptions { path: dir.path().join("data"), cache_bytes: 8 << 20 };
+//! # let settings = ServerSettings::new(store, sessionlog::server::FsyncPolicy::Never);
 //! # let listener = Listener::bind(&sessionlog::server::ListenAddr::Tcp("127.0.0.1:0".into())).await?;
 //! # let server_url = format!("http://{}", listener.local_addr());
 //! # let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

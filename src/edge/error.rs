@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How long a client refused for too many open streams should wait.
-pub const STREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const STREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A request the server refuses before doing any work.
 #[derive(Debug, thiserror::Error)]

@@ -5,18 +5,18 @@
 //! error. Nothing here knows a transport: the contract's messages (`pb`)
 //! appear, tonic's services and axum do not.
 
-pub mod entry;
-pub mod error;
-pub mod failure;
-pub mod limits;
-pub mod raw_entry;
-pub mod request;
-pub mod session;
-pub mod streams;
-pub mod tokens;
+pub(crate) mod entry;
+pub(crate) mod error;
+pub(crate) mod failure;
+pub(crate) mod limits;
+pub(crate) mod raw_entry;
+pub(crate) mod request;
+pub(crate) mod session;
+pub(crate) mod streams;
+pub(crate) mod tokens;
 
-pub use error::RequestError;
-pub use failure::{Code, Failure};
+pub(crate) use error::RequestError;
+pub(crate) use failure::{Code, Failure};
 pub use limits::Limits;
-pub use streams::{StreamCounter, StreamPermit};
-pub use tokens::TokenAuth;
+pub(crate) use streams::StreamCounter;
+pub(crate) use tokens::TokenAuth;

@@ -13,12 +13,12 @@ use super::error::{RequestError, invalid};
 use super::limits::Limits;
 
 /// The longest `batch_id`, in bytes (the contract's bound on ids).
-pub const MAX_BATCH_ID_LEN: usize = 128;
+pub(crate) const MAX_BATCH_ID_LEN: usize = 128;
 
 const PAGE_TOKEN_PREFIX: &str = "s1.";
 
 /// A required session id.
-pub fn session_id(id: &str) -> Result<&str, RequestError> {
+pub(crate) fn session_id(id: &str) -> Result<&str, RequestError> {
     if id.is_empty() {
         return Err(invalid("session_id", "is required"));
     }
@@ -27,7 +27,7 @@ pub fn session_id(id: &str) -> Result<&str, RequestError> {
 }
 
 /// An id that may be empty (no filter, no parent).
-pub fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
+pub(crate) fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
     if id.is_empty() || is_valid_id(id) {
         Ok(())
     } else {
@@ -36,7 +36,7 @@ pub fn optional_id(field: &'static str, id: &str) -> Result<(), RequestError> {
 }
 
 /// An entry filter, checked against the limits.
-pub fn entry_filter(
+pub(crate) fn entry_filter(
     min_level: Level,
     logger_prefixes: Vec<String>,
     contains: String,
@@ -52,12 +52,12 @@ pub fn entry_filter(
 }
 
 /// The token for the page after `after_id`: opaque to clients.
-pub fn encode_page_token(after_id: &str) -> String {
+pub(crate) fn encode_page_token(after_id: &str) -> String {
     format!("{PAGE_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(after_id))
 }
 
 /// The id a page token continues after; `None` for the first page.
-pub fn decode_page_token(token: &str) -> Result<Option<String>, RequestError> {
+pub(crate) fn decode_page_token(token: &str) -> Result<Option<String>, RequestError> {
     if token.is_empty() {
         return Ok(None);
     }

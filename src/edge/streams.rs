@@ -18,13 +18,13 @@ struct Counts {
 
 /// The open streams.
 #[derive(Debug, Default)]
-pub struct StreamCounter {
+pub(crate) struct StreamCounter {
     counts: Mutex<Counts>,
 }
 
 /// One open stream; dropping it closes its slot.
 #[derive(Debug)]
-pub struct StreamPermit {
+pub(crate) struct StreamPermit {
     counter: Arc<StreamCounter>,
     session_id: Option<String>,
 }
@@ -37,7 +37,7 @@ impl StreamCounter {
     }
 
     /// A slot for a stream, on `session_id` when it follows one.
-    pub fn acquire(
+    pub(crate) fn acquire(
         self: &Arc<Self>,
         session_id: Option<&str>,
         limits: &Limits,

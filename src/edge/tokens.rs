@@ -17,18 +17,18 @@ const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// The accepted tokens, shared by every intercepted service; `None` when
 /// the server runs without tokens.
 #[derive(Debug, Clone, Default)]
-pub struct TokenAuth {
+pub(crate) struct TokenAuth {
     tokens: Option<Arc<RwLock<Vec<Vec<u8>>>>>,
 }
 
 impl TokenAuth {
     /// No tokens needed.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self::default()
     }
 
     /// Reads `path`; fails when it cannot be read.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let tokens = read_tokens(path)?;
         if tokens.is_empty() {
             tracing::warn!(file = %path.display(), "the token file holds no tokens; every call will be refused");
@@ -42,7 +42,7 @@ impl TokenAuth {
     /// the tokens in when they differ. Comparing contents rather than
     /// modification times catches rewrites that land within one timestamp
     /// tick, or between the first read and this task's start.
-    pub async fn watch(self, path: PathBuf, stop: CancellationToken) {
+    pub(crate) async fn watch(self, path: PathBuf, stop: CancellationToken) {
         let Some(shared) = self.tokens else { return };
         let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
         let mut failing = false;
@@ -71,12 +71,12 @@ impl TokenAuth {
     }
 
     /// Whether calls need a token at all.
-    pub fn is_required(&self) -> bool {
+    pub(crate) fn is_required(&self) -> bool {
         self.tokens.is_some()
     }
 
     /// Whether `presented` is one of the tokens (always, without tokens).
-    pub fn accepts(&self, presented: &[u8]) -> bool {
+    pub(crate) fn accepts(&self, presented: &[u8]) -> bool {
         let Some(shared) = &self.tokens else {
             return true;
         };

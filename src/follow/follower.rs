@@ -54,7 +54,7 @@ impl FollowEvent<()> {
 
 /// Why a follow stream stops early.
 #[derive(Debug, thiserror::Error)]
-pub enum FollowError {
+pub(crate) enum FollowError {
     #[error("the session was deleted")]
     Deleted,
     #[error("the server is shutting down")]
@@ -65,7 +65,7 @@ pub enum FollowError {
 
 /// What a follower wants besides its cursor.
 #[derive(Debug, Clone)]
-pub struct FollowOptions {
+pub(crate) struct FollowOptions {
     pub filter: EntryFilter,
     /// At most this many entries per batch.
     pub max_batch: usize,
@@ -73,7 +73,7 @@ pub struct FollowOptions {
 
 /// Counts live followers; each `Follower` holds one unit until dropped.
 #[derive(Debug, Clone)]
-pub struct FollowerGauge {
+pub(crate) struct FollowerGauge {
     count_tx: Arc<watch::Sender<usize>>,
 }
 
@@ -87,7 +87,7 @@ impl Default for FollowerGauge {
 
 impl FollowerGauge {
     /// A receiver of the number of live followers.
-    pub fn watch(&self) -> watch::Receiver<usize> {
+    pub(crate) fn watch(&self) -> watch::Receiver<usize> {
         self.count_tx.subscribe()
     }
 
@@ -114,7 +114,7 @@ impl Drop for GaugeUnit {
 
 /// One follow stream's state.
 #[derive(Debug)]
-pub struct Follower {
+pub(crate) struct Follower {
     log: LogTree,
     progress_rx: watch::Receiver<Progress>,
     cursor: u64,
@@ -129,7 +129,7 @@ pub struct Follower {
 impl Follower {
     /// A follower of `log` from `after_seq`; `truncated` is announced first
     /// when the log no longer holds the entries right after the cursor.
-    pub fn new(
+    pub(crate) fn new(
         log: LogTree,
         progress_rx: watch::Receiver<Progress>,
         after_seq: u64,
@@ -152,7 +152,7 @@ impl Follower {
     }
 
     /// The next event; `None` after `Ended` or an error.
-    pub async fn next_event(&mut self) -> Option<Result<FollowEvent, FollowError>> {
+    pub(crate) async fn next_event(&mut self) -> Option<Result<FollowEvent, FollowError>> {
         if self.finished {
             return None;
         }
@@ -225,7 +225,7 @@ impl Follower {
     }
 
     /// The follower as a stream of events.
-    pub fn into_stream(self) -> impl Stream<Item = Result<FollowEvent, FollowError>> + Send {
+    pub(crate) fn into_stream(self) -> impl Stream<Item = Result<FollowEvent, FollowError>> + Send {
         futures::stream::unfold(self, |mut follower| async move {
             let event = follower.next_event().await?;
             Some((event, follower))

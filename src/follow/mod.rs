@@ -8,5 +8,5 @@
 mod follower;
 mod progress;
 
-pub use follower::{FollowError, FollowEvent, FollowOptions, Follower, FollowerGauge};
-pub use progress::{Progress, ProgressSignal};
+pub(crate) use follower::{FollowError, FollowEvent, FollowOptions, Follower, FollowerGauge};
+pub(crate) use progress::{Progress, ProgressSignal};

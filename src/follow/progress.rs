@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 /// What followers wait for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// The highest seq whose batch is fully applied.
     pub last_seq: u64,
     pub ended: bool,
@@ -17,7 +17,7 @@ pub struct Progress {
 
 /// The per-session signal; `None` while nobody follows.
 #[derive(Debug, Default)]
-pub struct ProgressSignal {
+pub(crate) struct ProgressSignal {
     sender: Option<watch::Sender<Progress>>,
 }
 
@@ -25,7 +25,7 @@ impl ProgressSignal {
     /// A receiver whose current value is `current`. While the channel
     /// exists every change was published to it, so it already holds
     /// `current`.
-    pub fn subscribe(&mut self, current: Progress) -> watch::Receiver<Progress> {
+    pub(crate) fn subscribe(&mut self, current: Progress) -> watch::Receiver<Progress> {
         match &self.sender {
             Some(sender) => sender.subscribe(),
             None => {
@@ -37,7 +37,7 @@ impl ProgressSignal {
     }
 
     /// Tells every follower; drops the channel once none is left.
-    pub fn publish(&mut self, progress: Progress) {
+    pub(crate) fn publish(&mut self, progress: Progress) {
         if let Some(sender) = &self.sender {
             if sender.receiver_count() == 0 {
                 self.sender = None;
@@ -47,8 +47,9 @@ impl ProgressSignal {
         }
     }
 
-    /// Whether a channel exists (for tests: none without followers).
-    pub fn is_open(&self) -> bool {
+    /// Whether a channel exists (none without followers).
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         self.sender.is_some()
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sessions::SessionManager;
 use crate::store::Store;
 
-pub use target::parse_header;
+pub(crate) use target::parse_header;
 
 /// Where and how to forward.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +73,7 @@ impl Handed {
 /// The forwarders of every `--forward-otlp` target, checked and holding
 /// their cursors, not yet running.
 #[derive(Default)]
-pub struct Forwarding {
+pub(crate) struct Forwarding {
     /// Each target's URL (for the log) and its forwarder.
     forwarders: Vec<(String, forwarder::Forwarder)>,
 }
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Forwarding {
 /// from here on, retention keeps an ended session until every target has
 /// acknowledged its end. Everything that can fail is here, so a bad flag
 /// stops the server before it reports SERVING.
-pub fn prepare(
+pub(crate) fn prepare(
     sessions: &SessionManager,
     store: &Store,
     settings: &ForwardSettings,
@@ -138,7 +138,7 @@ pub fn prepare(
 
 impl Forwarding {
     /// Runs each forwarder on its own task until `stop`.
-    pub fn start(self, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+    pub(crate) fn start(self, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
         self.forwarders
             .into_iter()
             .map(|(url, forwarder)| {

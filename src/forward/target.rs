@@ -73,7 +73,7 @@ impl Target {
 }
 
 /// `name=value`, as `--forward-header` takes it.
-pub fn parse_header(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}`: expected name=value"))?;

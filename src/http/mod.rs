@@ -26,11 +26,11 @@ use crate::edge::{Limits, StreamCounter, TokenAuth};
 use crate::sessions::SessionManager;
 
 /// How often an idle SSE stream gets a `:keep-alive` comment.
-pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
-pub struct HttpEdge {
+pub(crate) struct HttpEdge {
     sessions: SessionManager,
     limits: Arc<Limits>,
     streams: Arc<StreamCounter>,
@@ -41,7 +41,7 @@ pub struct HttpEdge {
 impl HttpEdge {
     /// The edge over `sessions`, with the limits, stream count and tokens
     /// the gRPC edge uses.
-    pub fn new(
+    pub(crate) fn new(
         sessions: SessionManager,
         limits: Arc<Limits>,
         streams: Arc<StreamCounter>,
@@ -57,14 +57,14 @@ impl HttpEdge {
     }
 
     /// Idle SSE streams get a comment this often.
-    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+    pub(crate) fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
         self.keep_alive = keep_alive;
         self
     }
 
     /// Every route: the console's files without a token, `/api/...` with
     /// one when the server has tokens.
-    pub fn router(self) -> Router {
+    pub(crate) fn router(self) -> Router {
         let auth = self.auth.clone();
         let reads = Router::new()
             .route("/api/v1/sessions", get(routes::list))
@@ -89,7 +89,7 @@ impl HttpEdge {
 /// Serves `router` on `listener` until `stop`; then stops accepting and
 /// returns once open requests have finished (SSE streams end when the
 /// rules shut down, which the server does before cancelling `stop`).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,

@@ -27,7 +27,7 @@ struct Shared {
 /// Serves until `stop` is cancelled; `/healthz` fails from when `stopping`
 /// is (shutdown began) so load balancers move away while calls drain.
 /// `snapshot` runs on a blocking thread at each scrape (it may read the disk).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     snapshot: impl Fn() -> Snapshot + Send + Sync + 'static,
     stopping: CancellationToken,

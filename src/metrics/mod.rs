@@ -15,11 +15,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-pub use http::serve;
+pub(crate) use http::serve;
 
 /// A label set of one `reason`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
+pub(crate) struct Reason {
     pub reason: String,
 }
 
@@ -51,7 +51,7 @@ struct TargetOutcome {
 /// Every instrument. Names follow Prometheus conventions: the registry adds
 /// the `sessionlog_` prefix, `_total` to counters and the unit suffix.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     appended_entries: Counter,
     appended_bytes: Counter,
@@ -76,7 +76,7 @@ pub struct Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's instruments.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     &METRICS
 }
 
@@ -212,19 +212,19 @@ impl Metrics {
     }
 
     /// A batch of `entries` taking `bytes` was stored.
-    pub fn appended(&self, entries: usize, bytes: u64) {
+    pub(crate) fn appended(&self, entries: usize, bytes: u64) {
         self.appended_entries.inc_by(entries as u64);
         self.appended_bytes.inc_by(bytes);
         self.batch("stored");
     }
 
     /// A retried batch id was answered from the dedupe window.
-    pub fn duplicate_batch(&self) {
+    pub(crate) fn duplicate_batch(&self) {
         self.batch("duplicate");
     }
 
     /// An append failed (ended session, storage error, ...).
-    pub fn failed_batch(&self) {
+    pub(crate) fn failed_batch(&self) {
         self.batch("failed");
     }
 
@@ -232,16 +232,16 @@ impl Metrics {
         self.append_batches.get_or_create(&Outcome { result }).inc();
     }
 
-    pub fn append_took(&self, took: Duration) {
+    pub(crate) fn append_took(&self, took: Duration) {
         self.append_seconds.observe(took.as_secs_f64());
     }
 
-    pub fn flush_took(&self, took: Duration) {
+    pub(crate) fn flush_took(&self, took: Duration) {
         self.flush_seconds.observe(took.as_secs_f64());
     }
 
     /// A follower was sent `entries` and is `lag` entries behind after them.
-    pub fn delivered(&self, entries: usize, lag: u64) {
+    pub(crate) fn delivered(&self, entries: usize, lag: u64) {
         self.follow_delivered.inc_by(entries as u64);
         #[allow(clippy::cast_precision_loss)] // a bucket boundary, not a count
         self.follower_lag.observe(lag as f64);
@@ -249,16 +249,16 @@ impl Metrics {
 
     /// A session ended by the liveness check (`lease expired` is
     /// labelled `lease_expired`).
-    pub fn liveness_ended(&self, reason: &str) {
+    pub(crate) fn liveness_ended(&self, reason: &str) {
         self.liveness_endings.get_or_create(&label(reason)).inc();
     }
 
     /// A session removed by retention (`max age` is labelled `max_age`).
-    pub fn pruned(&self, reason: &str) {
+    pub(crate) fn pruned(&self, reason: &str) {
         self.pruned_sessions.get_or_create(&label(reason)).inc();
     }
 
-    pub fn otlp_records(&self, stored: usize, rejected: usize) {
+    pub(crate) fn otlp_records(&self, stored: usize, rejected: usize) {
         for (result, count) in [("stored", stored), ("rejected", rejected)] {
             if count > 0 {
                 self.otlp_records
@@ -270,7 +270,7 @@ impl Metrics {
 
     /// `records` sent to `target` ended as `result` (exported, rejected,
     /// dropped).
-    pub fn forwarded(&self, target: &str, result: &'static str, records: u64) {
+    pub(crate) fn forwarded(&self, target: &str, result: &'static str, records: u64) {
         if records > 0 {
             self.forward_records
                 .get_or_create(&TargetOutcome {
@@ -281,11 +281,11 @@ impl Metrics {
         }
     }
 
-    pub fn pruned_unforwarded(&self) {
+    pub(crate) fn pruned_unforwarded(&self) {
         self.forward_pruned_unforwarded.inc();
     }
 
-    pub fn forward_failed(&self, target: &str) {
+    pub(crate) fn forward_failed(&self, target: &str) {
         self.forward_failed_exports
             .get_or_create(&Target {
                 target: target.to_owned(),
@@ -294,7 +294,7 @@ impl Metrics {
     }
 
     /// How far `target` is behind: entries, and the age of the oldest.
-    pub fn forward_lag(&self, target: &str, entries: u64, oldest: Duration) {
+    pub(crate) fn forward_lag(&self, target: &str, entries: u64, oldest: Duration) {
         let label = Target {
             target: target.to_owned(),
         };
@@ -308,7 +308,7 @@ impl Metrics {
 
     /// Sets the gauges read at scrape time and renders every metric in
     /// the OpenMetrics text format.
-    pub fn render(&self, state: &Snapshot) -> String {
+    pub(crate) fn render(&self, state: &Snapshot) -> String {
         for (state_name, count) in [("active", state.active), ("ended", state.ended)] {
             self.sessions
                 .get_or_create(&State { state: state_name })
@@ -335,7 +335,7 @@ fn label(reason: &str) -> Reason {
 
 /// State read at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub active: usize,
     pub ended: usize,
     pub followers: usize,

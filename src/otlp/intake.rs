@@ -26,7 +26,7 @@ use super::mapping::{self, Record};
 
 /// The OTLP logs service over a `SessionManager`.
 #[derive(Debug, Clone)]
-pub struct OtlpIntake {
+pub(crate) struct OtlpIntake {
     sessions: SessionManager,
     limits: Arc<Limits>,
     /// The lease given to sessions this service starts, so a session whose
@@ -35,7 +35,7 @@ pub struct OtlpIntake {
 }
 
 impl OtlpIntake {
-    pub fn new(sessions: SessionManager, limits: Limits, lease: Option<Duration>) -> Self {
+    pub(crate) fn new(sessions: SessionManager, limits: Limits, lease: Option<Duration>) -> Self {
         Self {
             sessions,
             limits: Arc::new(limits),

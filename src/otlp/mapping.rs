@@ -12,18 +12,18 @@ use prost_types::{ListValue, Struct, Timestamp, Value};
 
 use crate::pb;
 
-pub const SESSION_ID: &str = "session.id";
-pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
-pub const SERVICE_NAME: &str = "service.name";
-pub const PROCESS_PID: &str = "process.pid";
-pub const JOB_ID: &str = "sessionlog.job_id";
-pub const PARENT_SESSION_ID: &str = "sessionlog.parent_session_id";
-pub const MODE: &str = "sessionlog.mode";
-pub const PLATFORM: &str = "sessionlog.platform";
-pub const META_PREFIX: &str = "sessionlog.meta.";
-pub const FORMAT: &str = "sessionlog.format";
-pub const SESSION_STARTED: &str = "sessionlog.session.started";
-pub const SESSION_ENDED: &str = "sessionlog.session.ended";
+pub(crate) const SESSION_ID: &str = "session.id";
+pub(crate) const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+pub(crate) const SERVICE_NAME: &str = "service.name";
+pub(crate) const PROCESS_PID: &str = "process.pid";
+pub(crate) const JOB_ID: &str = "sessionlog.job_id";
+pub(crate) const PARENT_SESSION_ID: &str = "sessionlog.parent_session_id";
+pub(crate) const MODE: &str = "sessionlog.mode";
+pub(crate) const PLATFORM: &str = "sessionlog.platform";
+pub(crate) const META_PREFIX: &str = "sessionlog.meta.";
+pub(crate) const FORMAT: &str = "sessionlog.format";
+pub(crate) const SESSION_STARTED: &str = "sessionlog.session.started";
+pub(crate) const SESSION_ENDED: &str = "sessionlog.session.ended";
 
 /// Integers beyond this lose precision as a JSON number, so they stay text.
 const MAX_EXACT_INTEGER: i64 = 1 << 53;
@@ -31,11 +31,11 @@ const MAX_EXACT_INTEGER: i64 = 1 << 53;
 /// A resource that names no session.
 #[derive(Debug, thiserror::Error)]
 #[error("the resource has neither a `{SESSION_ID}` nor a `{SERVICE_INSTANCE_ID}` attribute")]
-pub struct NoSessionId;
+pub(crate) struct NoSessionId;
 
 /// What one log record means.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Record {
+pub(crate) enum Record {
     Entry(pb::LogEntry),
     /// The session start marker; the session is started on first sight anyway.
     Started,
@@ -46,7 +46,7 @@ pub enum Record {
 }
 
 /// The session a resource's records belong to, as a start request.
-pub fn session(resource: Option<&Resource>) -> Result<pb::StartSessionRequest, NoSessionId> {
+pub(crate) fn session(resource: Option<&Resource>) -> Result<pb::StartSessionRequest, NoSessionId> {
     let attributes = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
     let text = |key: &str| attribute(attributes, key).map(text_of).unwrap_or_default();
     let session_id = [SESSION_ID, SERVICE_INSTANCE_ID]
@@ -82,7 +82,7 @@ pub fn session(resource: Option<&Resource>) -> Result<pb::StartSessionRequest, N
 }
 
 /// One record of a scope.
-pub fn record(scope: Option<&InstrumentationScope>, record: LogRecord) -> Record {
+pub(crate) fn record(scope: Option<&InstrumentationScope>, record: LogRecord) -> Record {
     match record.event_name.as_str() {
         SESSION_STARTED => return Record::Started,
         SESSION_ENDED => {
@@ -121,7 +121,7 @@ pub fn record(scope: Option<&InstrumentationScope>, record: LogRecord) -> Record
 
 /// Severity number ranges to levels: 1–4 TRACE, 5–8 DEBUG, 9–12 INFO,
 /// 13–16 WARN, 17–20 ERROR, 21–24 CRITICAL, anything else UNSPECIFIED.
-pub fn level(severity_number: i32) -> pb::Level {
+pub(crate) fn level(severity_number: i32) -> pb::Level {
     match severity_number {
         1..=4 => pb::Level::Trace,
         5..=8 => pb::Level::Debug,
@@ -134,7 +134,7 @@ pub fn level(severity_number: i32) -> pb::Level {
 }
 
 /// A level's severity number and text (the first number of its range).
-pub fn severity(level: pb::Level) -> (i32, &'static str) {
+pub(crate) fn severity(level: pb::Level) -> (i32, &'static str) {
     match level {
         pb::Level::Unspecified => (0, ""),
         pb::Level::Trace => (1, "TRACE"),

@@ -4,7 +4,7 @@
 //! exports to OpenTelemetry backends.
 
 mod intake;
-pub mod mapping;
-pub mod outbound;
+pub(crate) mod mapping;
+pub(crate) mod outbound;
 
-pub use intake::OtlpIntake;
+pub(crate) use intake::OtlpIntake;

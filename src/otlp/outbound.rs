@@ -20,7 +20,7 @@ use crate::pb;
 
 /// A session's resource: its id, app, pid, job, parent, mode, platform and
 /// metadata (`sessionlog.meta.<key>`) as attributes; empty ones left out.
-pub fn resource(session: &pb::Session) -> Resource {
+pub(crate) fn resource(session: &pb::Session) -> Resource {
     let mut attributes = vec![text(SESSION_ID, &session.id)];
     for (key, value) in [
         (SERVICE_NAME, &session.app_name),
@@ -56,7 +56,10 @@ pub fn resource(session: &pb::Session) -> Resource {
 
 /// One session's records, grouped by logger (the scope name) in the order
 /// given, since OTLP keeps records in order only within a scope.
-pub fn resource_logs(session: &pb::Session, records: Vec<(String, LogRecord)>) -> ResourceLogs {
+pub(crate) fn resource_logs(
+    session: &pb::Session,
+    records: Vec<(String, LogRecord)>,
+) -> ResourceLogs {
     let mut scopes: Vec<ScopeLogs> = Vec::new();
     for (logger, record) in records {
         match scopes.last_mut() {
@@ -83,7 +86,7 @@ pub fn resource_logs(session: &pb::Session, records: Vec<(String, LogRecord)>) -
 /// An entry as a record, with the logger it belongs under: severity number
 /// and text from the level, the message as the body, fields as attributes
 /// (the format template as `sessionlog.format`), ids kept.
-pub fn log_record(entry: &pb::LogEntry) -> (String, LogRecord) {
+pub(crate) fn log_record(entry: &pb::LogEntry) -> (String, LogRecord) {
     let (severity_number, severity_text) = severity(entry.level());
     let mut attributes: Vec<KeyValue> = entry
         .fields
@@ -114,12 +117,12 @@ pub fn log_record(entry: &pb::LogEntry) -> (String, LogRecord) {
 }
 
 /// The record that says a session started (at its creation time).
-pub fn started_record(session: &pb::Session) -> LogRecord {
+pub(crate) fn started_record(session: &pb::Session) -> LogRecord {
     event(SESSION_STARTED, session.created_at.as_ref(), String::new())
 }
 
 /// The record that says a session ended, its reason as the body.
-pub fn ended_record(session: &pb::Session) -> LogRecord {
+pub(crate) fn ended_record(session: &pb::Session) -> LogRecord {
     event(
         SESSION_ENDED,
         session.ended_at.as_ref(),

@@ -39,6 +39,12 @@ use crate::store::durability::Durability;
 
 pub use listener::{ListenAddr, Listener, Listeners};
 pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
+// The types `ServerSettings` is made of.
+pub use crate::edge::Limits;
+pub use crate::forward::ForwardSettings;
+pub use crate::sessions::RetentionPolicy;
+pub use crate::store::StoreOptions;
+pub use crate::store::durability::FsyncPolicy;
 
 /// The gRPC name health reports for the main service.
 pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
@@ -136,7 +142,8 @@ impl Server {
         })
     }
 
-    /// The rules behind the API (for tests and in-process users).
+    /// The rules behind the API, for white-box tests.
+    #[cfg(feature = "testing")]
     pub fn sessions(&self) -> &SessionManager {
         &self.sessions
     }

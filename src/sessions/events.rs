@@ -16,7 +16,7 @@ use crate::store::schema::State;
 use super::{SessionError, SessionManager, SessionView};
 
 /// How many events a watcher may fall behind before its stream ends.
-pub const WATCH_BACKLOG: usize = 4_096;
+pub(crate) const WATCH_BACKLOG: usize = 4_096;
 
 /// What `WatchSessions` reports.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use super::read::{MAX_READ_LIMIT, MAX_SCANNED_PER_READ};
 use super::{SessionError, SessionManager, SessionView, blocking};
 
 /// Entries per follow batch when the request names no `max_batch`.
-pub const DEFAULT_FOLLOW_BATCH: usize = 500;
+pub(crate) const DEFAULT_FOLLOW_BATCH: usize = 500;
 
 /// One `Follow`.
 #[derive(Debug, Clone, Default)]

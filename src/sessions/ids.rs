@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// The longest accepted session id.
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// Whether `id` matches `[A-Za-z0-9._:-]{1,128}`.
-pub fn is_valid_id(id: &str) -> bool {
+pub(crate) fn is_valid_id(id: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&id.len())
         && id
             .bytes()
@@ -17,13 +17,13 @@ pub fn is_valid_id(id: &str) -> bool {
 
 /// Makes new session ids.
 #[derive(Debug, Default)]
-pub struct IdGenerator {
+pub(crate) struct IdGenerator {
     ulids: Mutex<ulid::Generator>,
 }
 
 impl IdGenerator {
     /// A new id, greater than every id this generator made before.
-    pub fn next_id(&self) -> String {
+    pub(crate) fn next_id(&self) -> String {
         let mut ulids = self
             .ulids
             .lock()

@@ -16,9 +16,9 @@ use super::handle::{SessionHandle, lease_deadline};
 use super::{SessionError, SessionManager, SessionView, WatchEvent, blocking, process};
 
 /// The logger of the synthetic entry that ends a session.
-pub const END_LOGGER: &str = "sessions";
+pub(crate) const END_LOGGER: &str = "sessions";
 /// The reason recorded when a forced delete ends an active session.
-pub const DELETED_REASON: &str = "deleted";
+pub(crate) const DELETED_REASON: &str = "deleted";
 
 impl SessionManager {
     /// Creates an active session from `draft` (its id, when empty, is

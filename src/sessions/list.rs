@@ -9,9 +9,9 @@ use crate::store::schema::State;
 use super::{SessionManager, SessionView};
 
 /// Sessions per page when the request names no size.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
 /// The largest page; larger requests are clamped.
-pub const MAX_PAGE_SIZE: usize = 1_000;
+pub(crate) const MAX_PAGE_SIZE: usize = 1_000;
 
 /// One `ListSessions`. Empty strings do not filter.
 #[derive(Debug, Clone, Default)]

@@ -13,9 +13,9 @@ use super::handle::SessionHandle;
 use super::{SessionError, SessionManager, process};
 
 /// The end reason when no append or heartbeat renewed the lease in time.
-pub const LEASE_EXPIRED: &str = "lease expired";
+pub(crate) const LEASE_EXPIRED: &str = "lease expired";
 /// The end reason when the client process no longer exists.
-pub const PROCESS_EXITED: &str = "process exited";
+pub(crate) const PROCESS_EXITED: &str = "process exited";
 
 /// Active sessions with a lease or a watched pid.
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@ mod append;
 mod events;
 mod follow;
 mod handle;
-pub mod ids;
+pub(crate) mod ids;
 mod lifecycle;
 mod list;
 mod liveness;
@@ -25,15 +25,13 @@ use crate::store::durability::Durability;
 use crate::store::schema::State;
 use crate::store::{Store, StoreError};
 
-pub use append::{AppendBatch, AppendOutcome};
-pub use events::{WATCH_BACKLOG, WatchEvent, WatchQuery};
-pub use follow::{DEFAULT_FOLLOW_BATCH, FollowQuery};
+pub use append::AppendBatch;
+pub(crate) use events::{WatchEvent, WatchQuery};
+pub(crate) use follow::FollowQuery;
 use handle::SessionHandle;
-pub use handle::SessionView;
-pub use lifecycle::{DELETED_REASON, END_LOGGER};
-pub use list::{DEFAULT_PAGE_SIZE, ListPage, ListQuery, MAX_PAGE_SIZE};
-pub use liveness::{LEASE_EXPIRED, PROCESS_EXITED};
-pub use read::{DEFAULT_READ_LIMIT, MAX_READ_LIMIT, MAX_SCANNED_PER_READ, ReadPage, ReadQuery};
+pub(crate) use handle::SessionView;
+pub(crate) use list::ListQuery;
+pub(crate) use read::{MAX_READ_LIMIT, ReadQuery};
 pub use retention::{PruneReason, RetentionPolicy};
 
 /// What a request can run into, named after the situation.
@@ -108,7 +106,7 @@ impl std::fmt::Debug for GuardSlot {
 
 /// Whether an ended session has been handed on everywhere it must go
 /// (forwarding targets), so retention may remove it.
-pub type PruneGuard = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+pub(crate) type PruneGuard = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl SessionManager {
     /// Loads every stored session. Sessions active at shutdown stay active.

@@ -8,13 +8,13 @@ use crate::store::{EntryFilter, ScanLimits};
 use super::{SessionError, SessionManager, blocking};
 
 /// Entries per page when the request names no limit.
-pub const DEFAULT_READ_LIMIT: usize = 1_000;
+pub(crate) const DEFAULT_READ_LIMIT: usize = 1_000;
 /// The most entries one page returns; larger limits are clamped.
-pub const MAX_READ_LIMIT: usize = 10_000;
+pub(crate) const MAX_READ_LIMIT: usize = 10_000;
 /// The most entries one read examines, so a filter that matches little
 /// cannot make one call scan a whole large log; the cursor says where to
 /// go on.
-pub const MAX_SCANNED_PER_READ: usize = 100_000;
+pub(crate) const MAX_SCANNED_PER_READ: usize = 100_000;
 
 /// One `Read`.
 #[derive(Debug, Clone, Default)]

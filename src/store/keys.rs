@@ -4,7 +4,7 @@
 //! all begin with 0xff.
 
 /// The largest seq a session can hold (2^63 - 1): entry keys stay below 0x80.
-pub const MAX_SEQ: u64 = 0x7fff_ffff_ffff_ffff;
+pub(crate) const MAX_SEQ: u64 = 0x7fff_ffff_ffff_ffff;
 
 const META: u8 = 0xff;
 /// The log's `LogCounters`, rewritten by every batch.

@@ -18,7 +18,7 @@ use super::keys::{self, COUNTERS_KEY};
 use super::schema::{LogCounters, StoredBatch, StoredEntry};
 
 /// How many batch ids per session a retry is recognised among.
-pub const DEDUPE_WINDOW: u64 = 1_000;
+pub(crate) const DEDUPE_WINDOW: u64 = 1_000;
 
 /// A session's log tree.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct LogTree {
 }
 
 /// An entry as stored: its seq and its encoded `StoredEntry`.
-pub type RawEntry = (u64, IVec);
+pub(crate) type RawEntry = (u64, IVec);
 
 impl LogTree {
     pub(super) fn new(tree: sled::Tree) -> Self {

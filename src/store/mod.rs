@@ -7,7 +7,7 @@
 
 mod block;
 mod data_dir;
-pub mod durability;
+pub(crate) mod durability;
 mod entry;
 mod forward;
 mod keys;
@@ -24,9 +24,10 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 pub use entry::NewEntry;
-pub use keys::MAX_SEQ;
-pub use log::{DEDUPE_WINDOW, LogTree, RawEntry, decode_entry};
-pub use query::{EntryFilter, Page, RawPage, ScanLimits};
+pub(crate) use keys::MAX_SEQ;
+pub(crate) use log::LogTree;
+pub use log::decode_entry;
+pub(crate) use query::{EntryFilter, Page, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 
 const SESSIONS_TREE: &str = "sessions";
