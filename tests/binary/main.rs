@@ -3,8 +3,10 @@
 
 mod common;
 
+mod auth;
 mod cli;
 mod crash;
 mod forward_crash;
 mod metrics;
 mod run;
+mod tls;

@@ -1,73 +1,15 @@
-//! TLS and mutual TLS on TCP listeners, from the Rust client and the CLI.
+//! TLS and mutual TLS on TCP listeners, from the Rust client, and
+//! forwarding over TLS.
 
-use crate::common;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-
-use common::TestServer;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use sessionlog::client::{ClientTls, Connection};
 use sessionlog::pb;
 use sessionlog::server::TlsFiles;
 
-/// A CA and PEM files signed by it, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
-        let pki = Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-            ca,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).expect("write ca");
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes `<name>.pem` and `<name>.key` for these subject names.
-    fn issue(&self, name: &str, subject_alt_names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("key");
-        let names: Vec<String> = subject_alt_names
-            .iter()
-            .map(|name| (*name).to_owned())
-            .collect();
-        let cert = CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &self.ca)
-            .expect("sign");
-        let (cert_path, key_path) = (
-            self.path(&format!("{name}.pem")),
-            self.path(&format!("{name}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        (cert_path, key_path)
-    }
-}
-
-async fn tls_server(pki: &Pki, require_client_certs: bool) -> TestServer {
-    let (cert, key) = pki.issue("server", &["localhost", "127.0.0.1"]);
-    let client_ca = require_client_certs.then(|| pki.path("ca.pem"));
-    TestServer::start_configured(move |settings| {
-        settings.tls = Some(TlsFiles {
-            cert,
-            key,
-            client_ca,
-        });
-    })
-    .await
-}
+use crate::common;
+use crate::common::TestServer;
+use crate::common::access::{Pki, https, tls_server};
 
 async fn start_over(server: &str, tls: &ClientTls) -> anyhow::Result<String> {
     let connection = Connection::connect_with(server, None, tls).await?;
@@ -76,10 +18,6 @@ async fn start_over(server: &str, tls: &ClientTls) -> anyhow::Result<String> {
         .start_session(pb::StartSessionRequest::default())
         .await?;
     Ok(session.into_inner().id)
-}
-
-fn https(server: &TestServer) -> String {
-    format!("https://127.0.0.1:{}", server.addr.port())
 }
 
 fn trusting(ca: &Path) -> ClientTls {
@@ -132,41 +70,6 @@ async fn mutual_tls_needs_a_client_certificate_from_the_ca() {
     assert!(
         start_over(&https(&server), &foreign_cert).await.is_err(),
         "a client cert from another CA"
-    );
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_speaks_https_with_a_ca_and_client_certificate() {
-    let pki = Pki::new();
-    let server = tls_server(&pki, true).await;
-    let (cert, key) = pki.issue("cli", &["cli"]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sessionlog"))
-        .args([
-            "start",
-            "--app",
-            "tls-cli",
-            "--server",
-            &https(&server),
-            "--ca-file",
-        ])
-        .arg(pki.path("ca.pem"))
-        .arg("--cert-file")
-        .arg(&cert)
-        .arg("--key-file")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        !String::from_utf8_lossy(&output.stdout).trim().is_empty(),
-        "printed the id"
     );
     server.shutdown().await;
 }

@@ -2,6 +2,8 @@
 //! it serves (no sleeps, no fixed ports), and a connected generated client.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../shared/access.rs"]
+pub mod access;
 pub mod follow;
 pub mod http;
 
