@@ -1,14 +1,14 @@
 //! The `sessionlog` binary end to end: client subcommands against a real
 //! server, `tail -f` following live, and `serve` shutting down on SIGTERM.
 
-use crate::common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestServer, append, end_session};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
+
+use crate::common;
+use crate::common::{TestServer, append, end_session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 

@@ -5,8 +5,6 @@
 //! `1..=last_seq` and no batch is partly stored; retrying a batch that was
 //! in flight either finds it (same seqs) or stores it once.
 
-use crate::common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +16,8 @@ use sessionlog::client::{Client, Connection};
 use sessionlog::pb;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+
+use crate::common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 const SESSIONS: [&str; 2] = ["crash-a", "crash-b"];

@@ -4,17 +4,17 @@
 //! order, and what arrives twice is bounded by one export: the one in
 //! flight at the kill, at most `--forward-batch` records.
 
-use crate::common;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::TestServer;
 use sessionlog::client::Connection;
 use sessionlog::pb;
 use tokio::process::{Child, Command};
 use tokio_stream::StreamExt;
+
+use crate::common;
+use crate::common::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 /// Small exports, so that many are in flight when the kill comes.

@@ -2,16 +2,15 @@
 //! byte for byte, every line stored once and in order, the end reason and
 //! exit code, signal forwarding, and a server that is not there.
 
-use crate::common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestServer, get_session, read_all};
 use futures::StreamExt as _;
 use sessionlog::pb;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
+
+use crate::common::{TestServer, get_session, read_all};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 

@@ -1,12 +1,11 @@
 //! AppendStream: one response per request, in order; the first failure ends
 //! the stream with its status and earlier batches stay stored.
 
-use crate::common;
-
-use common::{TestServer, entry, read_all, start_session};
 use futures::StreamExt;
 use sessionlog::pb;
 use tonic::Code;
+
+use crate::common::{TestServer, entry, read_all, start_session};
 
 fn batch(session_id: &str, messages: &[&str]) -> pb::AppendRequest {
     pb::AppendRequest {

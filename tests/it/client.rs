@@ -2,8 +2,6 @@
 //! cursor with no gap and no duplicate, and `LogWriter` stores every entry
 //! once, in order, whether the server restarts midway or starts late.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,9 +12,11 @@ use sessionlog::client::{
 use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::server::{Listener, Server};
-use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::common;
+use crate::common::FsyncPolicy;
 
 /// The server on a Unix socket, so a restart keeps the address.
 struct SocketServer {

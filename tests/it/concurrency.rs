@@ -2,14 +2,13 @@
 //! `1..=N`, every batch lands whole at contiguous seqs, and readers never
 //! see part of a batch.
 
-use crate::common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{TestServer, entry, get_session, read_all, start_session};
 use rand::Rng;
 use sessionlog::pb;
+
+use crate::common::{TestServer, entry, get_session, read_all, start_session};
 
 const WRITERS: usize = 16;
 const BATCHES_PER_WRITER: usize = 100;

@@ -1,15 +1,13 @@
 //! Retries by `batch_id` and optimistic concurrency by `expected_last_seq`.
 
-use crate::common;
+use futures::future::join_all;
+use sessionlog::pb;
+use tonic::Code;
 
-use common::{
+use crate::common::{
     Client, TestServer, append, append_with_batch_id, entry, expect_code, get_session, messages,
     read_all, start_session,
 };
-use futures::future::join_all;
-use sessionlog::pb;
-use sessionlog::store::durability::FsyncPolicy;
-use tonic::Code;
 
 fn with_expected(session_id: &str, expected_last_seq: u64, message: &str) -> pb::AppendRequest {
     pb::AppendRequest {
@@ -312,7 +310,7 @@ async fn batch_ids_up_to_128_bytes_are_accepted_and_longer_ones_refused() {
 #[tokio::test]
 async fn a_retry_after_a_restart_is_still_a_duplicate() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "restart").await;
     let mut originals = Vec::new();
@@ -322,7 +320,7 @@ async fn a_retry_after_a_restart_is_still_a_duplicate() {
     drop(client);
     server.shutdown().await;
 
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let mut client = server.client().await;
     for (i, original) in originals.iter().enumerate() {
         let retry = append_with_batch_id(&mut client, &id, &format!("b{i}"), &["x", "y"]).await;

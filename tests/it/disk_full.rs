@@ -5,15 +5,15 @@
 //! which needs the privilege to mount; without it the test says so and
 //! stops.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestServer, start_session};
 use sessionlog::pb;
-use sessionlog::store::durability::FsyncPolicy;
 use tonic::Code;
+
+use crate::common;
+use crate::common::FsyncPolicy;
+use crate::common::{TestServer, start_session};
 
 /// A mounted tmpfs, unmounted when dropped (also when the test fails).
 struct SmallDisk {
@@ -55,7 +55,11 @@ async fn a_full_disk_fails_appends_with_unavailable_and_acknowledges_nothing_uns
         eprintln!("skipped: mounting a tmpfs needs privileges this run does not have");
         return;
     };
-    let server = TestServer::start_in(&disk.path.join("data"), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(&disk.path.join("data"))
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "full").await;
     let payload = "z".repeat(180);
@@ -110,7 +114,11 @@ async fn a_full_disk_fails_appends_with_unavailable_and_acknowledges_nothing_uns
     assert!(message.contains("final flush"), "{message}");
 
     disk.resize("64M");
-    let server = TestServer::start_in(&disk.path.join("data"), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(&disk.path.join("data"))
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let entries = common::read_all(&mut client, &id).await;
     let seqs: Vec<u64> = entries.iter().map(|entry| entry.seq).collect();

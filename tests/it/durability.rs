@@ -2,16 +2,16 @@
 //! that must not be opened (in use, foreign, corrupt) refused with a clear
 //! message and left as they were.
 
-use crate::common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, start_session};
 use sessionlog::pb;
 use sessionlog::server::{Server, ServerSettings};
-use sessionlog::store::durability::FsyncPolicy;
+
+use crate::common;
+use crate::common::FsyncPolicy;
+use crate::common::{TestServer, start_session};
 
 fn settings(dir: &Path) -> ServerSettings {
     common::settings(dir, FsyncPolicy::Always)
@@ -39,7 +39,11 @@ async fn concurrent_appends_under_fsync_always_share_flushes() {
     const WRITERS: usize = 16;
     const APPENDS: usize = 30;
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "group").await;
     let before = server.sessions.flush_count();
@@ -73,7 +77,11 @@ async fn concurrent_appends_under_fsync_always_share_flushes() {
 async fn the_data_dir_and_its_files_are_owner_only() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("data");
-    let server = TestServer::start_in(&dir, FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(&dir)
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "private").await;
     common::append(&mut client, &id, &["secret"]).await;
@@ -86,14 +94,20 @@ async fn the_data_dir_and_its_files_are_owner_only() {
 async fn a_loose_data_dir_of_ours_is_tightened_at_start() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("data");
-    TestServer::start_in(&dir, FsyncPolicy::Always)
+    TestServer::builder()
+        .data_dir(&dir)
+        .fsync(FsyncPolicy::Always)
+        .start()
         .await
         .shutdown()
         .await;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
     std::fs::set_permissions(dir.join("db"), std::fs::Permissions::from_mode(0o644))
         .expect("chmod db");
-    TestServer::start_in(&dir, FsyncPolicy::Always)
+    TestServer::builder()
+        .data_dir(&dir)
+        .fsync(FsyncPolicy::Always)
+        .start()
         .await
         .shutdown()
         .await;
@@ -103,7 +117,11 @@ async fn a_loose_data_dir_of_ours_is_tightened_at_start() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_fails_fast_naming_the_lock() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let first = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let first = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let second = tokio::time::timeout(Duration::from_secs(10), Server::open(settings(dir.path())))
         .await
         .expect("fails fast");
@@ -140,7 +158,11 @@ async fn a_directory_of_other_files_is_refused_and_untouched() {
 #[tokio::test]
 async fn a_store_sled_cannot_read_is_refused_not_reinitialised() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "precious").await;
     common::append(&mut client, &id, &["keep me"]).await;
@@ -161,11 +183,19 @@ async fn a_store_sled_cannot_read_is_refused_not_reinitialised() {
 #[tokio::test]
 async fn restart_keeps_active_sessions_active() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "long-running").await;
     server.shutdown().await;
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let session = common::get_session(&mut client, &id).await;
     assert_eq!(session.state(), pb::SessionState::Active);
@@ -176,7 +206,10 @@ async fn restart_keeps_active_sessions_active() {
 async fn a_loose_data_dir_owned_by_someone_else_is_left_alone() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("data");
-    TestServer::start_in(&dir, FsyncPolicy::Always)
+    TestServer::builder()
+        .data_dir(&dir)
+        .fsync(FsyncPolicy::Always)
+        .start()
         .await
         .shutdown()
         .await;
@@ -186,7 +219,11 @@ async fn a_loose_data_dir_owned_by_someone_else_is_left_alone() {
         eprintln!("skipped: changing the data dir's owner needs root");
         return;
     }
-    let server = TestServer::start_in(&dir, FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(&dir)
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     server.shutdown().await;
     assert_eq!(
         std::fs::metadata(&dir).expect("dir").mode() & 0o777,

@@ -1,16 +1,16 @@
 //! Follow end to end: history, caught_up, live, end, resume, filters,
 //! fan-out to many followers, slow followers, disconnects and shutdown.
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::follow::{append_n, end, follow, next_event, request, until_caught_up, until_ended};
-use common::{TestServer, append, entry, start_session};
 use futures::StreamExt;
 use sessionlog::pb;
 use sessionlog::pb::follow_response::Event;
 use tonic::Code;
+
+use crate::common;
+use crate::common::follow::{append_n, follow, next_event, request, until_caught_up, until_ended};
+use crate::common::{TestServer, append, end_session, entry, start_session};
 
 #[tokio::test]
 async fn follow_delivers_history_then_caught_up_then_live_then_ended() {
@@ -24,7 +24,7 @@ async fn follow_delivers_history_then_caught_up_then_live_then_ended() {
     assert_eq!(cursor, 10);
     append(&mut client, &id, &["live-1", "live-2"]).await;
     append(&mut client, &id, &["live-3"]).await;
-    end(&mut client, &id).await;
+    end_session(&mut client, &id, "done").await;
     let (live, session) = until_ended(&mut events).await;
     let seqs: Vec<u64> = live.iter().map(|entry| entry.seq).collect();
     assert_eq!(seqs, [11, 12, 13, 14]);
@@ -140,7 +140,7 @@ async fn following_an_ended_session_replays_it_then_ends() {
     let mut client = server.client().await;
     let id = start_session(&mut client, "follow").await;
     append_n(&mut client, &id, 5).await;
-    end(&mut client, &id).await;
+    end_session(&mut client, &id, "done").await;
     let mut events = follow(&mut client, request(&id, 0)).await;
     assert_eq!(until_caught_up(&mut events).await, ((1..=6).collect(), 6));
     let (rest, session) = until_ended(&mut events).await;

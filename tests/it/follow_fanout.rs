@@ -1,10 +1,8 @@
 //! Fan-out: a thousand followers of one session each receive every entry.
 //! Its own test binary, so it does not share the machine with other suites.
 
-use crate::common;
-
-use common::follow::{end, follow, request, until_caught_up, until_ended};
-use common::{TestServer, append, start_session};
+use crate::common::follow::{follow, request, until_caught_up, until_ended};
+use crate::common::{TestServer, append, end_session, start_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_followers_each_receive_every_entry() {
@@ -40,7 +38,7 @@ async fn a_thousand_followers_each_receive_every_entry() {
         let refs: Vec<&str> = messages.iter().map(String::as_str).collect();
         append(&mut writer, &id, &refs).await;
     }
-    end(&mut writer, &id).await;
+    end_session(&mut writer, &id, "done").await;
     let expected: Vec<u64> = (1..=201).collect();
     let mut finished = 0;
     while let Some(seqs) = followers.join_next().await {

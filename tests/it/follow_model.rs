@@ -4,17 +4,17 @@
 //! last cursor. Each follower must see exactly the seqs after its cursor,
 //! in order, once.
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::follow::{follow, request};
-use common::{Client, TestServer, entry, start_session};
 use futures::StreamExt;
 use proptest::prelude::*;
 use sessionlog::pb;
 use sessionlog::pb::follow_response::Event;
 use tokio::sync::watch;
+
+use crate::common;
+use crate::common::follow::{follow, request};
+use crate::common::{Client, TestServer, entry, start_session};
 
 #[derive(Debug, Clone)]
 struct FollowerPlan {

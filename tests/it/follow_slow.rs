@@ -2,9 +2,8 @@
 //! Its own test binary, so the memory it measures is its own.
 
 use crate::common;
-
-use common::follow::{end, follow, request, until_caught_up, until_ended};
-use common::{TestServer, entry, start_session};
+use crate::common::follow::{follow, request, until_caught_up, until_ended};
+use crate::common::{TestServer, end_session, entry, start_session};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
@@ -49,7 +48,7 @@ async fn slow_followers_are_served_from_the_store_with_bounded_memory() {
         grown >> 20
     );
     assert!(grown < 100 << 20, "memory grew {} MiB", grown >> 20);
-    end(&mut client, &id).await;
+    end_session(&mut client, &id, "done").await;
     let expected: Vec<u64> = (1..=ENTRIES + 1).collect();
     let mut readers = tokio::task::JoinSet::new();
     for (_client, mut events) in lagging.into_iter().take(2) {

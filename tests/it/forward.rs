@@ -3,22 +3,26 @@
 //! attributes, and the session ends there too; after the target was down
 //! for a while; and across a restart of the forwarding server.
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::{Client, TestServer};
 use sessionlog::pb;
-use sessionlog::store::durability::FsyncPolicy;
 use tokio_stream::StreamExt;
 
-/// Settings of a forwarding server on `dir` that sends to `target`.
-fn forwarding(dir: &std::path::Path, target: &str) -> sessionlog::server::ServerSettings {
-    let mut settings = common::settings(dir, FsyncPolicy::Always);
-    settings.forward.targets = vec![target.to_owned()];
-    settings.forward.max_records = 300;
-    settings.forward.linger = Duration::from_millis(10);
-    settings
+use crate::common;
+use crate::common::{Client, FsyncPolicy, TestServer};
+
+/// A forwarding server on `dir` that sends to `target`.
+async fn forwarding_server(dir: &std::path::Path, target: &str) -> TestServer {
+    TestServer::builder()
+        .data_dir(dir)
+        .fsync(FsyncPolicy::Always)
+        .configure(|settings| {
+            settings.forward.targets = vec![target.to_owned()];
+            settings.forward.max_records = 300;
+            settings.forward.linger = Duration::from_millis(10);
+        })
+        .start()
+        .await
 }
 
 async fn start_forwarded(client: &mut Client, id: &str) {
@@ -129,7 +133,7 @@ fn assert_log(got: &[String], expected: &[String], what: &str) {
 async fn entries_arrive_once_in_order_and_the_session_ends_there_too() {
     let central = TestServer::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let sidecar = TestServer::start_with(forwarding(dir.path(), &central.url())).await;
+    let sidecar = forwarding_server(dir.path(), &central.url()).await;
     let mut client = sidecar.client().await;
     start_forwarded(&mut client, "fwd-normal").await;
     append_range(&mut client, "fwd-normal", 0..1_000).await;
@@ -169,18 +173,18 @@ async fn a_target_that_was_down_gets_everything_when_it_comes_back() {
         probe.local_addr().expect("addr")
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let sidecar = TestServer::start_with(forwarding(dir.path(), &format!("http://{addr}"))).await;
+    let sidecar = forwarding_server(dir.path(), &format!("http://{addr}")).await;
     let mut client = sidecar.client().await;
     start_forwarded(&mut client, "fwd-outage").await;
     append_range(&mut client, "fwd-outage", 0..500).await;
     common::end_session(&mut client, "fwd-outage", "exit code 0").await;
     // Appends were acknowledged while the target was away.
     let central_dir = tempfile::tempdir().expect("temp dir");
-    let central = TestServer::start_at(
-        common::settings(central_dir.path(), FsyncPolicy::Never),
-        &addr.to_string(),
-    )
-    .await;
+    let central = TestServer::builder()
+        .data_dir(central_dir.path())
+        .addr(addr)
+        .start()
+        .await;
     let messages = central_log(&central, "fwd-outage", 0, true).await;
     assert_log(
         &messages,
@@ -195,7 +199,7 @@ async fn a_target_that_was_down_gets_everything_when_it_comes_back() {
 async fn a_restarted_forwarder_resumes_where_the_target_acknowledged() {
     let central = TestServer::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let sidecar = TestServer::start_with(forwarding(dir.path(), &central.url())).await;
+    let sidecar = forwarding_server(dir.path(), &central.url()).await;
     let mut client = sidecar.client().await;
     start_forwarded(&mut client, "fwd-restart").await;
     append_range(&mut client, "fwd-restart", 0..600).await;
@@ -203,7 +207,7 @@ async fn a_restarted_forwarder_resumes_where_the_target_acknowledged() {
     assert_log(&first, &expected(600, false), "before the restart");
     sidecar.shutdown().await;
 
-    let sidecar = TestServer::start_with(forwarding(dir.path(), &central.url())).await;
+    let sidecar = forwarding_server(dir.path(), &central.url()).await;
     let mut client = sidecar.client().await;
     append_range(&mut client, "fwd-restart", 600..900).await;
     common::end_session(&mut client, "fwd-restart", "exit code 0").await;
@@ -225,7 +229,7 @@ async fn retention_keeps_an_ended_session_until_every_target_has_it() {
         probe.local_addr().expect("addr")
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let sidecar = TestServer::start_with(forwarding(dir.path(), &format!("http://{addr}"))).await;
+    let sidecar = forwarding_server(dir.path(), &format!("http://{addr}")).await;
     let mut client = sidecar.client().await;
     let end = |id: &str| pb::EndSessionRequest {
         session_id: id.into(),
@@ -261,11 +265,11 @@ async fn retention_keeps_an_ended_session_until_every_target_has_it() {
 
     // Once the target has a session to its end, the age limit prunes it.
     let central_dir = tempfile::tempdir().expect("temp dir");
-    let central = TestServer::start_at(
-        common::settings(central_dir.path(), FsyncPolicy::Never),
-        &addr.to_string(),
-    )
-    .await;
+    let central = TestServer::builder()
+        .data_dir(central_dir.path())
+        .addr(addr)
+        .start()
+        .await;
     start_forwarded(&mut client, "fwd-handed").await;
     append_range(&mut client, "fwd-handed", 0..10).await;
     client.end_session(end("fwd-handed")).await.expect("end");

@@ -3,11 +3,8 @@
 //! huge batches are refused; and afterwards the server still serves and the
 //! data stored before is intact.
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::{Client, TestServer, append, entry, read_all, start_session};
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost_types::value::Kind;
 use prost_types::{Struct, Value};
@@ -16,6 +13,8 @@ use sessionlog::pb;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
+
+use crate::common::{Client, TestServer, append, entry, read_all, start_session};
 
 /// Sends bytes as they are, so a test can put anything in a gRPC frame.
 #[derive(Debug, Default, Clone)]
@@ -362,11 +361,13 @@ async fn garbage_invalid_utf8_and_deep_nesting_are_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_follow_streams_are_refused_with_retry_info() {
-    let server = TestServer::start_configured(|settings| {
-        settings.limits.max_follows_per_session = 2;
-        settings.limits.max_streams = 3;
-    })
-    .await;
+    let server = TestServer::builder()
+        .configure(|settings| {
+            settings.limits.max_follows_per_session = 2;
+            settings.limits.max_streams = 3;
+        })
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "popular").await;
     let other = start_session(&mut client, "other").await;

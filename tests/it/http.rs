@@ -5,14 +5,16 @@
 //! with `Last-Event-ID`), SSE watch, stream limits, keep-alives, the
 //! console's files, and shutdown with streams open.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
-use common::http::{Sse, SseEvent, get};
-use common::{Client, TestServer, append, append_entries, end_session, entry, start_session};
 use sessionlog::pb;
 use sessionlog::server::ServerSettings;
+
+use crate::common;
+use crate::common::http::{Sse, SseEvent, get};
+use crate::common::{
+    Client, TestServer, append, append_entries, end_session, entry, start_session,
+};
 
 fn http(server: &TestServer) -> std::net::SocketAddr {
     server.http_addr.expect("started with http")
@@ -23,7 +25,11 @@ fn http(server: &TestServer) -> std::net::SocketAddr {
 async fn serve_one_session(
     configure: impl FnOnce(&mut ServerSettings),
 ) -> (TestServer, Client, String, std::net::SocketAddr) {
-    let server = TestServer::start_http(configure).await;
+    let server = TestServer::builder()
+        .http()
+        .configure(configure)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "app").await;
     let addr = http(&server);
@@ -58,7 +64,7 @@ fn ids_of(body: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn sessions_list_filters_pages_and_gets() {
-    let server = TestServer::start_http(|_| {}).await;
+    let server = TestServer::builder().http().start().await;
     let mut client = server.client().await;
     let start = |app: &str, job: &str| pb::StartSessionRequest {
         app_name: app.into(),
@@ -265,10 +271,13 @@ async fn tokens_guard_the_api_but_not_the_console() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "sekrit\n").expect("token file");
-    let server = TestServer::start_http(|settings| {
-        settings.auth_token_file = Some(tokens.clone());
-    })
-    .await;
+    let server = TestServer::builder()
+        .http()
+        .configure(|settings| {
+            settings.auth_token_file = Some(tokens.clone());
+        })
+        .start()
+        .await;
     let addr = http(&server);
     let view = server
         .sessions
@@ -424,7 +433,7 @@ async fn follow_resumes_from_last_event_id_without_gap_or_duplicate() {
 
 #[tokio::test]
 async fn watch_streams_existing_sessions_then_live_events() {
-    let server = TestServer::start_http(|_| {}).await;
+    let server = TestServer::builder().http().start().await;
     let mut client = server.client().await;
     let old = start_session(&mut client, "old").await;
     let addr = http(&server);
@@ -532,7 +541,7 @@ async fn shutdown_ends_open_sse_streams_promptly() {
 
 #[tokio::test]
 async fn the_console_is_served_with_its_security_and_cache_headers() {
-    let server = TestServer::start_http(|_| {}).await;
+    let server = TestServer::builder().http().start().await;
     let addr = http(&server);
     let page = get(addr, "/", &[]).await;
     assert_eq!(page.status, 200);

@@ -3,11 +3,11 @@
 //! survives a restart; a layout-2 store is marked 3; a layout this version
 //! does not know is refused.
 
-use crate::common;
-
 use prost::Message;
-use sessionlog::store::durability::FsyncPolicy;
 use sessionlog::store::schema::{LogCounters, State, StoredEntry, StoredSession};
+
+use crate::common;
+use crate::common::FsyncPolicy;
 
 /// A sled database in `dir` marked as a sessionlog store, as every layout
 /// marks it (the `SESSIONLOG` file, then the layout key inside).
@@ -60,7 +60,11 @@ async fn a_layout_one_store_reads_and_appends_without_migration() {
     let dir = tempfile::tempdir().expect("temp dir");
     write_layout_one(dir.path(), 50);
 
-    let server = common::TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let before = common::read_all(&mut client, "old").await;
     let messages: Vec<String> = before.iter().map(|entry| entry.message.clone()).collect();
@@ -78,7 +82,11 @@ async fn a_layout_one_store_reads_and_appends_without_migration() {
     assert_eq!((appended.first_seq, appended.last_seq), (51, 80));
     server.shutdown().await;
 
-    let server = common::TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let after = common::read_all(&mut client, "old").await;
     let seqs: Vec<u64> = after.iter().map(|entry| entry.seq).collect();
@@ -111,7 +119,11 @@ async fn a_layout_two_store_is_marked_three_on_open() {
     {
         marked_db(dir.path(), b"2").flush().expect("flush");
     }
-    let server = common::TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     server.shutdown().await;
     let db = sled::open(dir.path()).expect("reopen");
     let layout = db.get(b"sessionlog.format").expect("read").expect("marked");

@@ -1,19 +1,18 @@
 //! The session lifecycle end to end through the generated client, and every
 //! status code the contract names for the lifecycle, append and read RPCs.
 
-use crate::common;
-
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use common::{
-    Client, TestServer, append, append_entries, append_with_batch_id, end_session, entry,
-    expect_code, get_session, messages, read_all, seqs, start_session,
-};
 use prost_types::value::Kind;
 use prost_types::{Struct, Timestamp, Value};
 use sessionlog::pb;
 use tonic::Code;
+
+use crate::common::{
+    Client, TestServer, append, append_entries, append_with_batch_id, end_session, entry,
+    expect_code, get_session, messages, read_all, seqs, start_session,
+};
 
 fn string(text: &str) -> Value {
     Value {

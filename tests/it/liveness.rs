@@ -2,18 +2,17 @@
 //! durations (leases are wall-clock deadlines); they wait for the ENDED
 //! event rather than sleeping past a guess.
 
-use crate::common;
-
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{Client, TestServer};
 use futures::StreamExt;
 use sessionlog::pb;
 use sessionlog::pb::session_event::Kind;
-use sessionlog::store::durability::FsyncPolicy;
 use sessionlog::store::schema::{State, StoredSession};
 use sessionlog::store::{Store, StoreOptions};
+
+use crate::common;
+use crate::common::{Client, TestServer};
 
 async fn start(client: &mut Client, request: pb::StartSessionRequest) -> String {
     client
@@ -64,7 +63,9 @@ fn sleeper() -> Child {
 }
 
 async fn fast_liveness_server() -> TestServer {
-    TestServer::start_configured(|settings| settings.liveness_interval = Duration::from_millis(20))
+    TestServer::builder()
+        .configure(|settings| settings.liveness_interval = Duration::from_millis(20))
+        .start()
         .await
 }
 
@@ -211,7 +212,7 @@ async fn a_reused_pid_does_not_keep_a_dead_client_alive() {
         store.create_session(&record).expect("create").expect("new");
         store.flush().expect("flush");
     }
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let ended = server.sessions.check_liveness().await;
     assert_eq!(ended, [("reused".to_owned(), "process exited")]);
     other.kill().expect("kill");
@@ -246,7 +247,7 @@ async fn sessions_without_lease_or_visible_pid_are_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_leases_count_from_the_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let mut client = server.client().await;
     let id = start(
         &mut client,
@@ -258,7 +259,7 @@ async fn after_a_restart_leases_count_from_the_restart() {
     .await;
     server.shutdown().await;
     let restarted_at = std::time::SystemTime::now();
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let view = server.sessions.get(&id).expect("session");
     let expires = view.lease_expires_at.expect("a lease");
     assert!(

@@ -1,9 +1,6 @@
 //! OTLP logs in: exports through the OTLP client land in sessions with the
 //! contract's mapping; rejections are reported in `partial_success`.
 
-use crate::common;
-
-use common::{TestServer, get_session, read_all};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -15,6 +12,9 @@ use prost_types::value::Kind;
 use sessionlog::client::Connection;
 use sessionlog::pb;
 use tonic::Code;
+
+use crate::common;
+use crate::common::{TestServer, get_session, read_all};
 
 fn kv(key: &str, value: AnyKind) -> KeyValue {
     KeyValue {
@@ -326,8 +326,10 @@ async fn exports_need_the_token_like_every_other_call() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "otlp-token\n").expect("tokens");
     let path = tokens.clone();
-    let server =
-        TestServer::start_configured(move |settings| settings.auth_token_file = Some(path)).await;
+    let server = TestServer::builder()
+        .configure(move |settings| settings.auth_token_file = Some(path))
+        .start()
+        .await;
     let body = || {
         request(
             resource(vec![kv("session.id", text("guarded"))]),

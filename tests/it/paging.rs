@@ -1,14 +1,13 @@
 //! Paging: `Read` cursors, limits, tails and filters; `ListSessions` pages
 //! and filters.
 
-use crate::common;
-
 use std::collections::{HashMap, HashSet};
 
-use common::{Client, TestServer, append_entries, end_session, expect_code, start_session};
 use futures::future::join_all;
 use sessionlog::pb;
 use tonic::Code;
+
+use crate::common::{Client, TestServer, append_entries, end_session, expect_code, start_session};
 
 const LOGGERS: [&str; 5] = ["net.http", "net.dns", "db.pool", "dbx", "ui"];
 

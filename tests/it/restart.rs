@@ -1,20 +1,20 @@
 //! A server stopped and started again on the same data dir finds everything
 //! as it was: sessions, entries, counters and dedupe state.
 
-use crate::common;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{
-    Client, TestServer, append, append_with_batch_id, end_session, entry, expect_code, get_session,
-    messages, read_all, seqs,
-};
 use prost_types::value::Kind;
 use prost_types::{Struct, Value};
 use sessionlog::pb;
-use sessionlog::store::durability::FsyncPolicy;
 use tonic::Code;
+
+use crate::common;
+use crate::common::FsyncPolicy;
+use crate::common::{
+    Client, TestServer, append, append_with_batch_id, end_session, entry, expect_code, get_session,
+    messages, read_all, seqs,
+};
 
 fn metadata(pairs: &[(&str, &str)]) -> Struct {
     Struct {
@@ -55,7 +55,7 @@ async fn list_ids(client: &mut Client) -> Vec<String> {
 async fn restart(server: TestServer, client: Client, dir: &Path) -> (TestServer, Client) {
     drop(client);
     server.shutdown().await;
-    let server = TestServer::start_in(dir, FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir).start().await;
     let client = server.client().await;
     (server, client)
 }
@@ -63,7 +63,7 @@ async fn restart(server: TestServer, client: Client, dir: &Path) -> (TestServer,
 #[tokio::test]
 async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let mut client = server.client().await;
 
     // An active session with every field, batches with and without ids.
@@ -275,7 +275,11 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
 #[tokio::test]
 async fn appends_acknowledged_under_fsync_always_are_there_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Always).await;
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = common::start_session(&mut client, "durable").await;
     for i in 0..20 {
@@ -286,8 +290,11 @@ async fn appends_acknowledged_under_fsync_always_are_there_after_a_restart() {
     drop(client);
     server.shutdown().await;
 
-    let server =
-        TestServer::start_in(dir.path(), FsyncPolicy::Interval(Duration::from_millis(50))).await;
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Interval(Duration::from_millis(50)))
+        .start()
+        .await;
     let mut client = server.client().await;
     assert_eq!(get_session(&mut client, &id).await, before);
     let entries = read_all(&mut client, &id).await;
@@ -300,7 +307,7 @@ async fn appends_acknowledged_under_fsync_always_are_there_after_a_restart() {
 #[tokio::test]
 async fn a_deleted_session_stays_deleted_and_a_reused_id_starts_fresh_across_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let mut client = server.client().await;
     for id in ["reused", "forgotten"] {
         client
@@ -394,7 +401,7 @@ async fn a_deleted_session_stays_deleted_and_a_reused_id_starts_fresh_across_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_after_the_shutdown_counters_are_saved_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(dir.path(), FsyncPolicy::Never).await;
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
     let mut client = server.client().await;
     let id = common::start_session(&mut client, "closing").await;
     append(&mut client, &id, &["one", "two"]).await;

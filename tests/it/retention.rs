@@ -2,16 +2,16 @@
 //! `ended_at` first; active sessions never are; followers and watchers of a
 //! pruned session see its end.
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::{Client, TestServer, end_session, start_session};
 use futures::StreamExt;
 use sessionlog::pb;
 use sessionlog::pb::session_event::Kind;
 use sessionlog::sessions::{PruneReason, RetentionPolicy};
 use tonic::Code;
+
+use crate::common;
+use crate::common::{Client, TestServer, end_session, start_session};
 
 async fn exists(client: &mut Client, id: &str) -> bool {
     match client
@@ -147,14 +147,16 @@ async fn bytes_prune_the_oldest_until_the_store_fits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retention_task_prunes_and_watchers_and_followers_see_the_end() {
-    let server = TestServer::start_configured(|settings| {
-        settings.retention = RetentionPolicy {
-            max_sessions: Some(1),
-            ..RetentionPolicy::default()
-        };
-        settings.retention_interval = Duration::from_millis(20);
-    })
-    .await;
+    let server = TestServer::builder()
+        .configure(|settings| {
+            settings.retention = RetentionPolicy {
+                max_sessions: Some(1),
+                ..RetentionPolicy::default()
+            };
+            settings.retention_interval = Duration::from_millis(20);
+        })
+        .start()
+        .await;
     let mut client = server.client().await;
     let mut events = client
         .watch_sessions(pb::WatchSessionsRequest::default())

@@ -1,19 +1,15 @@
 //! The standard services on the API port (health, reflection), and serving
 //! on a Unix socket.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{TestServer, append, read_all, start_session};
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use sessionlog::config::ListenAddr;
 use sessionlog::pb;
 use sessionlog::pb::session_log_client::SessionLogClient;
 use sessionlog::server::{HttpListeners, Listener, serve};
-use sessionlog::store::durability::FsyncPolicy;
 use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -21,6 +17,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::common;
+use crate::common::FsyncPolicy;
+use crate::common::{TestServer, append, read_all, start_session};
 
 const SERVICE: &str = "sessionlog.v1.SessionLog";
 

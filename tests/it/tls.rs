@@ -80,27 +80,31 @@ async fn forwarding_over_https_with_a_header_reaches_a_central_server_that_needs
     let (cert, key) = pki.issue("central", &["localhost", "127.0.0.1"]);
     let tokens = pki.path("tokens");
     std::fs::write(&tokens, "central-token\n").expect("write tokens");
-    let central = TestServer::start_configured(|settings| {
-        settings.tls = Some(TlsFiles {
-            cert,
-            key,
-            client_ca: None,
-        });
-        settings.auth_token_file = Some(tokens.clone());
-    })
-    .await;
+    let central = TestServer::builder()
+        .configure(|settings| {
+            settings.tls = Some(TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            });
+            settings.auth_token_file = Some(tokens.clone());
+        })
+        .start()
+        .await;
     let ca = pki.path("ca.pem");
-    let sidecar = TestServer::start_configured(|settings| {
-        settings.forward.targets = vec![https(&central)];
-        settings.forward.ca_file = Some(ca.clone());
-        settings.forward.headers = vec![(
-            "authorization".to_owned(),
-            "Bearer central-token".to_owned(),
-        )];
-        settings.forward.max_records = 100;
-        settings.forward.linger = std::time::Duration::from_millis(1);
-    })
-    .await;
+    let sidecar = TestServer::builder()
+        .configure(|settings| {
+            settings.forward.targets = vec![https(&central)];
+            settings.forward.ca_file = Some(ca.clone());
+            settings.forward.headers = vec![(
+                "authorization".to_owned(),
+                "Bearer central-token".to_owned(),
+            )];
+            settings.forward.max_records = 100;
+            settings.forward.linger = std::time::Duration::from_millis(1);
+        })
+        .start()
+        .await;
     let mut client = sidecar.client().await;
     client
         .start_session(pb::StartSessionRequest {

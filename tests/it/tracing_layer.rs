@@ -2,14 +2,13 @@
 //! in order, with levels, targets, fields and span ids; with no server the
 //! program is never held up and the loss is counted.
 
-use crate::common;
-
-use common::{TestServer, get_session, read_all};
 use prost_types::value::Kind;
 use sessionlog::client::WriterOptions;
 use sessionlog::pb;
 use sessionlog::tracing_layer::Builder;
 use tracing_subscriber::prelude::*;
+
+use crate::common::{TestServer, get_session, read_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_once_each_in_order_with_their_fields() {

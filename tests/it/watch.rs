@@ -1,16 +1,16 @@
 //! WatchSessions: snapshot, one caught_up, then live events in order, with
 //! filters, and no gap or duplicate between snapshot and live.
 
-use crate::common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, TestServer, append, start_session};
 use futures::StreamExt;
 use sessionlog::pb;
 use sessionlog::pb::session_event::Kind;
 use tonic::{Code, Streaming};
+
+use crate::common;
+use crate::common::{Client, TestServer, append, start_session};
 
 type Events = Streaming<pb::SessionEvent>;
 

@@ -59,14 +59,16 @@ impl Pki {
 pub(crate) async fn tls_server(pki: &Pki, require_client_certs: bool) -> TestServer {
     let (cert, key) = pki.issue("server", &["localhost", "127.0.0.1"]);
     let client_ca = require_client_certs.then(|| pki.path("ca.pem"));
-    TestServer::start_configured(move |settings| {
-        settings.tls = Some(TlsFiles {
-            cert,
-            key,
-            client_ca,
-        });
-    })
-    .await
+    TestServer::builder()
+        .configure(move |settings| {
+            settings.tls = Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            });
+        })
+        .start()
+        .await
 }
 
 /// The `https://` URL of a TLS `server`.
@@ -77,5 +79,8 @@ pub(crate) fn https(server: &TestServer) -> String {
 /// A server that takes the bearer tokens listed in `tokens_file`.
 pub(crate) async fn server_with_tokens(tokens_file: &Path) -> TestServer {
     let path = tokens_file.to_path_buf();
-    TestServer::start_configured(move |settings| settings.auth_token_file = Some(path)).await
+    TestServer::builder()
+        .configure(move |settings| settings.auth_token_file = Some(path))
+        .start()
+        .await
 }

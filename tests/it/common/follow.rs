@@ -9,13 +9,13 @@ use tonic::Streaming;
 
 use super::{Client, append};
 
-pub type Events = Streaming<pb::FollowResponse>;
+pub(crate) type Events = Streaming<pb::FollowResponse>;
 
-pub async fn follow(client: &mut Client, request: pb::FollowRequest) -> Events {
+pub(crate) async fn follow(client: &mut Client, request: pb::FollowRequest) -> Events {
     client.follow(request).await.expect("follow").into_inner()
 }
 
-pub fn request(session_id: &str, after_seq: u64) -> pb::FollowRequest {
+pub(crate) fn request(session_id: &str, after_seq: u64) -> pb::FollowRequest {
     pb::FollowRequest {
         session_id: session_id.to_owned(),
         after_seq,
@@ -23,7 +23,7 @@ pub fn request(session_id: &str, after_seq: u64) -> pb::FollowRequest {
     }
 }
 
-pub async fn next_event(events: &mut Events) -> Event {
+pub(crate) async fn next_event(events: &mut Events) -> Event {
     tokio::time::timeout(Duration::from_secs(30), events.next())
         .await
         .expect("an event within 30s")
@@ -34,7 +34,7 @@ pub async fn next_event(events: &mut Events) -> Event {
 }
 
 /// Collects batches until `caught_up`; returns (seqs, caught_up cursor).
-pub async fn until_caught_up(events: &mut Events) -> (Vec<u64>, u64) {
+pub(crate) async fn until_caught_up(events: &mut Events) -> (Vec<u64>, u64) {
     let mut seqs = Vec::new();
     loop {
         match next_event(events).await {
@@ -50,7 +50,7 @@ pub async fn until_caught_up(events: &mut Events) -> (Vec<u64>, u64) {
 }
 
 /// Collects batches until `ended`, then checks the stream closes with OK.
-pub async fn until_ended(events: &mut Events) -> (Vec<pb::LogEntry>, pb::Session) {
+pub(crate) async fn until_ended(events: &mut Events) -> (Vec<pb::LogEntry>, pb::Session) {
     let mut entries = Vec::new();
     loop {
         match next_event(events).await {
@@ -67,20 +67,10 @@ pub async fn until_ended(events: &mut Events) -> (Vec<pb::LogEntry>, pb::Session
     }
 }
 
-pub async fn append_n(client: &mut Client, session_id: &str, count: usize) {
+pub(crate) async fn append_n(client: &mut Client, session_id: &str, count: usize) {
     let messages: Vec<String> = (0..count).map(|i| format!("m{i}")).collect();
     let refs: Vec<&str> = messages.iter().map(String::as_str).collect();
     for chunk in refs.chunks(1_000) {
         append(client, session_id, chunk).await;
     }
-}
-
-pub async fn end(client: &mut Client, session_id: &str) {
-    client
-        .end_session(pb::EndSessionRequest {
-            session_id: session_id.to_owned(),
-            reason: "done".into(),
-        })
-        .await
-        .expect("end");
 }

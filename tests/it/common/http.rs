@@ -10,22 +10,22 @@ use tokio::net::TcpStream;
 
 /// A whole answer.
 #[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     /// Lower-cased names.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|err| {
             panic!(
                 "not JSON ({err}) in a {} answer: {:?}",
@@ -35,7 +35,7 @@ impl Answer {
     }
 
     /// The `error.code` of an error body.
-    pub fn error_code(&self) -> String {
+    pub(crate) fn error_code(&self) -> String {
         self.json()["error"]["code"]
             .as_str()
             .unwrap_or_else(|| panic!("no error code in {}", self.body))
@@ -79,7 +79,7 @@ async fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, Stri
 }
 
 /// `GET path` with `headers`; the whole answer within 10 s.
-pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
     tokio::time::timeout(Duration::from_secs(10), async {
         let mut reader = BufReader::new(send(addr, path, headers).await);
         let (status, headers) = read_head(&mut reader).await;
@@ -97,31 +97,31 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answ
 
 /// One SSE event: the fields `curl -N` shows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     /// `message` when the stream names none.
-    pub event: String,
-    pub id: Option<String>,
-    pub data: String,
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
 }
 
 impl SseEvent {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.data).unwrap_or_else(|err| panic!("not JSON ({err}): {self:?}"))
     }
 }
 
 /// An open SSE stream.
-pub struct Sse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
+pub(crate) struct Sse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
     reader: BufReader<TcpStream>,
     /// Comment lines seen (`:keep-alive`).
-    pub comments: usize,
+    pub(crate) comments: usize,
 }
 
 impl Sse {
     /// Opens `path`; the answer's head within 10 s.
-    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+    pub(crate) async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
         tokio::time::timeout(Duration::from_secs(10), async {
             let mut reader = BufReader::new(send(addr, path, headers).await);
             let (status, headers) = read_head(&mut reader).await;
@@ -138,14 +138,14 @@ impl Sse {
 
     /// The next event with data; `None` when the stream closed. Fails
     /// after `within` without one.
-    pub async fn next_within(&mut self, within: Duration) -> Option<SseEvent> {
+    pub(crate) async fn next_within(&mut self, within: Duration) -> Option<SseEvent> {
         tokio::time::timeout(within, self.next_event())
             .await
             .expect("an SSE event in time")
     }
 
     /// The next event within 10 s.
-    pub async fn next(&mut self) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         self.next_within(Duration::from_secs(10)).await
     }
 
@@ -184,7 +184,7 @@ impl Sse {
     }
 
     /// Events until the stream closes (each within 10 s).
-    pub async fn rest(&mut self) -> Vec<SseEvent> {
+    pub(crate) async fn rest(&mut self) -> Vec<SseEvent> {
         let mut events = Vec::new();
         while let Some(event) = self.next().await {
             events.push(event);
