@@ -1,5 +1,4 @@
 //! Fan-out: a thousand followers of one session each receive every entry.
-//! Its own test binary, so it does not share the machine with other suites.
 
 use crate::common::follow::{follow, request, until_caught_up, until_ended};
 use crate::common::{TestServer, append, end_session, start_session};

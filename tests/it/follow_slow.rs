@@ -1,9 +1,10 @@
 //! Slow followers: served from the store, never buffered without bound.
-//! Its own test binary, so the memory it measures is its own.
+//! The test runs in a process of its own, so the memory it measures is
+//! its own.
 
 use crate::common;
 use crate::common::follow::{follow, request, until_caught_up, until_ended};
-use crate::common::{TestServer, end_session, entry, start_session};
+use crate::common::{TestServer, end_session, entry, own_process, start_session};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
@@ -22,6 +23,11 @@ fn resident_bytes() -> u64 {
 /// each. Two of them then read everything; the rest just leave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_followers_are_served_from_the_store_with_bounded_memory() {
+    const TEST: &str = "follow_slow::slow_followers_are_served_from_the_store_with_bounded_memory";
+    if !own_process::is_own_process(TEST) {
+        own_process::run(TEST).await;
+        return;
+    }
     const ENTRIES: u64 = 100_000;
     const FOLLOWERS: usize = 10;
     let server = TestServer::start().await;

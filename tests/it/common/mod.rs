@@ -6,6 +6,7 @@
 pub(crate) mod access;
 pub(crate) mod follow;
 pub(crate) mod http;
+pub(crate) mod own_process;
 #[path = "../../shared/rpc.rs"]
 mod rpc;
 #[path = "../../shared/test_server.rs"]
