@@ -5,14 +5,14 @@ use futures::StreamExt;
 use sessionlog::pb;
 use tonic::Code;
 
+use crate::common::request;
 use crate::common::{TestServer, entry, read_all, start_session};
 
 fn batch(session_id: &str, messages: &[&str]) -> pb::AppendRequest {
-    pb::AppendRequest {
-        session_id: session_id.to_owned(),
-        entries: messages.iter().map(|message| entry(*message)).collect(),
-        ..Default::default()
-    }
+    request::append(
+        session_id,
+        messages.iter().map(|message| entry(*message)).collect(),
+    )
 }
 
 #[tokio::test]

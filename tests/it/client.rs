@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::common;
 use crate::common::FsyncPolicy;
+use crate::common::request;
 
 /// The server on a Unix socket, so a restart keeps the address.
 struct SocketServer {
@@ -124,10 +125,7 @@ async fn follow_resumes_across_a_server_restart_without_gap_or_duplicate() {
     append_numbered(&url, &session_id, 51..=100).await;
     connection
         .sessions()
-        .end_session(pb::EndSessionRequest {
-            session_id: session_id.clone(),
-            reason: "done".into(),
-        })
+        .end_session(request::end(&session_id, "done"))
         .await
         .expect("end");
 
@@ -173,10 +171,7 @@ async fn the_writer_stores_every_entry_once_in_order_across_a_restart() {
         Connection::connect_lazy(&url, None, &ClientTls::default()).expect("connection");
     let writer = LogWriter::spawn(
         connection.sessions(),
-        WriterTarget::Start(pb::StartSessionRequest {
-            session_id: "writer-1".into(),
-            ..Default::default()
-        }),
+        WriterTarget::Start(request::start("writer-1")),
         WriterOptions {
             capacity: 100,
             max_batch: 50,

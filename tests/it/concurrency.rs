@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rand::Rng;
 use sessionlog::pb;
 
+use crate::common::request;
 use crate::common::{TestServer, entry, get_session, read_all, start_session};
 
 const WRITERS: usize = 16;
@@ -69,13 +70,12 @@ async fn sixteen_clients_appending_at_once_get_contiguous_non_overlapping_batche
             let mut acked = Vec::with_capacity(BATCHES_PER_WRITER);
             for (batch, &size) in sizes[writer].iter().enumerate() {
                 let response = client
-                    .append(pb::AppendRequest {
-                        session_id: id.clone(),
-                        entries: (0..size)
+                    .append(request::append(
+                        &id,
+                        (0..size)
                             .map(|i| entry(message(writer, batch, i)))
                             .collect(),
-                        ..Default::default()
-                    })
+                    ))
                     .await
                     .expect("concurrent append")
                     .into_inner();

@@ -13,6 +13,7 @@ use tonic::Code;
 
 use crate::common;
 use crate::common::FsyncPolicy;
+use crate::common::request;
 use crate::common::{TestServer, start_session};
 
 /// A mounted tmpfs, unmounted when dropped (also when the test fails).
@@ -100,12 +101,7 @@ async fn a_full_disk_fails_appends_with_unavailable_and_acknowledges_nothing_uns
         .await;
     assert_eq!(retry.expect_err("still full").code(), Code::Unavailable);
     // The server still answers: a read succeeds or fails the same way.
-    let read = client
-        .read(pb::ReadRequest {
-            session_id: id.clone(),
-            ..Default::default()
-        })
-        .await;
+    let read = client.read(request::read(&id)).await;
     if let Err(status) = read {
         assert_eq!(status.code(), Code::Unavailable);
     }

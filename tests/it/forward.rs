@@ -9,6 +9,7 @@ use sessionlog::pb;
 use tokio_stream::StreamExt;
 
 use crate::common;
+use crate::common::request;
 use crate::common::{Client, FsyncPolicy, TestServer};
 
 /// A forwarding server on `dir` that sends to `target`.
@@ -231,10 +232,7 @@ async fn retention_keeps_an_ended_session_until_every_target_has_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sidecar = forwarding_server(dir.path(), &format!("http://{addr}")).await;
     let mut client = sidecar.client().await;
-    let end = |id: &str| pb::EndSessionRequest {
-        session_id: id.into(),
-        reason: "exit code 0".into(),
-    };
+    let end = |id: &str| request::end(id, "exit code 0");
     start_forwarded(&mut client, "fwd-kept").await;
     append_range(&mut client, "fwd-kept", 0..10).await;
     client.end_session(end("fwd-kept")).await.expect("end");

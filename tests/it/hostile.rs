@@ -14,6 +14,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use crate::common::request;
 use crate::common::{Client, TestServer, append, entry, read_all, start_session};
 
 /// Sends bytes as they are, so a test can put anything in a gRPC frame.
@@ -172,11 +173,7 @@ async fn every_request_limit_is_refused_with_its_name() {
     let limits = Limits::default();
     let long_name = "n".repeat(limits.max_name_bytes + 1);
     let long_text = "t".repeat(limits.max_text_bytes + 1);
-    let append_one = |entry: pb::LogEntry| pb::AppendRequest {
-        session_id: id.clone(),
-        entries: vec![entry],
-        ..Default::default()
-    };
+    let append_one = |entry: pb::LogEntry| request::append(&id, vec![entry]);
     assert_refused(
         client
             .start_session(pb::StartSessionRequest {
@@ -203,10 +200,7 @@ async fn every_request_limit_is_refused_with_its_name() {
     }
     assert_refused(
         client
-            .update_session(pb::UpdateSessionRequest {
-                session_id: id.clone(),
-                metadata: Some(wide),
-            })
+            .update_session(request::update(&id, Some(wide)))
             .await,
         Code::ResourceExhausted,
         "--max-struct-values",
@@ -240,22 +234,16 @@ async fn every_request_limit_is_refused_with_its_name() {
     );
     assert_refused(
         client
-            .append(pb::AppendRequest {
-                session_id: id.clone(),
-                entries: vec![entry("x"); limits.max_batch_entries + 1],
-                ..Default::default()
-            })
+            .append(request::append(
+                &id,
+                vec![entry("x"); limits.max_batch_entries + 1],
+            ))
             .await,
         Code::ResourceExhausted,
         "--max-batch-entries",
     );
     assert_refused(
-        client
-            .end_session(pb::EndSessionRequest {
-                session_id: id.clone(),
-                reason: long_text.clone(),
-            })
-            .await,
+        client.end_session(request::end(&id, &long_text)).await,
         Code::ResourceExhausted,
         "--max-text-length",
     );
@@ -293,11 +281,7 @@ async fn a_64_mib_batch_is_resource_exhausted_naming_the_limit() {
     let mut client = server.client().await;
     let id = stored_before(&mut client).await;
     let megabyte = "x".repeat(1 << 20);
-    let huge = pb::AppendRequest {
-        session_id: id.clone(),
-        entries: vec![entry(megabyte); 64],
-        ..Default::default()
-    };
+    let huge = request::append(&id, vec![entry(megabyte); 64]);
     assert_refused(client.append(huge).await, Code::ResourceExhausted, "limit");
     still_intact(&server, &id).await;
     server.shutdown().await;

@@ -8,6 +8,7 @@ use sessionlog::store::schema::{LogCounters, State, StoredEntry, StoredSession};
 
 use crate::common;
 use crate::common::FsyncPolicy;
+use crate::common::request;
 
 /// A sled database in `dir` marked as a sessionlog store, as every layout
 /// marks it (the `SESSIONLOG` file, then the layout key inside).
@@ -71,11 +72,10 @@ async fn a_layout_one_store_reads_and_appends_without_migration() {
     let expected: Vec<String> = (1..=50).map(|seq| format!("entry {seq}")).collect();
     assert_eq!(messages, expected);
     let appended = client
-        .append(sessionlog::pb::AppendRequest {
-            session_id: "old".into(),
-            entries: (0..30).map(|i| common::entry(format!("new {i}"))).collect(),
-            ..Default::default()
-        })
+        .append(request::append(
+            "old",
+            (0..30).map(|i| common::entry(format!("new {i}"))).collect(),
+        ))
         .await
         .expect("append")
         .into_inner();

@@ -9,6 +9,7 @@ use prost_types::{Struct, Timestamp, Value};
 use sessionlog::pb;
 use tonic::Code;
 
+use crate::common::request;
 use crate::common::{
     Client, TestServer, append, append_entries, append_with_batch_id, end_session, entry,
     expect_code, get_session, messages, read_all, seqs, start_session,
@@ -51,12 +52,6 @@ fn time(timestamp: Option<Timestamp>) -> SystemTime {
     SystemTime::try_from(timestamp.expect("timestamp is set")).expect("valid timestamp")
 }
 
-fn session_id_request(id: &str) -> pb::GetSessionRequest {
-    pb::GetSessionRequest {
-        session_id: id.to_owned(),
-    }
-}
-
 async fn read_page(client: &mut Client, request: pb::ReadRequest) -> pb::ReadResponse {
     client.read(request).await.expect("read").into_inner()
 }
@@ -68,14 +63,7 @@ async fn start_append_read_end_get() {
     let id = start_session(&mut client, "smoke").await;
     assert_eq!(append(&mut client, &id, &["a", "b"]).await, (1, 2));
     assert_eq!(append(&mut client, &id, &["c"]).await, (3, 3));
-    let ended = client
-        .end_session(pb::EndSessionRequest {
-            session_id: id.clone(),
-            reason: "done".into(),
-        })
-        .await
-        .expect("end")
-        .into_inner();
+    let ended = end_session(&mut client, &id, "done").await;
     assert_eq!(ended.state(), pb::SessionState::Ended);
     assert_eq!(ended.last_seq, 4);
     let entries = read_all(&mut client, &id).await;
@@ -145,15 +133,15 @@ async fn full_lifecycle_keeps_every_field_merges_metadata_and_ends_with_a_synthe
 
     // Update merges top-level keys: replaces whole values, adds, and a null removes.
     let updated = client
-        .update_session(pb::UpdateSessionRequest {
-            session_id: id.clone(),
-            metadata: Some(object(vec![
+        .update_session(request::update(
+            &id,
+            Some(object(vec![
                 ("replace", string("new")),
                 ("add", string("2")),
                 ("drop", null()),
                 ("nested", nested(vec![("c", number(3.0))])),
             ])),
-        })
+        ))
         .await
         .expect("update")
         .into_inner();
@@ -208,28 +196,15 @@ async fn full_lifecycle_keeps_every_field_merges_metadata_and_ends_with_a_synthe
     let end_entry_time = time(last.timestamp);
     assert!(before_end <= end_entry_time && end_entry_time <= after_end);
 
-    let page = read_page(
-        &mut client,
-        pb::ReadRequest {
-            session_id: id.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let page = read_page(&mut client, request::read(&id)).await;
     assert_eq!(page.state(), pb::SessionState::Ended);
     assert_eq!(page.last_seq, 3);
 
     client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: id.clone(),
-            force: false,
-        })
+        .delete_session(request::delete(&id, false))
         .await
         .expect("delete an ended session");
-    expect_code(
-        client.get_session(session_id_request(&id)).await,
-        Code::NotFound,
-    );
+    expect_code(client.get_session(request::get(&id)).await, Code::NotFound);
     server.shutdown().await;
 }
 
@@ -298,12 +273,7 @@ async fn invalid_session_ids_are_invalid_argument() {
     let bad_ids = ["a/b", too_long.as_str(), "a b", "é", "x\n"];
     for bad in bad_ids {
         expect_code(
-            client
-                .start_session(pb::StartSessionRequest {
-                    session_id: bad.to_owned(),
-                    ..Default::default()
-                })
-                .await,
+            client.start_session(request::start(bad)).await,
             Code::InvalidArgument,
         );
         expect_code(
@@ -320,10 +290,7 @@ async fn invalid_session_ids_are_invalid_argument() {
     let longest = "Z".repeat(128);
     for good in [longest.as_str(), "Az09._:-"] {
         let session = client
-            .start_session(pb::StartSessionRequest {
-                session_id: good.to_owned(),
-                ..Default::default()
-            })
+            .start_session(request::start(good))
             .await
             .expect("valid id")
             .into_inner();
@@ -332,65 +299,31 @@ async fn invalid_session_ids_are_invalid_argument() {
 
     // Every RPC that names a session refuses a malformed (or empty) id.
     for bad in ["a/b", too_long.as_str(), ""] {
-        let id = bad.to_owned();
         expect_code(
-            client.get_session(session_id_request(&id)).await,
+            client.get_session(request::get(bad)).await,
             Code::InvalidArgument,
         );
         expect_code(
-            client
-                .update_session(pb::UpdateSessionRequest {
-                    session_id: id.clone(),
-                    metadata: None,
-                })
-                .await,
+            client.update_session(request::update(bad, None)).await,
             Code::InvalidArgument,
         );
         expect_code(
-            client
-                .end_session(pb::EndSessionRequest {
-                    session_id: id.clone(),
-                    reason: String::new(),
-                })
-                .await,
+            client.end_session(request::end(bad, "")).await,
             Code::InvalidArgument,
         );
         expect_code(
-            client
-                .heartbeat(pb::HeartbeatRequest {
-                    session_id: id.clone(),
-                })
-                .await,
+            client.heartbeat(request::heartbeat(bad)).await,
             Code::InvalidArgument,
         );
         expect_code(
-            client
-                .delete_session(pb::DeleteSessionRequest {
-                    session_id: id.clone(),
-                    force: true,
-                })
-                .await,
+            client.delete_session(request::delete(bad, true)).await,
             Code::InvalidArgument,
         );
         expect_code(
-            client
-                .append(pb::AppendRequest {
-                    session_id: id.clone(),
-                    entries: vec![entry("x")],
-                    ..Default::default()
-                })
-                .await,
+            client.append(request::append(bad, vec![entry("x")])).await,
             Code::InvalidArgument,
         );
-        expect_code(
-            client
-                .read(pb::ReadRequest {
-                    session_id: id.clone(),
-                    ..Default::default()
-                })
-                .await,
-            Code::InvalidArgument,
-        );
+        expect_code(client.read(request::read(bad)).await, Code::InvalidArgument);
     }
     server.shutdown().await;
 }
@@ -402,71 +335,36 @@ async fn every_rpc_on_an_unknown_session_is_not_found() {
     // Another session exists, so the store is not simply empty.
     start_session(&mut client, "other").await;
     let id = "no-such-session".to_owned();
-    expect_code(
-        client.get_session(session_id_request(&id)).await,
-        Code::NotFound,
-    );
+    expect_code(client.get_session(request::get(&id)).await, Code::NotFound);
     expect_code(
         client
-            .update_session(pb::UpdateSessionRequest {
-                session_id: id.clone(),
-                metadata: Some(object(vec![("k", string("v"))])),
-            })
+            .update_session(request::update(&id, Some(object(vec![("k", string("v"))]))))
             .await,
         Code::NotFound,
     );
     expect_code(
-        client
-            .end_session(pb::EndSessionRequest {
-                session_id: id.clone(),
-                reason: "why".into(),
-            })
-            .await,
+        client.end_session(request::end(&id, "why")).await,
         Code::NotFound,
     );
     expect_code(
         client
-            .append(pb::AppendRequest {
-                session_id: id.clone(),
-                entries: vec![entry("lost")],
-                ..Default::default()
-            })
+            .append(request::append(&id, vec![entry("lost")]))
             .await,
         Code::NotFound,
     );
+    expect_code(client.read(request::read(&id)).await, Code::NotFound);
     expect_code(
-        client
-            .read(pb::ReadRequest {
-                session_id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-    );
-    expect_code(
-        client
-            .heartbeat(pb::HeartbeatRequest {
-                session_id: id.clone(),
-            })
-            .await,
+        client.heartbeat(request::heartbeat(&id)).await,
         Code::NotFound,
     );
     for force in [false, true] {
         expect_code(
-            client
-                .delete_session(pb::DeleteSessionRequest {
-                    session_id: id.clone(),
-                    force,
-                })
-                .await,
+            client.delete_session(request::delete(&id, force)).await,
             Code::NotFound,
         );
     }
     // None of those created the session.
-    expect_code(
-        client.get_session(session_id_request(&id)).await,
-        Code::NotFound,
-    );
+    expect_code(client.get_session(request::get(&id)).await, Code::NotFound);
     server.shutdown().await;
 }
 
@@ -476,13 +374,7 @@ async fn empty_batch_is_invalid_argument() {
     let mut client = server.client().await;
     let id = start_session(&mut client, "empty").await;
     expect_code(
-        client
-            .append(pb::AppendRequest {
-                session_id: id.clone(),
-                entries: vec![],
-                ..Default::default()
-            })
-            .await,
+        client.append(request::append(&id, vec![])).await,
         Code::InvalidArgument,
     );
     assert_eq!(get_session(&mut client, &id).await.last_seq, 0);
@@ -496,11 +388,10 @@ async fn batch_over_10000_entries_is_resource_exhausted_and_10000_fit() {
     let id = start_session(&mut client, "big").await;
     let status = expect_code(
         client
-            .append(pb::AppendRequest {
-                session_id: id.clone(),
-                entries: (0..10_001).map(|i| entry(format!("e{i}"))).collect(),
-                ..Default::default()
-            })
+            .append(request::append(
+                &id,
+                (0..10_001).map(|i| entry(format!("e{i}"))).collect(),
+            ))
             .await,
         Code::ResourceExhausted,
     );
@@ -562,11 +453,10 @@ async fn malformed_entries_are_invalid_argument_and_store_nothing_of_the_batch()
         let label = bad.message.clone();
         let status = expect_code(
             client
-                .append(pb::AppendRequest {
-                    session_id: id.clone(),
-                    entries: vec![entry("good before"), bad, entry("good after")],
-                    ..Default::default()
-                })
+                .append(request::append(
+                    &id,
+                    vec![entry("good before"), bad, entry("good after")],
+                ))
                 .await,
             Code::InvalidArgument,
         );
@@ -611,11 +501,7 @@ async fn append_to_ended_session_is_failed_precondition() {
     end_session(&mut client, &id, "done").await;
     expect_code(
         client
-            .append(pb::AppendRequest {
-                session_id: id.clone(),
-                entries: vec![entry("after")],
-                ..Default::default()
-            })
+            .append(request::append(&id, vec![entry("after")]))
             .await,
         Code::FailedPrecondition,
     );
@@ -635,12 +521,7 @@ async fn ending_an_ended_session_is_failed_precondition_and_changes_nothing() {
     let id = start_session(&mut client, "twice").await;
     let ended = end_session(&mut client, &id, "first").await;
     expect_code(
-        client
-            .end_session(pb::EndSessionRequest {
-                session_id: id.clone(),
-                reason: "second".into(),
-            })
-            .await,
+        client.end_session(request::end(&id, "second")).await,
         Code::FailedPrecondition,
     );
     assert_eq!(get_session(&mut client, &id).await, ended);
@@ -656,30 +537,18 @@ async fn heartbeat_on_ended_session_is_failed_precondition() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let id = client
-        .start_session(pb::StartSessionRequest {
-            lease_ttl: Some(prost_types::Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
+        .start_session(request::start_leased(Duration::from_secs(600)))
         .await
         .expect("start")
         .into_inner()
         .id;
     client
-        .heartbeat(pb::HeartbeatRequest {
-            session_id: id.clone(),
-        })
+        .heartbeat(request::heartbeat(&id))
         .await
         .expect("heartbeat while active");
     end_session(&mut client, &id, "done").await;
     expect_code(
-        client
-            .heartbeat(pb::HeartbeatRequest {
-                session_id: id.clone(),
-            })
-            .await,
+        client.heartbeat(request::heartbeat(&id)).await,
         Code::FailedPrecondition,
     );
     server.shutdown().await;
@@ -701,12 +570,7 @@ async fn deleting_an_active_session_needs_force_and_then_it_is_gone() {
     append_with_batch_id(&mut client, &id, "old-batch", &["a", "b"]).await;
 
     expect_code(
-        client
-            .delete_session(pb::DeleteSessionRequest {
-                session_id: id.clone(),
-                force: false,
-            })
-            .await,
+        client.delete_session(request::delete(&id, false)).await,
         Code::FailedPrecondition,
     );
     let untouched = get_session(&mut client, &id).await;
@@ -715,42 +579,19 @@ async fn deleting_an_active_session_needs_force_and_then_it_is_gone() {
     assert_eq!(messages(&read_all(&mut client, &id).await), ["a", "b"]);
 
     client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: id.clone(),
-            force: true,
-        })
+        .delete_session(request::delete(&id, true))
         .await
         .expect("forced delete");
-    expect_code(
-        client.get_session(session_id_request(&id)).await,
-        Code::NotFound,
-    );
+    expect_code(client.get_session(request::get(&id)).await, Code::NotFound);
+    expect_code(client.read(request::read(&id)).await, Code::NotFound);
     expect_code(
         client
-            .read(pb::ReadRequest {
-                session_id: id.clone(),
-                ..Default::default()
-            })
+            .append(request::append(&id, vec![entry("late")]))
             .await,
         Code::NotFound,
     );
     expect_code(
-        client
-            .append(pb::AppendRequest {
-                session_id: id.clone(),
-                entries: vec![entry("late")],
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-    );
-    expect_code(
-        client
-            .delete_session(pb::DeleteSessionRequest {
-                session_id: id.clone(),
-                force: true,
-            })
-            .await,
+        client.delete_session(request::delete(&id, true)).await,
         Code::NotFound,
     );
     let listed = client
@@ -762,10 +603,7 @@ async fn deleting_an_active_session_needs_force_and_then_it_is_gone() {
 
     // The id is free again, and the new session starts with an empty log.
     let reborn = client
-        .start_session(pb::StartSessionRequest {
-            session_id: id.clone(),
-            ..Default::default()
-        })
+        .start_session(request::start(&id))
         .await
         .expect("start a deleted id again")
         .into_inner();
@@ -990,22 +828,14 @@ async fn heartbeat_returns_the_lease_deadline_only_for_a_session_with_a_lease() 
     let mut client = server.client().await;
     let ttl = Duration::from_secs(600);
     let leased = client
-        .start_session(pb::StartSessionRequest {
-            lease_ttl: Some(prost_types::Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
+        .start_session(request::start_leased(ttl))
         .await
         .expect("start leased")
         .into_inner()
         .id;
     let before = SystemTime::now();
     let response = client
-        .heartbeat(pb::HeartbeatRequest {
-            session_id: leased.clone(),
-        })
+        .heartbeat(request::heartbeat(&leased))
         .await
         .expect("heartbeat")
         .into_inner();
@@ -1018,9 +848,7 @@ async fn heartbeat_returns_the_lease_deadline_only_for_a_session_with_a_lease() 
 
     // A later heartbeat moves the deadline on.
     let again = client
-        .heartbeat(pb::HeartbeatRequest {
-            session_id: leased.clone(),
-        })
+        .heartbeat(request::heartbeat(&leased))
         .await
         .expect("heartbeat again")
         .into_inner();
@@ -1037,9 +865,7 @@ async fn heartbeat_returns_the_lease_deadline_only_for_a_session_with_a_lease() 
             .into_inner()
             .id;
         let response = client
-            .heartbeat(pb::HeartbeatRequest {
-                session_id: unleased,
-            })
+            .heartbeat(request::heartbeat(&unleased))
             .await
             .expect("heartbeat without a lease")
             .into_inner();
@@ -1054,26 +880,10 @@ async fn append_stream_answers_each_request_in_order_and_stops_at_the_first_fail
     let mut client = server.client().await;
     let id = start_session(&mut client, "stream").await;
     let requests = vec![
-        pb::AppendRequest {
-            session_id: id.clone(),
-            entries: vec![entry("a"), entry("b")],
-            ..Default::default()
-        },
-        pb::AppendRequest {
-            session_id: id.clone(),
-            entries: vec![entry("c")],
-            ..Default::default()
-        },
-        pb::AppendRequest {
-            session_id: id.clone(),
-            entries: vec![],
-            ..Default::default()
-        },
-        pb::AppendRequest {
-            session_id: id.clone(),
-            entries: vec![entry("never")],
-            ..Default::default()
-        },
+        request::append(&id, vec![entry("a"), entry("b")]),
+        request::append(&id, vec![entry("c")]),
+        request::append(&id, vec![]),
+        request::append(&id, vec![entry("never")]),
     ];
     let mut responses = client
         .append_stream(futures::stream::iter(requests))

@@ -12,6 +12,7 @@ use sessionlog::store::schema::{State, StoredSession};
 use sessionlog::store::{Store, StoreOptions};
 
 use crate::common;
+use crate::common::request;
 use crate::common::{Client, TestServer};
 
 async fn start(client: &mut Client, request: pb::StartSessionRequest) -> String {
@@ -132,9 +133,7 @@ async fn heartbeats_and_appends_renew_the_lease() {
         if round % 2 == 0 {
             let before = std::time::SystemTime::now();
             let response = client
-                .heartbeat(pb::HeartbeatRequest {
-                    session_id: id.clone(),
-                })
+                .heartbeat(request::heartbeat(&id))
                 .await
                 .expect("heartbeat")
                 .into_inner();

@@ -1,4 +1,5 @@
 use crate::common;
+use crate::common::request;
 
 // A model-based property test: random sequences of StartSession, Append,
 // Read, EndSession and GetSession over 1–3 sessions, run against the real
@@ -510,12 +511,7 @@ async fn apply(
             )))
         }
         Op::End { reason, .. } => {
-            let result = client
-                .end_session(pb::EndSessionRequest {
-                    session_id: id.to_owned(),
-                    reason: (*reason).to_owned(),
-                })
-                .await;
+            let result = client.end_session(request::end(id, reason)).await;
             if !model.started {
                 return check_code(result, Code::NotFound);
             }
@@ -542,11 +538,7 @@ async fn apply(
             check_session(&session, id, model)
         }
         Op::Get { .. } => {
-            let result = client
-                .get_session(pb::GetSessionRequest {
-                    session_id: id.to_owned(),
-                })
-                .await;
+            let result = client.get_session(request::get(id)).await;
             if !model.started {
                 return check_code(result, Code::NotFound);
             }

@@ -11,6 +11,7 @@ use tonic::Code;
 
 use crate::common;
 use crate::common::FsyncPolicy;
+use crate::common::request;
 use crate::common::{
     Client, TestServer, append, append_with_batch_id, end_session, entry, expect_code, get_session,
     messages, read_all, seqs,
@@ -90,9 +91,9 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
     let batch = append_with_batch_id(&mut client, &active, "retry-me", &["a4", "a5"]).await;
     assert_eq!((batch.first_seq, batch.last_seq), (4, 5));
     client
-        .append(pb::AppendRequest {
-            session_id: active.clone(),
-            entries: vec![pb::LogEntry {
+        .append(request::append(
+            &active,
+            vec![pb::LogEntry {
                 level: pb::Level::Error.into(),
                 logger: "net.http".into(),
                 trace_id: vec![7; 16],
@@ -100,15 +101,14 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
                 fields: Some(metadata(&[("status", "503")])),
                 ..entry("a6")
             }],
-            ..Default::default()
-        })
+        ))
         .await
         .expect("append a6");
     client
-        .update_session(pb::UpdateSessionRequest {
-            session_id: active.clone(),
-            metadata: Some(metadata(&[("stage", "two")])),
-        })
+        .update_session(request::update(
+            &active,
+            Some(metadata(&[("stage", "two")])),
+        ))
         .await
         .expect("update");
 
@@ -129,10 +129,7 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
     // Deleted sessions: an ended one, and an active one deleted with force.
     for (id, force) in [("deleted-ended", false), ("deleted-forced", true)] {
         client
-            .start_session(pb::StartSessionRequest {
-                session_id: id.into(),
-                ..Default::default()
-            })
+            .start_session(request::start(id))
             .await
             .expect("start doomed");
         append(&mut client, id, &["gone"]).await;
@@ -140,10 +137,7 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
             end_session(&mut client, id, "bye").await;
         }
         client
-            .delete_session(pb::DeleteSessionRequest {
-                session_id: id.into(),
-                force,
-            })
+            .delete_session(request::delete(id, force))
             .await
             .expect("delete");
     }
@@ -173,23 +167,8 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
     assert_eq!(read_all(&mut client, &ended).await, ended_entries);
     assert_eq!(list_ids(&mut client).await, ids_before);
     for id in ["deleted-ended", "deleted-forced"] {
-        expect_code(
-            client
-                .get_session(pb::GetSessionRequest {
-                    session_id: id.into(),
-                })
-                .await,
-            Code::NotFound,
-        );
-        expect_code(
-            client
-                .read(pb::ReadRequest {
-                    session_id: id.into(),
-                    ..Default::default()
-                })
-                .await,
-            Code::NotFound,
-        );
+        expect_code(client.get_session(request::get(id)).await, Code::NotFound);
+        expect_code(client.read(request::read(id)).await, Code::NotFound);
     }
 
     // Dedupe state survived, in both sessions.
@@ -208,30 +187,19 @@ async fn sessions_entries_counters_and_dedupe_state_survive_a_restart() {
     assert_eq!(append(&mut client, &active, &["a7", "a8"]).await, (7, 8));
     expect_code(
         client
-            .append(pb::AppendRequest {
-                session_id: ended.clone(),
-                entries: vec![entry("late")],
-                ..Default::default()
-            })
+            .append(request::append(&ended, vec![entry("late")]))
             .await,
         Code::FailedPrecondition,
     );
     expect_code(
-        client
-            .end_session(pb::EndSessionRequest {
-                session_id: ended.clone(),
-                reason: "again".into(),
-            })
-            .await,
+        client.end_session(request::end(&ended, "again")).await,
         Code::FailedPrecondition,
     );
 
     // Its lease counts from the restart.
     let before = SystemTime::now();
     let lease = client
-        .heartbeat(pb::HeartbeatRequest {
-            session_id: active.clone(),
-        })
+        .heartbeat(request::heartbeat(&active))
         .await
         .expect("heartbeat after restart")
         .into_inner()
@@ -311,57 +279,35 @@ async fn a_deleted_session_stays_deleted_and_a_reused_id_starts_fresh_across_res
     let mut client = server.client().await;
     for id in ["reused", "forgotten"] {
         client
-            .start_session(pb::StartSessionRequest {
-                session_id: id.into(),
-                ..Default::default()
-            })
+            .start_session(request::start(id))
             .await
             .expect("start");
         append_with_batch_id(&mut client, id, "batch", &["old-1", "old-2", "old-3"]).await;
         client
-            .delete_session(pb::DeleteSessionRequest {
-                session_id: id.into(),
-                force: true,
-            })
+            .delete_session(request::delete(id, true))
             .await
             .expect("forced delete");
     }
     // One ended before the restart is deleted after it, untouched meanwhile.
     client
-        .start_session(pb::StartSessionRequest {
-            session_id: "ended-early".into(),
-            ..Default::default()
-        })
+        .start_session(request::start("ended-early"))
         .await
         .expect("start");
     append(&mut client, "ended-early", &["x"]).await;
     end_session(&mut client, "ended-early", "early").await;
     let (server, mut client) = restart(server, client, dir.path()).await;
     client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: "ended-early".into(),
-            force: false,
-        })
+        .delete_session(request::delete("ended-early", false))
         .await
         .expect("delete an ended session loaded at start-up");
     for id in ["reused", "forgotten", "ended-early"] {
-        expect_code(
-            client
-                .get_session(pb::GetSessionRequest {
-                    session_id: id.into(),
-                })
-                .await,
-            Code::NotFound,
-        );
+        expect_code(client.get_session(request::get(id)).await, Code::NotFound);
     }
     assert!(list_ids(&mut client).await.is_empty());
 
     // Starting a deleted id again gives an empty log without old batch ids.
     let reborn = client
-        .start_session(pb::StartSessionRequest {
-            session_id: "reused".into(),
-            ..Default::default()
-        })
+        .start_session(request::start("reused"))
         .await
         .expect("start the deleted id again")
         .into_inner();
@@ -381,14 +327,7 @@ async fn a_deleted_session_stays_deleted_and_a_reused_id_starts_fresh_across_res
     assert_eq!((reused.last_seq, reused.entry_count), (1, 1));
     assert_eq!(messages(&read_all(&mut client, "reused").await), ["new"]);
     for id in ["forgotten", "ended-early"] {
-        expect_code(
-            client
-                .get_session(pb::GetSessionRequest {
-                    session_id: id.into(),
-                })
-                .await,
-            Code::NotFound,
-        );
+        expect_code(client.get_session(request::get(id)).await, Code::NotFound);
     }
     assert_eq!(list_ids(&mut client).await, ["reused"]);
     drop(client);
@@ -412,19 +351,10 @@ async fn writes_after_the_shutdown_counters_are_saved_are_refused() {
         .expect("saved");
     assert_eq!(saved, 1);
     let refused = client
-        .append(pb::AppendRequest {
-            session_id: id.clone(),
-            entries: vec![entry("three")],
-            ..Default::default()
-        })
+        .append(request::append(&id, vec![entry("three")]))
         .await;
     expect_code(refused, Code::Unavailable);
-    let refused = client
-        .end_session(pb::EndSessionRequest {
-            session_id: id.clone(),
-            reason: "late".to_owned(),
-        })
-        .await;
+    let refused = client.end_session(request::end(&id, "late")).await;
     expect_code(refused, Code::Unavailable);
     let (server, mut client) = restart(server, client, dir.path()).await;
     assert_eq!(messages(&read_all(&mut client, &id).await), ["one", "two"]);

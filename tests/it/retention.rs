@@ -11,15 +11,11 @@ use sessionlog::sessions::{PruneReason, RetentionPolicy};
 use tonic::Code;
 
 use crate::common;
+use crate::common::request;
 use crate::common::{Client, TestServer, end_session, start_session};
 
 async fn exists(client: &mut Client, id: &str) -> bool {
-    match client
-        .get_session(pb::GetSessionRequest {
-            session_id: id.to_owned(),
-        })
-        .await
-    {
+    match client.get_session(request::get(id)).await {
         Ok(_) => true,
         Err(status) if status.code() == Code::NotFound => false,
         Err(status) => panic!("unexpected {status:?}"),

@@ -10,6 +10,7 @@ use sessionlog::server::TlsFiles;
 use crate::common;
 use crate::common::TestServer;
 use crate::common::access::{Pki, https, tls_server};
+use crate::common::request;
 
 async fn start_over(server: &str, tls: &ClientTls) -> anyhow::Result<String> {
     let connection = Connection::connect_with(server, None, tls).await?;
@@ -107,10 +108,7 @@ async fn forwarding_over_https_with_a_header_reaches_a_central_server_that_needs
         .await;
     let mut client = sidecar.client().await;
     client
-        .start_session(pb::StartSessionRequest {
-            session_id: "over-https".into(),
-            ..Default::default()
-        })
+        .start_session(request::start("over-https"))
         .await
         .expect("start");
     common::append(&mut client, "over-https", &["one", "two", "three"]).await;

@@ -10,6 +10,7 @@ use sessionlog::pb::session_event::Kind;
 use tonic::{Code, Streaming};
 
 use crate::common;
+use crate::common::request;
 use crate::common::{Client, TestServer, append, start_session};
 
 type Events = Streaming<pb::SessionEvent>;
@@ -73,18 +74,15 @@ async fn snapshot_oldest_first_then_caught_up_then_live_in_order() {
     start(&mut client, "live", "app", "").await;
     append(&mut client, "live", &["appends send no event"]).await;
     client
-        .update_session(pb::UpdateSessionRequest {
-            session_id: "live".into(),
-            metadata: Some(prost_types::Struct::default()),
-        })
+        .update_session(request::update(
+            "live",
+            Some(prost_types::Struct::default()),
+        ))
         .await
         .expect("update");
     common::end_session(&mut client, "live", "bye").await;
     client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: "live".into(),
-            force: false,
-        })
+        .delete_session(request::delete("live", false))
         .await
         .expect("delete");
     let mut kinds = Vec::new();

@@ -7,6 +7,7 @@ pub(crate) mod access;
 pub(crate) mod follow;
 pub(crate) mod http;
 pub(crate) mod own_process;
+pub(crate) mod request;
 #[path = "../../shared/rpc.rs"]
 mod rpc;
 #[path = "../../shared/test_server.rs"]
@@ -41,11 +42,7 @@ pub(crate) async fn append_entries(
     entries: Vec<pb::LogEntry>,
 ) -> pb::AppendResponse {
     client
-        .append(pb::AppendRequest {
-            session_id: session_id.to_owned(),
-            entries,
-            ..Default::default()
-        })
+        .append(request::append(session_id, entries))
         .await
         .expect("append")
         .into_inner()
@@ -60,10 +57,8 @@ pub(crate) async fn append_with_batch_id(
 ) -> pb::AppendResponse {
     client
         .append(pb::AppendRequest {
-            session_id: session_id.to_owned(),
-            entries: messages.iter().map(|m| entry(*m)).collect(),
             batch_id: batch_id.to_owned(),
-            ..Default::default()
+            ..request::append(session_id, messages.iter().map(|m| entry(*m)).collect())
         })
         .await
         .expect("append with batch id")
