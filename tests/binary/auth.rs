@@ -8,6 +8,7 @@ use sessionlog::client::Connection;
 use sessionlog::pb;
 
 use crate::common::access::server_with_tokens;
+use crate::common::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sends_its_token_file() {
@@ -94,10 +95,7 @@ async fn tokens_never_reach_the_log_even_at_trace_level() {
         assert_eq!(result.is_ok(), accepted, "{result:?}");
     }
 
-    let pid = child.id().expect("running");
-    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits"))
-        .expect("non-zero pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    process::sigterm(&child);
     assert!(child.wait().await.expect("reaped").success());
     let log = collector.await.expect("log collector").join("\n");
     assert!(

@@ -8,6 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::common;
+use crate::common::process;
 use crate::common::{TestServer, append, end_session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
@@ -175,17 +176,7 @@ async fn serve_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
-    let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), log.next_line())
-            .await
-            .expect("the server logs")
-            .expect("read")
-            .expect("the server is running");
-        if line.contains("serving") {
-            break;
-        }
-    }
+    process::wait_until_serving(&mut server).await;
     let connection =
         sessionlog::client::Connection::connect(&format!("unix:{}", socket.display()), None)
             .await
@@ -196,13 +187,7 @@ async fn serve_stops_cleanly_on_sigterm() {
         .await
         .expect("start over the socket");
     assert!(!session.into_inner().id.is_empty());
-    let pid = server.id().expect("pid");
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
+    process::sigterm(&server);
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
         .await
         .expect("serve exits within 30s")

@@ -17,7 +17,7 @@ use sessionlog::pb;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::common;
+use crate::common::process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 const SESSIONS: [&str; 2] = ["crash-a", "crash-b"];
@@ -41,7 +41,7 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn serve");
-        common::process::wait_until_serving(&mut child).await;
+        process::wait_until_serving(&mut child).await;
         Self { child, socket }
     }
 
@@ -54,10 +54,7 @@ impl ServerProcess {
 
     /// SIGTERM: a clean stop, which flushes.
     async fn stop(mut self) {
-        let pid = self.child.id().expect("running");
-        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits"))
-            .expect("non-zero pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        process::sigterm(&self.child);
         let status = self.child.wait().await.expect("reaped");
         assert!(status.success(), "clean stop: {status}");
     }

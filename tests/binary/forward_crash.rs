@@ -15,6 +15,7 @@ use tokio_stream::StreamExt;
 
 use crate::common;
 use crate::common::TestServer;
+use crate::common::process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 /// Small exports, so that many are in flight when the kill comes.
@@ -35,7 +36,7 @@ async fn forwarding_server(dir: &Path, target: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn serve");
-    common::process::wait_until_serving(&mut child).await;
+    process::wait_until_serving(&mut child).await;
     child
 }
 

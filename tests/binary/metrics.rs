@@ -12,6 +12,8 @@ use sessionlog::pb;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::common::process;
+
 struct Served {
     child: Child,
     grpc: String,
@@ -283,10 +285,7 @@ async fn metrics_follow_what_the_server_does() {
         3.0
     );
 
-    let pid = served.child.id().expect("running");
-    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits"))
-        .expect("non-zero pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    process::sigterm(&served.child);
     let mut child = served.child;
     assert!(child.wait().await.expect("reaped").success());
 }

@@ -10,6 +10,7 @@ use sessionlog::pb;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::common::process;
 use crate::common::{TestServer, get_session, read_all};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
@@ -231,10 +232,7 @@ while :; do sleep 0.01; done"#;
         .expect("read")
         .expect("a line");
     assert_eq!(ready, "ready");
-    let pid = child.id().expect("running");
-    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits"))
-        .expect("non-zero pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    process::sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("run exits after the command")

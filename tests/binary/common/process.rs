@@ -1,4 +1,5 @@
-//! The real binary as a child process, for tests that kill it.
+//! The real binary as a child process: waiting until it serves, and
+//! stopping it the way an operator would.
 
 use std::time::Duration;
 
@@ -21,4 +22,12 @@ pub(crate) async fn wait_until_serving(child: &mut Child) {
         }
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
+/// Sends SIGTERM to `child`, which must still be running.
+pub(crate) fn sigterm(child: &Child) {
+    let pid = child.id().expect("running");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid fits"))
+        .expect("non-zero pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
 }
