@@ -1,6 +1,8 @@
-//! The in-process suite: each module starts the server inside this test
+//! The in-process suite: each module starts the server inside the test
 //! process (`common::TestServer`) and talks to it through the generated
-//! client. One binary, so the suite links once.
+//! client. One binary, so the suite links once; a test that measures the
+//! whole process runs alone in a process of its own
+//! (`common::own_process`).
 
 mod common;
 

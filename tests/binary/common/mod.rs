@@ -7,12 +7,10 @@ pub(crate) mod access;
 pub(crate) mod process;
 #[path = "../../shared/rpc.rs"]
 mod rpc;
-// This suite starts it as a plain server; the in-process suite also uses
-// the white-box parts (the session rules, the HTTP edge, chosen data dirs).
 #[path = "../../shared/test_server.rs"]
 #[expect(
     dead_code,
-    reason = "white-box parts of the shared TestServer only the in-process suite uses"
+    reason = "this suite starts plain servers; the white-box parts (session rules, HTTP edge, chosen data dirs) are the in-process suite's"
 )]
 mod test_server;
 
