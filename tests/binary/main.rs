@@ -1,0 +1,12 @@
+//! The real-binary suite: tests that run `sessionlog` itself as a child
+//! process (kill -9, signals, the CLI, a process's own metrics).
+
+mod common;
+
+mod auth;
+mod cli;
+mod crash;
+mod forward_crash;
+mod metrics;
+mod run;
+mod tls;

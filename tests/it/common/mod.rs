@@ -1,0 +1,76 @@
+//! Helpers of the in-process suite: `TestServer` and the everyday calls
+//! (shared with the real-binary suite), requests built the way most tests
+//! send them, and follow and HTTP clients.
+
+#[path = "../../shared/access.rs"]
+pub(crate) mod access;
+pub(crate) mod follow;
+pub(crate) mod http;
+pub(crate) mod own_process;
+pub(crate) mod request;
+#[path = "../../shared/rpc.rs"]
+mod rpc;
+#[path = "../../shared/test_server.rs"]
+mod test_server;
+
+pub(crate) use rpc::{append, end_session, entry, get_session, read_all, start_session};
+/// Re-exported so that the suite names the storage internals in one place.
+pub(crate) use sessionlog::server::FsyncPolicy;
+pub(crate) use test_server::{Client, TestServer, settings};
+
+use sessionlog::pb;
+
+/// Asserts that `result` failed with `code`; returns the status.
+#[track_caller]
+pub(crate) fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match result {
+        Ok(response) => panic!("expected {code:?}, got OK: {:?}", response.into_inner()),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Appends `entries` as one batch and returns the whole response.
+pub(crate) async fn append_entries(
+    client: &mut Client,
+    session_id: &str,
+    entries: Vec<pb::LogEntry>,
+) -> pb::AppendResponse {
+    client
+        .append(request::append(session_id, entries))
+        .await
+        .expect("append")
+        .into_inner()
+}
+
+/// Appends `messages` as one batch under `batch_id`; returns the response.
+pub(crate) async fn append_with_batch_id(
+    client: &mut Client,
+    session_id: &str,
+    batch_id: &str,
+    messages: &[&str],
+) -> pb::AppendResponse {
+    client
+        .append(pb::AppendRequest {
+            batch_id: batch_id.to_owned(),
+            ..request::append(session_id, messages.iter().map(|m| entry(*m)).collect())
+        })
+        .await
+        .expect("append with batch id")
+        .into_inner()
+}
+
+/// The messages of `entries`, in order.
+pub(crate) fn messages(entries: &[pb::LogEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.message.as_str()).collect()
+}
+
+/// The seqs of `entries`, in order.
+pub(crate) fn seqs(entries: &[pb::LogEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}

@@ -1,0 +1,421 @@
+//! Hostile and careless input: every limit answers with the contract's code
+//! and a message naming it; garbage frames, deep nesting, invalid UTF-8 and
+//! huge batches are refused; and afterwards the server still serves and the
+//! data stored before is intact.
+
+use std::time::Duration;
+
+use prost::bytes::{Buf, BufMut, Bytes};
+use prost_types::value::Kind;
+use prost_types::{Struct, Value};
+use sessionlog::pb;
+use sessionlog::server::Limits;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::common::request;
+use crate::common::{Client, TestServer, append, entry, read_all, start_session};
+
+/// Sends bytes as they are, so a test can put anything in a gRPC frame.
+#[derive(Debug, Default, Clone)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+async fn raw_call(server: &TestServer, method: &str, body: Vec<u8>) -> Result<Bytes, Status> {
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = if method.starts_with('/') {
+        method.to_owned()
+    } else {
+        format!("/sessionlog.v1.SessionLog/{method}")
+    };
+    let path = path.parse().expect("path");
+    grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn key(field: u32, wire_type: u32) -> u8 {
+    u8::try_from(field << 3 | wire_type).expect("small field")
+}
+
+fn varint(mut value: usize, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(u8::try_from(value & 0x7f).expect("7 bits") | 0x80);
+        value >>= 7;
+    }
+    out.push(u8::try_from(value).expect("7 bits"));
+}
+
+fn length_delimited(field: u32, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(key(field, 2));
+    varint(payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+/// An `AppendRequest` whose one entry's `fields` nest `depth` levels deep,
+/// encoded by hand (a generated encoder would recurse that deep).
+fn deeply_nested_append(session_id: &str, depth: usize) -> Vec<u8> {
+    let mut value = Vec::new(); // Value{} (null)
+    for _ in 0..depth {
+        // Struct { fields: { "n": value } }
+        let mut map_entry = Vec::new();
+        length_delimited(1, b"n", &mut map_entry);
+        length_delimited(2, &value, &mut map_entry);
+        let mut structure = Vec::new();
+        length_delimited(1, &map_entry, &mut structure);
+        // Value { struct_value = 5 }
+        value.clear();
+        length_delimited(5, &structure, &mut value);
+    }
+    // The innermost wrapper is a Value; `fields` wants a Struct around it.
+    let mut map_entry = Vec::new();
+    length_delimited(1, b"n", &mut map_entry);
+    length_delimited(2, &value, &mut map_entry);
+    let mut fields = Vec::new();
+    length_delimited(1, &map_entry, &mut fields);
+    let mut log_entry = Vec::new();
+    length_delimited(7, &fields, &mut log_entry);
+    let mut request = Vec::new();
+    length_delimited(1, session_id.as_bytes(), &mut request);
+    length_delimited(2, &log_entry, &mut request);
+    request
+}
+
+fn nested_struct(depth: usize) -> Struct {
+    let mut inner = Struct::default();
+    for _ in 0..depth {
+        let mut outer = Struct::default();
+        outer.fields.insert(
+            "n".into(),
+            Value {
+                kind: Some(Kind::StructValue(inner)),
+            },
+        );
+        inner = outer;
+    }
+    inner
+}
+
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, names: &str) {
+    let status = result.expect_err("refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(names),
+        "the message names `{names}`: {}",
+        status.message()
+    );
+}
+
+/// Data appended before the abuse, and checked after it.
+async fn stored_before(client: &mut Client) -> String {
+    let id = start_session(client, "victim").await;
+    append(client, &id, &["before-1", "before-2"]).await;
+    id
+}
+
+async fn still_intact(server: &TestServer, id: &str) {
+    let mut client = server.client().await;
+    let messages: Vec<String> = read_all(&mut client, id)
+        .await
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(messages, ["before-1", "before-2"]);
+    append(&mut client, id, &["after"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_limit_is_refused_with_its_name() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = stored_before(&mut client).await;
+    let limits = Limits::default();
+    let long_name = "n".repeat(limits.max_name_bytes + 1);
+    let long_text = "t".repeat(limits.max_text_bytes + 1);
+    let append_one = |entry: pb::LogEntry| request::append(&id, vec![entry]);
+    assert_refused(
+        client
+            .start_session(pb::StartSessionRequest {
+                app_name: long_name.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-name-length",
+    );
+    assert_refused(
+        client
+            .start_session(pb::StartSessionRequest {
+                metadata: Some(nested_struct(limits.max_struct_depth + 1)),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-struct-depth",
+    );
+    let mut wide = Struct::default();
+    for index in 0..=limits.max_struct_values {
+        wide.fields.insert(format!("k{index}"), Value::default());
+    }
+    assert_refused(
+        client
+            .update_session(request::update(&id, Some(wide)))
+            .await,
+        Code::ResourceExhausted,
+        "--max-struct-values",
+    );
+    assert_refused(
+        client
+            .append(append_one(pb::LogEntry {
+                logger: long_name.clone(),
+                ..entry("x")
+            }))
+            .await,
+        Code::ResourceExhausted,
+        "--max-name-length",
+    );
+    assert_refused(
+        client
+            .append(append_one(pb::LogEntry {
+                format: long_text.clone(),
+                ..entry("x")
+            }))
+            .await,
+        Code::ResourceExhausted,
+        "--max-text-length",
+    );
+    assert_refused(
+        client
+            .append(append_one(entry("m".repeat(limits.max_entry_bytes + 1))))
+            .await,
+        Code::ResourceExhausted,
+        "--max-entry-size",
+    );
+    assert_refused(
+        client
+            .append(request::append(
+                &id,
+                vec![entry("x"); limits.max_batch_entries + 1],
+            ))
+            .await,
+        Code::ResourceExhausted,
+        "--max-batch-entries",
+    );
+    assert_refused(
+        client.end_session(request::end(&id, &long_text)).await,
+        Code::ResourceExhausted,
+        "--max-text-length",
+    );
+    assert_refused(
+        client
+            .read(pb::ReadRequest {
+                session_id: id.clone(),
+                filter: Some(pb::LogFilter {
+                    contains: long_text.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-text-length",
+    );
+    assert_refused(
+        client
+            .list_sessions(pb::ListSessionsRequest {
+                job_id: long_name.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-name-length",
+    );
+    still_intact(&server, &id).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_batch_is_resource_exhausted_naming_the_limit() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = stored_before(&mut client).await;
+    let megabyte = "x".repeat(1 << 20);
+    let huge = request::append(&id, vec![entry(megabyte); 64]);
+    assert_refused(client.append(huge).await, Code::ResourceExhausted, "limit");
+    still_intact(&server, &id).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_invalid_utf8_and_deep_nesting_are_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = stored_before(&mut client).await;
+    let garbage: Vec<u8> = (0..4_096u32)
+        .map(|i| u8::try_from((i * 131 + 7) % 256).expect("byte"))
+        .collect();
+    for method in [
+        "Append",
+        "StartSession",
+        "Read",
+        "ListSessions",
+        "EndSession",
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    ] {
+        assert_refused(
+            raw_call(&server, method, garbage.clone()).await,
+            Code::InvalidArgument,
+            "protobuf",
+        );
+    }
+    // session_id (field 1) with bytes that are not UTF-8.
+    let mut invalid_utf8 = Vec::new();
+    length_delimited(1, &[0xff, 0xfe, b'a'], &mut invalid_utf8);
+    assert_refused(
+        raw_call(&server, "GetSession", invalid_utf8).await,
+        Code::InvalidArgument,
+        "protobuf",
+    );
+    // 10,000 levels: refused at decode, without a stack overflow.
+    assert_refused(
+        raw_call(&server, "Append", deeply_nested_append(&id, 10_000)).await,
+        Code::InvalidArgument,
+        "protobuf",
+    );
+    // 20 levels decode but pass the server's depth limit.
+    assert_refused(
+        raw_call(&server, "Append", deeply_nested_append(&id, 20)).await,
+        Code::ResourceExhausted,
+        "--max-struct-depth",
+    );
+    // A truncated frame body: a length prefix promising more than is there.
+    let mut truncated = Vec::new();
+    truncated.push(key(1, 2));
+    varint(1_000, &mut truncated);
+    truncated.extend_from_slice(b"short");
+    assert_refused(
+        raw_call(&server, "Append", truncated).await,
+        Code::InvalidArgument,
+        "protobuf",
+    );
+    still_intact(&server, &id).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_follow_streams_are_refused_with_retry_info() {
+    let server = TestServer::builder()
+        .configure(|settings| {
+            settings.limits.max_follows_per_session = 2;
+            settings.limits.max_streams = 3;
+        })
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "popular").await;
+    let other = start_session(&mut client, "other").await;
+    let follow = |session_id: &str| pb::FollowRequest {
+        session_id: session_id.to_owned(),
+        ..Default::default()
+    };
+    let first = client
+        .follow(follow(&id))
+        .await
+        .expect("first")
+        .into_inner();
+    let _second = client
+        .follow(follow(&id))
+        .await
+        .expect("second")
+        .into_inner();
+    let refused = client
+        .follow(follow(&id))
+        .await
+        .expect_err("third on one session");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("--max-follows-per-session"),
+        "{}",
+        refused.message()
+    );
+    let retry = refused
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay);
+    assert!(
+        retry.is_some_and(|delay| delay > Duration::ZERO),
+        "RetryInfo present"
+    );
+    let _third = client
+        .follow(follow(&other))
+        .await
+        .expect("another session")
+        .into_inner();
+    let total = client
+        .watch_sessions(pb::WatchSessionsRequest::default())
+        .await
+        .expect_err("fourth stream in all");
+    assert!(
+        total.message().contains("--max-streams"),
+        "{}",
+        total.message()
+    );
+    drop(first);
+    // The slot comes back once the server sees the stream gone.
+    let mut reopened = None;
+    for _ in 0..100 {
+        match client.follow(follow(&id)).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(reopened.is_some(), "a closed stream frees its slot");
+    server.shutdown().await;
+}

@@ -1,0 +1,131 @@
+//! Stores written by earlier layouts: a layout-1 store (an entry per key)
+//! opens without a migration, reads the same, takes appends as blocks, and
+//! survives a restart; a layout-2 store is marked 3; a layout this version
+//! does not know is refused.
+
+use prost::Message;
+use sessionlog::testing::{LogCounters, State, StoredEntry, StoredSession};
+
+use crate::common;
+use crate::common::FsyncPolicy;
+use crate::common::request;
+
+/// A sled database in `dir` marked as a sessionlog store, as every layout
+/// marks it (the `SESSIONLOG` file, then the layout key inside).
+fn marked_db(dir: &std::path::Path, layout: &[u8]) -> sled::Db {
+    std::fs::write(dir.join("SESSIONLOG"), "a sessionlog store\n").expect("marker file");
+    let db = sled::Config::new().path(dir).open().expect("sled");
+    db.insert(b"sessionlog.format", layout).expect("layout");
+    db
+}
+
+/// Writes what a layout-1 binary left: a session record and a log tree
+/// with one `StoredEntry` per big-endian seq, and the counters.
+fn write_layout_one(dir: &std::path::Path, entries: u64) {
+    let db = marked_db(dir, b"1");
+    let record = StoredSession {
+        id: "old".into(),
+        app_name: "before-blocks".into(),
+        state: State::Active.into(),
+        ..Default::default()
+    };
+    db.open_tree("sessions")
+        .expect("sessions")
+        .insert(b"old", record.encode_to_vec())
+        .expect("record");
+    let log = db.open_tree("log/old").expect("log");
+    let mut size_bytes = 0;
+    for seq in 1..=entries {
+        let bytes = StoredEntry {
+            seq,
+            message: format!("entry {seq}"),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        size_bytes += bytes.len() as u64;
+        log.insert(seq.to_be_bytes(), bytes).expect("entry");
+    }
+    let counters = LogCounters {
+        last_seq: entries,
+        entry_count: entries,
+        size_bytes,
+        batch_ids: 0,
+    };
+    log.insert([0xff, b'c'], counters.encode_to_vec())
+        .expect("counters");
+    db.flush().expect("flush");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_one_store_reads_and_appends_without_migration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_layout_one(dir.path(), 50);
+
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let before = common::read_all(&mut client, "old").await;
+    let messages: Vec<String> = before.iter().map(|entry| entry.message.clone()).collect();
+    let expected: Vec<String> = (1..=50).map(|seq| format!("entry {seq}")).collect();
+    assert_eq!(messages, expected);
+    let appended = client
+        .append(request::append(
+            "old",
+            (0..30).map(|i| common::entry(format!("new {i}"))).collect(),
+        ))
+        .await
+        .expect("append")
+        .into_inner();
+    assert_eq!((appended.first_seq, appended.last_seq), (51, 80));
+    server.shutdown().await;
+
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let after = common::read_all(&mut client, "old").await;
+    let seqs: Vec<u64> = after.iter().map(|entry| entry.seq).collect();
+    assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
+    assert_eq!(after[49].message, "entry 50");
+    assert_eq!(after[50].message, "new 0");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_layout_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        marked_db(dir.path(), b"9").flush().expect("flush");
+    }
+    let opened = sessionlog::testing::Store::open(&sessionlog::server::StoreOptions {
+        path: dir.path().to_path_buf(),
+        cache_bytes: 8 << 20,
+    });
+    let err = opened.expect_err("layout 9 is refused");
+    assert!(err.to_string().contains("\"9\""), "{err}");
+}
+
+/// Layout 3 added the clean-shutdown mark. A layout-2 binary would ignore
+/// it and could append behind counters the mark vouches for, so opening a
+/// layout-2 store marks it 3, which layout-2 binaries refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_two_store_is_marked_three_on_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        marked_db(dir.path(), b"2").flush().expect("flush");
+    }
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    server.shutdown().await;
+    let db = sled::open(dir.path()).expect("reopen");
+    let layout = db.get(b"sessionlog.format").expect("read").expect("marked");
+    assert_eq!(layout.as_ref(), b"3");
+}

@@ -1,0 +1,34 @@
+//! The in-process suite: each module starts the server inside the test
+//! process (`common::TestServer`) and talks to it through the generated
+//! client. One binary, so the suite links once; a test that measures the
+//! whole process runs alone in a process of its own
+//! (`common::own_process`).
+
+mod common;
+
+mod append_stream;
+mod auth;
+mod client;
+mod concurrency;
+mod dedupe;
+mod disk_full;
+mod durability;
+mod follow;
+mod follow_fanout;
+mod follow_model;
+mod follow_slow;
+mod forward;
+mod hostile;
+mod http;
+mod layout;
+mod lifecycle;
+mod liveness;
+mod model;
+mod otlp;
+mod paging;
+mod restart;
+mod retention;
+mod standard_services;
+mod tls;
+mod tracing_layer;
+mod watch;
