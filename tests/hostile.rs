@@ -299,7 +299,11 @@ async fn a_64_mib_batch_is_resource_exhausted_naming_the_limit() {
         entries: vec![entry(megabyte); 64],
         ..Default::default()
     };
-    assert_refused(client.append(huge).await, Code::ResourceExhausted, "limit");
+    assert_refused(
+        client.append(huge).await,
+        Code::ResourceExhausted,
+        "--max-message-size",
+    );
     still_intact(&server, &id).await;
     server.shutdown().await;
 }
