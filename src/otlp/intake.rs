@@ -2,8 +2,10 @@
 //! (started on first sight); its records are appended in the order they
 //! came, as batches, with the same limits as `Append`. Records that cannot
 //! be stored for a reason retrying will not fix are counted in
-//! `partial_success`; when the store is unavailable the whole export fails
-//! with a retryable status, and a retried export is stored once (its
+//! `partial_success` and the rest of the export goes on; a failure a retry
+//! can cure (`edge::Failure::retryable`: the store unavailable, shutting
+//! down) fails the whole export with a code an OTLP exporter retries, never
+//! with one it drops (`INTERNAL`). A retried export is stored once (its
 //! batches carry ids derived from their content).
 
 use std::sync::Arc;
@@ -13,10 +15,11 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::api::Limits;
 use crate::api::convert;
+use crate::edge::Failure;
 use crate::pb::otlp_logs::logs_service_server::LogsService;
 use crate::sessions::{AppendBatch, SessionError, SessionManager};
 use crate::store::NewEntry;
@@ -55,8 +58,8 @@ impl OtlpIntake {
             }
         };
         let session_id = start.session_id.clone();
-        if let Err(status) = self.ensure_session(start).await {
-            return rejected.unless_retryable(records, status);
+        if let Err(failure) = self.ensure_session(start).await {
+            return rejected.unless_retryable(records, failure);
         }
         let mut pending = Vec::new();
         for scope_logs in logs.scope_logs {
@@ -79,7 +82,7 @@ impl OtlpIntake {
     }
 
     /// Starts the session unless it exists.
-    async fn ensure_session(&self, start: crate::pb::StartSessionRequest) -> Result<(), Status> {
+    async fn ensure_session(&self, start: crate::pb::StartSessionRequest) -> Result<(), Failure> {
         convert::session_id(&start.session_id)?;
         match self.sessions.get(&start.session_id) {
             Ok(_) => return Ok(()),
@@ -187,19 +190,14 @@ impl Rejected {
     }
 
     /// Counts the records as rejected, unless retrying the export could
-    /// store them; then the whole export fails with `status`.
-    fn unless_retryable(&mut self, records: usize, status: Status) -> Result<(), Status> {
-        match status.code() {
-            Code::Unavailable
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted => Err(status),
-            _ => {
-                self.add(records, status.message().to_owned());
-                Ok(())
-            }
+    /// store them; then the whole export fails with `failure`, whose code
+    /// an exporter retries.
+    fn unless_retryable(&mut self, records: usize, failure: Failure) -> Result<(), Status> {
+        if failure.retryable() {
+            return Err(failure.into());
         }
+        self.add(records, failure.message);
+        Ok(())
     }
 
     fn into_partial_success(self) -> Option<ExportLogsPartialSuccess> {
@@ -268,13 +266,15 @@ mod tests {
         rejected.add(1, "too deep".into());
         rejected.add(0, "ignored".into());
         rejected.add(3, "ended".into());
-        assert!(
-            rejected
-                .unless_retryable(1, Status::unavailable("disk"))
-                .is_err()
-        );
+        let unavailable = rejected
+            .unless_retryable(1, Failure::new(crate::edge::Code::Unavailable, "disk"))
+            .expect_err("retryable");
+        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
         rejected
-            .unless_retryable(1, Status::failed_precondition("ended"))
+            .unless_retryable(
+                1,
+                Failure::new(crate::edge::Code::FailedPrecondition, "ended"),
+            )
             .expect("not retryable");
         let partial = rejected.into_partial_success().expect("partial success");
         assert_eq!(partial.rejected_log_records, 7);
