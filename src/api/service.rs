@@ -101,7 +101,8 @@ impl SessionLog for SessionLogService {
         let request = request.into_inner();
         let expires_at = self
             .sessions
-            .heartbeat(convert::session_id(&request.session_id)?)?;
+            .heartbeat(convert::session_id(&request.session_id)?)
+            .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             lease_expires_at: expires_at.map(Into::into),
         }))
