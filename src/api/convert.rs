@@ -141,11 +141,6 @@ pub(super) fn follow_response(event: FollowEvent<SessionView>) -> EncodedFollowR
         FollowEvent::Batch { entries, cursor } => {
             return EncodedFollowResponse::batch(&entries, cursor);
         }
-        FollowEvent::Truncated {
-            first_available_seq,
-        } => Event::Truncated(pb::Truncated {
-            first_available_seq,
-        }),
         FollowEvent::CaughtUp { cursor } => Event::CaughtUp(pb::CaughtUp { cursor }),
         FollowEvent::Ended(view) => Event::Ended(session(view)),
     };

@@ -1,21 +1,24 @@
 //! Two guards around every call. A panic in a handler fails that call with
 //! `INTERNAL` while the server and every other call go on. And tonic's own
 //! refusal of an oversized message (`OUT_OF_RANGE`) becomes
-//! `RESOURCE_EXHAUSTED`, the contract's code for a limit; its message names
-//! the size and the limit.
+//! `RESOURCE_EXHAUSTED`, the contract's code for a limit, with a message
+//! that names the size, the limit and the flag that sets it, wherever the
+//! status travels: in the response headers (a unary call refused before
+//! its handler ran) or in the trailers (a streaming call, whose handler
+//! meets the oversized message after the response began).
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use http_body::Frame;
 use tonic::Status;
-use tonic::codegen::http::{HeaderValue, Request, Response};
+use tonic::body::Body;
+use tonic::codegen::http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
-const GRPC_STATUS: &str = "grpc-status";
-const OUT_OF_RANGE: &str = "11";
-const RESOURCE_EXHAUSTED: &str = "8";
 /// How tonic words a message over `max_decoding_message_size`.
 const TOO_LARGE: &str = "message length too large";
 
@@ -37,13 +40,12 @@ pub(crate) struct Guard<S> {
     inner: S,
 }
 
-impl<S, RequestBody, ResponseBody> Service<Request<RequestBody>> for Guard<S>
+impl<S, RequestBody> Service<Request<RequestBody>> for Guard<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>>,
+    S: Service<Request<RequestBody>, Response = Response<Body>>,
     S::Future: Send + 'static,
-    ResponseBody: Default + Send + 'static,
 {
-    type Response = Response<ResponseBody>;
+    type Response = Response<Body>;
     type Error = S::Error;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -74,36 +76,75 @@ where
     }
 }
 
-fn limit_status<B>(mut response: Response<B>) -> Response<B> {
-    let headers = response.headers();
-    let oversized = headers
-        .get(GRPC_STATUS)
-        .is_some_and(|code| code == OUT_OF_RANGE)
-        && headers
-            .get("grpc-message")
-            .and_then(|message| message.to_str().ok())
-            .is_some_and(|message| {
-                message.contains("message%20length%20too%20large") || message.contains(TOO_LARGE)
-            });
-    if oversized {
-        response
-            .headers_mut()
-            .insert(GRPC_STATUS, HeaderValue::from_static(RESOURCE_EXHAUSTED));
+fn limit_status(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    rewrite_oversized(&mut parts.headers);
+    Response::from_parts(parts, Body::new(LimitTrailers { inner: body }))
+}
+
+/// Rewrites tonic's oversized-message status in `headers`, if that is
+/// what they carry; any other status stays as it is.
+fn rewrite_oversized(headers: &mut HeaderMap) {
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    if status.code() != tonic::Code::OutOfRange || !status.message().contains(TOO_LARGE) {
+        return;
     }
-    response
+    let limit = Status::resource_exhausted(format!(
+        "a request message is over the limit set by `--max-message-size`: {}",
+        status.message()
+    ));
+    let mut rewritten = headers.clone();
+    // `add_header` fails only on a message that is not a header value,
+    // which percent-encoding rules out; keep tonic's status if it does.
+    if limit.add_header(&mut rewritten).is_ok() {
+        *headers = rewritten;
+    }
+}
+
+/// A response body whose trailers get the same rewrite as the headers.
+struct LimitTrailers {
+    inner: Body,
+}
+
+impl http_body::Body for LimitTrailers {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(mut frame))) = polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                rewrite_oversized(trailers);
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
     use tonic::Code;
 
-    fn status_of(response: &Response<tonic::body::Body>) -> Option<String> {
-        response
-            .headers()
-            .get(GRPC_STATUS)
-            .and_then(|code| code.to_str().ok())
-            .map(str::to_owned)
+    fn oversized() -> Status {
+        Status::out_of_range(
+            "Error, decoded message length too large: found 70000000 bytes, the limit is: 16777216 bytes",
+        )
     }
 
     #[tokio::test]
@@ -112,35 +153,68 @@ mod tests {
             if true {
                 panic!("a bug");
             }
-            Ok::<Response<tonic::body::Body>, std::convert::Infallible>(Response::default())
+            Ok::<Response<Body>, std::convert::Infallible>(Response::default())
         }));
         let response = guarded.call(Request::new(())).await.expect("a response");
-        assert_eq!(
-            status_of(&response),
-            Some((Code::Internal as i32).to_string())
-        );
+        let status = Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::Internal);
     }
 
     #[tokio::test]
-    async fn oversized_messages_become_resource_exhausted() {
+    async fn oversized_messages_become_resource_exhausted_naming_the_flag() {
         let mut guarded = GuardLayer.layer(tower::service_fn(|_: Request<()>| async {
-            let status = Status::out_of_range(
-                "Error, decoded message length too large: found 70000000 bytes, the limit is: 16777216 bytes",
-            );
-            Ok::<_, std::convert::Infallible>(status.into_http::<tonic::body::Body>())
+            Ok::<_, std::convert::Infallible>(oversized().into_http::<Body>())
         }));
         let response = guarded.call(Request::new(())).await.expect("a response");
-        assert_eq!(status_of(&response).as_deref(), Some(RESOURCE_EXHAUSTED));
+        let status = Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("`--max-message-size`"));
+        assert!(status.message().contains("found 70000000 bytes"));
+    }
+
+    #[tokio::test]
+    async fn oversized_messages_in_the_trailers_become_resource_exhausted() {
+        let mut guarded = GuardLayer.layer(tower::service_fn(|_: Request<()>| async {
+            let mut trailers = HeaderMap::new();
+            oversized().add_header(&mut trailers).expect("headers");
+            Ok::<_, std::convert::Infallible>(Response::new(Body::new(TrailersOnly(Some(
+                trailers,
+            )))))
+        }));
+        let response = guarded.call(Request::new(())).await.expect("a response");
+        let mut body = response.into_body();
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .expect("a frame")
+            .expect("no error");
+        let trailers = frame.into_trailers().expect("trailers");
+        let status = Status::from_header_map(&trailers).expect("a status");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+    }
+
+    /// A body that is only trailers, as a stream that failed at once.
+    struct TrailersOnly(Option<HeaderMap>);
+
+    impl http_body::Body for TrailersOnly {
+        type Data = tonic::codegen::Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.take().map(|trailers| Ok(Frame::trailers(trailers))))
+        }
     }
 
     #[tokio::test]
     async fn other_out_of_range_statuses_stay() {
         let mut guarded = GuardLayer.layer(tower::service_fn(|_: Request<()>| async {
-            Ok::<_, std::convert::Infallible>(
-                Status::out_of_range("cursor").into_http::<tonic::body::Body>(),
-            )
+            Ok::<_, std::convert::Infallible>(Status::out_of_range("cursor").into_http::<Body>())
         }));
         let response = guarded.call(Request::new(())).await.expect("a response");
-        assert_eq!(status_of(&response).as_deref(), Some(OUT_OF_RANGE));
+        let status = Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.message(), "cursor");
     }
 }

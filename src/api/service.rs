@@ -97,7 +97,10 @@ impl SessionLog for SessionLogService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        let expires_at = self.sessions.heartbeat(session_id(&request.session_id)?)?;
+        let expires_at = self
+            .sessions
+            .heartbeat(session_id(&request.session_id)?)
+            .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             lease_expires_at: expires_at.map(Into::into),
         }))

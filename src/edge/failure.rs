@@ -63,6 +63,26 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// Whether the same request may succeed when sent again later: the
+    /// store or the server could not take it just now (`UNAVAILABLE`), it
+    /// lost a race (`ABORTED`), or a limit says when to come back. These
+    /// are the codes an OTLP exporter retries; every other failure is for
+    /// good, and an edge that must say which (OTLP intake) goes by this.
+    pub fn retryable(&self) -> bool {
+        match self.code {
+            Code::Unavailable | Code::Aborted => true,
+            Code::ResourceExhausted => self.retry_after.is_some(),
+            Code::InvalidArgument
+            | Code::Unauthenticated
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::Internal => false,
+        }
+    }
+}
+
 impl From<SessionError> for Failure {
     fn from(err: SessionError) -> Self {
         let code = match err {
@@ -183,6 +203,34 @@ mod tests {
     fn internal_messages_do_not_leak_details() {
         let err = SessionError::Store(StoreError::Io(std::io::Error::other("/secret/path")));
         assert!(!Failure::from(err).message.contains("/secret/path"));
+    }
+
+    #[test]
+    fn only_failures_a_retry_can_cure_are_retryable() {
+        let retryable = |err: SessionError| Failure::from(err).retryable();
+        assert!(retryable(SessionError::ShuttingDown));
+        assert!(retryable(SessionError::Store(StoreError::Io(
+            std::io::Error::other("disk")
+        ))));
+        assert!(!retryable(SessionError::Store(StoreError::Corrupt {
+            detail: "x".into()
+        })));
+        assert!(!retryable(SessionError::Ended {
+            session_id: "s".into()
+        }));
+        assert!(
+            Failure::from(RequestError::TooManyStreams {
+                reason: "busy".into()
+            })
+            .retryable()
+        );
+        assert!(
+            !Failure::from(RequestError::OverLimit {
+                field: "x",
+                reason: "big".into()
+            })
+            .retryable()
+        );
     }
 
     #[test]

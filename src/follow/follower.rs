@@ -16,14 +16,13 @@ use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError};
 
 use super::progress::Progress;
 
-/// What a follower sees, in this order: `Truncated` (at most once, first),
-/// batches, one `CaughtUp`, more batches, and `Ended` last. `S` is what
-/// `Ended` carries (the session, added by the layer above).
+/// What a follower sees, in this order: batches, one `CaughtUp`, more
+/// batches, and `Ended` last. `S` is what `Ended` carries (the session,
+/// added by the layer above). The contract's `Truncated` is never sent:
+/// entries are never trimmed from a session (retention removes whole
+/// sessions), so the entries after any cursor are all there.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FollowEvent<S = ()> {
-    Truncated {
-        first_available_seq: u64,
-    },
     /// Entries as stored (encoded `StoredEntry`s, which are encoded
     /// `LogEntry`s): sent on without a decode and re-encode per follower.
     Batch {
@@ -40,11 +39,6 @@ impl FollowEvent<()> {
     /// The same event with `ended` attached to `Ended`.
     pub fn with_ended<S>(self, ended: impl FnOnce() -> S) -> FollowEvent<S> {
         match self {
-            Self::Truncated {
-                first_available_seq,
-            } => FollowEvent::Truncated {
-                first_available_seq,
-            },
             Self::Batch { entries, cursor } => FollowEvent::Batch { entries, cursor },
             Self::CaughtUp { cursor } => FollowEvent::CaughtUp { cursor },
             Self::Ended(()) => FollowEvent::Ended(ended()),
@@ -119,7 +113,6 @@ pub(crate) struct Follower {
     progress_rx: watch::Receiver<Progress>,
     cursor: u64,
     options: FollowOptions,
-    truncated: Option<u64>,
     caught_up: bool,
     finished: bool,
     shutdown: CancellationToken,
@@ -127,13 +120,11 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
-    /// A follower of `log` from `after_seq`; `truncated` is announced first
-    /// when the log no longer holds the entries right after the cursor.
+    /// A follower of `log` from `after_seq` (exclusive).
     pub(crate) fn new(
         log: LogTree,
         progress_rx: watch::Receiver<Progress>,
         after_seq: u64,
-        truncated: Option<u64>,
         options: FollowOptions,
         shutdown: CancellationToken,
         gauge: &FollowerGauge,
@@ -143,7 +134,6 @@ impl Follower {
             progress_rx,
             cursor: after_seq,
             options,
-            truncated,
             caught_up: false,
             finished: false,
             shutdown,
@@ -164,11 +154,6 @@ impl Follower {
     }
 
     async fn advance(&mut self) -> Result<FollowEvent, FollowError> {
-        if let Some(first_available_seq) = self.truncated.take() {
-            return Ok(FollowEvent::Truncated {
-                first_available_seq,
-            });
-        }
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(FollowError::ShuttingDown);

@@ -1,9 +1,12 @@
 //! One target's forwarder: gathers what the target has not acknowledged
-//! (sessions in id order; per session its start event, its entries in seq
-//! order, its end event), exports up to `max_records` at a time, and moves
-//! the cursors only once the target answered. A session's entries go in
-//! seq order and never overtake each other: the next export of a session
-//! starts where the last acknowledged one ended.
+//! (per session its start event, its entries in seq order, its end event),
+//! exports up to `max_records` at a time, and moves the cursors only once
+//! the target answered. A session's entries go in seq order and never
+//! overtake each other: the next export of a session starts where the last
+//! acknowledged one ended. Sessions take turns: each pass starts after the
+//! session the previous export ended with, so one session with a steady
+//! backlog fills at most its turn and every other session with something
+//! to send gets an export within as many passes as there are sessions.
 //!
 //! An ended session's last entry is the server's own `Session ended: …`
 //! entry; it travels as the end event, which makes the receiver end the
@@ -20,7 +23,7 @@ use super::retry;
 use super::target::Target;
 use crate::edge::{entry, session};
 use crate::otlp::outbound;
-use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager};
+use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager, SessionProgress};
 use crate::store::Store;
 use crate::store::schema::ForwardCursor;
 
@@ -36,6 +39,16 @@ struct Export {
     records: usize,
 }
 
+/// One session's part of an export.
+struct Turn {
+    logs: ResourceLogs,
+    records: usize,
+    /// Where the session's cursor moves once the export is acknowledged.
+    cursor: ForwardCursor,
+    /// When the first entry among the records was written.
+    oldest: Option<std::time::SystemTime>,
+}
+
 pub(super) struct Forwarder {
     target: Target,
     sessions: SessionManager,
@@ -43,6 +56,9 @@ pub(super) struct Forwarder {
     max_records: usize,
     linger: Duration,
     cursors: HashMap<String, ForwardCursor>,
+    /// The last session the previous export took records from; the next
+    /// pass starts after it.
+    last_turn: Option<String>,
     /// Entries stored but not acknowledged, as of the last count.
     pending: u64,
     /// When the oldest entry not yet acknowledged was written.
@@ -72,6 +88,7 @@ impl Forwarder {
             max_records,
             linger,
             cursors,
+            last_turn: None,
             pending: 0,
             oldest_pending: None,
             handed,
@@ -111,83 +128,44 @@ impl Forwarder {
         }
     }
 
-    /// The next export, or `None` when the target has everything.
+    /// The next export, or `None` when the target has everything. Walks
+    /// the sessions in id order, starting after the last one's turn and
+    /// wrapping around, until the export is full.
     async fn gather(&mut self) -> Result<Option<Export>, SessionError> {
         let mut resource_logs: Vec<ResourceLogs> = Vec::new();
         let mut cursors = Vec::new();
         let mut records_total = 0;
-        let views = self.sessions.views();
-        self.forget_deleted(&views);
+        let sessions = self.sessions.progress();
+        self.forget_deleted(&sessions);
+        let first = self.last_turn.as_deref().map_or(0, |last| {
+            sessions.partition_point(|session| session.id.as_str() <= last)
+        });
+        let (before, after) = sessions.split_at(first);
         let mut oldest: Option<std::time::SystemTime> = None;
-        for view in &views {
+        for progress in after.iter().chain(before) {
             if records_total >= self.max_records {
                 break;
             }
-            let id = view.record.id.clone();
-            let cursor = self.cursors.get(&id).copied().unwrap_or_default();
-            if cursor.ended {
+            let cursor = self.cursors.get(&progress.id).copied().unwrap_or_default();
+            if !has_news(progress, &cursor) {
                 continue;
             }
-            let ended = !view.is_active();
-            let last_seq = view.counters.last_seq;
-            let through = if ended {
-                last_seq.saturating_sub(1)
-            } else {
-                last_seq
+            let room = self.max_records - records_total;
+            let Some(turn) = self.turn(&progress.id, cursor, room).await? else {
+                continue;
             };
-            let session = session::session(view.clone());
-            let mut next = cursor;
-            let mut records: Vec<(String, LogRecord)> = Vec::new();
-            if !next.started {
-                records.push((String::new(), outbound::started_record(&session)));
-                next.started = true;
+            if let Some(at) = turn.oldest {
+                oldest = Some(oldest.map_or(at, |known| known.min(at)));
             }
-            if next.forwarded_seq < through {
-                let room = self.max_records - records_total - records.len();
-                let page = match self
-                    .sessions
-                    .read(ReadQuery {
-                        session_id: id.clone(),
-                        after_seq: next.forwarded_seq,
-                        limit: u32::try_from(room.clamp(1, MAX_READ_LIMIT)).unwrap_or(1),
-                        ..ReadQuery::default()
-                    })
-                    .await
-                {
-                    Ok(page) => page,
-                    // Deleted since the list was taken: nothing to send.
-                    Err(SessionError::NotFound { .. } | SessionError::Deleted { .. }) => continue,
-                    Err(err) => return Err(err),
-                };
-                if let Some(at) = page
-                    .entries
-                    .first()
-                    .and_then(|entry| entry.timestamp)
-                    .and_then(|at| std::time::SystemTime::try_from(at).ok())
-                {
-                    oldest = Some(oldest.map_or(at, |known| known.min(at)));
-                }
-                for entry in page.entries {
-                    if entry.seq > through {
-                        break;
-                    }
-                    next.forwarded_seq = entry.seq;
-                    records.push(outbound::log_record(&entry::log_entry(entry)));
-                }
-            }
-            if ended && next.forwarded_seq >= through {
-                records.push((String::new(), outbound::ended_record(&session)));
-                next.ended = true;
-            }
-            if records.is_empty() {
-                continue;
-            }
-            records_total += records.len();
-            resource_logs.push(outbound::resource_logs(&session, records));
-            cursors.push((id, next));
+            records_total += turn.records;
+            resource_logs.push(turn.logs);
+            cursors.push((progress.id.clone(), turn.cursor));
+        }
+        if let Some((id, _)) = cursors.last() {
+            self.last_turn = Some(id.clone());
         }
         self.oldest_pending = oldest;
-        self.report_lag(&views);
+        self.report_lag(&sessions);
         Ok((!resource_logs.is_empty()).then_some(Export {
             request: ExportLogsServiceRequest { resource_logs },
             cursors,
@@ -195,23 +173,87 @@ impl Forwarder {
         }))
     }
 
+    /// What session `id` sends after `cursor` in this export, at most
+    /// `room` records; `None` when it has nothing (or was deleted
+    /// meanwhile).
+    async fn turn(
+        &self,
+        id: &str,
+        cursor: ForwardCursor,
+        room: usize,
+    ) -> Result<Option<Turn>, SessionError> {
+        // The record is copied only here, for a session with news.
+        let view = match self.sessions.get(id) {
+            Ok(view) => view,
+            Err(SessionError::NotFound { .. } | SessionError::Deleted { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let ended = !view.is_active();
+        let through = forwardable_through(view.counters.last_seq, ended);
+        let session = session::session(view);
+        let mut next = cursor;
+        let mut records: Vec<(String, LogRecord)> = Vec::new();
+        let mut oldest = None;
+        if !next.started {
+            records.push((String::new(), outbound::started_record(&session)));
+            next.started = true;
+        }
+        if next.forwarded_seq < through {
+            let room = room.saturating_sub(records.len());
+            let page = match self
+                .sessions
+                .read(ReadQuery {
+                    session_id: id.to_owned(),
+                    after_seq: next.forwarded_seq,
+                    limit: u32::try_from(room.clamp(1, MAX_READ_LIMIT)).unwrap_or(1),
+                    ..ReadQuery::default()
+                })
+                .await
+            {
+                Ok(page) => page,
+                // Deleted since the list was taken: nothing to send.
+                Err(SessionError::NotFound { .. } | SessionError::Deleted { .. }) => {
+                    return Ok(None);
+                }
+                Err(err) => return Err(err),
+            };
+            oldest = page
+                .entries
+                .first()
+                .and_then(|entry| entry.timestamp)
+                .and_then(|at| std::time::SystemTime::try_from(at).ok());
+            for entry in page.entries {
+                if entry.seq > through {
+                    break;
+                }
+                next.forwarded_seq = entry.seq;
+                records.push(outbound::log_record(&entry::log_entry(entry)));
+            }
+        }
+        if ended && next.forwarded_seq >= through {
+            records.push((String::new(), outbound::ended_record(&session)));
+            next.ended = true;
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Turn {
+            records: records.len(),
+            logs: outbound::resource_logs(&session, records),
+            cursor: next,
+            oldest,
+        }))
+    }
+
     /// Sets the lag gauges: the entries the target has yet to acknowledge,
     /// and the age of the oldest of them (zero when there are none).
-    fn report_lag(&mut self, views: &[crate::sessions::SessionView]) {
-        self.pending = views
+    fn report_lag(&mut self, sessions: &[SessionProgress]) {
+        self.pending = sessions
             .iter()
-            .map(|view| {
-                let cursor = self
-                    .cursors
-                    .get(&view.record.id)
-                    .copied()
-                    .unwrap_or_default();
-                let through = if view.is_active() {
-                    view.counters.last_seq
-                } else {
-                    view.counters.last_seq.saturating_sub(1)
-                };
-                through.saturating_sub(cursor.forwarded_seq)
+            .map(|session| {
+                let cursor = self.cursors.get(&session.id).copied().unwrap_or_default();
+                forwardable_through(session.last_seq, !session.active)
+                    .saturating_sub(cursor.forwarded_seq)
             })
             .sum();
         let age = match self.oldest_pending {
@@ -283,8 +325,8 @@ impl Forwarder {
                     Some(delay) => {
                         crate::metrics::get().forward_failed(&self.target.url);
                         // Stuck on this export: what waits keeps growing.
-                        let views = self.sessions.views();
-                        self.report_lag(&views);
+                        let sessions = self.sessions.progress();
+                        self.report_lag(&sessions);
                         if attempt.is_multiple_of(10) {
                             tracing::warn!(
                                 target = %self.target.url,
@@ -340,9 +382,9 @@ impl Forwarder {
 
     /// Drops the cursors of sessions no longer in the store (pruned or
     /// deleted), so the `forward` tree does not grow without bound.
-    fn forget_deleted(&mut self, views: &[crate::sessions::SessionView]) {
+    fn forget_deleted(&mut self, sessions: &[SessionProgress]) {
         let present: std::collections::HashSet<&str> =
-            views.iter().map(|view| view.record.id.as_str()).collect();
+            sessions.iter().map(|session| session.id.as_str()).collect();
         let gone: Vec<String> = self
             .cursors
             .keys()
@@ -361,4 +403,23 @@ impl Forwarder {
             self.handed.forget(&id);
         }
     }
+}
+
+/// The last seq that travels as an entry: an ended session's last entry is
+/// its end entry, which travels as the end event instead.
+fn forwardable_through(last_seq: u64, ended: bool) -> u64 {
+    if ended {
+        last_seq.saturating_sub(1)
+    } else {
+        last_seq
+    }
+}
+
+/// Whether a session has anything the target lacks, from its counters
+/// alone (no record copied): its start, entries, or its end.
+fn has_news(session: &SessionProgress, cursor: &ForwardCursor) -> bool {
+    !cursor.ended
+        && (!cursor.started
+            || !session.active
+            || cursor.forwarded_seq < forwardable_through(session.last_seq, false))
 }

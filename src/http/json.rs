@@ -141,12 +141,6 @@ pub(super) struct CaughtUpJson {
     pub(super) cursor: u64,
 }
 
-/// `Truncated`.
-#[derive(Debug, Serialize)]
-pub(super) struct TruncatedJson {
-    pub(super) first_available_seq: u64,
-}
-
 /// A `SessionEvent`; `session` is absent on `caught_up`.
 #[derive(Debug, Serialize)]
 pub(super) struct SessionEventJson {

@@ -7,8 +7,8 @@
 //! Follow: each batch is one unnamed event whose `id:` is the batch's
 //! cursor, so a browser's automatic reconnect sends it back as
 //! `Last-Event-ID` and resumes with no gap and no duplicate; then named
-//! events `truncated`, `caught_up` (`id:` its cursor) and `ended` (the
-//! session; the stream then closes). A failure mid-stream is one
+//! events `caught_up` (`id:` its cursor) and `ended` (the session; the
+//! stream then closes). A failure mid-stream is one
 //! `stream_error` event with the error body, then the stream closes (not
 //! `error`, which `EventSource` uses for its own connection errors).
 
@@ -28,7 +28,7 @@ use crate::sessions::{SessionError, SessionView};
 
 use super::HttpEdge;
 use super::error::{ErrorBody, HttpError};
-use super::json::{self, BatchJson, CaughtUpJson, SessionEventJson, SessionJson, TruncatedJson};
+use super::json::{self, BatchJson, CaughtUpJson, SessionEventJson, SessionJson};
 use super::query;
 
 /// How soon a browser reconnects after a dropped stream (its default is
@@ -91,17 +91,6 @@ fn follow_event(event: Result<FollowEvent<SessionView>, SessionError>) -> Step {
             ),
             Err(failure) => stream_error(failure),
         },
-        Ok(FollowEvent::Truncated {
-            first_available_seq,
-        }) => (
-            with_data(
-                Event::default().event("truncated"),
-                &TruncatedJson {
-                    first_available_seq,
-                },
-            ),
-            false,
-        ),
         Ok(FollowEvent::CaughtUp { cursor }) => (
             with_data(
                 Event::default().event("caught_up").id(cursor.to_string()),

@@ -2,8 +2,10 @@
 //! (started on first sight); its records are appended in the order they
 //! came, as batches, with the same limits as `Append`. Records that cannot
 //! be stored for a reason retrying will not fix are counted in
-//! `partial_success`; when the store is unavailable the whole export fails
-//! with a retryable status, and a retried export is stored once (its
+//! `partial_success` and the rest of the export goes on; a failure a retry
+//! can cure (`edge::Failure::retryable`: the store unavailable, shutting
+//! down) fails the whole export with a code an OTLP exporter retries, never
+//! with one it drops (`INTERNAL`). A retried export is stored once (its
 //! batches carry ids derived from their content).
 
 use std::sync::Arc;
@@ -13,18 +15,16 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-use tonic::{Code, Request, Response, Status};
 
-use crate::edge::Limits;
-use crate::edge::{entry, request, session};
-use crate::pb::otlp_logs::logs_service_server::LogsService;
+use crate::edge::{Failure, Limits, entry, request, session};
 use crate::sessions::{AppendBatch, SessionError, SessionManager};
 use crate::store::NewEntry;
 use crate::store::schema::StoredEntry;
 
 use super::mapping::{self, Record};
 
-/// The OTLP logs service over a `SessionManager`.
+/// OTLP logs in over a `SessionManager`; the gRPC edge serves it as
+/// `LogsService` (`api::otlp`).
 #[derive(Debug, Clone)]
 pub(crate) struct OtlpIntake {
     sessions: SessionManager,
@@ -43,9 +43,29 @@ impl OtlpIntake {
         }
     }
 
+    /// Stores every resource's records; records refused for good are
+    /// counted in `partial_success`, a failure a retry can cure fails the
+    /// whole export.
+    pub(crate) async fn export(
+        &self,
+        request: ExportLogsServiceRequest,
+    ) -> Result<ExportLogsServiceResponse, Failure> {
+        let mut rejected = Rejected::default();
+        for logs in request.resource_logs {
+            self.resource(logs, &mut rejected).await?;
+        }
+        crate::metrics::get().otlp_records(rejected.stored, rejected.records);
+        if rejected.records > 0 {
+            tracing::warn!(records = rejected.records, reason = %rejected.message, "OTLP records rejected");
+        }
+        Ok(ExportLogsServiceResponse {
+            partial_success: rejected.into_partial_success(),
+        })
+    }
+
     /// Stores one resource's records; rejected records go to `rejected`,
     /// a failure worth retrying is returned.
-    async fn resource(&self, logs: ResourceLogs, rejected: &mut Rejected) -> Result<(), Status> {
+    async fn resource(&self, logs: ResourceLogs, rejected: &mut Rejected) -> Result<(), Failure> {
         let records: usize = logs.scope_logs.iter().map(|s| s.log_records.len()).sum();
         let start = match mapping::session(logs.resource.as_ref()) {
             Ok(start) => start,
@@ -55,8 +75,8 @@ impl OtlpIntake {
             }
         };
         let session_id = start.session_id.clone();
-        if let Err(status) = self.ensure_session(start).await {
-            return rejected.unless_retryable(records, status);
+        if let Err(failure) = self.ensure_session(start).await {
+            return rejected.unless_retryable(records, failure);
         }
         let mut pending = Vec::new();
         for scope_logs in logs.scope_logs {
@@ -65,7 +85,7 @@ impl OtlpIntake {
                     Record::Started => {}
                     Record::Entry(entry) => match entry::stored_entry(entry, &self.limits) {
                         Ok(entry) => pending.push(entry),
-                        Err(err) => rejected.add(1, Status::from(err).message().to_owned()),
+                        Err(err) => rejected.add(1, Failure::from(err).message),
                     },
                     Record::Ended { reason } => {
                         self.append(&session_id, std::mem::take(&mut pending), rejected)
@@ -79,7 +99,7 @@ impl OtlpIntake {
     }
 
     /// Starts the session unless it exists.
-    async fn ensure_session(&self, start: crate::pb::StartSessionRequest) -> Result<(), Status> {
+    async fn ensure_session(&self, start: crate::pb::StartSessionRequest) -> Result<(), Failure> {
         request::session_id(&start.session_id)?;
         match self.sessions.get(&start.session_id) {
             Ok(_) => return Ok(()),
@@ -105,7 +125,7 @@ impl OtlpIntake {
         session_id: &str,
         entries: Vec<StoredEntry>,
         rejected: &mut Rejected,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Failure> {
         let max = self.limits.max_batch_entries.max(1);
         let mut entries = entries.into_iter().peekable();
         while entries.peek().is_some() {
@@ -130,9 +150,9 @@ impl OtlpIntake {
         session_id: &str,
         reason: &str,
         rejected: &mut Rejected,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Failure> {
         if let Err(err) = self.limits.text("reason", reason) {
-            rejected.add(1, Status::from(err).message().to_owned());
+            rejected.add(1, Failure::from(err).message);
             return Ok(());
         }
         match self.sessions.end(session_id, reason).await {
@@ -140,26 +160,6 @@ impl OtlpIntake {
             Ok(_) | Err(SessionError::Ended { .. }) => Ok(()),
             Err(err) => rejected.unless_retryable(1, err.into()),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for OtlpIntake {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let mut rejected = Rejected::default();
-        for logs in request.into_inner().resource_logs {
-            self.resource(logs, &mut rejected).await?;
-        }
-        crate::metrics::get().otlp_records(rejected.stored, rejected.records);
-        if rejected.records > 0 {
-            tracing::warn!(records = rejected.records, reason = %rejected.message, "OTLP records rejected");
-        }
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: rejected.into_partial_success(),
-        }))
     }
 }
 
@@ -187,19 +187,14 @@ impl Rejected {
     }
 
     /// Counts the records as rejected, unless retrying the export could
-    /// store them; then the whole export fails with `status`.
-    fn unless_retryable(&mut self, records: usize, status: Status) -> Result<(), Status> {
-        match status.code() {
-            Code::Unavailable
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted => Err(status),
-            _ => {
-                self.add(records, status.message().to_owned());
-                Ok(())
-            }
+    /// store them; then the whole export fails with `failure`, whose code
+    /// an exporter retries.
+    fn unless_retryable(&mut self, records: usize, failure: Failure) -> Result<(), Failure> {
+        if failure.retryable() {
+            return Err(failure);
         }
+        self.add(records, failure.message);
+        Ok(())
     }
 
     fn into_partial_success(self) -> Option<ExportLogsPartialSuccess> {
@@ -268,13 +263,15 @@ mod tests {
         rejected.add(1, "too deep".into());
         rejected.add(0, "ignored".into());
         rejected.add(3, "ended".into());
-        assert!(
-            rejected
-                .unless_retryable(1, Status::unavailable("disk"))
-                .is_err()
-        );
+        let unavailable = rejected
+            .unless_retryable(1, Failure::new(crate::edge::Code::Unavailable, "disk"))
+            .expect_err("retryable");
+        assert_eq!(unavailable.code, crate::edge::Code::Unavailable);
         rejected
-            .unless_retryable(1, Status::failed_precondition("ended"))
+            .unless_retryable(
+                1,
+                Failure::new(crate::edge::Code::FailedPrecondition, "ended"),
+            )
             .expect("not retryable");
         let partial = rejected.into_partial_success().expect("partial success");
         assert_eq!(partial.rejected_log_records, 7);

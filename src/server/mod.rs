@@ -25,7 +25,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{GuardLayer, SessionLogService, TokenAuth};
+use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth};
 use crate::edge::StreamCounter;
 use crate::forward::{self, Forwarding};
 use crate::http::{self, HttpEdge};
@@ -114,11 +114,11 @@ impl Server {
             streams.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes);
-        let otlp = LogsServiceServer::new(OtlpIntake::new(
+        let otlp = LogsServiceServer::new(OtlpService::new(OtlpIntake::new(
             sessions.clone(),
             limits.clone(),
             settings.otlp_lease,
-        ))
+        )))
         .max_decoding_message_size(limits.max_message_bytes);
         // Health answers without a token (probes carry none); the rest do not.
         let routes = Routes::default()

@@ -1,7 +1,6 @@
 //! Following a session: where a follower starts (its cursor, or the last
-//! `tail` entries; past trimmed entries with a `Truncated` first), then the
-//! follower itself (see `follow`), with the final session attached to
-//! `Ended`.
+//! `tail` entries), then the follower itself (see `follow`), with the final
+//! session attached to `Ended`.
 
 use futures::{Stream, StreamExt};
 
@@ -49,8 +48,7 @@ impl SessionManager {
         };
         let start_log = log.clone();
         let start_query = query.clone();
-        let (after_seq, truncated) =
-            blocking(move || start(&start_log, &start_query, &counters)).await?;
+        let after_seq = blocking(move || start(&start_log, &start_query, &counters)).await?;
         let options = FollowOptions {
             filter: query.filter,
             max_batch: match usize::try_from(query.max_batch) {
@@ -63,7 +61,6 @@ impl SessionManager {
             log,
             progress_rx,
             after_seq,
-            truncated,
             options,
             self.inner.shutdown.clone(),
             &self.inner.followers,
@@ -85,14 +82,10 @@ impl SessionManager {
     }
 }
 
-/// The cursor to follow from, and the first available seq when entries
-/// right after the cursor were trimmed away.
-fn start(
-    log: &LogTree,
-    query: &FollowQuery,
-    counters: &LogCounters,
-) -> Result<(u64, Option<u64>), SessionError> {
-    let mut after_seq = query.after_seq;
+/// The cursor to follow from: the request's, or just before the last `tail`
+/// matching entries after it. Any `after_seq` the client sends is taken as
+/// is, `u64::MAX` included (nothing stored is after it).
+fn start(log: &LogTree, query: &FollowQuery, counters: &LogCounters) -> Result<u64, SessionError> {
     if query.tail > 0 {
         let limits = ScanLimits {
             max_entries: usize::try_from(query.tail)
@@ -101,17 +94,67 @@ fn start(
             max_scanned: MAX_SCANNED_PER_READ,
         };
         let tail = log.page_tail(query.after_seq, counters.last_seq, &query.filter, limits)?;
-        after_seq = match tail.first() {
-            Some(first) => first.seq - 1,
+        return Ok(match tail.first() {
+            // Stored seqs start at 1.
+            Some(first) => first.seq.saturating_sub(1),
             None => query.after_seq.max(counters.last_seq),
+        });
+    }
+    Ok(query.after_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::store::schema::StoredEntry;
+    use crate::store::{NewEntry, Store, StoreOptions};
+
+    /// A log holding seqs 1..=3, and its counters.
+    fn log_of_three(dir: &std::path::Path) -> (LogTree, LogCounters) {
+        let store = Store::open(&StoreOptions {
+            path: dir.to_path_buf(),
+            cache_bytes: 1 << 20,
+        })
+        .expect("store");
+        let log = store.open_log("s").expect("log");
+        let entries = (0..3)
+            .map(|_| NewEntry::Decoded(StoredEntry::default()))
+            .collect();
+        let counters = log
+            .append(&LogCounters::default(), entries, None, SystemTime::now())
+            .expect("append");
+        (log, counters)
+    }
+
+    #[test]
+    fn any_cursor_starts_where_it_says_without_overflow() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, stored) = log_of_three(dir.path());
+        // Counters that claim fewer entries than seqs (the state a removed
+        // truncation branch looked for, and overflowed on) and the real ones.
+        let gapped = LogCounters {
+            entry_count: 1,
+            ..stored
         };
+        for counters in [stored, gapped] {
+            for (after_seq, tail, expected) in [
+                (u64::MAX, 0, u64::MAX),
+                (u64::MAX, 2, u64::MAX),
+                (u64::MAX - 1, 0, u64::MAX - 1),
+                (0, 2, 1),
+                (0, 0, 0),
+                (3, 5, 3),
+            ] {
+                let query = FollowQuery {
+                    after_seq,
+                    tail,
+                    ..FollowQuery::default()
+                };
+                let cursor = start(&log, &query, &counters).expect("start");
+                assert_eq!(cursor, expected, "after_seq {after_seq}, tail {tail}");
+            }
+        }
     }
-    // Only a log that lost entries can start above seq 1.
-    if counters.entry_count < counters.last_seq
-        && let Some(first_seq) = log.first_seq()?
-        && after_seq + 1 < first_seq
-    {
-        return Ok((first_seq - 1, Some(first_seq)));
-    }
-    Ok((after_seq, None))
 }

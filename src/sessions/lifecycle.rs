@@ -118,9 +118,15 @@ impl SessionManager {
     }
 
     /// Renews the session's lease; returns when it now expires (`None`
-    /// for a session without a lease).
-    pub fn heartbeat(&self, session_id: &str) -> Result<Option<SystemTime>, SessionError> {
+    /// for a session without a lease). Under the session's write lock, like
+    /// every change: liveness ends a session for its lease only under that
+    /// lock too, after checking the lease again, so a heartbeat told it
+    /// renewed is never followed by an end for the lease it replaced.
+    pub async fn heartbeat(&self, session_id: &str) -> Result<Option<SystemTime>, SessionError> {
         let handle = self.handle(session_id)?;
+        // Renewing writes nothing to the store, so it goes on while a
+        // shutdown has closed writes.
+        let _writing = handle.write_lock.lock().await;
         let mut state = handle.state();
         if state.deleted {
             return Err(handle.not_found());
@@ -137,13 +143,31 @@ impl SessionManager {
     /// Ends an active session: appends the synthetic end entry and records
     /// the reason, atomically.
     pub async fn end(&self, session_id: &str, reason: &str) -> Result<SessionView, SessionError> {
+        self.end_if(session_id, reason, |_| true)
+            .await
+            .map(|ended| ended.expect("ends unconditionally"))
+    }
+
+    /// Ends an active session as `end` does, if `still_due` holds for its
+    /// state once the session's write lock is held (nothing that renews a
+    /// lease can run in between); `None` when it did not hold.
+    pub(super) async fn end_if(
+        &self,
+        session_id: &str,
+        reason: &str,
+        still_due: impl FnOnce(&SessionView) -> bool,
+    ) -> Result<Option<SessionView>, SessionError> {
         let handle = self.handle(session_id)?;
         {
             let _writing = self.write_guard(&handle).await?;
+            let view = handle.view()?;
+            if view.is_active() && !still_due(&view) {
+                return Ok(None);
+            }
             self.end_locked(&handle, reason)?;
         }
         self.inner.durability.wait_durable().await?;
-        handle.view()
+        handle.view().map(Some)
     }
 
     /// Removes a session and its log. An active one is ended first when

@@ -1,7 +1,10 @@
 //! Liveness: an active session ends with `lease expired` when its lease runs
 //! out, and with `process exited` when its client process is gone. Only
 //! sessions with a lease or a watched pid are in the `watched` set, so a
-//! pass costs nothing for the others.
+//! pass costs nothing for the others. A pass reads leases without locks;
+//! an expired one is checked again under the session's write lock, which
+//! everything that renews a lease (appends, heartbeats) also holds, and the
+//! session ends only if the lease is still expired then.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,8 +82,17 @@ impl SessionManager {
             } else {
                 continue;
             };
-            match self.end(&handle.id, reason).await {
-                Ok(_) => {
+            // A heartbeat or an append may have renewed the lease since it
+            // was read; a client process, once gone, stays gone.
+            let still_due = |view: &super::SessionView| {
+                reason != LEASE_EXPIRED
+                    || view
+                        .lease_expires_at
+                        .is_some_and(|deadline| deadline <= SystemTime::now())
+            };
+            match self.end_if(&handle.id, reason, still_due).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
                     tracing::info!(session_id = %handle.id, reason, "session ended by liveness check");
                     crate::metrics::get().liveness_ended(reason);
                     ended.push((handle.id.clone(), reason));
@@ -93,5 +105,89 @@ impl SessionManager {
             }
         }
         ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::time::UNIX_EPOCH;
+
+    use futures::poll;
+
+    use super::*;
+    use crate::store::durability::{Durability, FsyncPolicy};
+    use crate::store::schema::StoredSession;
+    use crate::store::{Store, StoreOptions};
+
+    async fn manager(dir: &std::path::Path) -> SessionManager {
+        let store = Store::open(&StoreOptions {
+            path: dir.to_path_buf(),
+            cache_bytes: 1 << 20,
+        })
+        .expect("store");
+        let (durability, _) = Durability::start(store.clone(), FsyncPolicy::Never);
+        SessionManager::load(store, durability).expect("manager")
+    }
+
+    /// A session with an hour's lease that has just run out.
+    async fn expired(sessions: &SessionManager) -> Arc<SessionHandle> {
+        let view = sessions
+            .start(StoredSession {
+                lease_ttl: Some(prost_types::Duration {
+                    seconds: 3_600,
+                    nanos: 0,
+                }),
+                ..StoredSession::default()
+            })
+            .await
+            .expect("start");
+        let handle = sessions.handle(&view.record.id).expect("handle");
+        handle.state().lease_expires_at = Some(UNIX_EPOCH);
+        handle
+    }
+
+    /// Liveness has seen the lease run out and waits for the session's
+    /// write lock (an append holds it) when a heartbeat comes: whatever
+    /// the heartbeat is told, the session agrees with it afterwards.
+    #[tokio::test]
+    async fn a_heartbeat_while_liveness_ends_the_session_is_told_the_truth() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sessions = manager(dir.path()).await;
+        let handle = expired(&sessions).await;
+        let writing = handle.write_lock.lock().await;
+        let mut liveness = pin!(sessions.check_liveness());
+        assert!(poll!(liveness.as_mut()).is_pending(), "waits for the lock");
+        let mut heartbeat = pin!(sessions.heartbeat(&handle.id));
+        assert!(poll!(heartbeat.as_mut()).is_pending(), "waits for the lock");
+        drop(writing);
+        let ended = liveness.await;
+        let renewed = heartbeat.await;
+        let active = sessions.get(&handle.id).expect("get").is_active();
+        match renewed {
+            Ok(_) => assert!(active && ended.is_empty(), "renewed, yet ended"),
+            Err(SessionError::Ended { .. }) => assert!(!active && ended.len() == 1),
+            Err(err) => panic!("unexpected {err}"),
+        }
+    }
+
+    /// A heartbeat that gets the write lock before liveness does renews
+    /// the lease, and liveness, checking again under the lock, lets the
+    /// session be.
+    #[tokio::test]
+    async fn liveness_spares_a_lease_renewed_after_it_looked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sessions = manager(dir.path()).await;
+        let handle = expired(&sessions).await;
+        let writing = handle.write_lock.lock().await;
+        let mut heartbeat = pin!(sessions.heartbeat(&handle.id));
+        assert!(poll!(heartbeat.as_mut()).is_pending(), "waits for the lock");
+        let mut liveness = pin!(sessions.check_liveness());
+        assert!(poll!(liveness.as_mut()).is_pending(), "waits for the lock");
+        drop(writing);
+        let renewed = heartbeat.await.expect("renewed");
+        assert!(renewed.is_some_and(|deadline| deadline > SystemTime::now()));
+        assert_eq!(liveness.await, []);
+        assert!(sessions.get(&handle.id).expect("get").is_active());
     }
 }

@@ -34,6 +34,14 @@ pub(crate) use list::ListQuery;
 pub(crate) use read::{MAX_READ_LIMIT, ReadQuery};
 pub use retention::{PruneReason, RetentionPolicy};
 
+/// Where a session stands, as `SessionManager::progress` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionProgress {
+    pub id: String,
+    pub last_seq: u64,
+    pub active: bool,
+}
+
 /// What a request can run into, named after the situation.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -168,12 +176,21 @@ impl SessionManager {
         guard.is_none_or(|GuardSlot(guard)| guard(session_id))
     }
 
-    /// Every session, ordered by id.
-    pub fn views(&self) -> Vec<SessionView> {
+    /// Every session's id and counters, ordered by id, without copying
+    /// records: for background work that walks all sessions on every pass
+    /// (forwarding) and needs a session's record only when it acts on it.
+    pub fn progress(&self) -> Vec<SessionProgress> {
         let handles: Vec<Arc<SessionHandle>> = self.sessions_read().values().cloned().collect();
         handles
             .iter()
-            .filter_map(|handle| handle.view().ok())
+            .filter_map(|handle| {
+                let state = handle.state();
+                (!state.deleted).then(|| SessionProgress {
+                    id: handle.id.clone(),
+                    last_seq: state.counters.last_seq,
+                    active: state.record.state() == State::Active,
+                })
+            })
             .collect()
     }
 

@@ -6,7 +6,7 @@ use sessionlog::pb;
 use tonic::Code;
 
 use crate::common::request;
-use crate::common::{TestServer, entry, read_all, start_session};
+use crate::common::{Client, TestServer, entry, read_all, start_session};
 
 fn batch(session_id: &str, messages: &[&str]) -> pb::AppendRequest {
     request::append(
@@ -93,5 +93,56 @@ async fn the_first_failure_ends_the_stream_and_keeps_earlier_batches() {
         .map(|e| e.message)
         .collect();
     assert_eq!(stored, ["kept"]);
+    server.shutdown().await;
+}
+
+/// The status that ends a stream of `requests`, after the OK answers it got.
+async fn stream_outcome(
+    client: &mut Client,
+    requests: Vec<pb::AppendRequest>,
+) -> (usize, tonic::Status) {
+    let mut responses = client
+        .append_stream(futures::stream::iter(requests))
+        .await
+        .expect("open stream")
+        .into_inner();
+    let mut answered = 0;
+    loop {
+        match responses.next().await.expect("a response or a status") {
+            Ok(_) => answered += 1,
+            Err(status) => return (answered, status),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_message_on_the_stream_is_resource_exhausted_naming_the_flag() {
+    let server = TestServer::builder()
+        .configure(|settings| settings.limits.max_message_bytes = 64 << 10)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "stream").await;
+    let oversized = || batch(&id, &[&"x".repeat(100 << 10)]);
+    let cases = [
+        (vec![batch(&id, &["a"]), batch(&id, &["b"]), oversized()], 2),
+        (vec![oversized(), batch(&id, &["never read"])], 0),
+    ];
+    for (requests, answered_before) in cases {
+        let (answered, status) = stream_outcome(&mut client, requests).await;
+        assert_eq!(answered, answered_before);
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("--max-message-size"),
+            "the message names the flag: {}",
+            status.message()
+        );
+    }
+    let stored: Vec<String> = read_all(&mut client, &id)
+        .await
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(stored, ["a", "b"]);
     server.shutdown().await;
 }

@@ -213,3 +213,75 @@ async fn shutdown_ends_open_follows_with_unavailable() {
         Code::Unavailable
     );
 }
+
+/// The largest cursor a client can send is a cursor like any other:
+/// nothing is after it, with or without `tail`, for Read and Follow alike.
+#[tokio::test]
+async fn the_largest_cursor_finds_nothing_after_it() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "cursor").await;
+    append_n(&mut client, &id, 5).await;
+    for tail in [0, 3] {
+        let page = client
+            .read(pb::ReadRequest {
+                session_id: id.clone(),
+                after_seq: u64::MAX,
+                tail,
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+            .into_inner();
+        assert!(page.entries.is_empty(), "tail {tail}: {page:?}");
+        assert_eq!((page.next_cursor, page.last_seq), (u64::MAX, 5));
+    }
+    // `tail` counts back from the end, within the entries after the cursor.
+    let page = client
+        .read(pb::ReadRequest {
+            session_id: id.clone(),
+            after_seq: 0,
+            tail: u32::MAX,
+            ..Default::default()
+        })
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(common::seqs(&page.entries), [1, 2, 3, 4, 5]);
+
+    let mut followers = Vec::new();
+    for tail in [0, 3] {
+        let mut events = follow(
+            &mut client,
+            pb::FollowRequest {
+                tail,
+                ..request(&id, u64::MAX)
+            },
+        )
+        .await;
+        assert_eq!(until_caught_up(&mut events).await, (vec![], u64::MAX));
+        followers.push(events);
+    }
+    let mut tail_all = follow(
+        &mut client,
+        pb::FollowRequest {
+            tail: u32::MAX,
+            ..request(&id, 0)
+        },
+    )
+    .await;
+    assert_eq!(
+        until_caught_up(&mut tail_all).await,
+        (vec![1, 2, 3, 4, 5], 5)
+    );
+    append(&mut client, &id, &["later"]).await;
+    end_session(&mut client, &id, "done").await;
+    for mut events in followers {
+        let (entries, session) = until_ended(&mut events).await;
+        assert!(entries.is_empty(), "{entries:?}");
+        assert_eq!(session.id, id);
+    }
+    let (entries, _) = until_ended(&mut tail_all).await;
+    assert_eq!(common::seqs(&entries), [6, 7]);
+    server.shutdown().await;
+}

@@ -284,3 +284,144 @@ async fn retention_keeps_an_ended_session_until_every_target_has_it() {
     sidecar.shutdown().await;
     central.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_a_steady_backlog_does_not_starve_the_others() {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
+    use sessionlog::pb::otlp_logs::logs_service_server::{LogsService, LogsServiceServer};
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A target that hands each export to the test and answers OK only
+    /// once the test lets it go, so the test sets the pace.
+    struct GatedTarget {
+        exports_tx: mpsc::Sender<(ExportLogsServiceRequest, oneshot::Sender<()>)>,
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for GatedTarget {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let (release_tx, release_rx) = oneshot::channel();
+            if self
+                .exports_tx
+                .send((request.into_inner(), release_tx))
+                .await
+                .is_ok()
+            {
+                // A dropped sender lets it go too.
+                let _ = release_rx.await;
+            }
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    /// The entries (not start or end events) per session in `export`.
+    fn entries_by_session(export: &ExportLogsServiceRequest) -> Vec<(String, usize)> {
+        export
+            .resource_logs
+            .iter()
+            .map(|logs| {
+                let id = logs
+                    .resource
+                    .iter()
+                    .flat_map(|resource| &resource.attributes)
+                    .find(|attribute| attribute.key == "session.id")
+                    .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
+                    .and_then(|value| match value {
+                        AnyKind::StringValue(id) => Some(id.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let entries = logs
+                    .scope_logs
+                    .iter()
+                    .flat_map(|scope| &scope.log_records)
+                    .filter(|record| record.event_name.is_empty())
+                    .count();
+                (id, entries)
+            })
+            .collect()
+    }
+
+    let (exports_tx, mut exports_rx) = mpsc::channel(1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target_addr = listener.local_addr().expect("addr");
+    let target = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(GatedTarget { exports_tx }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sidecar = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .configure(|settings| {
+            settings.forward.targets = vec![format!("http://{target_addr}")];
+            settings.forward.max_records = 4;
+            settings.forward.linger = Duration::ZERO;
+        })
+        .start()
+        .await;
+    let mut client = sidecar.client().await;
+    let next_export = async |exports_rx: &mut mpsc::Receiver<_>| {
+        tokio::time::timeout(Duration::from_secs(30), exports_rx.recv())
+            .await
+            .expect("an export within 30 s")
+            .expect("the target runs")
+    };
+
+    let (busy, quiet) = ("fwd-a-busy", "fwd-b-quiet");
+    // The lower id has a backlog and keeps growing; the other has a
+    // backlog of its own, ready before the forwarder's second pass.
+    start_forwarded(&mut client, busy).await;
+    append_range(&mut client, busy, 0..40).await;
+    let (first, release) = next_export(&mut exports_rx).await;
+    start_forwarded(&mut client, quiet).await;
+    append_range(&mut client, quiet, 0..8).await;
+    let mut busy_sent: usize = 0;
+    let mut busy_appended = 40;
+    let mut export = first;
+    let mut release = release;
+    let mut exports = 1;
+    loop {
+        let counts = entries_by_session(&export);
+        let sent_to = |id: &str| -> usize {
+            counts
+                .iter()
+                .filter(|(session, _)| session == id)
+                .map(|(_, entries)| entries)
+                .sum()
+        };
+        busy_sent += sent_to(busy);
+        if sent_to(quiet) > 0 {
+            assert!(
+                busy_sent < busy_appended,
+                "the quiet session got its turn while the busy one still had a backlog \
+                 ({busy_sent} of {busy_appended} sent)"
+            );
+            break;
+        }
+        assert!(
+            exports < 10,
+            "after {exports} exports of at most 4 records the quiet session has had \
+             nothing; the busy one sent {busy_sent} of {busy_appended}"
+        );
+        // The busy session's steady stream: one more entry per export.
+        common::append(&mut client, busy, &["more"]).await;
+        busy_appended += 1;
+        let _ = release.send(());
+        (export, release) = next_export(&mut exports_rx).await;
+        exports += 1;
+    }
+    drop(release);
+    drop(exports_rx);
+    sidecar.shutdown().await;
+    target.abort();
+}

@@ -282,7 +282,11 @@ async fn a_64_mib_batch_is_resource_exhausted_naming_the_limit() {
     let id = stored_before(&mut client).await;
     let megabyte = "x".repeat(1 << 20);
     let huge = request::append(&id, vec![entry(megabyte); 64]);
-    assert_refused(client.append(huge).await, Code::ResourceExhausted, "limit");
+    assert_refused(
+        client.append(huge).await,
+        Code::ResourceExhausted,
+        "--max-message-size",
+    );
     still_intact(&server, &id).await;
     server.shutdown().await;
 }

@@ -14,7 +14,7 @@ use sessionlog::pb;
 use tonic::Code;
 
 use crate::common;
-use crate::common::{TestServer, get_session, read_all};
+use crate::common::{FsyncPolicy, TestServer, get_session, read_all};
 
 fn kv(key: &str, value: AnyKind) -> KeyValue {
     KeyValue {
@@ -349,5 +349,95 @@ async fn exports_need_the_token_like_every_other_call() {
         .expect("with the token")
         .into_inner();
     assert_eq!(rejected(&accepted).0, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_store_cannot_serve_is_rejected_and_the_rest_of_the_export_is_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = || {
+        request(
+            resource(vec![kv("session.id", text("otlp-broken"))]),
+            "app",
+            vec![record(1, 9, "first"), record(2, 9, "second")],
+        )
+    };
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let stored = export(&server, broken()).await.expect("the first export");
+    assert_eq!(rejected(&stored).0, 0);
+    server.shutdown().await;
+    // Garble the batch record a retry of that export looks up, so the
+    // retry meets a store error no retry can cure (INTERNAL inside).
+    {
+        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let log = db.open_tree("log/otlp-broken").expect("the session's log");
+        let batch_records: Vec<_> = log
+            .scan_prefix([0xff, b'b'])
+            .keys()
+            .map(|key| key.expect("key"))
+            .collect();
+        assert_eq!(batch_records.len(), 1, "one batch record");
+        for key in batch_records {
+            log.insert(key, vec![0xff; 8]).expect("garble");
+        }
+        db.flush().expect("flush");
+    }
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let mut retried = broken();
+    retried.resource_logs.extend(
+        request(
+            resource(vec![kv("session.id", text("otlp-healthy"))]),
+            "app",
+            vec![record(3, 9, "kept")],
+        )
+        .resource_logs,
+    );
+    let response = export(&server, retried)
+        .await
+        .expect("one session's failure for good does not fail the export");
+    let (count, reason) = rejected(&response);
+    assert_eq!(count, 2, "the broken session's records, rejected: {reason}");
+    assert!(!reason.is_empty());
+    let healthy: Vec<String> = read_all(&mut client, "otlp-healthy")
+        .await
+        .into_iter()
+        .map(|entry| entry.message)
+        .collect();
+    assert_eq!(healthy, ["kept"]);
+    server.shutdown().await;
+}
+
+/// A server closing for shutdown answers an export with UNAVAILABLE, which
+/// an exporter (our forwarder among them) retries, never with a code it
+/// drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_while_the_server_closes_is_unavailable() {
+    let server = TestServer::start().await;
+    let body = |n: u64| {
+        request(
+            resource(vec![kv("session.id", text("otlp-closing"))]),
+            "app",
+            vec![record(n, 9, "line")],
+        )
+    };
+    export(&server, body(1)).await.expect("before the shutdown");
+    let sessions = server.sessions.clone();
+    tokio::task::spawn_blocking(move || sessions.save_shutdown_counters())
+        .await
+        .expect("joined")
+        .expect("saved");
+    let refused = export(&server, body(2))
+        .await
+        .expect_err("writes are closed");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     server.shutdown().await;
 }

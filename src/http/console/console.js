@@ -262,10 +262,6 @@ function follow() {
     addEntries(batch.entries);
     view.cursor = batch.cursor;
   };
-  source.addEventListener('truncated', (event) => {
-    const { first_available_seq: first } = JSON.parse(event.data);
-    notice(`Entries before seq ${first} were removed by retention.`);
-  });
   source.addEventListener('caught_up', (event) => {
     view.cursor = JSON.parse(event.data).cursor;
     $('status').textContent = 'live';
