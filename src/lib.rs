@@ -1,31 +1,38 @@
 //! sessionlog: sessions of structured log entries over gRPC, stored in sled.
 //!
 //! ```text
-//! client ─► api (tonic edge: convert, validate, map errors)
-//!             └─► sessions (rules: lifecycle, seqs, dedupe, reads, events)
-//!                   ├─► store (sled: a record tree, one log tree per session)
-//!                   └─► follow (progress signal ─► followers read the store)
+//! gRPC clients, OTLP exporters ─► api ──┐   (tonic services)
+//! browsers, curl -N ────────────► http ─┤   (axum)
+//!                          otlp mapping ┤   each edge checks requests with edge
+//!                                       ▼
+//!                  sessions (the rules: lifecycle, seqs, dedupe, reads, events)
+//!                      ├─► store (sled: a record tree, one log tree per session)
+//!                      └─► fanout (progress signal ─► followers read the store)
+//!        forward ─► reads the store, exports over OTLP (a client of its target)
 //! ```
 //!
-//! - [`pb`]: generated wire types.
-//! - [`api`]: the gRPC service; the only place tonic and `pb` appear.
-//! - [`otlp`]: OpenTelemetry logs in, a second edge beside `api`.
-//! - [`http`]: the HTTP read API, SSE streams and the web console, a third
-//!   edge.
-//! - [`edge`]: what the edges share: validation, limits, tokens, stream
-//!   counts, and the one choice of error code per domain error.
-//! - [`forward`]: entries out to OTLP endpoints, resumable from cursors.
-//! - [`sessions`]: the rules.
-//! - [`store`]: sled trees, keys, codecs, filtered scans, flush policy.
-//! - [`follow`]: fan-out to followers: a progress signal per followed
-//!   session; followers read the store, then wait for the signal.
-//! - [`metrics`]: Prometheus instruments every layer reports to, and the
-//!   `/metrics` HTTP server.
-//! - [`server`]: wires the layers on listeners and owns shutdown.
-//! - [`config`]: `serve` settings; [`units`]: durations and sizes.
-//! - [`render`]: contract values as text and JSON (CLI and HTTP share it).
-//! - [`client`], [`cli`]: the Rust client and the command line.
-//! - [`tracing_layer`]: ships a Rust program's `tracing` events into a session.
+//! The public surface: [`server`] (open a [`server::Server`] on listeners,
+//! serve until a shutdown future), [`config`] (the `serve` flags),
+//! [`client`] and [`tracing_layer`] (the Rust client), [`pb`] (the
+//! contract's types), [`units`], and [`cli::main`] for the binary.
+//! Everything else is private; tests and fuzz targets reach what they need
+//! through `testing` (the `testing` feature).
+//!
+//! Private, along the data path:
+//! - `api`: the gRPC edge, the only place tonic's services appear
+//!   (`sessionlog.v1.SessionLog` and OTLP's `LogsService`).
+//! - `http`: the HTTP read API, SSE streams and the web console.
+//! - `otlp`: OpenTelemetry logs in (the intake) and the one mapping between
+//!   OTLP records and sessions, both ways.
+//! - `edge`: what the edges share: one entry's and one session's rules,
+//!   the in-place entry check, limits, tokens, stream counts, and the one
+//!   choice of error code per domain error.
+//! - `sessions`: the rules. `store`: sled trees, keys, codecs, filtered
+//!   scans, flush policy. `fanout`: a progress signal per followed session;
+//!   followers read the store, then wait for it.
+//! - `forward`: entries out to OTLP endpoints, resumable from cursors.
+//! - `metrics`: instruments every layer reports to, and `/metrics`.
+//! - `display`: contract values as text and JSON (the CLI and HTTP share it).
 
 // Built without `testing`, what only the tests reach (through `testing`)
 // looks unreachable or unused. Lints are checked with it: the crate's
@@ -39,14 +46,14 @@ mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod display;
 mod edge;
-mod follow;
+mod fanout;
 mod forward;
 mod http;
 mod metrics;
 mod otlp;
 pub mod pb;
-mod render;
 pub mod server;
 mod sessions;
 mod store;

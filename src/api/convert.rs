@@ -16,7 +16,7 @@ use crate::edge::request::{
 };
 use crate::edge::session::session;
 use crate::edge::{Limits, RequestError};
-use crate::follow::FollowEvent;
+use crate::fanout::FollowEvent;
 use crate::pb;
 use crate::sessions::{
     AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,

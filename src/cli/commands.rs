@@ -9,7 +9,7 @@ use tokio::io::AsyncBufReadExt as _;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use super::render;
+use super::print;
 use super::{ClientArgs, LevelArg, parse_lease};
 use crate::client::{Client, LogWriter, WriterOptions, WriterTarget};
 
@@ -33,9 +33,9 @@ pub(super) fn print_line(line: &str) -> anyhow::Result<()> {
 
 fn print_session(args: &ClientArgs, session: &pb::Session) -> anyhow::Result<()> {
     if args.json {
-        print_line(&render::session_json(session).to_string())
+        print_line(&print::session_json(session).to_string())
     } else {
-        print_line(&render::session_text(session))
+        print_line(&print::session_text(session))
     }
 }
 
@@ -127,7 +127,7 @@ pub(super) async fn start(args: StartArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     if args.client.json {
-        print_line(&render::session_json(&session).to_string())
+        print_line(&print::session_json(&session).to_string())
     } else {
         print_line(&session.id)
     }
@@ -240,7 +240,7 @@ pub(super) async fn list(args: ListArgs) -> anyhow::Result<()> {
         StateArg::All => pb::SessionState::Unspecified,
     };
     if !args.client.json {
-        print_line(render::SESSION_HEADER)?;
+        print_line(print::SESSION_HEADER)?;
     }
     let mut page_token = String::new();
     loop {
@@ -257,9 +257,9 @@ pub(super) async fn list(args: ListArgs) -> anyhow::Result<()> {
             .into_inner();
         for session in &page.sessions {
             if args.client.json {
-                print_line(&render::session_json(session).to_string())?;
+                print_line(&print::session_json(session).to_string())?;
             } else {
-                print_line(&render::session_row(session))?;
+                print_line(&print::session_row(session))?;
             }
         }
         if page.next_page_token.is_empty() {
@@ -317,9 +317,9 @@ pub(super) async fn read(args: ReadArgs) -> anyhow::Result<()> {
         .into_inner();
     for entry in &page.entries {
         if args.client.json {
-            print_line(&render::entry_json(entry).to_string())?;
+            print_line(&print::entry_json(entry).to_string())?;
         } else {
-            print_line(&render::entry_text(entry))?;
+            print_line(&print::entry_text(entry))?;
         }
     }
     Ok(())

@@ -4,10 +4,10 @@
 //! a non-zero exit.
 
 mod commands;
-mod follow;
-mod render;
+mod print;
 mod run;
 mod serve;
+mod tail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,9 +45,9 @@ enum Command {
     /// Print one page of entries.
     Read(commands::ReadArgs),
     /// Print entries; with -f, follow live ones until the session ends.
-    Tail(follow::TailArgs),
+    Tail(tail::TailArgs),
     /// Print session events as they happen.
-    Watch(follow::WatchArgs),
+    Watch(tail::WatchArgs),
     /// Run a command as a session: its output is logged and passed through,
     /// and its exit code returned.
     Run(run::RunArgs),
@@ -158,8 +158,8 @@ pub fn main() -> ExitCode {
             Command::Ls(args) => commands::list(args).await,
             Command::Show(args) => commands::show(args).await,
             Command::Read(args) => commands::read(args).await,
-            Command::Tail(args) => follow::tail(args).await,
-            Command::Watch(args) => follow::watch(args).await,
+            Command::Tail(args) => tail::tail(args).await,
+            Command::Watch(args) => tail::watch(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

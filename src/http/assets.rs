@@ -39,7 +39,7 @@ impl Asset {
     fn etag(&self) -> &HeaderValue {
         self.etag.get_or_init(|| {
             let digest = ring::digest::digest(&ring::digest::SHA256, self.body.as_bytes());
-            let hex = crate::render::hex(&digest.as_ref()[..12]);
+            let hex = crate::display::hex(&digest.as_ref()[..12]);
             HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex digits are a valid header")
         })
     }

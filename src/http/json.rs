@@ -7,8 +7,8 @@ use prost::Message as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::display::{duration_text, hex, level_name, state_name, struct_json, time_text};
 use crate::edge::{Code, Failure};
-use crate::render::{duration_text, hex, level_name, state_name, struct_json, time_text};
 use crate::sessions::{SessionView, WatchEvent};
 use crate::store::schema::{State, StoredEntry};
 

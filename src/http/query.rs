@@ -4,11 +4,11 @@
 //! one or a malformed value is a 400 naming the parameter, so a typo is
 //! not silently ignored. Limits and ids are checked by `edge` as for gRPC.
 
+use crate::display::level_from_name;
 use crate::edge::Limits;
 use crate::edge::RequestError;
 use crate::edge::error::invalid;
 use crate::edge::request::{decode_page_token, entry_filter, optional_id, session_id};
-use crate::render::level_from_name;
 use crate::sessions::{FollowQuery, ListQuery, ReadQuery, WatchQuery};
 use crate::store::EntryFilter;
 use crate::store::schema::{Level, State};

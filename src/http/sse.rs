@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 
 use crate::edge::Failure;
-use crate::follow::FollowEvent;
+use crate::fanout::FollowEvent;
 use crate::sessions::{SessionError, SessionView};
 
 use super::HttpEdge;

@@ -3,7 +3,7 @@
 //! the `--metrics-listen` HTTP server (`http`). Gauges that describe state
 //! (sessions, followers, disk) are read when scraped, not kept up to date.
 
-mod http;
+mod endpoint;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-pub(crate) use http::serve;
+pub(crate) use endpoint::serve;
 
 /// A label set of one `reason`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -4,7 +4,7 @@
 
 use futures::{Stream, StreamExt};
 
-use crate::follow::{FollowError, FollowEvent, FollowOptions, Follower};
+use crate::fanout::{FollowError, FollowEvent, FollowOptions, Follower};
 use crate::store::schema::LogCounters;
 use crate::store::{EntryFilter, LogTree, ScanLimits};
 

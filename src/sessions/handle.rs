@@ -8,7 +8,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::follow::{Progress, ProgressSignal};
+use crate::fanout::{Progress, ProgressSignal};
 use crate::store::schema::{LogCounters, State, StoredSession};
 use crate::store::{LogTree, Store};
 

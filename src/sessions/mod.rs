@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::follow::FollowerGauge;
+use crate::fanout::FollowerGauge;
 use crate::store::durability::Durability;
 use crate::store::schema::State;
 use crate::store::{Store, StoreError};

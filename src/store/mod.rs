@@ -6,10 +6,10 @@
 //! This layer knows sled and the storage schema, never tonic or the API.
 
 mod block;
+mod cursors;
 mod data_dir;
 pub(crate) mod durability;
 mod entry;
-mod forward;
 mod keys;
 mod log;
 mod query;

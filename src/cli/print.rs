@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
+use crate::display::{duration_text, hex, level_name, state_name, struct_json, time_text};
 use crate::pb;
-use crate::render::{duration_text, hex, level_name, state_name, struct_json, time_text};
 
 pub(super) fn session_json(session: &pb::Session) -> Value {
     json!({

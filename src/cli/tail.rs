@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use futures::StreamExt as _;
 
 use super::commands::{connect, print_line};
-use super::render;
+use super::print;
 use super::{ClientArgs, LevelArg};
 use crate::client::{self, FollowItem, FollowOptions};
 use crate::pb;
@@ -59,9 +59,9 @@ struct Printer {
 impl Printer {
     fn entry(&self, entry: &pb::LogEntry) -> anyhow::Result<()> {
         if self.json {
-            return print_line(&render::entry_json(entry).to_string());
+            return print_line(&print::entry_json(entry).to_string());
         }
-        let line = render::entry_text(entry);
+        let line = print::entry_text(entry);
         if !self.color {
             return print_line(&line);
         }
@@ -182,11 +182,11 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<()> {
             .to_lowercase();
         match (&event.session, args.client.json) {
             (Some(session), true) => print_line(
-                &serde_json::json!({ "kind": kind, "session": render::session_json(session) })
+                &serde_json::json!({ "kind": kind, "session": print::session_json(session) })
                     .to_string(),
             )?,
             (Some(session), false) => {
-                print_line(&format!("{kind:<9} {}", render::session_row(session)))?
+                print_line(&format!("{kind:<9} {}", print::session_row(session)))?
             }
             (None, true) => print_line(&serde_json::json!({ "kind": kind }).to_string())?,
             (None, false) => {}
