@@ -26,6 +26,7 @@
 //! - [`render`]: contract values as text and JSON (CLI and HTTP share it).
 //! - [`client`], [`cli`]: the Rust client and the command line.
 //! - [`tracing_layer`]: ships a Rust program's `tracing` events into a session.
+//! - `testing` (feature `testing`): internals for the fuzz targets and tests.
 
 pub mod api;
 pub mod cli;
@@ -42,5 +43,7 @@ pub mod render;
 pub mod server;
 pub mod sessions;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tracing_layer;
 pub mod units;

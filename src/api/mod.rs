@@ -4,7 +4,7 @@
 
 mod auth;
 pub mod codec;
-mod convert;
+pub(crate) mod convert;
 mod guard;
 mod service;
 mod status;

@@ -5,7 +5,7 @@
 //! gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
 
-mod block;
+pub(crate) mod block;
 mod data_dir;
 pub mod durability;
 mod entry;
