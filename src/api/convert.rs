@@ -28,7 +28,7 @@ use crate::store::schema::State;
 /// An `Append` whose entries are still encoded: each one the edge can vouch
 /// for as it is (see `raw_entry`) is stored in the bytes it came in; the
 /// rest are decoded and checked field by field.
-pub(super) fn append_batch(
+pub(crate) fn append_batch(
     request: WireAppendRequest,
     limits: &Limits,
 ) -> Result<AppendBatch, RequestError> {
@@ -93,7 +93,7 @@ fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFilter,
     )
 }
 
-pub(super) fn read_query(
+pub(crate) fn read_query(
     request: pb::ReadRequest,
     limits: &Limits,
 ) -> Result<ReadQuery, RequestError> {
@@ -107,7 +107,7 @@ pub(super) fn read_query(
     })
 }
 
-pub(super) fn follow_query(
+pub(crate) fn follow_query(
     request: pb::FollowRequest,
     limits: &Limits,
 ) -> Result<FollowQuery, RequestError> {
@@ -121,7 +121,7 @@ pub(super) fn follow_query(
     })
 }
 
-pub(super) fn watch_query(
+pub(crate) fn watch_query(
     request: pb::WatchSessionsRequest,
     limits: &Limits,
 ) -> Result<WatchQuery, RequestError> {
@@ -162,7 +162,7 @@ pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {
     }
 }
 
-pub(super) fn list_query(
+pub(crate) fn list_query(
     request: pb::ListSessionsRequest,
     limits: &Limits,
 ) -> Result<ListQuery, RequestError> {

@@ -6,7 +6,7 @@
 
 mod auth;
 pub(crate) mod codec;
-mod convert;
+pub(crate) mod convert;
 mod guard;
 mod otlp;
 mod service;

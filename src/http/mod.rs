@@ -9,7 +9,7 @@ mod assets;
 mod auth;
 mod error;
 mod json;
-mod query;
+pub(crate) mod query;
 mod routes;
 mod sse;
 

@@ -20,14 +20,14 @@ const FILTER_KEYS: [&str; 3] = ["level", "logger", "contains"];
 
 /// The decoded `key=value` pairs of a query string.
 #[derive(Debug, Default)]
-pub(super) struct Params {
+pub(crate) struct Params {
     pairs: Vec<(String, String)>,
 }
 
 impl Params {
     /// Decodes `raw`; refuses keys outside `allowed` (and `access_token`,
     /// which the auth layer reads, on stream routes only).
-    pub(super) fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, RequestError> {
+    pub(crate) fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, RequestError> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
             .map(|(key, value)| (key.into_owned(), value.into_owned()))
             .collect();
@@ -143,7 +143,7 @@ fn keys<const N: usize>(own: [&'static str; N], with_filter: bool) -> Vec<&'stat
 }
 
 /// `GET /api/v1/sessions?state=&app=&job=&parent=&page_size=&page_token=`.
-pub(super) fn list_query(raw: Option<&str>, limits: &Limits) -> Result<ListQuery, RequestError> {
+pub(crate) fn list_query(raw: Option<&str>, limits: &Limits) -> Result<ListQuery, RequestError> {
     let own = ["state", "app", "job", "parent", "page_size", "page_token"];
     let params = Params::parse(raw, &keys(own, false))?;
     let (app_name, job_id) = params.names(limits)?;
@@ -160,7 +160,7 @@ pub(super) fn list_query(raw: Option<&str>, limits: &Limits) -> Result<ListQuery
 }
 
 /// `GET /api/v1/sessions/{id}/entries?after=&limit=&tail=&level=&logger=&contains=`.
-pub(super) fn read_query(
+pub(crate) fn read_query(
     id: &str,
     raw: Option<&str>,
     limits: &Limits,
@@ -179,7 +179,7 @@ pub(super) fn read_query(
 /// A `Last-Event-ID` (the browser's reconnect) is the cursor to resume
 /// from: it wins over `after` and `tail`, so a resumed stream has no gap
 /// and no duplicate.
-pub(super) fn follow_query(
+pub(crate) fn follow_query(
     id: &str,
     raw: Option<&str>,
     last_event_id: Option<&str>,
@@ -207,7 +207,7 @@ pub(super) fn follow_query(
 }
 
 /// `GET /api/v1/watch?include_existing=&state=&app=&job=`.
-pub(super) fn watch_query(raw: Option<&str>, limits: &Limits) -> Result<WatchQuery, RequestError> {
+pub(crate) fn watch_query(raw: Option<&str>, limits: &Limits) -> Result<WatchQuery, RequestError> {
     let own = ["include_existing", "state", "app", "job", ACCESS_TOKEN];
     let params = Params::parse(raw, &keys(own, false))?;
     let (app_name, job_id) = params.names(limits)?;

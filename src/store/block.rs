@@ -41,7 +41,7 @@ pub(super) fn pushed_len(len: usize) -> usize {
 }
 
 /// The entries of a block, as slices of its value.
-pub(super) fn entries(value: &IVec) -> Result<Vec<IVec>, StoreError> {
+pub(crate) fn entries(value: &IVec) -> Result<Vec<IVec>, StoreError> {
     match value.first() {
         Some(&LEGACY_ENTRY_TAG) => return Ok(vec![value.clone()]),
         Some(&BLOCK_TAG) => {}

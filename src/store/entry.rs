@@ -31,7 +31,7 @@ pub enum NewEntry {
 
 impl NewEntry {
     /// The stored bytes of this entry under `seq`.
-    pub(super) fn encode(self, seq: u64, now: SystemTime) -> Vec<u8> {
+    pub(crate) fn encode(self, seq: u64, now: SystemTime) -> Vec<u8> {
         match self {
             Self::Decoded(mut entry) => {
                 entry.seq = seq;

@@ -190,7 +190,7 @@ fn block_entries(key: &[u8], value: &IVec) -> Result<Vec<RawEntry>, StoreError> 
 }
 
 /// Decodes a stored entry.
-pub fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, StoreError> {
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, StoreError> {
     decode(bytes, "log entry")
 }
 

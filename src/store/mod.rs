@@ -5,7 +5,7 @@
 //! gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
 
-mod block;
+pub(crate) mod block;
 mod cursors;
 mod data_dir;
 pub(crate) mod durability;
@@ -26,7 +26,7 @@ use sled::transaction::ConflictableTransactionError;
 pub use entry::NewEntry;
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
-pub use log::decode_entry;
+pub(crate) use log::decode_entry;
 pub(crate) use query::{EntryFilter, Page, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 
