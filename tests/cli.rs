@@ -227,10 +227,15 @@ async fn serve_with_a_bad_flag_exits_with_one_error_line_before_serving() {
     .expect("run sessionlog serve");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("error")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("error"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].starts_with("error: --forward-otlp `ftp://"), "{stderr}");
+    assert!(
+        errors[0].starts_with("error: --forward-otlp `ftp://"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
     assert!(!stderr.contains("serving"), "{stderr}");
 }
-
