@@ -1,6 +1,8 @@
 //! The rules: session lifecycle, seq assignment, dedupe and reads, on top of
 //! the store. Holds one `SessionHandle` per session (no log entries in
 //! memory). Never sees protobuf API types; the API layer converts.
+//! Store calls run on the blocking pool, each write with its locks and its
+//! in-memory change (docs/architecture.md, "Blocking work and async workers").
 
 mod append;
 mod events;

@@ -4,6 +4,8 @@
 //! Besides those, one `forward` tree holds forwarding cursors. Nothing else
 //! gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
+//! Any call here may wait on the disk: async code calls only through
+//! `blocking` (docs/architecture.md, "Blocking work and async workers").
 
 mod block;
 mod data_dir;
