@@ -21,8 +21,8 @@ use super::target::Target;
 use crate::edge::{entry, session};
 use crate::otlp::outbound;
 use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager};
-use crate::store::Store;
 use crate::store::schema::ForwardCursor;
+use crate::store::{Store, StoreError, blocking};
 
 /// How long one export may take before it counts as failed (and is retried).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +117,7 @@ impl Forwarder {
         let mut cursors = Vec::new();
         let mut records_total = 0;
         let views = self.sessions.views();
-        self.forget_deleted(&views);
+        self.forget_deleted(&views).await;
         let mut oldest: Option<std::time::SystemTime> = None;
         for view in &views {
             if records_total >= self.max_records {
@@ -318,13 +318,19 @@ impl Forwarder {
                 },
             }
         }
-        if let Err(err) = self.store.save_forward_cursors(
-            &self.target.id,
-            export
-                .cursors
-                .iter()
-                .map(|(id, cursor)| (id.as_str(), cursor)),
-        ) {
+        let (store, target_id, cursors) = (
+            self.store.clone(),
+            self.target.id.clone(),
+            export.cursors.clone(),
+        );
+        let saved: Result<(), StoreError> = blocking(move || {
+            store.save_forward_cursors(
+                &target_id,
+                cursors.iter().map(|(id, cursor)| (id.as_str(), cursor)),
+            )
+        })
+        .await;
+        if let Err(err) = saved {
             // The target has the records; without the cursor they go again
             // after a restart, which at-least-once allows.
             tracing::error!(target = %self.target.url, error = %err, "cannot store forwarding cursors");
@@ -340,7 +346,7 @@ impl Forwarder {
 
     /// Drops the cursors of sessions no longer in the store (pruned or
     /// deleted), so the `forward` tree does not grow without bound.
-    fn forget_deleted(&mut self, views: &[crate::sessions::SessionView]) {
+    async fn forget_deleted(&mut self, views: &[crate::sessions::SessionView]) {
         let present: std::collections::HashSet<&str> =
             views.iter().map(|view| view.record.id.as_str()).collect();
         let gone: Vec<String> = self
@@ -352,7 +358,11 @@ impl Forwarder {
         if gone.is_empty() {
             return;
         }
-        if let Err(err) = self.store.remove_forward_cursors(&self.target.id, &gone) {
+        let (store, target_id, removed) =
+            (self.store.clone(), self.target.id.clone(), gone.clone());
+        let removing: Result<(), StoreError> =
+            blocking(move || store.remove_forward_cursors(&target_id, &removed)).await;
+        if let Err(err) = removing {
             tracing::warn!(target = %self.target.url, error = %err, "cannot remove forwarding cursors");
             return;
         }

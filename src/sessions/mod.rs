@@ -65,8 +65,6 @@ pub enum SessionError {
     WatcherLagged { missed: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("a storage task failed: {detail}")]
-    TaskFailed { detail: String },
 }
 
 /// The sessions of one store, and every operation on them.
@@ -81,8 +79,8 @@ struct Inner {
     durability: Durability,
     ids: ids::IdGenerator,
     /// Held by start and delete, so an id's tree is never created while it
-    /// is being dropped.
-    lifecycle_lock: tokio::sync::Mutex<()>,
+    /// is being dropped. Owned guards go into the blocking work they order.
+    lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
     events: events::SessionEvents,
     /// Active sessions with a lease or a watched pid.
     watched: liveness::Watched,
@@ -133,7 +131,7 @@ impl SessionManager {
                 store,
                 durability,
                 ids: ids::IdGenerator::default(),
-                lifecycle_lock: tokio::sync::Mutex::new(()),
+                lifecycle_lock: Arc::new(tokio::sync::Mutex::new(())),
                 events: events::SessionEvents::default(),
                 watched,
                 followers: FollowerGauge::default(),
@@ -236,16 +234,24 @@ impl SessionManager {
         Ok(saved)
     }
 
-    /// The session's write lock, unless writes are closed for shutdown.
-    async fn write_guard<'a>(
+    /// The session's write lock, unless writes are closed for shutdown. The
+    /// guard is owned: a write moves it into its blocking work, so the lock
+    /// is released only after the write and its in-memory change, even when
+    /// the caller's future is dropped first.
+    async fn write_guard(
         &self,
-        handle: &'a SessionHandle,
-    ) -> Result<tokio::sync::MutexGuard<'a, ()>, SessionError> {
-        let writing = handle.write_lock.lock().await;
+        handle: &SessionHandle,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, SessionError> {
+        let writing = handle.write_lock.clone().lock_owned().await;
         if self.inner.writes_closed.load(Ordering::SeqCst) {
             return Err(SessionError::ShuttingDown);
         }
         Ok(writing)
+    }
+
+    /// The manager's lifecycle lock, owned (see `write_guard`).
+    async fn lifecycle_guard(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.lifecycle_lock.clone().lock_owned().await
     }
 
     /// How many sessions are (active, ended), for metrics.
@@ -288,13 +294,10 @@ impl SessionManager {
     }
 }
 
-/// Runs blocking store work off the async workers.
+/// `store::blocking` with the rules' error: every store call of this module
+/// goes through here.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
 ) -> Result<T, SessionError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| SessionError::TaskFailed {
-            detail: join.to_string(),
-        })?
+    crate::store::blocking(work).await
 }
