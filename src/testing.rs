@@ -19,7 +19,7 @@ use crate::http::query;
 use crate::pb;
 use crate::store::decode_entry;
 
-pub use crate::sessions::{AppendBatch, PruneReason, SessionManager};
+pub use crate::sessions::{AppendBatch, END_LOGGER, PruneReason, SessionError, SessionManager};
 pub use crate::store::schema::{LogCounters, State, StoredEntry, StoredSession};
 pub use crate::store::{NewEntry, Store};
 

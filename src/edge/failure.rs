@@ -93,13 +93,6 @@ impl From<SessionError> for Failure {
             SessionError::SeqMismatch { .. } => Code::Aborted,
             SessionError::SeqsExhausted { .. } => Code::ResourceExhausted,
             SessionError::Store(store) => return store_failure(&store),
-            SessionError::TaskFailed { .. } => {
-                log_internal(&err);
-                return Self::new(
-                    Code::Internal,
-                    "an internal task failed; see the server log",
-                );
-            }
         };
         Self::new(code, err.to_string())
     }
@@ -140,6 +133,10 @@ fn store_failure(err: &StoreError) -> Failure {
         | StoreError::Locked { .. } => Failure::new(
             Code::Internal,
             "the storage engine failed; see the server log",
+        ),
+        StoreError::TaskFailed { .. } => Failure::new(
+            Code::Internal,
+            "an internal task failed; see the server log",
         ),
     }
 }

@@ -51,7 +51,12 @@ impl TokenAuth {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
             }
-            match read_tokens(&path) {
+            // A file read may wait on the disk: not on an async worker.
+            let reading = path.clone();
+            let read = tokio::task::spawn_blocking(move || read_tokens(&reading))
+                .await
+                .unwrap_or_else(|join| Err(anyhow::anyhow!("the token file read failed: {join}")));
+            match read {
                 Ok(tokens) => {
                     failing = false;
                     let mut current = shared.write().unwrap_or_else(|poison| poison.into_inner());

@@ -2,7 +2,8 @@
 //! once and in seq order. It reads only up to the published `last_seq`, and
 //! re-reads the signal after every page, so the switch from history to live
 //! has no gap and no duplicate. It holds nothing but its cursor and the page
-//! being sent: backpressure from the client stops its reads.
+//! being sent: backpressure from the client stops its reads. Pages are read
+//! on the blocking pool (`store::blocking`), never on an async worker.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use sled::IVec;
 
-use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError};
+use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError, blocking};
 
 use super::progress::Progress;
 
@@ -112,7 +113,9 @@ pub(crate) struct Follower {
     log: LogTree,
     progress_rx: watch::Receiver<Progress>,
     cursor: u64,
-    options: FollowOptions,
+    /// Shared with each page read, so a page does not copy it.
+    filter: Arc<EntryFilter>,
+    max_batch: usize,
     caught_up: bool,
     finished: bool,
     shutdown: CancellationToken,
@@ -133,7 +136,8 @@ impl Follower {
             log,
             progress_rx,
             cursor: after_seq,
-            options,
+            filter: Arc::new(options.filter),
+            max_batch: options.max_batch,
             caught_up: false,
             finished: false,
             shutdown,
@@ -164,16 +168,16 @@ impl Follower {
             }
             if self.cursor < progress.last_seq {
                 let limits = ScanLimits {
-                    max_entries: self.options.max_batch,
-                    // A filter that keeps little must not pin a worker.
-                    max_scanned: self.options.max_batch.saturating_mul(4).max(1_000),
+                    max_entries: self.max_batch,
+                    // A filter that keeps little must not hold a blocking
+                    // thread for a whole log.
+                    max_scanned: self.max_batch.saturating_mul(4).max(1_000),
                 };
-                let page = self.log.page_forward_raw(
-                    self.cursor,
-                    progress.last_seq,
-                    &self.options.filter,
-                    limits,
-                )?;
+                let (log, filter, cursor) = (self.log.clone(), self.filter.clone(), self.cursor);
+                let page = blocking(move || {
+                    log.page_forward_raw(cursor, progress.last_seq, &filter, limits)
+                })
+                .await?;
                 self.cursor = page.cursor;
                 if !page.entries.is_empty() {
                     crate::metrics::get().delivered(

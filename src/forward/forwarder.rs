@@ -24,8 +24,8 @@ use super::target::Target;
 use crate::edge::{entry, session};
 use crate::otlp::outbound;
 use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager, SessionProgress};
-use crate::store::Store;
 use crate::store::schema::ForwardCursor;
+use crate::store::{Store, StoreError, blocking};
 
 /// How long one export may take before it counts as failed (and is retried).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,7 +136,7 @@ impl Forwarder {
         let mut cursors = Vec::new();
         let mut records_total = 0;
         let sessions = self.sessions.progress();
-        self.forget_deleted(&sessions);
+        self.forget_deleted(&sessions).await;
         let first = self.last_turn.as_deref().map_or(0, |last| {
             sessions.partition_point(|session| session.id.as_str() <= last)
         });
@@ -360,13 +360,19 @@ impl Forwarder {
                 },
             }
         }
-        if let Err(err) = self.store.save_forward_cursors(
-            &self.target.id,
-            export
-                .cursors
-                .iter()
-                .map(|(id, cursor)| (id.as_str(), cursor)),
-        ) {
+        let (store, target_id, cursors) = (
+            self.store.clone(),
+            self.target.id.clone(),
+            export.cursors.clone(),
+        );
+        let saved: Result<(), StoreError> = blocking(move || {
+            store.save_forward_cursors(
+                &target_id,
+                cursors.iter().map(|(id, cursor)| (id.as_str(), cursor)),
+            )
+        })
+        .await;
+        if let Err(err) = saved {
             // The target has the records; without the cursor they go again
             // after a restart, which at-least-once allows.
             tracing::error!(target = %self.target.url, error = %err, "cannot store forwarding cursors");
@@ -382,7 +388,7 @@ impl Forwarder {
 
     /// Drops the cursors of sessions no longer in the store (pruned or
     /// deleted), so the `forward` tree does not grow without bound.
-    fn forget_deleted(&mut self, sessions: &[SessionProgress]) {
+    async fn forget_deleted(&mut self, sessions: &[SessionProgress]) {
         let present: std::collections::HashSet<&str> =
             sessions.iter().map(|session| session.id.as_str()).collect();
         let gone: Vec<String> = self
@@ -394,7 +400,11 @@ impl Forwarder {
         if gone.is_empty() {
             return;
         }
-        if let Err(err) = self.store.remove_forward_cursors(&self.target.id, &gone) {
+        let (store, target_id, removed) =
+            (self.store.clone(), self.target.id.clone(), gone.clone());
+        let removing: Result<(), StoreError> =
+            blocking(move || store.remove_forward_cursors(&target_id, &removed)).await;
+        if let Err(err) = removing {
             tracing::warn!(target = %self.target.url, error = %err, "cannot remove forwarding cursors");
             return;
         }

@@ -94,7 +94,13 @@ impl Server {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (store, durability, flusher, sessions) = open_store(&settings).await?;
-        let forwarding = match forward::prepare(&sessions, &store, &settings.forward) {
+        // Reads each target's cursors from the store.
+        let prepared = {
+            let (sessions, store, forward) =
+                (sessions.clone(), store.clone(), settings.forward.clone());
+            crate::store::blocking(move || forward::prepare(&sessions, &store, &forward)).await
+        };
+        let forwarding = match prepared {
             Ok(forwarding) => forwarding,
             Err(err) => {
                 durability.stop();

@@ -1,15 +1,21 @@
 //! Appends. Seqs are assigned under the session's write lock and the batch is
 //! applied before the lock is released, so commit order is seq order and a
 //! session's seqs are exactly `1..=last_seq` however many clients append.
+//! The lock's guard goes with the batch to the blocking pool and is dropped
+//! there, after the counters are updated and published: an append whose
+//! caller gave up still lands whole, or not at all, before the next one.
 
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use tokio::sync::OwnedMutexGuard;
 
 use crate::metrics;
 use crate::store::schema::State;
 use crate::store::{MAX_SEQ, NewEntry};
 
 use super::handle::{SessionHandle, lease_deadline};
-use super::{SessionError, SessionManager};
+use super::{SessionError, SessionManager, blocking};
 
 /// One `Append`: entries (input seqs are ignored) and its preconditions.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +45,7 @@ impl SessionManager {
         let started = std::time::Instant::now();
         let stored = async {
             let handle = self.handle(&batch.session_id)?;
-            let outcome = self.apply(&handle, batch).await?;
+            let outcome = self.apply(handle, batch).await?;
             // A duplicate waits too: its original may still be on its way to disk.
             self.inner.durability.wait_durable().await?;
             Ok(outcome)
@@ -57,8 +63,21 @@ impl SessionManager {
 
     async fn apply(
         &self,
+        handle: Arc<SessionHandle>,
+        batch: AppendBatch,
+    ) -> Result<AppendOutcome, SessionError> {
+        let writing = self.write_guard(&handle).await?;
+        let manager = self.clone();
+        blocking(move || manager.apply_locked(&handle, batch, writing)).await
+    }
+
+    /// The append proper, on the blocking pool, holding the session's write
+    /// lock (`_writing`) until the batch is applied and published.
+    fn apply_locked(
+        &self,
         handle: &SessionHandle,
         batch: AppendBatch,
+        _writing: OwnedMutexGuard<()>,
     ) -> Result<AppendOutcome, SessionError> {
         let AppendBatch {
             entries,
@@ -66,7 +85,6 @@ impl SessionManager {
             batch_id,
             ..
         } = batch;
-        let _writing = self.write_guard(handle).await?;
         let (log, counters, state) = {
             let current = handle.state();
             if current.deleted {

@@ -5,21 +5,22 @@
 //! snapshot and read the store up to the snapshot's `last_seq`, which is only
 //! raised after a batch is fully applied, so no reader sees half a batch.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::fanout::{Progress, ProgressSignal};
 use crate::store::schema::{LogCounters, State, StoredSession};
 use crate::store::{LogTree, Store};
 
-use super::SessionError;
+use super::{SessionError, blocking};
 
 /// A session's in-memory state. No entries are kept here.
 #[derive(Debug)]
 pub(crate) struct SessionHandle {
     pub(crate) id: String,
-    /// The serialization point for every write to this session.
-    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// The serialization point for every write to this session; shared so
+    /// that a write's blocking work can own its guard.
+    pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
     state: Mutex<HandleState>,
 }
 
@@ -78,7 +79,7 @@ impl SessionHandle {
         let lease_expires_at = lease_deadline(&record, SystemTime::now());
         Self {
             id: record.id.clone(),
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
             state: Mutex::new(HandleState {
                 record,
                 counters,
@@ -112,19 +113,25 @@ impl SessionHandle {
         self.state().view()
     }
 
-    /// The session's log tree, opening it for an ended session.
-    pub(crate) async fn log(&self, store: &Store) -> Result<LogTree, SessionError> {
+    /// The session's log tree, opening it (on the blocking pool) for an
+    /// ended session.
+    pub(crate) async fn log(self: &Arc<Self>, store: &Store) -> Result<LogTree, SessionError> {
         if let Some(log) = self.open_log_if_loaded()? {
             return Ok(log);
         }
         // Only writers open trees, so a delete cannot race a re-open.
-        let _writing = self.write_lock.lock().await;
-        if let Some(log) = self.open_log_if_loaded()? {
-            return Ok(log);
-        }
-        let log = store.open_log(&self.id)?;
-        self.state().log = Some(log.clone());
-        Ok(log)
+        let writing = self.write_lock.clone().lock_owned().await;
+        let (handle, store) = (self.clone(), store.clone());
+        blocking(move || {
+            let _writing = writing;
+            if let Some(log) = handle.open_log_if_loaded()? {
+                return Ok(log);
+            }
+            let log = store.open_log(&handle.id)?;
+            handle.state().log = Some(log.clone());
+            Ok(log)
+        })
+        .await
     }
 
     fn open_log_if_loaded(&self) -> Result<Option<LogTree>, SessionError> {

@@ -1,13 +1,17 @@
 //! Session lifecycle: start, update, heartbeat, end, delete. Each change
 //! holds the session's write lock, so it is ordered with the session's
 //! appends; start and delete also hold the manager's lifecycle lock, so a
-//! session id is never created and dropped at the same moment.
+//! session id is never created and dropped at the same moment. The store
+//! write and the in-memory change of each run on the blocking pool in one
+//! closure that owns those locks, so a caller that gives up cannot leave
+//! the session table behind the store, or let the next write in early.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use prost_types::value::Kind;
 use prost_types::{Struct, Timestamp};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::store::schema::{Level, LogCounters, State, StoredEntry, StoredSession};
 
@@ -16,7 +20,7 @@ use super::handle::{SessionHandle, lease_deadline};
 use super::{SessionError, SessionManager, SessionView, WatchEvent, blocking, process};
 
 /// The logger of the synthetic entry that ends a session.
-pub(crate) const END_LOGGER: &str = "sessions";
+pub const END_LOGGER: &str = "sessions";
 /// The reason recorded when a forced delete ends an active session.
 pub(crate) const DELETED_REASON: &str = "deleted";
 
@@ -39,6 +43,21 @@ impl SessionManager {
         draft: StoredSession,
         watch_pid: bool,
     ) -> Result<SessionView, SessionError> {
+        let lifecycle = self.lifecycle_guard().await;
+        let manager = self.clone();
+        let handle = blocking(move || manager.create_locked(draft, watch_pid, lifecycle)).await?;
+        self.inner.durability.wait_durable().await?;
+        handle.view()
+    }
+
+    /// Stores the new session and puts it in the table, on the blocking
+    /// pool, holding the lifecycle lock (`_lifecycle`) until both are done.
+    fn create_locked(
+        &self,
+        draft: StoredSession,
+        watch_pid: bool,
+        _lifecycle: OwnedMutexGuard<()>,
+    ) -> Result<Arc<SessionHandle>, SessionError> {
         let now = Timestamp::from(SystemTime::now());
         let id = if draft.id.is_empty() {
             self.inner.ids.next_id()
@@ -67,28 +86,23 @@ impl SessionManager {
             final_counters: None,
             ..draft
         };
-        let handle = {
-            let _lifecycle = self.inner.lifecycle_lock.lock().await;
-            let Some(log) = self.store().create_session(&record)? else {
-                return Err(SessionError::AlreadyExists {
-                    session_id: record.id,
-                });
-            };
-            let handle = Arc::new(SessionHandle::new(
-                record,
-                LogCounters::default(),
-                Some(log),
-            ));
-            self.inner.events.publish(|| {
-                self.sessions_write()
-                    .insert(handle.id.clone(), handle.clone());
-                WatchEvent::Started(handle.final_view())
+        let Some(log) = self.store().create_session(&record)? else {
+            return Err(SessionError::AlreadyExists {
+                session_id: record.id,
             });
-            self.inner.watched.add_if_needed(&handle);
-            handle
         };
-        self.inner.durability.wait_durable().await?;
-        handle.view()
+        let handle = Arc::new(SessionHandle::new(
+            record,
+            LogCounters::default(),
+            Some(log),
+        ));
+        self.inner.events.publish(|| {
+            self.sessions_write()
+                .insert(handle.id.clone(), handle.clone());
+            WatchEvent::Started(handle.final_view())
+        });
+        self.inner.watched.add_if_needed(&handle);
+        Ok(handle)
     }
 
     /// Merges `metadata`'s top-level keys into the session's; a key set to
@@ -99,22 +113,33 @@ impl SessionManager {
         metadata: Option<Struct>,
     ) -> Result<SessionView, SessionError> {
         let handle = self.handle(session_id)?;
-        {
-            let _writing = self.write_guard(&handle).await?;
-            let mut record = handle.view()?.record;
-            if let Some(update) = metadata {
-                merge_metadata(record.metadata.get_or_insert_with(Struct::default), update);
-            }
-            record.updated_at = Some(SystemTime::now().into());
-            self.store().put_session(&record)?;
-            self.inner.events.publish(|| {
-                let mut state = handle.state();
-                state.record = record;
-                WatchEvent::Updated(state.view())
-            });
-        }
+        let writing = self.write_guard(&handle).await?;
+        let (manager, target) = (self.clone(), handle.clone());
+        blocking(move || manager.update_locked(&target, metadata, writing)).await?;
         self.inner.durability.wait_durable().await?;
         handle.view()
+    }
+
+    /// Stores and publishes the merged record, on the blocking pool, holding
+    /// the session's write lock (`_writing`).
+    fn update_locked(
+        &self,
+        handle: &SessionHandle,
+        metadata: Option<Struct>,
+        _writing: OwnedMutexGuard<()>,
+    ) -> Result<(), SessionError> {
+        let mut record = handle.view()?.record;
+        if let Some(update) = metadata {
+            merge_metadata(record.metadata.get_or_insert_with(Struct::default), update);
+        }
+        record.updated_at = Some(SystemTime::now().into());
+        self.store().put_session(&record)?;
+        self.inner.events.publish(|| {
+            let mut state = handle.state();
+            state.record = record;
+            WatchEvent::Updated(state.view())
+        });
+        Ok(())
     }
 
     /// Renews the session's lease; returns when it now expires (`None`
@@ -158,14 +183,17 @@ impl SessionManager {
         still_due: impl FnOnce(&SessionView) -> bool,
     ) -> Result<Option<SessionView>, SessionError> {
         let handle = self.handle(session_id)?;
-        {
-            let _writing = self.write_guard(&handle).await?;
-            let view = handle.view()?;
-            if view.is_active() && !still_due(&view) {
-                return Ok(None);
-            }
-            self.end_locked(&handle, reason)?;
+        let writing = self.write_guard(&handle).await?;
+        let view = handle.view()?;
+        if view.is_active() && !still_due(&view) {
+            return Ok(None);
         }
+        let (manager, target, reason) = (self.clone(), handle.clone(), reason.to_owned());
+        blocking(move || {
+            let _writing = writing;
+            manager.end_locked(&target, &reason)
+        })
+        .await?;
         self.inner.durability.wait_durable().await?;
         handle.view().map(Some)
     }
@@ -174,40 +202,10 @@ impl SessionManager {
     /// `force`, and refused otherwise.
     pub async fn delete(&self, session_id: &str, force: bool) -> Result<(), SessionError> {
         let handle = self.handle(session_id)?;
-        {
-            let _lifecycle = self.inner.lifecycle_lock.lock().await;
-            let _writing = self.write_guard(&handle).await?;
-            if handle.view()?.is_active() {
-                if !force {
-                    return Err(SessionError::Active {
-                        session_id: handle.id.clone(),
-                    });
-                }
-                self.end_locked(&handle, DELETED_REASON)?;
-            }
-            // Gone for new calls first, then from disk: a call that gets
-            // the handle now sees `NotFound`, never half a session.
-            self.inner.events.publish(|| {
-                let mut state = handle.state();
-                state.deleted = true;
-                state.log = None;
-                state.publish();
-                let last_view = state.view();
-                drop(state);
-                let mut sessions = self.sessions_write();
-                if sessions
-                    .get(session_id)
-                    .is_some_and(|current| Arc::ptr_eq(current, &handle))
-                {
-                    sessions.remove(session_id);
-                }
-                WatchEvent::Deleted(last_view)
-            });
-            self.inner.watched.remove(&handle.id);
-            let store = self.store().clone();
-            let id = handle.id.clone();
-            blocking(move || Ok(store.delete_session(&id)?)).await?;
-        }
+        let lifecycle = self.lifecycle_guard().await;
+        let writing = self.write_guard(&handle).await?;
+        let manager = self.clone();
+        blocking(move || manager.delete_locked(&handle, force, lifecycle, writing)).await?;
         self.inner
             .durability
             .wait_durable()
@@ -215,7 +213,48 @@ impl SessionManager {
             .map_err(SessionError::from)
     }
 
-    /// Ends `handle`'s session; the caller holds its write lock.
+    /// Removes the session from memory, then from disk, on the blocking
+    /// pool, holding the lifecycle lock and the session's write lock until
+    /// the log is dropped.
+    fn delete_locked(
+        &self,
+        handle: &Arc<SessionHandle>,
+        force: bool,
+        _lifecycle: OwnedMutexGuard<()>,
+        _writing: OwnedMutexGuard<()>,
+    ) -> Result<(), SessionError> {
+        if handle.view()?.is_active() {
+            if !force {
+                return Err(SessionError::Active {
+                    session_id: handle.id.clone(),
+                });
+            }
+            self.end_locked(handle, DELETED_REASON)?;
+        }
+        // Gone for new calls first, then from disk: a call that gets
+        // the handle now sees `NotFound`, never half a session.
+        self.inner.events.publish(|| {
+            let mut state = handle.state();
+            state.deleted = true;
+            state.log = None;
+            state.publish();
+            let last_view = state.view();
+            drop(state);
+            let mut sessions = self.sessions_write();
+            if sessions
+                .get(&handle.id)
+                .is_some_and(|current| Arc::ptr_eq(current, handle))
+            {
+                sessions.remove(&handle.id);
+            }
+            WatchEvent::Deleted(last_view)
+        });
+        self.inner.watched.remove(&handle.id);
+        Ok(self.store().delete_session(&handle.id)?)
+    }
+
+    /// Ends `handle`'s session. Blocking: the caller holds its write lock,
+    /// on the blocking pool.
     fn end_locked(&self, handle: &SessionHandle, reason: &str) -> Result<(), SessionError> {
         let view = handle.view()?;
         if !view.is_active() {

@@ -1,6 +1,8 @@
 //! The rules: session lifecycle, seq assignment, dedupe and reads, on top of
 //! the store. Holds one `SessionHandle` per session (no log entries in
 //! memory). Never sees protobuf API types; the API layer converts.
+//! Store calls run on the blocking pool, each write with its locks and its
+//! in-memory change (docs/architecture.md, "Blocking work and async workers").
 
 mod append;
 mod events;
@@ -30,6 +32,7 @@ pub(crate) use events::{WatchEvent, WatchQuery};
 pub(crate) use follow::FollowQuery;
 use handle::SessionHandle;
 pub(crate) use handle::SessionView;
+pub use lifecycle::END_LOGGER;
 pub(crate) use list::ListQuery;
 pub(crate) use read::{MAX_READ_LIMIT, ReadQuery};
 pub use retention::{PruneReason, RetentionPolicy};
@@ -69,8 +72,6 @@ pub enum SessionError {
     WatcherLagged { missed: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("a storage task failed: {detail}")]
-    TaskFailed { detail: String },
 }
 
 /// The sessions of one store, and every operation on them.
@@ -85,8 +86,8 @@ struct Inner {
     durability: Durability,
     ids: ids::IdGenerator,
     /// Held by start and delete, so an id's tree is never created while it
-    /// is being dropped.
-    lifecycle_lock: tokio::sync::Mutex<()>,
+    /// is being dropped. Owned guards go into the blocking work they order.
+    lifecycle_lock: Arc<tokio::sync::Mutex<()>>,
     events: events::SessionEvents,
     /// Active sessions with a lease or a watched pid.
     watched: liveness::Watched,
@@ -137,7 +138,7 @@ impl SessionManager {
                 store,
                 durability,
                 ids: ids::IdGenerator::default(),
-                lifecycle_lock: tokio::sync::Mutex::new(()),
+                lifecycle_lock: Arc::new(tokio::sync::Mutex::new(())),
                 events: events::SessionEvents::default(),
                 watched,
                 followers: FollowerGauge::default(),
@@ -249,16 +250,24 @@ impl SessionManager {
         Ok(saved)
     }
 
-    /// The session's write lock, unless writes are closed for shutdown.
-    async fn write_guard<'a>(
+    /// The session's write lock, unless writes are closed for shutdown. The
+    /// guard is owned: a write moves it into its blocking work, so the lock
+    /// is released only after the write and its in-memory change, even when
+    /// the caller's future is dropped first.
+    async fn write_guard(
         &self,
-        handle: &'a SessionHandle,
-    ) -> Result<tokio::sync::MutexGuard<'a, ()>, SessionError> {
-        let writing = handle.write_lock.lock().await;
+        handle: &SessionHandle,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, SessionError> {
+        let writing = handle.write_lock.clone().lock_owned().await;
         if self.inner.writes_closed.load(Ordering::SeqCst) {
             return Err(SessionError::ShuttingDown);
         }
         Ok(writing)
+    }
+
+    /// The manager's lifecycle lock, owned (see `write_guard`).
+    async fn lifecycle_guard(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.lifecycle_lock.clone().lock_owned().await
     }
 
     /// How many sessions are (active, ended), for metrics.
@@ -301,13 +310,10 @@ impl SessionManager {
     }
 }
 
-/// Runs blocking store work off the async workers.
+/// `store::blocking` with the rules' error: every store call of this module
+/// goes through here.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
 ) -> Result<T, SessionError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| SessionError::TaskFailed {
-            detail: join.to_string(),
-        })?
+    crate::store::blocking(work).await
 }

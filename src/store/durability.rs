@@ -103,14 +103,10 @@ impl Flusher {
     async fn flush(&self) -> Result<(), String> {
         let store = self.store.clone();
         let started = std::time::Instant::now();
-        let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+        let flushed = super::blocking(move || store.flush()).await;
         crate::metrics::get().flush_took(started.elapsed());
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        match flushed {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(join) => Err(format!("the flush task failed: {join}")),
-        }
+        flushed.map_err(|err| err.to_string())
     }
 
     /// One flush per group of waiters: whoever queued while a flush ran

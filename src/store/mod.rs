@@ -4,6 +4,8 @@
 //! Besides those, one `forward` tree holds forwarding cursors. Nothing else
 //! gets a tree: sled keeps every tree in its meta page.
 //! This layer knows sled and the storage schema, never tonic or the API.
+//! Any call here may wait on the disk: async code calls only through
+//! `blocking` (docs/architecture.md, "Blocking work and async workers").
 
 pub(crate) mod block;
 mod cursors;
@@ -63,6 +65,8 @@ pub enum StoreError {
     Locked { detail: String },
     #[error("the session's log was deleted while it was being read")]
     LogDropped,
+    #[error("a storage task failed: {detail}")]
+    TaskFailed { detail: String },
 }
 
 impl From<sled::Error> for StoreError {
@@ -76,6 +80,28 @@ impl From<sled::Error> for StoreError {
             other => Self::Engine(other),
         }
     }
+}
+
+/// Runs storage work on tokio's blocking pool: the one way async code calls
+/// the store, so no async worker ever waits on the disk. `work` runs to its
+/// end even when the returned future is dropped (a client that goes away
+/// cancels its call, not this), so whatever must happen with a write, and
+/// the lock that orders it, belongs inside `work`.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::TaskFailed {
+                detail: join.to_string(),
+            }
+            .into())
+        })
 }
 
 /// Where and how to open the store.
@@ -104,7 +130,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates, owner-only) the database at `options.path`.
-    /// Blocking: call from `spawn_blocking` or before the runtime is busy.
+    /// Blocking: call on the blocking pool, like every method here.
     pub fn open(options: &StoreOptions) -> Result<Self, StoreError> {
         // A store whose sled files exist must come back with its marker key.
         let existing = data_dir::prepare(&options.path)? && options.path.join("db").exists();

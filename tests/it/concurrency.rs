@@ -1,13 +1,20 @@
 //! Many clients appending to one session at once: seqs stay exactly
 //! `1..=N`, every batch lands whole at contiguous seqs, and readers never
-//! see part of a batch.
+//! see part of a batch. Calls given up on mid-flight (a client that goes
+//! away) keep all of that: the store work they started finishes under the
+//! session's locks before the next write may begin.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::Rng;
 use sessionlog::pb;
+use sessionlog::testing::{
+    AppendBatch, END_LOGGER, NewEntry, SessionError, StoredEntry, StoredSession,
+};
 
+use crate::common;
 use crate::common::request;
 use crate::common::{TestServer, entry, get_session, read_all, start_session};
 
@@ -184,5 +191,314 @@ async fn sixteen_clients_appending_at_once_get_contiguous_non_overlapping_batche
     assert_eq!(session.entry_count, n);
     let encoded: usize = entries.iter().map(prost::Message::encoded_len).sum();
     assert_eq!(session.size_bytes, encoded as u64);
+    server.shutdown().await;
+}
+
+/// Runs `work` until it finishes or until `polls` more polls have passed,
+/// whichever is first, and drops it then: what the server does with a call
+/// whose client went away. 0 gives up after the first poll.
+async fn give_up_after<T>(polls: u32, work: impl Future<Output = T>) -> Option<T> {
+    let deadline = async {
+        for _ in 0..polls {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = deadline => None,
+    }
+}
+
+/// How one append of `appends_given_up_mid_flight_...` is made.
+#[derive(Debug, Clone, Copy)]
+enum Attempt {
+    /// Through the client, awaited to the answer.
+    Awaited,
+    /// Through the client, dropped after this many polls: the server sees
+    /// the stream reset and drops the call wherever it is.
+    ClientGivesUp(u32),
+    /// Straight to the sessions, dropped after this many polls: a precise
+    /// point, often while the batch is being written.
+    CallerGivesUp(u32),
+}
+
+const CANCEL_WRITERS: usize = 8;
+const CANCEL_BATCHES: usize = 400;
+
+fn new_entry(message: String) -> NewEntry {
+    NewEntry::Decoded(StoredEntry {
+        logger: "test".to_owned(),
+        message,
+        ..StoredEntry::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_given_up_mid_flight_land_whole_or_not_at_all_and_seqs_stay_contiguous() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "given-up").await;
+
+    let plans: Vec<Vec<(usize, Attempt)>> = {
+        let mut rng = rand::rng();
+        (0..CANCEL_WRITERS)
+            .map(|_| {
+                (0..CANCEL_BATCHES)
+                    .map(|_| {
+                        let size = rng.random_range(1..=4);
+                        let attempt = match rng.random_range(0..4) {
+                            0 => Attempt::Awaited,
+                            1 => Attempt::ClientGivesUp(rng.random_range(0..64)),
+                            _ => Attempt::CallerGivesUp(rng.random_range(0..16)),
+                        };
+                        (size, attempt)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+
+    let start = Arc::new(tokio::sync::Barrier::new(CANCEL_WRITERS + 1));
+    let mut writers = Vec::new();
+    for (writer, plan) in plans.iter().cloned().enumerate() {
+        let mut client = server.client().await;
+        let (sessions, id, start) = (server.sessions.clone(), id.clone(), start.clone());
+        writers.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut acked = Vec::new();
+            for (batch, (size, attempt)) in plan.into_iter().enumerate() {
+                let messages: Vec<String> = (0..size).map(|i| message(writer, batch, i)).collect();
+                let answered = match attempt {
+                    Attempt::Awaited | Attempt::ClientGivesUp(_) => {
+                        let request = pb::AppendRequest {
+                            session_id: id.clone(),
+                            entries: messages.into_iter().map(entry).collect(),
+                            ..Default::default()
+                        };
+                        let polls = match attempt {
+                            Attempt::ClientGivesUp(polls) => polls,
+                            _ => u32::MAX,
+                        };
+                        give_up_after(polls, client.append(request))
+                            .await
+                            .map(|answer| {
+                                let answer = answer.expect("append through the client");
+                                (answer.get_ref().first_seq, answer.get_ref().last_seq)
+                            })
+                    }
+                    Attempt::CallerGivesUp(polls) => {
+                        let batch = AppendBatch {
+                            session_id: id.clone(),
+                            entries: messages.into_iter().map(new_entry).collect(),
+                            ..AppendBatch::default()
+                        };
+                        give_up_after(polls, sessions.append(batch))
+                            .await
+                            .map(|outcome| {
+                                let outcome = outcome.expect("append to the sessions");
+                                (outcome.first_seq, outcome.last_seq)
+                            })
+                    }
+                };
+                if let Some((first_seq, last_seq)) = answered {
+                    acked.push(Acked {
+                        writer,
+                        batch,
+                        first_seq,
+                        last_seq,
+                    });
+                }
+            }
+            acked
+        }));
+    }
+    start.wait().await;
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer task"));
+    }
+    // Calls given up on may still be finishing their writes; the session's
+    // write lock is free only once they have (an append takes it).
+    let last = server
+        .sessions
+        .append(AppendBatch {
+            session_id: id.clone(),
+            entries: vec![new_entry("last".to_owned())],
+            ..AppendBatch::default()
+        })
+        .await
+        .expect("a last append");
+
+    // Seqs are exactly 1..=N, the last append got N.
+    let entries = read_all(&mut client, &id).await;
+    let n = entries.len() as u64;
+    assert!(
+        entries.iter().map(|e| e.seq).eq(1..=n),
+        "stored seqs are not exactly 1..=N"
+    );
+    assert_eq!((last.first_seq, last.last_seq), (n, n));
+
+    // Each batch that landed is whole, in order, at contiguous seqs, once.
+    let mut landed: BTreeMap<(usize, usize), Vec<(u64, usize)>> = BTreeMap::new();
+    for entry in &entries[..entries.len() - 1] {
+        let (writer, batch, index) = parse(&entry.message);
+        landed
+            .entry((writer, batch))
+            .or_default()
+            .push((entry.seq, index));
+    }
+    for (&(writer, batch), stored) in &landed {
+        let size = plans[writer][batch].0;
+        let first = stored[0].0;
+        let expected: Vec<(u64, usize)> = (0..size).map(|i| (first + i as u64, i)).collect();
+        assert_eq!(
+            stored, &expected,
+            "batch w{writer}-b{batch} of {size} landed in part, twice or out of order"
+        );
+    }
+    // Every answered batch is where its answer said.
+    for ack in &acked {
+        let stored = landed
+            .get(&(ack.writer, ack.batch))
+            .unwrap_or_else(|| panic!("acknowledged {ack:?} is not stored"));
+        assert_eq!(
+            (stored[0].0, stored[stored.len() - 1].0),
+            (ack.first_seq, ack.last_seq),
+            "{ack:?}"
+        );
+    }
+    let given_up = CANCEL_WRITERS * CANCEL_BATCHES - acked.len();
+    assert!(
+        given_up > 0,
+        "no call was given up on; the test tested nothing"
+    );
+
+    // The counters in memory are those of the stored log.
+    let session = get_session(&mut client, &id).await;
+    assert_eq!(session.last_seq, n);
+    assert_eq!(session.entry_count, n);
+    let encoded: usize = entries.iter().map(prost::Message::encoded_len).sum();
+    assert_eq!(session.size_bytes, encoded as u64);
+    server.shutdown().await;
+}
+
+const LIFECYCLE_ROUNDS: u32 = 250;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_and_deletes_given_up_mid_flight_finish_before_the_next_write() {
+    let server = TestServer::start().await;
+    let sessions = server.sessions.clone();
+    let mut client = server.client().await;
+    let id = "given-up-lifecycle";
+    let draft = || StoredSession {
+        id: id.to_owned(),
+        app_name: "given-up".to_owned(),
+        ..StoredSession::default()
+    };
+    let polls: Vec<(u32, u32)> = {
+        let mut rng = rand::rng();
+        (0..LIFECYCLE_ROUNDS)
+            .map(|_| (rng.random_range(0..32), rng.random_range(0..12)))
+            .collect()
+    };
+    sessions.start(draft()).await.expect("first start");
+    for (round, &(end_polls, delete_polls)) in polls.iter().enumerate() {
+        let before = sessions.get(id).expect("the session").counters.last_seq;
+        // An appender races the end; it stops at the first refusal.
+        let appender = {
+            let sessions = sessions.clone();
+            tokio::spawn(async move {
+                let mut appended = 0u64;
+                loop {
+                    let batch = AppendBatch {
+                        session_id: id.to_owned(),
+                        entries: vec![new_entry(format!("r{round}-{appended}"))],
+                        ..AppendBatch::default()
+                    };
+                    match sessions.append(batch).await {
+                        Ok(_) => appended += 1,
+                        Err(SessionError::Ended { .. }) => return appended,
+                        Err(err) => panic!("append while ending: {err}"),
+                    }
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        if give_up_after(end_polls, sessions.end(id, "given up"))
+            .await
+            .is_none()
+        {
+            // Given up before it took the lock (nothing happened), or while
+            // it ends the session (this waits for it).
+            match sessions.end(id, "given up").await {
+                Ok(_) | Err(SessionError::Ended { .. }) => {}
+                Err(err) => panic!("round {round}: end: {err}"),
+            }
+        }
+        let appended = appender.await.expect("appender");
+
+        // The end entry is the last one, once, after every append.
+        let entries = read_all(&mut client, id).await;
+        let n = entries.len() as u64;
+        assert!(entries.iter().map(|e| e.seq).eq(1..=n), "round {round}");
+        assert_eq!(
+            n,
+            before + appended + 1,
+            "round {round}: appends and the end entry"
+        );
+        let ends: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.logger == END_LOGGER)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(ends, vec![n], "round {round}: the end entry is last, once");
+        let session = get_session(&mut client, id).await;
+        assert_eq!(
+            (session.last_seq, session.entry_count),
+            (n, n),
+            "round {round}"
+        );
+
+        // A delete given up on is done, or not begun, when the next start
+        // gets the id: never half done under a new session.
+        let deleted = give_up_after(delete_polls, sessions.delete(id, false)).await;
+        if let Some(result) = deleted {
+            result.expect("delete");
+        }
+        match sessions.start(draft()).await {
+            Ok(_) => {}
+            Err(SessionError::AlreadyExists { .. }) => {
+                assert!(
+                    sessions.get(id).is_ok(),
+                    "round {round}: start refused an id whose session is gone"
+                );
+                sessions.delete(id, false).await.expect("delete");
+                sessions.start(draft()).await.expect("start after delete");
+            }
+            Err(err) => panic!("round {round}: start: {err}"),
+        }
+        // The new session's log is its own: a late drop of the old tree
+        // would lose these.
+        let outcome = sessions
+            .append(AppendBatch {
+                session_id: id.to_owned(),
+                entries: (0..3).map(|i| new_entry(format!("fresh-{i}"))).collect(),
+                ..AppendBatch::default()
+            })
+            .await
+            .expect("append to the new session");
+        assert_eq!(
+            (outcome.first_seq, outcome.last_seq),
+            (1, 3),
+            "round {round}"
+        );
+        let entries = read_all(&mut client, id).await;
+        assert_eq!(
+            common::messages(&entries),
+            vec!["fresh-0", "fresh-1", "fresh-2"],
+            "round {round}"
+        );
+    }
     server.shutdown().await;
 }
