@@ -32,12 +32,13 @@ pub(super) fn safe(text: &str, escapes: Escapes) -> Cow<'_, str> {
     let mut shown = String::with_capacity(text.len() + 16);
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        if c == '\x1b' && escapes == Escapes::Colours {
-            if let Some(length) = sgr_length(rest) {
-                shown.push_str(&rest[..length]);
-                rest = &rest[length..];
-                continue;
-            }
+        if c == '\x1b'
+            && escapes == Escapes::Colours
+            && let Some(length) = sgr_length(rest)
+        {
+            shown.push_str(&rest[..length]);
+            rest = &rest[length..];
+            continue;
         }
         push_shown(&mut shown, c);
         rest = &rest[c.len_utf8()..];
