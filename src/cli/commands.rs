@@ -10,6 +10,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::print;
+use super::terminal::Escapes;
 use super::{ClientArgs, LevelArg, parse_lease};
 use crate::client::{Client, LogWriter, WriterOptions, WriterTarget};
 
@@ -319,7 +320,7 @@ pub(super) async fn read(args: ReadArgs) -> anyhow::Result<()> {
         if args.client.json {
             print_line(&print::entry_json(entry).to_string())?;
         } else {
-            print_line(&print::entry_text(entry))?;
+            print_line(&print::entry_text(entry, Escapes::None))?;
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ mod print;
 mod run;
 mod serve;
 mod tail;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,7 +167,9 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", error_text(&err));
+            // A status message can quote what a client stored.
+            let text = error_text(&err);
+            eprintln!("error: {}", terminal::safe(&text, terminal::Escapes::None));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,11 @@
 //! How the CLI prints sessions and entries: readable text by default, one
-//! JSON object per line with `--json`.
+//! JSON object per line with `--json`. Text passes through
+//! `terminal::safe`, so what a client stored cannot drive the reader's
+//! terminal; JSON escapes control characters itself.
 
 use serde_json::{Value, json};
+
+use super::terminal::{Escapes, safe};
 
 use crate::display::{duration_text, hex, level_name, state_name, struct_json, time_text};
 use crate::pb;
@@ -51,7 +55,7 @@ pub(super) fn session_text(session: &pb::Session) -> String {
                 Value::String(text) => text,
                 other => other.to_string(),
             };
-            lines.push(format!("{key:<18} {shown}"));
+            lines.push(format!("{key:<18} {}", safe(&shown, Escapes::None)));
         }
     }
     lines.join("\n")
@@ -59,7 +63,7 @@ pub(super) fn session_text(session: &pb::Session) -> String {
 
 /// One row of `ls`.
 pub(super) fn session_row(session: &pb::Session) -> String {
-    format!(
+    let row = format!(
         "{:<28} {:<7} {:<16} {:<16} {:>9}  {}",
         session.id,
         state_name(session.state),
@@ -67,14 +71,16 @@ pub(super) fn session_row(session: &pb::Session) -> String {
         session.job_id,
         session.entry_count,
         time_text(session.created_at.as_ref()),
-    )
+    );
+    safe(&row, Escapes::None).into_owned()
 }
 
 pub(super) const SESSION_HEADER: &str =
     "ID                           STATE   APP              JOB                ENTRIES  CREATED";
 
-/// `seq time LEVEL logger: message`, plus fields when there are any.
-pub(super) fn entry_text(entry: &pb::LogEntry) -> String {
+/// `seq time LEVEL logger: message`, plus fields when there are any, with
+/// only the `escapes` the caller allows.
+pub(super) fn entry_text(entry: &pb::LogEntry, escapes: Escapes) -> String {
     let mut line = format!(
         "{:>6} {} {:<8} {}: {}",
         entry.seq,
@@ -91,7 +97,7 @@ pub(super) fn entry_text(entry: &pb::LogEntry) -> String {
         line.push(' ');
         line.push_str(&struct_json(entry.fields.as_ref()).to_string());
     }
-    line
+    safe(&line, escapes).into_owned()
 }
 
 #[cfg(test)]
@@ -107,8 +113,31 @@ mod tests {
             message: "slow".into(),
             ..Default::default()
         };
-        assert!(entry_text(&entry).contains("WARN"));
-        assert!(entry_text(&entry).ends_with("net: slow"));
+        assert!(entry_text(&entry, Escapes::None).contains("WARN"));
+        assert!(entry_text(&entry, Escapes::None).ends_with("net: slow"));
         assert_eq!(entry_json(&entry)["level"], "warn");
+    }
+
+    #[test]
+    fn stored_text_cannot_forge_lines_or_drive_the_terminal() {
+        let entry = pb::LogEntry {
+            seq: 1,
+            logger: "x\x1b]0;owned\x07".into(),
+            message: "ok\n     2 2026-01-01T00:00:00.000Z INFO     forged: line".into(),
+            ..Default::default()
+        };
+        let line = entry_text(&entry, Escapes::Colours);
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(line.contains("\\n     2"), "{line:?}");
+        let session = pb::Session {
+            id: "s".into(),
+            app_name: "\x1b[2Japp".into(),
+            end_reason: "done\nstate   ended".into(),
+            ..Default::default()
+        };
+        for text in [session_text(&session), session_row(&session)] {
+            assert!(!text.contains('\x1b'), "{text:?}");
+        }
+        assert_eq!(session_text(&session).lines().count(), 17);
     }
 }

@@ -8,6 +8,7 @@ use futures::StreamExt as _;
 
 use super::commands::{connect, print_line};
 use super::print;
+use super::terminal::{self, Escapes, safe};
 use super::{ClientArgs, LevelArg};
 use crate::client::{self, FollowItem, FollowOptions};
 use crate::pb;
@@ -35,6 +36,17 @@ pub(super) struct TailArgs {
     /// Entries whose message contains this text.
     #[arg(long)]
     grep: Option<String>,
+    /// Colour by level, and let the colour codes in entries through (never
+    /// other terminal controls): `auto` does on a terminal.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 impl TailArgs {
@@ -61,10 +73,10 @@ impl Printer {
         if self.json {
             return print_line(&print::entry_json(entry).to_string());
         }
-        let line = print::entry_text(entry);
         if !self.color {
-            return print_line(&line);
+            return print_line(&print::entry_text(entry, Escapes::None));
         }
+        let line = print::entry_text(entry, Escapes::Colours);
         let color = match pb::Level::try_from(entry.level) {
             Ok(pb::Level::Trace | pb::Level::Debug) => "2",
             Ok(pb::Level::Warn) => "33",
@@ -72,14 +84,19 @@ impl Printer {
             Ok(pb::Level::Critical) => "1;31",
             _ => "0",
         };
-        print_line(&format!("\x1b[{color}m{line}\x1b[0m"))
+        print_line(&format!("\x1b[{color}m{line}{}", terminal::RESET))
     }
 }
 
 pub(super) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let printer = Printer {
         json: args.client.json,
-        color: !args.client.json && std::io::stdout().is_terminal(),
+        color: !args.client.json
+            && match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => std::io::stdout().is_terminal(),
+            },
     };
     if args.follow {
         return follow(&args, &printer).await;
@@ -136,11 +153,14 @@ async fn follow(args: &TailArgs, printer: &Printer) -> anyhow::Result<()> {
             FollowItem::Reconnecting { after_seq, error } => eprintln!(
                 "sessionlog: connection lost ({:?}: {}); resuming after seq {after_seq}",
                 error.code(),
-                error.message()
+                safe(error.message(), Escapes::None)
             ),
             FollowItem::Ended(session) => {
                 if !printer.json {
-                    eprintln!("sessionlog: session ended ({})", session.end_reason);
+                    eprintln!(
+                        "sessionlog: session ended ({})",
+                        safe(&session.end_reason, Escapes::None)
+                    );
                 }
                 return Ok(());
             }

@@ -9,7 +9,7 @@ use tokio::process::Command;
 
 use crate::common;
 use crate::common::process;
-use crate::common::{TestServer, append, end_session};
+use crate::common::{TestServer, append, end_session, start_session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 
@@ -223,4 +223,51 @@ async fn serve_with_a_bad_flag_exits_with_one_error_line_before_serving() {
     );
     assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
     assert!(!stderr.contains("serving"), "{stderr}");
+}
+
+/// What a client stored reaches a reader's terminal only as visible text:
+/// no OSC 52 clipboard write, title change, screen clear or forged line,
+/// in any text command; `tail --color always` lets colour codes through
+/// and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_shows_terminal_controls_from_entries_escaped() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "\x1b]0;retitled\x07app").await;
+    let hostile = [
+        "copy \x1b]52;c;cm0gLXJmIH4=\x07 this",
+        "clear \x1b[2J\x1b[H",
+        "ok\n     9 2026-01-01T00:00:00.000Z INFO     test: forged",
+        "\x1b[32mgreen\x1b[0m",
+    ];
+    append(&mut client, &id, &hostile).await;
+    end_session(&mut client, &id, "done\x1b[2J").await;
+
+    for args in [
+        vec!["read", id.as_str()],
+        vec!["tail", id.as_str()],
+        vec!["tail", "-f", id.as_str()],
+        vec!["show", id.as_str()],
+        vec!["ls"],
+    ] {
+        let output = run(&server, &args, "").await;
+        assert_eq!(output.code, Some(0), "{args:?}: {}", output.stderr);
+        for text in [&output.stdout, &output.stderr] {
+            assert!(
+                !text.contains('\x1b') && !text.contains('\x07'),
+                "{args:?}: {text:?}"
+            );
+        }
+        if args[0] != "ls" && args[0] != "show" {
+            // The hostile entries and the one that ends the session.
+            assert_eq!(output.stdout.lines().count(), hostile.len() + 1, "{args:?}");
+            assert!(output.stdout.contains("\\x1b]52;c;"), "{args:?}");
+        }
+    }
+
+    let coloured = run(&server, &["tail", "--color", "always", &id], "").await;
+    assert_eq!(coloured.code, Some(0), "{}", coloured.stderr);
+    assert!(coloured.stdout.contains("\x1b[32mgreen\x1b[0m"));
+    assert!(coloured.stdout.contains("\\x1b[2J"));
+    assert!(!coloured.stdout.contains("\x1b]") && !coloured.stdout.contains("\x1b[2J"));
 }
