@@ -19,8 +19,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::edge::{Limits, StreamCounter, TokenAuth};
 use crate::sessions::SessionManager;
@@ -84,17 +82,4 @@ impl HttpEdge {
             .fallback(routes::unknown_route)
             .with_state(self)
     }
-}
-
-/// Serves `router` on `listener` until `stop`; then stops accepting and
-/// returns once open requests have finished (SSE streams end when the
-/// rules shut down, which the server does before cancelling `stop`).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }

@@ -10,6 +10,7 @@ mod append_stream;
 mod auth;
 mod client;
 mod concurrency;
+mod connections;
 mod dedupe;
 mod disk_full;
 mod durability;
