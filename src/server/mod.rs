@@ -36,7 +36,7 @@ use crate::sessions::SessionManager;
 use crate::store::Store;
 use crate::store::durability::Durability;
 
-pub use listener::{ListenAddr, Listener, Listeners};
+pub use listener::{ListenAddr, Listener, Listeners, SocketFile};
 pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
 // The types `ServerSettings` is made of.
 pub use crate::connections::ConnectionSettings;
@@ -171,6 +171,8 @@ impl Server {
         set_health(&health, ServingStatus::Serving).await;
         let stop_accepting = CancellationToken::new();
         let mut servers = JoinSet::new();
+        // Removed when dropped, after the drain and the final flush.
+        let mut socket_files = Vec::new();
         for (transport, listener) in std::mem::take(&mut self.grpc) {
             tracing::info!(listen = %listener.local_addr(), "serving");
             let server = transport.layer(GuardLayer).add_routes(routes.clone());
@@ -182,7 +184,8 @@ impl Server {
                     let incoming = connections::incoming(listener, gate, settings);
                     servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
                 }
-                Listener::Unix(listener, _) => {
+                Listener::Unix(listener, socket_file) => {
+                    socket_files.push(socket_file);
                     let incoming = connections::incoming(listener, gate, settings);
                     servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
                 }
@@ -215,7 +218,9 @@ impl Server {
         if let Some(metrics_server) = metrics_server {
             report("the metrics server", metrics_server.await);
         }
-        self.close(drained).await
+        let closed = self.close(drained).await;
+        drop(socket_files);
+        closed
     }
 
     /// `/metrics` and `/healthz`, when a listener was given.

@@ -32,4 +32,5 @@ mod retention;
 mod standard_services;
 mod tls;
 mod tracing_layer;
+mod unix_socket;
 mod watch;
