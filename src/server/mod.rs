@@ -27,7 +27,7 @@ use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth};
 use crate::connections::{self, ListenerGate};
 use crate::edge::StreamCounter;
 use crate::forward::{self, Forwarding};
-use crate::http::HttpEdge;
+use crate::http::{self, HttpEdge};
 use crate::metrics;
 use crate::otlp::OtlpIntake;
 use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
@@ -256,7 +256,11 @@ impl Server {
             self.streams.clone(),
             self.auth.clone(),
         )
-        .with_keep_alive(self.settings.sse_keep_alive);
+        .with_keep_alive(self.settings.sse_keep_alive)
+        .with_allowed_hosts(http::AllowedHosts::new(
+            listener.local_addr().ok().map(|addr| addr.ip()),
+            &self.settings.http_allowed_hosts,
+        ));
         Some(self.spawn_router(listener, edge.router(), stop))
     }
 
