@@ -82,47 +82,68 @@ pub(crate) fn incoming<L: Accept>(
     gate: ListenerGate,
     settings: ConnectionSettings,
 ) -> impl Stream<Item = io::Result<Guarded<L::Io>>> + Send + 'static {
-    futures::stream::unfold(
-        (listener, gate, settings),
-        |(listener, gate, settings)| async move {
-            loop {
-                let io = match listener.accept().await {
-                    Ok(io) => io,
-                    Err(err) => {
-                        accept_failed(&gate, &err).await;
-                        continue;
-                    }
-                };
-                let Some(permit) = gate.admit() else {
-                    continue;
-                };
-                if let Err(err) = L::configure(&io, &settings) {
-                    tracing::debug!(error = %err, "cannot set up a new connection; closed it");
-                    continue;
-                }
-                let guarded = Guarded::new(io, permit, settings.handshake_timeout);
-                return Some((Ok(guarded), (listener, gate, settings)));
-            }
-        },
-    )
+    let state = Acceptor {
+        listener,
+        gate,
+        settings,
+        exhausted: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        let guarded = state.next().await;
+        Some((Ok(guarded), state))
+    })
 }
 
-async fn accept_failed(gate: &ListenerGate, err: &io::Error) {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the system is out of
-    // something a connection needs; it may come back when others close.
-    let exhausted = matches!(
-        err.raw_os_error(),
-        Some(code) if [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE,
-            rustix::io::Errno::NOBUFS, rustix::io::Errno::NOMEM]
-            .iter()
-            .any(|errno| errno.raw_os_error() == code)
-    );
-    if exhausted {
-        tracing::warn!(listen = gate.name(), error = %err, "cannot accept connections; retrying shortly");
+struct Acceptor<L> {
+    listener: L,
+    gate: ListenerGate,
+    settings: ConnectionSettings,
+    /// Whether the last accept failed for want of descriptors or memory:
+    /// logged once per such spell, not every pause.
+    exhausted: bool,
+}
+
+impl<L: Accept> Acceptor<L> {
+    /// The next connection admitted and set up.
+    async fn next(&mut self) -> Guarded<L::Io> {
+        loop {
+            let io = match self.listener.accept().await {
+                Ok(io) => io,
+                Err(err) => {
+                    self.accept_failed(&err).await;
+                    continue;
+                }
+            };
+            self.exhausted = false;
+            let Some(permit) = self.gate.admit() else {
+                continue;
+            };
+            if let Err(err) = L::configure(&io, &self.settings) {
+                tracing::debug!(error = %err, "cannot set up a new connection; closed it");
+                continue;
+            }
+            return Guarded::new(io, permit, self.settings.handshake_timeout);
+        }
+    }
+
+    async fn accept_failed(&mut self, err: &io::Error) {
+        use rustix::io::Errno;
+        // The process or the system is out of something a connection
+        // needs; it may come back when other connections close.
+        let exhausted = matches!(
+            Errno::from_io_error(err),
+            Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+        );
+        if !exhausted {
+            // A peer that went away before it was accepted, and the like.
+            tracing::debug!(listen = self.gate.name(), error = %err, "a connection failed to be accepted");
+            return;
+        }
+        if !self.exhausted {
+            self.exhausted = true;
+            tracing::warn!(listen = self.gate.name(), error = %err, "cannot accept connections; retrying every 100 ms");
+        }
         tokio::time::sleep(ACCEPT_BACKOFF).await;
-    } else {
-        // A peer that went away before it was accepted, and the like.
-        tracing::debug!(listen = gate.name(), error = %err, "a connection failed to be accepted");
     }
 }
 

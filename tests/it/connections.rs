@@ -44,11 +44,13 @@ async fn connections_over_the_cap_are_closed_while_clients_within_it_work() {
         .await;
     let mut client = server.client().await;
     list(&mut client).await;
-    // The second slot: an idle peer, kept for the test's length.
-    let _idle = TcpStream::connect(server.addr).await.expect("connect");
+    // The second slot: an idle peer.
+    let idle = TcpStream::connect(server.addr).await.expect("connect");
     let mut over = TcpStream::connect(server.addr).await.expect("connect");
     closed_by_server(&mut over, Duration::from_secs(5)).await;
     list(&mut client).await;
+    // A connection still in its handshake would hold up the drain.
+    drop(idle);
     server.shutdown().await;
 }
 
@@ -106,8 +108,9 @@ async fn http_connections_over_the_cap_are_closed() {
         .start()
         .await;
     let http_addr = server.http_addr.expect("http listener");
-    let _held = slowloris(http_addr).await;
+    let held = slowloris(http_addr).await;
     let mut over = TcpStream::connect(http_addr).await.expect("connect");
     closed_by_server(&mut over, Duration::from_secs(5)).await;
+    drop(held);
     server.shutdown().await;
 }
