@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::edge::Limits;
 use crate::http;
-use crate::server::{ListenAddr, ServerSettings, TlsFiles};
+use crate::server::{ConnectionSettings, ListenAddr, ServerSettings, TlsFiles};
 use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
@@ -86,6 +86,50 @@ pub struct ServeConfig {
     /// The mode of Unix sockets, in octal.
     #[arg(long, env = "SESSIONLOG_UNIX_SOCKET_MODE", default_value = "660", value_parser = parse_mode)]
     pub unix_socket_mode: u32,
+
+    /// The most open connections on each listener (gRPC, HTTP, metrics);
+    /// more are closed as soon as they are accepted. Unset: the open-file
+    /// limit (raised to its hard limit at start-up) less a reserve for the
+    /// store, shared evenly by the listeners.
+    #[arg(long, env = "SESSIONLOG_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// How long a new connection has to send its first bytes (the HTTP/2
+    /// preface, an HTTP/1 request line) and, with TLS, to finish the
+    /// handshake; then it is closed.
+    #[arg(long, env = "SESSIONLOG_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// How long an HTTP/1 client of the HTTP listeners has to send a
+    /// request's headers (also the idle time allowed between requests).
+    #[arg(long, env = "SESSIONLOG_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// TCP keepalive: idle time before probes start on accepted TCP
+    /// connections (`0s`: off). A peer that answers none of 4 probes, a
+    /// quarter of this apart, is dropped.
+    #[arg(long, env = "SESSIONLOG_TCP_KEEPALIVE", default_value = "60s", value_parser = parse_duration)]
+    pub tcp_keepalive: Duration,
+
+    /// How often the server pings each HTTP/2 connection (gRPC, and HTTP/2
+    /// on the HTTP listeners); `0s`: no pings.
+    #[arg(long, env = "SESSIONLOG_HTTP2_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before its connection is closed.
+    #[arg(long, env = "SESSIONLOG_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// A host name HTTP requests may give in `Host` besides `localhost` and
+    /// the HTTP listener's address (checked only without
+    /// --auth-token-file: it stops DNS rebinding). Repeatable; the
+    /// environment variable takes a comma-separated list.
+    #[arg(
+        long = "http-allowed-host",
+        env = "SESSIONLOG_HTTP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub http_allowed_hosts: Vec<String>,
 
     /// Serve TLS on TCP listeners with this PEM certificate (chain).
     #[arg(long, env = "SESSIONLOG_TLS_CERT", requires = "tls_key")]
@@ -230,6 +274,18 @@ impl ServeConfig {
         })
     }
 
+    pub fn connection_settings(&self) -> ConnectionSettings {
+        let nonzero = |duration: Duration| Some(duration).filter(|value| !value.is_zero());
+        ConnectionSettings {
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            tcp_keepalive: nonzero(self.tcp_keepalive),
+            http2_keepalive_interval: nonzero(self.http2_keepalive_interval),
+            http2_keepalive_timeout: self.http2_keepalive_timeout,
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: usize::try_from(self.max_message_size).unwrap_or(usize::MAX),
@@ -297,6 +353,8 @@ impl From<&ServeConfig> for ServerSettings {
             limits: config.limits(),
             auth_token_file: config.auth_token_file.clone(),
             unix_socket_mode: config.unix_socket_mode,
+            connections: config.connection_settings(),
+            http_allowed_hosts: config.http_allowed_hosts.clone(),
             tls: config.tls_files(),
             forward: config.forward_settings(),
             sse_keep_alive: http::DEFAULT_KEEP_ALIVE,

@@ -32,6 +32,7 @@
 //!   followers read the store, then wait for it.
 //! - `forward`: entries out to OTLP endpoints, resumable from cursors.
 //! - `metrics`: instruments every layer reports to, and `/metrics`.
+//! - `connections`: how every listener accepts: caps, deadlines, keepalive.
 //! - `display`: contract values as text and JSON (the CLI and HTTP share it).
 
 // Built without `testing`, what only the tests reach (through `testing`)
@@ -46,6 +47,7 @@ mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod connections;
 mod display;
 mod edge;
 mod fanout;

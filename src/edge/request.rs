@@ -31,7 +31,10 @@ pub(crate) fn optional_id(field: &'static str, id: &str) -> Result<(), RequestEr
     if id.is_empty() || is_valid_id(id) {
         Ok(())
     } else {
-        Err(invalid(field, "must match [A-Za-z0-9._:-]{1,128}"))
+        Err(invalid(
+            field,
+            "must match [A-Za-z0-9._:-]{1,128} and not be `.` or `..`",
+        ))
     }
 }
 

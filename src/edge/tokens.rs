@@ -61,7 +61,12 @@ impl TokenAuth {
                     failing = false;
                     let mut current = shared.write().unwrap_or_else(|poison| poison.into_inner());
                     if *current != tokens {
-                        tracing::info!(file = %path.display(), tokens = tokens.len(), "reloaded the token file");
+                        if tokens.is_empty() {
+                            // As loud as at start-up: from now on every call is refused.
+                            tracing::warn!(file = %path.display(), "reloaded the token file; it holds no tokens, so every call will be refused");
+                        } else {
+                            tracing::info!(file = %path.display(), tokens = tokens.len(), "reloaded the token file");
+                        }
                         *current = tokens;
                     }
                 }

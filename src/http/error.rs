@@ -97,6 +97,14 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// A request for a host this server does not answer for (`Host` check):
+/// 421 Misdirected Request, with the error body of `INVALID_ARGUMENT`.
+pub(super) fn misdirected(message: String) -> Response {
+    let mut response = HttpError(Failure::new(Code::InvalidArgument, message)).into_response();
+    *response.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 mod assets;
 mod auth;
 mod error;
+mod host;
 mod json;
 pub(crate) mod query;
 mod routes;
@@ -19,11 +20,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::edge::{Limits, StreamCounter, TokenAuth};
 use crate::sessions::SessionManager;
+pub(crate) use host::AllowedHosts;
 
 /// How often an idle SSE stream gets a `:keep-alive` comment.
 pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -36,6 +36,7 @@ pub(crate) struct HttpEdge {
     streams: Arc<StreamCounter>,
     auth: TokenAuth,
     keep_alive: Duration,
+    allowed_hosts: AllowedHosts,
 }
 
 impl HttpEdge {
@@ -53,6 +54,7 @@ impl HttpEdge {
             streams,
             auth,
             keep_alive: DEFAULT_KEEP_ALIVE,
+            allowed_hosts: AllowedHosts::new(None, &[]),
         }
     }
 
@@ -62,10 +64,18 @@ impl HttpEdge {
         self
     }
 
+    /// Without tokens, requests must name one of `allowed_hosts` in `Host`.
+    pub(crate) fn with_allowed_hosts(mut self, allowed_hosts: AllowedHosts) -> Self {
+        self.allowed_hosts = allowed_hosts;
+        self
+    }
+
     /// Every route: the console's files without a token, `/api/...` with
-    /// one when the server has tokens.
+    /// one when the server has tokens; without tokens, every request must
+    /// name an allowed host.
     pub(crate) fn router(self) -> Router {
         let auth = self.auth.clone();
+        let hosts = (self.allowed_hosts.clone(), auth.clone());
         let reads = Router::new()
             .route("/api/v1/sessions", get(routes::list))
             .route("/api/v1/sessions/{id}", get(routes::get))
@@ -82,19 +92,7 @@ impl HttpEdge {
             .merge(streams)
             .merge(reads)
             .fallback(routes::unknown_route)
+            .layer(from_fn_with_state(hosts, host::check))
             .with_state(self)
     }
-}
-
-/// Serves `router` on `listener` until `stop`; then stops accepting and
-/// returns once open requests have finished (SSE streams end when the
-/// rules shut down, which the server does before cancelling `stop`).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }

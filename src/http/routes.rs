@@ -1,8 +1,9 @@
 //! The JSON read routes: each handler parses the query, calls the rules,
 //! and renders the answer, as the gRPC handlers do.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -22,6 +23,29 @@ pub(super) fn json_response(body: &impl Serialize) -> Response {
             tracing::error!(error = %err, "cannot render a JSON answer");
             HttpError::from(Failure::new(Code::Internal, "cannot render the answer"))
                 .into_response()
+        }
+    }
+}
+
+/// The `{id}` of a session's route, percent-decoded. A path that does not
+/// decode (`%FF`) gets the JSON error of any other bad request instead of
+/// axum's plain-text one.
+#[derive(Debug)]
+pub(super) struct SessionPath(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(rejection) => Err(HttpError::from(Failure::new(
+                Code::InvalidArgument,
+                format!(
+                    "the session id in the path is not valid: {}",
+                    rejection.body_text()
+                ),
+            ))),
         }
     }
 }
@@ -46,7 +70,7 @@ pub(super) async fn list(
 /// `GET /api/v1/sessions/{id}`.
 pub(super) async fn get(
     State(edge): State<HttpEdge>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, HttpError> {
     query::Params::parse(raw.as_deref(), &[])?;
@@ -57,7 +81,7 @@ pub(super) async fn get(
 /// `GET /api/v1/sessions/{id}/entries`.
 pub(super) async fn entries(
     State(edge): State<HttpEdge>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, HttpError> {
     let read = query::read_query(&id, raw.as_deref(), &edge.limits)?;

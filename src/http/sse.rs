@@ -15,7 +15,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ use super::HttpEdge;
 use super::error::{ErrorBody, HttpError};
 use super::json::{self, BatchJson, CaughtUpJson, SessionEventJson, SessionJson};
 use super::query;
+use super::routes::SessionPath;
 
 /// How soon a browser reconnects after a dropped stream (its default is
 /// a few seconds; a resumed follow loses nothing either way).
@@ -38,7 +39,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// `GET /api/v1/sessions/{id}/follow`.
 pub(super) async fn follow(
     State(edge): State<HttpEdge>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {

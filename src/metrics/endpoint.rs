@@ -1,4 +1,4 @@
-//! The `--metrics-listen` HTTP server: `GET /metrics` (OpenMetrics text)
+//! The routes of the `--metrics-listen` HTTP server: `GET /metrics` (OpenMetrics text)
 //! and `GET /healthz` (200 while serving, 503 once shutdown began). It
 //! reads state through a snapshot function, so it depends on no layer.
 
@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Snapshot;
@@ -24,26 +23,22 @@ struct Shared {
     stopping: CancellationToken,
 }
 
-/// Serves until `stop` is cancelled; `/healthz` fails from when `stopping`
-/// is (shutdown began) so load balancers move away while calls drain.
-/// `snapshot` runs on a blocking thread at each scrape (it may read the disk).
-pub(crate) async fn serve(
-    listener: TcpListener,
+/// The routes; `/healthz` fails from when `stopping` is cancelled
+/// (shutdown began) so load balancers move away while calls drain.
+/// `snapshot` runs on a blocking thread at each scrape (it may read the
+/// disk).
+pub(crate) fn router(
     snapshot: impl Fn() -> Snapshot + Send + Sync + 'static,
     stopping: CancellationToken,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
+) -> Router {
     let shared = Shared {
         snapshot: Arc::new(snapshot),
         stopping,
     };
-    let app = Router::new()
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+        .with_state(shared)
 }
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {

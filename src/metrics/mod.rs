@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-pub(crate) use endpoint::serve;
+pub(crate) use endpoint::router;
 
 /// A label set of one `reason`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +71,7 @@ pub(crate) struct Metrics {
     forward_lag_entries: Family<Target, Gauge>,
     forward_lag_seconds: Family<Target, Gauge<f64, std::sync::atomic::AtomicU64>>,
     forward_pruned_unforwarded: Counter,
+    connections_closed: Family<Outcome, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -108,6 +109,7 @@ impl Metrics {
             forward_lag_entries: Family::default(),
             forward_lag_seconds: Family::default(),
             forward_pruned_unforwarded: Counter::default(),
+            connections_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -205,6 +207,11 @@ impl Metrics {
             "Ended sessions retention removed before every forwarding target had them (the store was over --retention-max-bytes)",
             metrics.forward_pruned_unforwarded.clone(),
         );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed early, by result: over_cap (their listener was at --max-connections) or handshake_timeout (no first bytes within --handshake-timeout)",
+            metrics.connections_closed.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -251,6 +258,22 @@ impl Metrics {
     /// labelled `lease_expired`).
     pub(crate) fn liveness_ended(&self, reason: &str) {
         self.liveness_endings.get_or_create(&label(reason)).inc();
+    }
+
+    /// A new connection was closed at once: its listener was full.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_closed
+            .get_or_create(&Outcome { result: "over_cap" })
+            .inc();
+    }
+
+    /// A connection sent nothing usable within the handshake timeout.
+    pub(crate) fn handshake_timed_out(&self) {
+        self.connections_closed
+            .get_or_create(&Outcome {
+                result: "handshake_timeout",
+            })
+            .inc();
     }
 
     /// A session removed by retention (`max age` is labelled `max_age`).

@@ -1,7 +1,10 @@
 //! Where the server accepts: `--listen` addresses, bound before anything
-//! serves (port 0 works), and the HTTP listeners beside them.
+//! serves (port 0 works), and the HTTP listeners beside them. A Unix
+//! listener replaces only a stale socket at its path (never a file,
+//! directory or symlink) and removes its own socket when it goes, if the
+//! path still holds that socket.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -53,12 +56,40 @@ impl std::fmt::Display for ListenAddr {
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, SocketFile),
+}
+
+/// The socket file of a bound Unix listener, removed when this is dropped
+/// unless something else has taken its path since.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    /// The socket's device and inode, as bound.
+    identity: (u64, u64),
+}
+
+impl SocketFile {
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|metadata| {
+            metadata.file_type().is_socket() && (metadata.dev(), metadata.ino()) == self.identity
+        });
+        if ours && let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %err, "cannot remove the socket file");
+        }
+    }
 }
 
 impl Listener {
-    /// Binds `addr`. A Unix socket path left by a dead server is replaced;
-    /// one a live server answers on is not.
+    /// Binds `addr`. A Unix socket left by a dead server is replaced; one
+    /// a live server answers on is not, and anything else at the path (a
+    /// file, a directory, a symlink) is an error.
     pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Self> {
         Self::bind_with_mode(addr, DEFAULT_UNIX_SOCKET_MODE).await
     }
@@ -77,9 +108,16 @@ impl Listener {
                 remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path)
                     .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+                let metadata = std::fs::symlink_metadata(path)
+                    .with_context(|| format!("cannot inspect unix:{}", path.display()))?;
+                // From here on, dropping it removes the socket.
+                let socket = SocketFile {
+                    path: path.clone(),
+                    identity: (metadata.dev(), metadata.ino()),
+                };
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))
                     .with_context(|| format!("cannot set the mode of unix:{}", path.display()))?;
-                Ok(Self::Unix(listener, path.clone()))
+                Ok(Self::Unix(listener, socket))
             }
         }
     }
@@ -91,14 +129,36 @@ impl Listener {
                 |err| format!("tcp (unknown: {err})"),
                 |addr| addr.to_string(),
             ),
-            Self::Unix(_, path) => format!("unix:{}", path.display()),
+            Self::Unix(_, socket) => format!("unix:{}", socket.path.display()),
         }
     }
 }
 
+/// Removes a socket nothing answers on at `path`; refuses to touch
+/// anything that is not a socket (the path itself, not a symlink's target).
 async fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
-    if tokio::fs::symlink_metadata(path).await.is_err() {
-        return Ok(());
+    let metadata = match tokio::fs::symlink_metadata(path).await {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot inspect unix:{}", path.display()));
+        }
+    };
+    let kind = metadata.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_symlink() {
+            "a symlink"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_file() {
+            "a regular file"
+        } else {
+            "not a socket"
+        };
+        anyhow::bail!(
+            "unix:{} is {what}; refusing to replace it with a socket (remove it or choose another path)",
+            path.display()
+        );
     }
     if tokio::net::UnixStream::connect(path).await.is_ok() {
         anyhow::bail!("unix:{} is in use by a running server", path.display());

@@ -15,10 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
@@ -26,6 +24,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth};
+use crate::connections::{self, ListenerGate};
 use crate::edge::StreamCounter;
 use crate::forward::{self, Forwarding};
 use crate::http::{self, HttpEdge};
@@ -37,9 +36,10 @@ use crate::sessions::SessionManager;
 use crate::store::Store;
 use crate::store::durability::Durability;
 
-pub use listener::{ListenAddr, Listener, Listeners};
+pub use listener::{ListenAddr, Listener, Listeners, SocketFile};
 pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
 // The types `ServerSettings` is made of.
+pub use crate::connections::ConnectionSettings;
 pub use crate::edge::Limits;
 pub use crate::forward::ForwardSettings;
 pub use crate::sessions::RetentionPolicy;
@@ -65,6 +65,8 @@ pub struct Server {
     streams: Arc<StreamCounter>,
     metrics_listener: Option<TcpListener>,
     http_listener: Option<TcpListener>,
+    /// The cap on open connections of each listener.
+    max_connections: usize,
     forwarding: Forwarding,
 }
 
@@ -79,13 +81,17 @@ impl Server {
             None => TokenAuth::disabled(),
         };
         let tls = settings.tls.as_ref().map(TlsFiles::load).transpose()?;
+        let max_connections = max_connections(&settings.connections, &listeners);
+        let keepalive = &settings.connections;
         let mut grpc = Vec::with_capacity(listeners.grpc.len());
         for listener in listeners.grpc {
-            let mut transport = tonic::transport::Server::builder();
+            let mut transport = tonic::transport::Server::builder()
+                .http2_keepalive_interval(keepalive.http2_keepalive_interval)
+                .http2_keepalive_timeout(Some(keepalive.http2_keepalive_timeout));
             // TLS guards the network; a Unix socket is guarded by its mode.
             if let (Some(tls), Listener::Tcp(_)) = (&tls, &listener) {
                 transport = transport
-                    .tls_config(tls.clone())
+                    .tls_config(tls.clone().timeout(keepalive.handshake_timeout))
                     .context("the TLS settings are not usable")?;
             }
             grpc.push((transport, listener));
@@ -144,6 +150,7 @@ impl Server {
             streams,
             metrics_listener: listeners.metrics,
             http_listener: listeners.http,
+            max_connections,
             forwarding,
         })
     }
@@ -164,22 +171,22 @@ impl Server {
         set_health(&health, ServingStatus::Serving).await;
         let stop_accepting = CancellationToken::new();
         let mut servers = JoinSet::new();
+        // Removed when dropped, after the drain and the final flush.
+        let mut socket_files = Vec::new();
         for (transport, listener) in std::mem::take(&mut self.grpc) {
             tracing::info!(listen = %listener.local_addr(), "serving");
             let server = transport.layer(GuardLayer).add_routes(routes.clone());
             let stop = stop_accepting.clone().cancelled_owned();
+            let gate = ListenerGate::new(listener.local_addr(), self.max_connections);
+            let settings = self.settings.connections.clone();
             match listener {
                 Listener::Tcp(listener) => {
-                    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                        let stream = accepted?;
-                        // Small frames (a follower's batch) must not wait for Nagle.
-                        stream.set_nodelay(true)?;
-                        Ok::<_, std::io::Error>(stream)
-                    });
+                    let incoming = connections::incoming(listener, gate, settings);
                     servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
                 }
-                Listener::Unix(listener, _) => {
-                    let incoming = UnixListenerStream::new(listener);
+                Listener::Unix(listener, socket_file) => {
+                    socket_files.push(socket_file);
+                    let incoming = connections::incoming(listener, gate, settings);
                     servers.spawn(server.serve_with_incoming_shutdown(incoming, stop));
                 }
             }
@@ -211,7 +218,9 @@ impl Server {
         if let Some(metrics_server) = metrics_server {
             report("the metrics server", metrics_server.await);
         }
-        self.close(drained).await
+        let closed = self.close(drained).await;
+        drop(socket_files);
+        closed
     }
 
     /// `/metrics` and `/healthz`, when a listener was given.
@@ -233,12 +242,8 @@ impl Server {
                 store_bytes: store.size_on_disk().ok(),
             }
         };
-        Some(tokio::spawn(metrics::serve(
-            listener,
-            snapshot,
-            not_serving.clone(),
-            stop.clone(),
-        )))
+        let router = metrics::router(snapshot, not_serving.clone());
+        Some(self.spawn_router(listener, router, stop))
     }
 
     /// The HTTP edge, when a listener was given.
@@ -251,12 +256,29 @@ impl Server {
             self.streams.clone(),
             self.auth.clone(),
         )
-        .with_keep_alive(self.settings.sse_keep_alive);
-        Some(tokio::spawn(http::serve(
-            listener,
-            edge.router(),
-            stop.clone(),
-        )))
+        .with_keep_alive(self.settings.sse_keep_alive)
+        .with_allowed_hosts(http::AllowedHosts::new(
+            listener.local_addr().ok().map(|addr| addr.ip()),
+            &self.settings.http_allowed_hosts,
+        ));
+        Some(self.spawn_router(listener, edge.router(), stop))
+    }
+
+    /// Serves `router` on `listener` under the connection settings until
+    /// `stop`.
+    fn spawn_router(
+        &self,
+        listener: TcpListener,
+        router: axum::Router,
+        stop: &CancellationToken,
+    ) -> JoinHandle<std::io::Result<()>> {
+        let gate = ListenerGate::new(listener::display_addr(&listener), self.max_connections);
+        let settings = self.settings.connections.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let incoming = connections::incoming(listener, gate, settings.clone());
+            connections::serve_http(incoming, router, &settings, stop).await
+        })
     }
 
     /// After the drain: stops the flusher, saves the active sessions'
@@ -341,6 +363,21 @@ where
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// The cap per listener: the one given, or one that leaves descriptors
+/// for the store whatever the listeners' connections (raising the soft
+/// open-file limit first).
+fn max_connections(settings: &ConnectionSettings, listeners: &Listeners) -> usize {
+    let open_files = connections::raise_open_file_limit();
+    let count = listeners.grpc.len()
+        + usize::from(listeners.http.is_some())
+        + usize::from(listeners.metrics.is_some());
+    let max_connections = settings
+        .max_connections
+        .unwrap_or_else(|| connections::default_max_connections(open_files, count));
+    tracing::info!(open_files, max_connections, "connections per listener");
+    max_connections
 }
 
 /// Opens the store, starts its flusher and loads every session.

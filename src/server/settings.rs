@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::connections::ConnectionSettings;
 use crate::edge::Limits;
 use crate::forward::ForwardSettings;
 use crate::http;
@@ -33,6 +34,11 @@ pub struct ServerSettings {
     pub auth_token_file: Option<PathBuf>,
     /// The mode of Unix sockets this server creates.
     pub unix_socket_mode: u32,
+    /// Connection caps, deadlines and keepalive, for every listener.
+    pub connections: ConnectionSettings,
+    /// Names besides `localhost` and the listener's address that HTTP
+    /// requests may give in `Host` when the server has no tokens.
+    pub http_allowed_hosts: Vec<String>,
     /// TLS for TCP listeners; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
     /// OTLP endpoints every entry is forwarded to (none by default).
@@ -83,6 +89,8 @@ impl ServerSettings {
             limits: Limits::default(),
             auth_token_file: None,
             unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,
+            connections: ConnectionSettings::default(),
+            http_allowed_hosts: Vec::new(),
             tls: None,
             forward: ForwardSettings::default(),
             sse_keep_alive: http::DEFAULT_KEEP_ALIVE,

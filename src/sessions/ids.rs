@@ -7,9 +7,12 @@ use std::time::SystemTime;
 /// The longest accepted session id.
 pub(crate) const MAX_ID_LEN: usize = 128;
 
-/// Whether `id` matches `[A-Za-z0-9._:-]{1,128}`.
+/// Whether `id` matches `[A-Za-z0-9._:-]{1,128}` and is not `.` or `..`.
 pub(crate) fn is_valid_id(id: &str) -> bool {
+    // `.` and `..` would name another path in an HTTP route or a file.
     (1..=MAX_ID_LEN).contains(&id.len())
+        && id != "."
+        && id != ".."
         && id
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
@@ -50,6 +53,9 @@ mod tests {
     #[test]
     fn rejects_empty_long_and_foreign_ids() {
         assert!(!is_valid_id(""));
+        assert!(!is_valid_id("."));
+        assert!(!is_valid_id(".."));
+        assert!(is_valid_id("..."));
         assert!(!is_valid_id(&"a".repeat(MAX_ID_LEN + 1)));
         assert!(!is_valid_id("a/b"));
         assert!(!is_valid_id("a b"));

@@ -112,3 +112,47 @@ async fn tokens_never_reach_the_log_even_at_trace_level() {
         "a refused token was logged"
     );
 }
+
+/// Emptying the token file while serving refuses every call from then on:
+/// a warning, as at start-up, not an info line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_emptied_while_serving_is_a_warning() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "some-token\n").expect("tokens");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["serve", "--log-format", "json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.path().join("s.sock").display()))
+        .arg("--auth-token-file")
+        .arg(&tokens)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut next_log = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a log line in time")
+            .expect("read stderr")
+            .expect("the server is running");
+        serde_json::from_str(&line).expect("a JSON log line")
+    };
+    while next_log().await["fields"]["message"] != "serving" {}
+    std::fs::write(&tokens, "").expect("empty the token file");
+    let reloaded = loop {
+        let log = next_log().await;
+        let message = log["fields"]["message"].as_str().unwrap_or_default();
+        if message.starts_with("reloaded the token file") {
+            break log;
+        }
+    };
+    assert_eq!(reloaded["level"], "WARN", "{reloaded}");
+    process::sigterm(&child);
+    assert!(child.wait().await.expect("reaped").success());
+}

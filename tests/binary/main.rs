@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod crash;
+mod descriptors;
 mod forward_crash;
 mod metrics;
 mod run;

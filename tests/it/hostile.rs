@@ -423,3 +423,57 @@ async fn too_many_follow_streams_are_refused_with_retry_info() {
     assert!(reopened.is_some(), "a closed stream frees its slot");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn dot_session_ids_are_refused_by_every_call() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for id in [".", ".."] {
+        let started = client
+            .start_session(pb::StartSessionRequest {
+                session_id: id.to_owned(),
+                app_name: "dots".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("start refused");
+        assert_eq!(started.code(), Code::InvalidArgument, "{id}");
+        let appended = client
+            .append(pb::AppendRequest {
+                session_id: id.to_owned(),
+                entries: vec![entry("x")],
+                ..Default::default()
+            })
+            .await
+            .expect_err("append refused");
+        assert_eq!(appended.code(), Code::InvalidArgument, "{id}");
+        let got = client
+            .get_session(pb::GetSessionRequest {
+                session_id: id.to_owned(),
+            })
+            .await
+            .expect_err("get refused");
+        assert_eq!(got.code(), Code::InvalidArgument, "{id}");
+        let read = client
+            .read(pb::ReadRequest {
+                session_id: id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("read refused");
+        assert_eq!(read.code(), Code::InvalidArgument, "{id}");
+    }
+    // Dots inside an id stay valid.
+    let id = client
+        .start_session(pb::StartSessionRequest {
+            session_id: "...".to_owned(),
+            app_name: "dots".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("three dots are an id")
+        .into_inner()
+        .id;
+    assert_eq!(id, "...");
+    server.shutdown().await;
+}

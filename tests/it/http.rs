@@ -572,3 +572,79 @@ async fn the_console_is_served_with_its_security_and_cache_headers() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_tokens_only_this_servers_names_are_served() {
+    let server = TestServer::builder()
+        .http()
+        .configure(|settings| settings.http_allowed_hosts = vec!["logs.internal".to_owned()])
+        .start()
+        .await;
+    let addr = http(&server);
+    let with_host = |host: &'static str| [("Host", host)];
+    // A page on a rebound name reaches the loopback address with its own
+    // name in `Host`.
+    for host in ["rebind.example", "rebind.example:8080", "10.1.2.3"] {
+        let refused = get(addr, "/api/v1/sessions", &with_host(host)).await;
+        assert_eq!(
+            (refused.status, refused.error_code().as_str()),
+            (421, "INVALID_ARGUMENT"),
+            "{host}"
+        );
+        assert_eq!(get(addr, "/", &with_host(host)).await.status, 421);
+    }
+    for host in [
+        "localhost",
+        "localhost:1234",
+        "127.0.0.1",
+        "logs.internal:80",
+    ] {
+        let served = get(addr, "/api/v1/sessions", &with_host(host)).await;
+        assert_eq!(served.status, 200, "{host}: {}", served.body);
+    }
+    // The address the console is loaded from, as a browser sends it.
+    assert_eq!(get(addr, "/", &[]).await.status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_tokens_the_host_is_not_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "sekrit\n").expect("token file");
+    let server = TestServer::builder()
+        .http()
+        .configure(|settings| settings.auth_token_file = Some(tokens.clone()))
+        .start()
+        .await;
+    let addr = http(&server);
+    let headers = [
+        ("Host", "proxy.example"),
+        ("Authorization", "Bearer sekrit"),
+    ];
+    assert_eq!(get(addr, "/api/v1/sessions", &headers).await.status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn paths_that_do_not_decode_and_dot_ids_get_json_errors() {
+    let server = TestServer::builder().http().start().await;
+    let addr = http(&server);
+    for path in [
+        "/api/v1/sessions/%FF",
+        "/api/v1/sessions/%FF/entries",
+        "/api/v1/sessions/%FF/follow",
+        "/api/v1/sessions/./entries",
+        "/api/v1/sessions/%2E%2E",
+        "/api/v1/sessions/%2e/follow",
+    ] {
+        let answer = get(addr, path, &[]).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (400, "INVALID_ARGUMENT"),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    server.shutdown().await;
+}

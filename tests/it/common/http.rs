@@ -45,7 +45,15 @@ impl Answer {
 
 async fn send(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n");
+    let mut request = format!("GET {path} HTTP/1.0\r\n");
+    // The server's own address, as a browser would send it, unless the
+    // test gives its own.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
