@@ -40,6 +40,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_DATA_DIR", default_value = "./sessionlog-data")]
     pub data_dir: PathBuf,
 
+    /// How long a flush may take: an append waiting on it (`--fsync
+    /// always`) fails with UNAVAILABLE after that, and shutdown gives up on
+    /// the final flush (and exits non-zero).
+    #[arg(long, env = "SESSIONLOG_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub flush_timeout: Duration,
+
     /// When appends reach the disk: `always` (Append returns after its batch
     /// is flushed; concurrent appends share one flush), `interval` (flushed
     /// every --flush-interval) or `never` (left to sled and the OS).
@@ -288,6 +294,7 @@ impl From<&ServeConfig> for ServerSettings {
     fn from(config: &ServeConfig) -> Self {
         Self {
             store: config.store_options(),
+            flush_timeout: config.flush_timeout,
             fsync: config.fsync_policy(),
             shutdown_grace: config.shutdown_grace,
             liveness_interval: config.liveness_interval,

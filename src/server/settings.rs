@@ -21,6 +21,9 @@ pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub store: StoreOptions,
+    /// The longest a flush may take: an append waiting on it fails with
+    /// UNAVAILABLE after that, and so does the final flush at shutdown.
+    pub flush_timeout: Duration,
     pub fsync: FsyncPolicy,
     pub shutdown_grace: Duration,
     pub liveness_interval: Duration,
@@ -74,6 +77,7 @@ impl ServerSettings {
     pub fn new(store: StoreOptions, fsync: FsyncPolicy) -> Self {
         Self {
             store,
+            flush_timeout: crate::store::durability::DEFAULT_FLUSH_TIMEOUT,
             fsync,
             shutdown_grace: Duration::from_secs(10),
             liveness_interval: Duration::from_secs(5),

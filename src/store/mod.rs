@@ -12,6 +12,7 @@ mod cursors;
 mod data_dir;
 pub(crate) mod durability;
 mod entry;
+mod health;
 mod keys;
 mod log;
 mod query;
@@ -26,6 +27,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 pub use entry::NewEntry;
+pub(crate) use health::StoreHealth;
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
@@ -67,6 +69,12 @@ pub enum StoreError {
     LogDropped,
     #[error("a storage task failed: {detail}")]
     TaskFailed { detail: String },
+    /// A write failed earlier, or a flush is stuck: see `health`.
+    #[error("the store takes no writes after a storage failure: {reason}")]
+    Failed { reason: String },
+    /// A flush an append waits for did not finish in time.
+    #[error("the flush did not finish within {timeout:?}")]
+    FlushTimedOut { timeout: std::time::Duration },
 }
 
 impl From<sled::Error> for StoreError {
@@ -126,6 +134,7 @@ pub struct LoadedSession {
 pub struct Store {
     db: sled::Db,
     sessions: sled::Tree,
+    health: StoreHealth,
 }
 
 impl Store {
@@ -145,7 +154,23 @@ impl Store {
             .open()?;
         check_format(&db, &options.path, existing)?;
         let sessions = db.open_tree(SESSIONS_TREE)?;
-        Ok(Self { db, sessions })
+        Ok(Self {
+            db,
+            sessions,
+            health: StoreHealth::default(),
+        })
+    }
+
+    /// Whether the store still takes writes, shared by every clone.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// Runs a write: refused at once when the store has failed, and an I/O
+    /// failure of `write` fails the store (see `health`).
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.check()?;
+        self.health.after_write(write())
     }
 
     /// Every stored session with its counters. Also drops log trees left
@@ -220,30 +245,36 @@ impl Store {
             batch.insert(record.id.as_bytes(), record.encode_to_vec());
             saved += 1;
         }
-        self.sessions.apply_batch(batch)?;
-        self.db.insert(CLEAN_SHUTDOWN_KEY, mark.as_slice())?;
-        Ok(saved)
+        self.write(|| {
+            self.sessions.apply_batch(batch)?;
+            self.db.insert(CLEAN_SHUTDOWN_KEY, mark.as_slice())?;
+            Ok(saved)
+        })
     }
 
     /// Stores a new session's record and opens its log, or returns `None`
     /// when a session with this id already exists.
     pub fn create_session(&self, record: &StoredSession) -> Result<Option<LogTree>, StoreError> {
-        let created = self.sessions.compare_and_swap(
-            record.id.as_bytes(),
-            None::<&[u8]>,
-            Some(record.encode_to_vec()),
-        )?;
-        if created.is_err() {
-            return Ok(None);
-        }
-        self.open_log(&record.id).map(Some)
+        self.write(|| {
+            let created = self.sessions.compare_and_swap(
+                record.id.as_bytes(),
+                None::<&[u8]>,
+                Some(record.encode_to_vec()),
+            )?;
+            if created.is_err() {
+                return Ok(None);
+            }
+            self.open_log(&record.id).map(Some)
+        })
     }
 
     /// Replaces a session's record.
     pub fn put_session(&self, record: &StoredSession) -> Result<(), StoreError> {
-        self.sessions
-            .insert(record.id.as_bytes(), record.encode_to_vec())?;
-        Ok(())
+        self.write(|| {
+            self.sessions
+                .insert(record.id.as_bytes(), record.encode_to_vec())?;
+            Ok(())
+        })
     }
 
     /// The log tree of a session.
@@ -251,7 +282,7 @@ impl Store {
         let tree = self
             .db
             .open_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
-        Ok(LogTree::new(tree))
+        Ok(LogTree::new(tree, self.health.clone()))
     }
 
     /// Appends the end entry and stores the ended record (with the final
@@ -268,7 +299,8 @@ impl Store {
         let (batch, next) = log.prepare(counters, vec![NewEntry::Decoded(end_entry)], None, now)?;
         record.final_counters = Some(next);
         let record_bytes = record.encode_to_vec();
-        (&self.sessions, log.tree())
+        self.health.check()?;
+        let ended = (&self.sessions, log.tree())
             .transaction(|(sessions, log)| {
                 log.apply_batch(&batch)?;
                 sessions.insert(record.id.as_bytes(), record_bytes.as_slice())?;
@@ -279,23 +311,47 @@ impl Store {
                 sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
                     detail: "the end-session transaction aborted".to_owned(),
                 },
-            })?;
+            });
+        self.health.after_write(ended)?;
         Ok(next)
     }
 
     /// Removes a session's record, then its log. A crash in between leaves
     /// an orphan log that `load_sessions` drops; never a record without log.
     pub fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
-        self.sessions.remove(session_id.as_bytes())?;
-        self.db
-            .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
-        Ok(())
+        self.write(|| {
+            self.sessions.remove(session_id.as_bytes())?;
+            self.db
+                .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+            Ok(())
+        })
     }
 
-    /// Writes every dirty buffer and fsyncs. Blocking.
+    /// Writes every dirty buffer and fsyncs. Blocking; refused once the
+    /// store has failed, since sled's flush would then never return.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.write(|| {
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Whether this database can still be dropped, after the store failed:
+    /// a flush that returns (with sled's sticky error, usually) shows sled
+    /// is poisoned but not wedged, and dropping it does no I/O; one that
+    /// does not return within `timeout` means sled's own shutdown flush
+    /// would hang too. Blocking, up to `timeout`; the probe thread is left
+    /// behind when it hangs.
+    pub fn can_drop_after_failure(&self, timeout: std::time::Duration) -> bool {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let db = self.db.clone();
+        let probe = std::thread::Builder::new()
+            .name("sled-probe".to_owned())
+            .spawn(move || {
+                let _ = db.flush();
+                let _ = done_tx.send(());
+            });
+        probe.is_ok() && done_rx.recv_timeout(timeout).is_ok()
     }
 
     /// Bytes sled occupies on disk.

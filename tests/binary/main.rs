@@ -9,4 +9,5 @@ mod crash;
 mod forward_crash;
 mod metrics;
 mod run;
+mod storage_failure;
 mod tls;
