@@ -43,8 +43,8 @@ pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
 pub use crate::edge::Limits;
 pub use crate::forward::ForwardSettings;
 pub use crate::sessions::RetentionPolicy;
-pub use crate::store::StoreOptions;
 pub use crate::store::durability::FsyncPolicy;
+pub use crate::store::{ForeignOwner, StoreOptions};
 
 /// The gRPC name health reports for the main service.
 pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
@@ -414,7 +414,8 @@ async fn open_store(
     settings: &ServerSettings,
 ) -> anyhow::Result<(Store, Durability, Option<JoinHandle<()>>, SessionManager)> {
     let store_options = settings.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_options))
+    let foreign = settings.foreign_store_owner;
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&store_options, foreign))
         .await?
         .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
     let (durability, flusher) =

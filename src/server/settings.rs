@@ -11,8 +11,8 @@ use crate::edge::Limits;
 use crate::forward::ForwardSettings;
 use crate::http;
 use crate::sessions::RetentionPolicy;
-use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
+use crate::store::{ForeignOwner, StoreOptions};
 
 /// Unix sockets are owner and group only unless configured otherwise.
 pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
@@ -21,6 +21,8 @@ pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub store: StoreOptions,
+    /// Whether a data dir owned by another user may be used.
+    pub foreign_store_owner: ForeignOwner,
     /// The longest a flush may take: an append waiting on it fails with
     /// UNAVAILABLE after that, and so does the final flush at shutdown.
     pub flush_timeout: Duration,
@@ -77,6 +79,7 @@ impl ServerSettings {
     pub fn new(store: StoreOptions, fsync: FsyncPolicy) -> Self {
         Self {
             store,
+            foreign_store_owner: ForeignOwner::Refuse,
             flush_timeout: crate::store::durability::DEFAULT_FLUSH_TIMEOUT,
             fsync,
             shutdown_grace: Duration::from_secs(10),

@@ -26,6 +26,7 @@ use prost::Message;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
+pub use data_dir::ForeignOwner;
 pub use entry::NewEntry;
 pub(crate) use health::StoreHealth;
 pub(crate) use keys::MAX_SEQ;
@@ -138,11 +139,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates, owner-only) the database at `options.path`.
+    /// Opens (or creates, owner-only) the database at `options.path`,
+    /// refusing a data dir owned by another user.
     /// Blocking: call on the blocking pool, like every method here.
     pub fn open(options: &StoreOptions) -> Result<Self, StoreError> {
+        Self::open_with(options, ForeignOwner::Refuse)
+    }
+
+    /// `open`, saying whether a data dir owned by another user may be used.
+    pub fn open_with(options: &StoreOptions, foreign: ForeignOwner) -> Result<Self, StoreError> {
         // A store whose sled files exist must come back with its marker key.
-        let existing = data_dir::prepare(&options.path)? && options.path.join("db").exists();
+        let existing =
+            data_dir::prepare(&options.path, foreign)? && options.path.join("db").exists();
         data_dir::ensure_unlocked(&options.path)?;
         let db = sled::Config::new()
             .path(&options.path)

@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod crash;
+mod foreign_owner;
 mod forward_crash;
 mod metrics;
 mod run;
