@@ -331,7 +331,10 @@ impl Server {
             }
         }
         let store = self.store.clone();
-        let flushing = tokio::task::spawn_blocking(move || store.flush());
+        let flushing = tokio::task::spawn_blocking(move || {
+            store.flush()?;
+            store.record_clean_shutdown()
+        });
         let flushed = match tokio::time::timeout(timeout, flushing).await {
             Ok(joined) => joined?.context("the final flush failed"),
             Err(_) => Err(anyhow::anyhow!(
@@ -415,16 +418,28 @@ async fn open_store(
 ) -> anyhow::Result<(Store, Durability, Option<JoinHandle<()>>, SessionManager)> {
     let store_options = settings.store.clone();
     let foreign = settings.foreign_store_owner;
-    let store = tokio::task::spawn_blocking(move || Store::open_with(&store_options, foreign))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        crate::store::without_panics(&store_options.path, || {
+            Store::open_with(&store_options, foreign)
+        })
+    })
+    .await?
+    .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
     let (durability, flusher) =
         Durability::start(store.clone(), settings.fsync, settings.flush_timeout);
     let loader_store = store.clone();
     let loader_durability = durability.clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || SessionManager::load(loader_store, loader_durability))
-            .await;
+    let dir = settings.store.path.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut loaded = None;
+        crate::store::without_panics(&dir, || {
+            loaded = Some(SessionManager::load(loader_store, loader_durability));
+            Ok(())
+        })
+        .map_err(crate::sessions::SessionError::from)?;
+        loaded.expect("set when `without_panics` returns Ok")
+    })
+    .await;
     let sessions = match loaded {
         Ok(Ok(sessions)) => Ok(sessions),
         Ok(Err(err)) => Err(anyhow::Error::new(err).context("cannot load the stored sessions")),

@@ -186,7 +186,7 @@ impl LogTree {
 }
 
 /// A block's entries with their seqs.
-fn block_entries(key: &[u8], value: &IVec) -> Result<Vec<RawEntry>, StoreError> {
+pub(super) fn block_entries(key: &[u8], value: &IVec) -> Result<Vec<RawEntry>, StoreError> {
     let first = keys::entry_seq(key).ok_or_else(|| StoreError::Corrupt {
         detail: "a block key is not a seq".to_owned(),
     })?;

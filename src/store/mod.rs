@@ -17,6 +17,7 @@ mod keys;
 mod log;
 mod query;
 pub mod schema;
+mod verify;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
 pub(crate) use query::{EntryFilter, Page, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
+pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
@@ -50,6 +52,10 @@ const UPGRADABLE_FROM: [&[u8]; 2] = [b"1", b"2"];
 /// by the next start-up before any write.
 const CLEAN_SHUTDOWN_KEY: &[u8] = b"sessionlog.clean-shutdown";
 const LOG_TREE_PREFIX: &str = "log/";
+/// Beside sled's files: the clean-shutdown mark, written after the final
+/// flush. A start-up that finds it while sled recovered no such mark knows
+/// sled lost part of its log (it reads damage as a torn end) and refuses.
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// What can go wrong below the rules: the disk, or what is on it.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +142,7 @@ pub struct Store {
     db: sled::Db,
     sessions: sled::Tree,
     health: StoreHealth,
+    path: PathBuf,
 }
 
 impl Store {
@@ -152,6 +159,9 @@ impl Store {
         let existing =
             data_dir::prepare(&options.path, foreign)? && options.path.join("db").exists();
         data_dir::ensure_unlocked(&options.path)?;
+        if existing {
+            verify::check_conf(&options.path)?;
+        }
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -166,6 +176,7 @@ impl Store {
             db,
             sessions,
             health: StoreHealth::default(),
+            path: options.path.clone(),
         })
     }
 
@@ -181,7 +192,9 @@ impl Store {
         self.health.after_write(write())
     }
 
-    /// Every stored session with its counters. Also drops log trees left
+    /// Every stored session with its counters, each checked against its log
+    /// (see `verify`): a damaged session fails the whole load, naming it.
+    /// Also drops log trees left
     /// without a record by a crash during delete. After a clean shutdown,
     /// active sessions' counters come from their records (reading each
     /// log's counters pulls a page of every active log into memory); the
@@ -189,6 +202,18 @@ impl Store {
     /// so no write can happen while it still stands.
     pub fn load_sessions(&self) -> Result<Vec<LoadedSession>, StoreError> {
         let mark = self.db.get(CLEAN_SHUTDOWN_KEY)?;
+        let mark_file = self.path.join(CLEAN_SHUTDOWN_FILE);
+        match std::fs::read(&mark_file) {
+            Ok(expected) if mark.as_deref() != Some(expected.as_slice()) => {
+                return Err(verify::damaged(
+                    &self.path,
+                    "sled recovered less than the last clean shutdown wrote",
+                ));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(StoreError::Io(err)),
+        }
         let mut loaded = Vec::new();
         let mut ids = HashSet::new();
         for item in self.sessions.iter() {
@@ -197,7 +222,9 @@ impl Store {
             let saved = record.shutdown_counters.take();
             let saved_under = std::mem::take(&mut record.shutdown_mark);
             let (counters, log) = if record.state() == State::Ended {
-                (record.final_counters.unwrap_or_default(), None)
+                let counters = record.final_counters.unwrap_or_default();
+                verify::check_log(&record.id, &self.open_log(&record.id)?, &counters)?;
+                (counters, None)
             } else {
                 let log = self.open_log(&record.id)?;
                 let trusted = mark
@@ -207,6 +234,7 @@ impl Store {
                     Some(saved) if trusted => saved,
                     _ => log.counters()?,
                 };
+                verify::check_log(&record.id, &log, &counters)?;
                 (counters, Some(log))
             };
             ids.insert(record.id.clone());
@@ -226,6 +254,13 @@ impl Store {
             }
         }
         if mark.is_some() {
+            // The file first: a crash between the two leaves a mark without
+            // a file, which is only a mark, never a false alarm.
+            match std::fs::remove_file(&mark_file) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(StoreError::Io(err)),
+            }
             self.db.remove(CLEAN_SHUTDOWN_KEY)?;
             self.db.flush()?;
         }
@@ -342,6 +377,23 @@ impl Store {
             self.db.flush()?;
             Ok(())
         })
+    }
+
+    /// After the final flush: copies the clean-shutdown mark, if this
+    /// shutdown set one, into a file beside sled's (see
+    /// `CLEAN_SHUTDOWN_FILE`), durably.
+    pub fn record_clean_shutdown(&self) -> Result<(), StoreError> {
+        let Some(mark) = self.db.get(CLEAN_SHUTDOWN_KEY)? else {
+            return Ok(());
+        };
+        let partial = self.path.join(format!("{CLEAN_SHUTDOWN_FILE}.partial"));
+        let mut file = std::fs::File::create(&partial).map_err(StoreError::Io)?;
+        std::io::Write::write_all(&mut file, &mark).map_err(StoreError::Io)?;
+        file.sync_all().map_err(StoreError::Io)?;
+        std::fs::rename(&partial, self.path.join(CLEAN_SHUTDOWN_FILE)).map_err(StoreError::Io)?;
+        std::fs::File::open(&self.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(StoreError::Io)
     }
 
     /// Whether this database can still be dropped, after the store failed:

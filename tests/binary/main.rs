@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod corruption;
 mod crash;
 mod foreign_owner;
 mod forward_crash;
