@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::edge::Limits;
 use crate::http;
-use crate::server::{ConnectionSettings, ListenAddr, ServerSettings, TlsFiles};
+use crate::server::{ConnectionSettings, ForeignOwner, ListenAddr, ServerSettings, TlsFiles};
 use crate::sessions::RetentionPolicy;
 use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
@@ -39,6 +39,19 @@ pub struct ServeConfig {
     /// The sled database directory (created owner-only when missing).
     #[arg(long, env = "SESSIONLOG_DATA_DIR", default_value = "./sessionlog-data")]
     pub data_dir: PathBuf,
+
+    /// Use a data dir owned by another user (refused otherwise). Its
+    /// directories then get a default ACL so the owner can read and write
+    /// every file this server creates there; without ACL support (or
+    /// without the right to set one) the dir is refused all the same.
+    #[arg(long, env = "SESSIONLOG_ALLOW_FOREIGN_STORE_OWNER")]
+    pub allow_foreign_store_owner: bool,
+
+    /// How long a flush may take: an append waiting on it (`--fsync
+    /// always`) fails with UNAVAILABLE after that, and shutdown gives up on
+    /// the final flush (and exits non-zero).
+    #[arg(long, env = "SESSIONLOG_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub flush_timeout: Duration,
 
     /// When appends reach the disk: `always` (Append returns after its batch
     /// is flushed; concurrent appends share one flush), `interval` (flushed
@@ -344,6 +357,12 @@ impl From<&ServeConfig> for ServerSettings {
     fn from(config: &ServeConfig) -> Self {
         Self {
             store: config.store_options(),
+            foreign_store_owner: if config.allow_foreign_store_owner {
+                ForeignOwner::Allow
+            } else {
+                ForeignOwner::Refuse
+            },
+            flush_timeout: config.flush_timeout,
             fsync: config.fsync_policy(),
             shutdown_grace: config.shutdown_grace,
             liveness_interval: config.liveness_interval,

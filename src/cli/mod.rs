@@ -135,6 +135,9 @@ fn parse_lease(text: &str) -> Result<prost_types::Duration, String> {
     prost_types::Duration::try_from(duration).map_err(|err| format!("`{text}`: {err}"))
 }
 
+/// How long exiting waits for blocking tasks still running.
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -164,6 +167,10 @@ pub fn main() -> ExitCode {
         }
         .map(|()| ExitCode::SUCCESS)
     });
+    // Dropping a runtime waits for every blocking task; one stuck in a
+    // storage call that cannot finish (see `store::StoreHealth`) must not
+    // keep the process from exiting.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(err) => {

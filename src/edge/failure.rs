@@ -112,7 +112,9 @@ impl From<RequestError> for Failure {
 }
 
 fn store_failure(err: &StoreError) -> Failure {
-    if !matches!(err, StoreError::LogDropped) {
+    // A failed store was logged once, when it failed; each call refused
+    // since adds nothing.
+    if !matches!(err, StoreError::LogDropped | StoreError::Failed { .. }) {
         log_internal(err);
     }
     match err {
@@ -133,6 +135,15 @@ fn store_failure(err: &StoreError) -> Failure {
         | StoreError::Locked { .. } => Failure::new(
             Code::Internal,
             "the storage engine failed; see the server log",
+        ),
+        StoreError::Failed { .. } => Failure::new(
+            Code::Unavailable,
+            "the server's storage failed and takes no writes until the server is restarted; \
+             retry later or against another instance",
+        ),
+        StoreError::FlushTimedOut { .. } => Failure::new(
+            Code::Unavailable,
+            "the write was not confirmed on disk in time; retry later with the same batch id",
         ),
         StoreError::TaskFailed { .. } => Failure::new(
             Code::Internal,

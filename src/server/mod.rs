@@ -43,8 +43,8 @@ pub use crate::connections::ConnectionSettings;
 pub use crate::edge::Limits;
 pub use crate::forward::ForwardSettings;
 pub use crate::sessions::RetentionPolicy;
-pub use crate::store::StoreOptions;
 pub use crate::store::durability::FsyncPolicy;
+pub use crate::store::{ForeignOwner, StoreOptions};
 
 /// The gRPC name health reports for the main service.
 pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
@@ -169,6 +169,10 @@ impl Server {
         // Nothing from here on can fail: report SERVING before the first
         // connection is accepted, so no client sees the service unknown.
         set_health(&health, ServingStatus::Serving).await;
+        let store_health = tokio::spawn(report_store_health(
+            self.store.health().clone(),
+            health.clone(),
+        ));
         let stop_accepting = CancellationToken::new();
         let mut servers = JoinSet::new();
         // Removed when dropped, after the drain and the final flush.
@@ -202,9 +206,21 @@ impl Server {
 
         shutdown.await;
         tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down");
+        store_health.abort();
         housekeeping.cancel();
-        for chore in chores {
-            let _ = chore.await;
+        // A chore stuck in a store call that cannot finish (a failed
+        // store) must not hold shutdown: it gets the grace period.
+        let chores_done = tokio::time::timeout(self.settings.shutdown_grace, async {
+            for chore in &mut chores {
+                let _ = chore.await;
+            }
+        })
+        .await;
+        if chores_done.is_err() {
+            tracing::warn!("background tasks did not stop within the grace period; leaving them");
+            for chore in &chores {
+                chore.abort();
+            }
         }
         set_health(&health, ServingStatus::NotServing).await;
         not_serving.cancel();
@@ -215,8 +231,11 @@ impl Server {
         self.sessions.begin_shutdown();
         let drained = drain(servers, http_server, self.settings.shutdown_grace).await;
         stop_metrics.cancel();
-        if let Some(metrics_server) = metrics_server {
-            report("the metrics server", metrics_server.await);
+        if let Some(mut metrics_server) = metrics_server {
+            match tokio::time::timeout(self.settings.shutdown_grace, &mut metrics_server).await {
+                Ok(finished) => report("the metrics server", finished),
+                Err(_) => metrics_server.abort(),
+            }
         }
         let closed = self.close(drained).await;
         drop(socket_files);
@@ -284,31 +303,70 @@ impl Server {
     /// After the drain: stops the flusher, saves the active sessions'
     /// counters (only when every call finished: a call cut off by the grace
     /// period may still be running on its connection's task), and flushes.
+    /// Each step is bounded by the flush timeout; a store that failed is
+    /// not flushed (sled's flush would never return) and the error says so.
     async fn close(self, drained: bool) -> anyhow::Result<()> {
+        let timeout = self.settings.flush_timeout;
         self.durability.stop();
         if let Some(flusher) = self.flusher {
-            let _ = flusher.await;
+            // The flusher's last flush is bounded by the same timeout.
+            if tokio::time::timeout(timeout * 2, flusher).await.is_err() {
+                tracing::warn!("the flusher did not stop in time; leaving it");
+            }
+        }
+        if let Some(failure) = self.store.health().failure() {
+            // A wedged sled would wait forever in its own shutdown flush
+            // when dropped: then keep a handle so it never is in-process.
+            let store = self.store.clone();
+            let droppable = tokio::task::spawn_blocking(move || {
+                store.can_drop_after_failure(Duration::from_secs(1))
+            })
+            .await
+            .unwrap_or(false);
+            if !droppable {
+                std::mem::forget(self.store.clone());
+            }
+            anyhow::bail!(
+                "the store failed while serving ({}); the final flush was skipped; \
+                 acknowledged entries are on disk",
+                failure.reason()
+            );
         }
         // Without the saved counters, start-up only gets slower: it reads
         // them from the logs.
         if drained {
             let sessions = self.sessions.clone();
-            match tokio::task::spawn_blocking(move || sessions.save_shutdown_counters()).await {
-                Ok(Ok(saved)) => {
+            let saving = tokio::task::spawn_blocking(move || sessions.save_shutdown_counters());
+            match tokio::time::timeout(timeout, saving).await {
+                Ok(Ok(Ok(saved))) => {
                     tracing::debug!(sessions = saved, "saved the active sessions' counters");
                 }
-                Ok(Err(err)) => {
+                Ok(Ok(Err(err))) => {
                     tracing::warn!(error = %err, "could not save the active sessions' counters");
                 }
-                Err(join) => {
+                Ok(Err(join)) => {
                     tracing::warn!(error = %join, "saving the active sessions' counters failed");
+                }
+                Err(_) => {
+                    tracing::warn!("saving the active sessions' counters timed out");
                 }
             }
         }
-        let store = self.store;
-        tokio::task::spawn_blocking(move || store.flush())
-            .await?
-            .context("the final flush failed")?;
+        let store = self.store.clone();
+        let flushing = tokio::task::spawn_blocking(move || {
+            store.flush()?;
+            store.record_clean_shutdown()
+        });
+        let flushed = match tokio::time::timeout(timeout, flushing).await {
+            Ok(joined) => joined?.context("the final flush failed"),
+            Err(_) => Err(anyhow::anyhow!(
+                "the final flush did not finish within {timeout:?} (--flush-timeout)"
+            )),
+        };
+        if flushed.is_err() {
+            std::mem::forget(self.store);
+        }
+        flushed?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -349,6 +407,17 @@ impl Server {
     }
 }
 
+/// Reports NOT_SERVING, with one error line, when the store fails or
+/// stalls, and SERVING again if a stall clears.
+async fn report_store_health(store: crate::store::StoreHealth, health: HealthReporter) {
+    loop {
+        store.unhealthy().await;
+        set_health(&health, ServingStatus::NotServing).await;
+        store.healthy().await;
+        set_health(&health, ServingStatus::Serving).await;
+    }
+}
+
 /// Runs `chore` every `period` until `stop`.
 async fn every<F, Fut>(period: Duration, stop: CancellationToken, chore: F)
 where
@@ -385,15 +454,29 @@ async fn open_store(
     settings: &ServerSettings,
 ) -> anyhow::Result<(Store, Durability, Option<JoinHandle<()>>, SessionManager)> {
     let store_options = settings.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_options))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
-    let (durability, flusher) = Durability::start(store.clone(), settings.fsync);
+    let foreign = settings.foreign_store_owner;
+    let store = tokio::task::spawn_blocking(move || {
+        crate::store::without_panics(&store_options.path, || {
+            Store::open_with(&store_options, foreign)
+        })
+    })
+    .await?
+    .with_context(|| format!("cannot open the store in {}", settings.store.path.display()))?;
+    let (durability, flusher) =
+        Durability::start(store.clone(), settings.fsync, settings.flush_timeout);
     let loader_store = store.clone();
     let loader_durability = durability.clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || SessionManager::load(loader_store, loader_durability))
-            .await;
+    let dir = settings.store.path.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut loaded = None;
+        crate::store::without_panics(&dir, || {
+            loaded = Some(SessionManager::load(loader_store, loader_durability));
+            Ok(())
+        })
+        .map_err(crate::sessions::SessionError::from)?;
+        loaded.expect("set when `without_panics` returns Ok")
+    })
+    .await;
     let sessions = match loaded {
         Ok(Ok(sessions)) => Ok(sessions),
         Ok(Err(err)) => Err(anyhow::Error::new(err).context("cannot load the stored sessions")),

@@ -12,8 +12,8 @@ use crate::edge::Limits;
 use crate::forward::ForwardSettings;
 use crate::http;
 use crate::sessions::RetentionPolicy;
-use crate::store::StoreOptions;
 use crate::store::durability::FsyncPolicy;
+use crate::store::{ForeignOwner, StoreOptions};
 
 /// Unix sockets are owner and group only unless configured otherwise.
 pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
@@ -22,6 +22,11 @@ pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub store: StoreOptions,
+    /// Whether a data dir owned by another user may be used.
+    pub foreign_store_owner: ForeignOwner,
+    /// The longest a flush may take: an append waiting on it fails with
+    /// UNAVAILABLE after that, and so does the final flush at shutdown.
+    pub flush_timeout: Duration,
     pub fsync: FsyncPolicy,
     pub shutdown_grace: Duration,
     pub liveness_interval: Duration,
@@ -80,6 +85,8 @@ impl ServerSettings {
     pub fn new(store: StoreOptions, fsync: FsyncPolicy) -> Self {
         Self {
             store,
+            foreign_store_owner: ForeignOwner::Refuse,
+            flush_timeout: crate::store::durability::DEFAULT_FLUSH_TIMEOUT,
             fsync,
             shutdown_grace: Duration::from_secs(10),
             liveness_interval: Duration::from_secs(5),

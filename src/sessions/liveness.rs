@@ -126,7 +126,11 @@ mod tests {
             cache_bytes: 1 << 20,
         })
         .expect("store");
-        let (durability, _) = Durability::start(store.clone(), FsyncPolicy::Never);
+        let (durability, _) = Durability::start(
+            store.clone(),
+            FsyncPolicy::Never,
+            crate::store::durability::DEFAULT_FLUSH_TIMEOUT,
+        );
         SessionManager::load(store, durability).expect("manager")
     }
 

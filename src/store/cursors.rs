@@ -42,7 +42,7 @@ impl Store {
             key.extend_from_slice(session_id.as_bytes());
             batch.insert(key, cursor.encode_to_vec());
         }
-        self.forward_tree()?.apply_batch(batch)?;
+        self.write(|| Ok(self.forward_tree()?.apply_batch(batch)?))?;
         Ok(())
     }
 }
@@ -60,7 +60,7 @@ impl Store {
             key.extend_from_slice(session_id.as_bytes());
             batch.remove(key);
         }
-        self.forward_tree()?.apply_batch(batch)?;
+        self.write(|| Ok(self.forward_tree()?.apply_batch(batch)?))?;
         Ok(())
     }
 }

@@ -1,10 +1,16 @@
 //! The data dir: private to the server's user, and ours alone. It is created
 //! `0700`; files sled creates in it are owner-only (the process umask is
 //! `077` once a store is opened); a dir we own with looser modes is
-//! tightened, one we do not own is used with a warning. A store is marked
-//! by a `SESSIONLOG` file written before sled creates anything; a dir with
-//! anything else in it (another program's files, or a sled database we did
-//! not create) is refused before sled opens it, never reinitialised.
+//! tightened. A dir owned by another user is refused before anything is
+//! created in it, unless the operator allows it (`--allow-foreign-store-owner`):
+//! then each directory of the store first gets a default ACL giving its
+//! owner read and write on every file created in it, so the files this
+//! process creates never lock the owner out; where that ACL cannot be set
+//! (not root, no ACL support) the dir is refused all the same. A store is
+//! marked by a `SESSIONLOG` file written before sled creates anything; a
+//! dir with anything else in it (another program's files, or a sled
+//! database we did not create) is refused before sled opens it, never
+//! reinitialised.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -17,9 +23,18 @@ const MARKER_FILE: &str = "SESSIONLOG";
 const MARKER_TEXT: &str = "a sessionlog store (sled database); do not edit files here\n";
 const GROUP_OTHER_BITS: u32 = 0o077;
 
+/// Whether a data dir owned by another user may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForeignOwner {
+    #[default]
+    Refuse,
+    /// Used, with a default ACL for its owner (see the module doc).
+    Allow,
+}
+
 /// Makes `path` a private directory fit for the store. Returns whether it
 /// already held a store.
-pub(super) fn prepare(path: &Path) -> Result<bool, StoreError> {
+pub(super) fn prepare(path: &Path, foreign: ForeignOwner) -> Result<bool, StoreError> {
     // Owner-only for every file sled creates from now on (snapshots, blobs).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(GROUP_OTHER_BITS));
     let metadata = match fs::metadata(path) {
@@ -37,6 +52,22 @@ pub(super) fn prepare(path: &Path) -> Result<bool, StoreError> {
     };
     if !metadata.is_dir() {
         return Err(refused(path, "is not a directory".to_owned()));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if metadata.uid() != euid {
+        match foreign {
+            ForeignOwner::Refuse => {
+                return Err(refused(
+                    path,
+                    format!(
+                        "is owned by uid {}, not by this user (uid {euid}); nothing was changed; \
+                         run the server as its owner, or pass --allow-foreign-store-owner",
+                        metadata.uid()
+                    ),
+                ));
+            }
+            ForeignOwner::Allow => grant_owner(path, metadata.uid())?,
+        }
     }
     let entries =
         fs::read_dir(path).map_err(|err| refused(path, format!("cannot be listed: {err}")))?;
@@ -62,6 +93,82 @@ pub(super) fn prepare(path: &Path) -> Result<bool, StoreError> {
     }
     tighten(path, &metadata)?;
     Ok(true)
+}
+
+/// Gives `owner` read and write on every file created from now on in
+/// `path` and the directories below it, through a default ACL on each, and
+/// checks it took. Refuses the dir when it cannot.
+fn grant_owner(path: &Path, owner: u32) -> Result<(), StoreError> {
+    let acl = owner_acl(owner);
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let set = rustix::fs::setxattr(
+            &dir,
+            DEFAULT_ACL_XATTR,
+            &acl,
+            rustix::fs::XattrFlags::empty(),
+        );
+        let mut read_back = vec![0u8; acl.len()];
+        let check =
+            set.and_then(|()| rustix::fs::getxattr(&dir, DEFAULT_ACL_XATTR, &mut read_back));
+        if !matches!(check, Ok(len) if read_back[..len] == acl[..]) {
+            let why = check
+                .err()
+                .map_or_else(|| "it did not take".to_owned(), |err| err.to_string());
+            return Err(refused(
+                path,
+                format!(
+                    "is owned by uid {owner}, and the default ACL that keeps files created here \
+                     readable by its owner cannot be set on {} ({why}); nothing else was changed",
+                    dir.display()
+                ),
+            ));
+        }
+        for entry in fs::read_dir(&dir).map_err(StoreError::Io)? {
+            let entry = entry.map_err(StoreError::Io)?;
+            if entry.file_type().map_err(StoreError::Io)?.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    tracing::warn!(
+        data_dir = %path.display(),
+        owner,
+        "the data dir belongs to another user (--allow-foreign-store-owner); its directories \
+         now carry a default ACL giving the owner read and write on the files this server creates"
+    );
+    Ok(())
+}
+
+/// The kernel's name for a directory's default ACL.
+const DEFAULT_ACL_XATTR: &str = "system.posix_acl_default";
+
+/// A default ACL in the kernel's xattr form: the file's owner and `owner`
+/// read and write (and search, for directories), nobody else anything.
+fn owner_acl(owner: u32) -> Vec<u8> {
+    const VERSION: u32 = 2;
+    const UNDEFINED_ID: u32 = u32::MAX;
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const RWX: u16 = 0o7;
+    // Sorted by tag, as the kernel requires.
+    let entries = [
+        (USER_OBJ, RWX, UNDEFINED_ID),
+        (USER, RWX, owner),
+        (GROUP_OBJ, 0, UNDEFINED_ID),
+        (MASK, RWX, UNDEFINED_ID),
+        (OTHER, 0, UNDEFINED_ID),
+    ];
+    let mut acl = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
 }
 
 /// Writes the marker file (atomically, so it is whole or absent).
@@ -128,7 +235,11 @@ fn tighten(path: &Path, metadata: &fs::Metadata) -> Result<(), StoreError> {
             continue;
         }
         let mode = current_metadata.mode() & 0o777;
-        if mode & GROUP_OTHER_BITS != 0 {
+        // Files another user made here (a server allowed onto this store
+        // as root) are not ours to chmod; their default ACL, which those
+        // group bits show as its mask, is what lets us use them.
+        let ours = current_metadata.uid() == rustix::process::geteuid().as_raw();
+        if ours && mode & GROUP_OTHER_BITS != 0 {
             fs::set_permissions(
                 &current,
                 fs::Permissions::from_mode(mode & !GROUP_OTHER_BITS),
@@ -162,7 +273,7 @@ mod tests {
     fn a_new_dir_is_created_owner_only() {
         let root = tempfile::tempdir().expect("temp dir");
         let path = root.path().join("data");
-        prepare(&path).expect("created");
+        prepare(&path, ForeignOwner::Refuse).expect("created");
         let mode = fs::metadata(&path).expect("exists").mode() & 0o777;
         assert_eq!(mode, 0o700);
     }
@@ -176,7 +287,7 @@ mod tests {
         fs::write(path.join("conf"), b"x").expect("file");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
         fs::set_permissions(path.join("conf"), fs::Permissions::from_mode(0o644)).expect("chmod");
-        prepare(&path).expect("tightened");
+        prepare(&path, ForeignOwner::Refuse).expect("tightened");
         assert_eq!(fs::metadata(&path).expect("dir").mode() & 0o777, 0o700);
         assert_eq!(
             fs::metadata(path.join("conf")).expect("file").mode() & 0o777,
@@ -188,8 +299,8 @@ mod tests {
     fn a_store_is_marked_and_recognised() {
         let root = tempfile::tempdir().expect("temp dir");
         let path = root.path().join("data");
-        assert!(!prepare(&path).expect("new"));
-        assert!(prepare(&path).expect("existing"));
+        assert!(!prepare(&path, ForeignOwner::Refuse).expect("new"));
+        assert!(prepare(&path, ForeignOwner::Refuse).expect("existing"));
     }
 
     #[test]
@@ -197,7 +308,7 @@ mod tests {
         let root = tempfile::tempdir().expect("temp dir");
         fs::write(root.path().join("db"), b"someone's").expect("file");
         fs::write(root.path().join("conf"), b"theirs").expect("file");
-        assert!(prepare(root.path()).is_err());
+        assert!(prepare(root.path(), ForeignOwner::Refuse).is_err());
         assert_eq!(
             fs::read(root.path().join("db")).expect("untouched"),
             b"someone's"
@@ -208,7 +319,7 @@ mod tests {
     fn a_dir_of_other_files_is_refused_and_left_alone() {
         let root = tempfile::tempdir().expect("temp dir");
         fs::write(root.path().join("notes.txt"), b"mine").expect("file");
-        let err = prepare(root.path()).expect_err("foreign");
+        let err = prepare(root.path(), ForeignOwner::Refuse).expect_err("foreign");
         assert!(err.to_string().contains("notes.txt"), "{err}");
         assert_eq!(
             fs::read(root.path().join("notes.txt")).expect("untouched"),
@@ -221,6 +332,6 @@ mod tests {
         let root = tempfile::tempdir().expect("temp dir");
         let path = root.path().join("file");
         fs::write(&path, b"").expect("file");
-        assert!(prepare(&path).is_err());
+        assert!(prepare(&path, ForeignOwner::Refuse).is_err());
     }
 }

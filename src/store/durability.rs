@@ -3,7 +3,10 @@
 //! same moment share one flush (group commit). `Interval`: a task flushes
 //! every period, so a crash loses at most about one period. `Never`: sled
 //! writes its buffers when they fill; only shutdown flushes. Flushes run on
-//! the blocking pool, never on an async worker.
+//! the blocking pool, never on an async worker. No wait is unbounded: a
+//! flush that does not return within the flush timeout answers its waiters
+//! with `FlushTimedOut` and marks the store stalled (see `health`) until it
+//! returns, and no new flush starts while one is stuck.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +26,7 @@ pub enum FsyncPolicy {
     Never,
 }
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// The longest a group waits for the members the last group had. When
 /// fewer come (a client stopped), one group pays this once and the next
@@ -36,16 +39,27 @@ pub struct Durability {
     waiters_tx: Option<mpsc::UnboundedSender<Waiter>>,
     flushes: Arc<AtomicU64>,
     stop: CancellationToken,
+    timeout: Duration,
 }
 
+/// The flush timeout `serve` uses unless told otherwise.
+pub(crate) const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Durability {
-    /// Starts the flusher task the policy needs (none for `Never`).
-    pub fn start(store: Store, policy: FsyncPolicy) -> (Self, Option<JoinHandle<()>>) {
+    /// Starts the flusher task the policy needs (none for `Never`); a
+    /// flush may take up to `timeout` (see the module doc).
+    pub fn start(
+        store: Store,
+        policy: FsyncPolicy,
+        timeout: Duration,
+    ) -> (Self, Option<JoinHandle<()>>) {
         let flushes = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let flusher = Flusher {
             store,
             flushes: flushes.clone(),
+            timeout,
+            running: None,
         };
         let (waiters_tx, task) = match policy {
             FsyncPolicy::Always => {
@@ -63,24 +77,30 @@ impl Durability {
             waiters_tx,
             flushes,
             stop,
+            timeout,
         };
         (durability, task)
     }
 
     /// Returns once everything applied before the call is on disk, under
-    /// `Always`; at once otherwise.
+    /// `Always`; at once otherwise. Fails with `FlushTimedOut` rather than
+    /// wait longer than twice the flush timeout (a flush already running
+    /// when this one queued, then its own).
     pub async fn wait_durable(&self) -> Result<(), StoreError> {
         let Some(waiters_tx) = &self.waiters_tx else {
             return Ok(());
         };
         let (done_tx, done_rx) = oneshot::channel();
-        let flushed = match waiters_tx.send(done_tx) {
-            Ok(()) => done_rx
-                .await
-                .unwrap_or(Err("the flusher stopped".to_owned())),
-            Err(_) => Err("the flusher stopped".to_owned()),
-        };
-        flushed.map_err(|detail| StoreError::Io(std::io::Error::other(detail)))
+        if waiters_tx.send(done_tx).is_err() {
+            return Err(stopped());
+        }
+        match tokio::time::timeout(self.timeout * 2, done_rx).await {
+            Ok(Ok(flushed)) => flushed,
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(StoreError::FlushTimedOut {
+                timeout: self.timeout,
+            }),
+        }
     }
 
     /// How many flushes the flusher has run (for tests and metrics).
@@ -94,19 +114,69 @@ impl Durability {
     }
 }
 
+fn stopped() -> StoreError {
+    StoreError::Io(std::io::Error::other("the flusher stopped"))
+}
+
+/// A waiter's copy of a flush's outcome (`StoreError` holds no clones).
+fn outcome(result: &Result<(), StoreError>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(StoreError::Failed { reason }) => Err(StoreError::Failed {
+            reason: reason.clone(),
+        }),
+        Err(StoreError::FlushTimedOut { timeout }) => {
+            Err(StoreError::FlushTimedOut { timeout: *timeout })
+        }
+        Err(err) => Err(StoreError::Io(std::io::Error::other(err.to_string()))),
+    }
+}
+
 struct Flusher {
     store: Store,
     flushes: Arc<AtomicU64>,
+    timeout: Duration,
+    /// A flush that outlived its timeout and has not returned yet.
+    running: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
 impl Flusher {
-    async fn flush(&self) -> Result<(), String> {
-        let store = self.store.clone();
+    /// One flush, bounded by the timeout. A flush still stuck from before
+    /// is waited on (within the timeout) instead of starting another on
+    /// top of it: sled would only queue it behind the stuck one.
+    async fn flush(&mut self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let flushed = super::blocking(move || store.flush()).await;
+        let mut running = match self.running.take() {
+            Some(running) => running,
+            None => {
+                let store = self.store.clone();
+                // Not `store::blocking`: a flush that times out is kept and
+                // awaited again, so the handle itself is needed.
+                tokio::task::spawn_blocking(move || store.flush())
+            }
+        };
+        let flushed = match tokio::time::timeout(self.timeout, &mut running).await {
+            Ok(Ok(flushed)) => {
+                self.store.health().unstall();
+                flushed
+            }
+            Ok(Err(join)) => Err(StoreError::TaskFailed {
+                detail: join.to_string(),
+            }),
+            Err(_) => {
+                self.store.health().stall(format!(
+                    "a flush has not finished within {:?}",
+                    self.timeout
+                ));
+                self.running = Some(running);
+                Err(StoreError::FlushTimedOut {
+                    timeout: self.timeout,
+                })
+            }
+        };
         crate::metrics::get().flush_took(started.elapsed());
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        flushed.map_err(|err| err.to_string())
+        flushed
     }
 
     /// One flush per group of waiters: whoever queued while a flush ran
@@ -116,7 +186,7 @@ impl Flusher {
     /// flushes, so a group does not split into many small ones. A lone
     /// client makes groups of one, so it never waits.
     async fn group_commit(
-        self,
+        mut self,
         mut waiters_rx: mpsc::UnboundedReceiver<Waiter>,
         stop: CancellationToken,
     ) {
@@ -148,11 +218,13 @@ impl Flusher {
             }
             expected = group.len();
             let result = self.flush().await;
-            if let Err(err) = &result {
+            if let Err(err) = &result
+                && !matches!(err, StoreError::Failed { .. })
+            {
                 tracing::error!(error = %err, "flush failed; appends waiting on it fail");
             }
             for waiter in group {
-                let _ = waiter.send(result.clone());
+                let _ = waiter.send(outcome(&result));
             }
         }
         waiters_rx.close();
@@ -163,12 +235,12 @@ impl Flusher {
         if !rest.is_empty() {
             let result = self.flush().await;
             for waiter in rest {
-                let _ = waiter.send(result.clone());
+                let _ = waiter.send(outcome(&result));
             }
         }
     }
 
-    async fn every(self, period: Duration, stop: CancellationToken) {
+    async fn every(mut self, period: Duration, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -176,8 +248,10 @@ impl Flusher {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => break,
             }
-            if let Err(err) = self.flush().await {
-                tracing::error!(error = %err, "periodic flush failed");
+            match self.flush().await {
+                // Logged once, when the store failed.
+                Ok(()) | Err(StoreError::Failed { .. }) => {}
+                Err(err) => tracing::error!(error = %err, "periodic flush failed"),
             }
         }
     }

@@ -13,6 +13,7 @@ use sled::IVec;
 
 use super::NewEntry;
 use super::StoreError;
+use super::StoreHealth;
 use super::block;
 use super::keys::{self, COUNTERS_KEY};
 use super::schema::{LogCounters, StoredBatch, StoredEntry};
@@ -24,14 +25,15 @@ pub(crate) const DEDUPE_WINDOW: u64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct LogTree {
     tree: sled::Tree,
+    health: StoreHealth,
 }
 
 /// An entry as stored: its seq and its encoded `StoredEntry`.
 pub(crate) type RawEntry = (u64, IVec);
 
 impl LogTree {
-    pub(super) fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+    pub(super) fn new(tree: sled::Tree, health: StoreHealth) -> Self {
+        Self { tree, health }
     }
 
     pub(super) fn tree(&self) -> &sled::Tree {
@@ -67,7 +69,9 @@ impl LogTree {
         now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
         let (batch, next) = self.prepare(counters, entries, batch_id, now)?;
-        self.tree.apply_batch(batch)?;
+        self.health.check()?;
+        let applied = self.tree.apply_batch(batch).map_err(StoreError::from);
+        self.health.after_write(applied)?;
         Ok(next)
     }
 
@@ -182,7 +186,7 @@ impl LogTree {
 }
 
 /// A block's entries with their seqs.
-fn block_entries(key: &[u8], value: &IVec) -> Result<Vec<RawEntry>, StoreError> {
+pub(super) fn block_entries(key: &[u8], value: &IVec) -> Result<Vec<RawEntry>, StoreError> {
     let first = keys::entry_seq(key).ok_or_else(|| StoreError::Corrupt {
         detail: "a block key is not a seq".to_owned(),
     })?;
@@ -209,7 +213,10 @@ mod tests {
             .temporary(true)
             .open()
             .expect("a temporary sled");
-        LogTree::new(db.open_tree("log/test").expect("a tree"))
+        LogTree::new(
+            db.open_tree("log/test").expect("a tree"),
+            StoreHealth::default(),
+        )
     }
 
     /// Appends `sizes.len()` entries whose messages have those lengths.

@@ -12,10 +12,12 @@ mod cursors;
 mod data_dir;
 pub(crate) mod durability;
 mod entry;
+mod health;
 mod keys;
 mod log;
 mod query;
 pub mod schema;
+mod verify;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -25,12 +27,15 @@ use prost::Message;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
+pub use data_dir::ForeignOwner;
 pub use entry::NewEntry;
+pub(crate) use health::StoreHealth;
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
 pub(crate) use query::{EntryFilter, Page, ScanLimits};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
+pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
@@ -47,6 +52,10 @@ const UPGRADABLE_FROM: [&[u8]; 2] = [b"1", b"2"];
 /// by the next start-up before any write.
 const CLEAN_SHUTDOWN_KEY: &[u8] = b"sessionlog.clean-shutdown";
 const LOG_TREE_PREFIX: &str = "log/";
+/// Beside sled's files: the clean-shutdown mark, written after the final
+/// flush. A start-up that finds it while sled recovered no such mark knows
+/// sled lost part of its log (it reads damage as a torn end) and refuses.
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// What can go wrong below the rules: the disk, or what is on it.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,12 @@ pub enum StoreError {
     LogDropped,
     #[error("a storage task failed: {detail}")]
     TaskFailed { detail: String },
+    /// A write failed earlier, or a flush is stuck: see `health`.
+    #[error("the store takes no writes after a storage failure: {reason}")]
+    Failed { reason: String },
+    /// A flush an append waits for did not finish in time.
+    #[error("the flush did not finish within {timeout:?}")]
+    FlushTimedOut { timeout: std::time::Duration },
 }
 
 impl From<sled::Error> for StoreError {
@@ -126,15 +141,27 @@ pub struct LoadedSession {
 pub struct Store {
     db: sled::Db,
     sessions: sled::Tree,
+    health: StoreHealth,
+    path: PathBuf,
 }
 
 impl Store {
-    /// Opens (or creates, owner-only) the database at `options.path`.
+    /// Opens (or creates, owner-only) the database at `options.path`,
+    /// refusing a data dir owned by another user.
     /// Blocking: call on the blocking pool, like every method here.
     pub fn open(options: &StoreOptions) -> Result<Self, StoreError> {
+        Self::open_with(options, ForeignOwner::Refuse)
+    }
+
+    /// `open`, saying whether a data dir owned by another user may be used.
+    pub fn open_with(options: &StoreOptions, foreign: ForeignOwner) -> Result<Self, StoreError> {
         // A store whose sled files exist must come back with its marker key.
-        let existing = data_dir::prepare(&options.path)? && options.path.join("db").exists();
+        let existing =
+            data_dir::prepare(&options.path, foreign)? && options.path.join("db").exists();
         data_dir::ensure_unlocked(&options.path)?;
+        if existing {
+            verify::check_conf(&options.path)?;
+        }
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -145,10 +172,29 @@ impl Store {
             .open()?;
         check_format(&db, &options.path, existing)?;
         let sessions = db.open_tree(SESSIONS_TREE)?;
-        Ok(Self { db, sessions })
+        Ok(Self {
+            db,
+            sessions,
+            health: StoreHealth::default(),
+            path: options.path.clone(),
+        })
     }
 
-    /// Every stored session with its counters. Also drops log trees left
+    /// Whether the store still takes writes, shared by every clone.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// Runs a write: refused at once when the store has failed, and an I/O
+    /// failure of `write` fails the store (see `health`).
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.check()?;
+        self.health.after_write(write())
+    }
+
+    /// Every stored session with its counters, each checked against its log
+    /// (see `verify`): a damaged session fails the whole load, naming it.
+    /// Also drops log trees left
     /// without a record by a crash during delete. After a clean shutdown,
     /// active sessions' counters come from their records (reading each
     /// log's counters pulls a page of every active log into memory); the
@@ -156,6 +202,18 @@ impl Store {
     /// so no write can happen while it still stands.
     pub fn load_sessions(&self) -> Result<Vec<LoadedSession>, StoreError> {
         let mark = self.db.get(CLEAN_SHUTDOWN_KEY)?;
+        let mark_file = self.path.join(CLEAN_SHUTDOWN_FILE);
+        match std::fs::read(&mark_file) {
+            Ok(expected) if mark.as_deref() != Some(expected.as_slice()) => {
+                return Err(verify::damaged(
+                    &self.path,
+                    "sled recovered less than the last clean shutdown wrote",
+                ));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(StoreError::Io(err)),
+        }
         let mut loaded = Vec::new();
         let mut ids = HashSet::new();
         for item in self.sessions.iter() {
@@ -164,7 +222,9 @@ impl Store {
             let saved = record.shutdown_counters.take();
             let saved_under = std::mem::take(&mut record.shutdown_mark);
             let (counters, log) = if record.state() == State::Ended {
-                (record.final_counters.unwrap_or_default(), None)
+                let counters = record.final_counters.unwrap_or_default();
+                verify::check_log(&record.id, &self.open_log(&record.id)?, &counters)?;
+                (counters, None)
             } else {
                 let log = self.open_log(&record.id)?;
                 let trusted = mark
@@ -174,6 +234,7 @@ impl Store {
                     Some(saved) if trusted => saved,
                     _ => log.counters()?,
                 };
+                verify::check_log(&record.id, &log, &counters)?;
                 (counters, Some(log))
             };
             ids.insert(record.id.clone());
@@ -193,6 +254,13 @@ impl Store {
             }
         }
         if mark.is_some() {
+            // The file first: a crash between the two leaves a mark without
+            // a file, which is only a mark, never a false alarm.
+            match std::fs::remove_file(&mark_file) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(StoreError::Io(err)),
+            }
             self.db.remove(CLEAN_SHUTDOWN_KEY)?;
             self.db.flush()?;
         }
@@ -220,30 +288,36 @@ impl Store {
             batch.insert(record.id.as_bytes(), record.encode_to_vec());
             saved += 1;
         }
-        self.sessions.apply_batch(batch)?;
-        self.db.insert(CLEAN_SHUTDOWN_KEY, mark.as_slice())?;
-        Ok(saved)
+        self.write(|| {
+            self.sessions.apply_batch(batch)?;
+            self.db.insert(CLEAN_SHUTDOWN_KEY, mark.as_slice())?;
+            Ok(saved)
+        })
     }
 
     /// Stores a new session's record and opens its log, or returns `None`
     /// when a session with this id already exists.
     pub fn create_session(&self, record: &StoredSession) -> Result<Option<LogTree>, StoreError> {
-        let created = self.sessions.compare_and_swap(
-            record.id.as_bytes(),
-            None::<&[u8]>,
-            Some(record.encode_to_vec()),
-        )?;
-        if created.is_err() {
-            return Ok(None);
-        }
-        self.open_log(&record.id).map(Some)
+        self.write(|| {
+            let created = self.sessions.compare_and_swap(
+                record.id.as_bytes(),
+                None::<&[u8]>,
+                Some(record.encode_to_vec()),
+            )?;
+            if created.is_err() {
+                return Ok(None);
+            }
+            self.open_log(&record.id).map(Some)
+        })
     }
 
     /// Replaces a session's record.
     pub fn put_session(&self, record: &StoredSession) -> Result<(), StoreError> {
-        self.sessions
-            .insert(record.id.as_bytes(), record.encode_to_vec())?;
-        Ok(())
+        self.write(|| {
+            self.sessions
+                .insert(record.id.as_bytes(), record.encode_to_vec())?;
+            Ok(())
+        })
     }
 
     /// The log tree of a session.
@@ -251,7 +325,7 @@ impl Store {
         let tree = self
             .db
             .open_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
-        Ok(LogTree::new(tree))
+        Ok(LogTree::new(tree, self.health.clone()))
     }
 
     /// Appends the end entry and stores the ended record (with the final
@@ -268,7 +342,8 @@ impl Store {
         let (batch, next) = log.prepare(counters, vec![NewEntry::Decoded(end_entry)], None, now)?;
         record.final_counters = Some(next);
         let record_bytes = record.encode_to_vec();
-        (&self.sessions, log.tree())
+        self.health.check()?;
+        let ended = (&self.sessions, log.tree())
             .transaction(|(sessions, log)| {
                 log.apply_batch(&batch)?;
                 sessions.insert(record.id.as_bytes(), record_bytes.as_slice())?;
@@ -279,23 +354,64 @@ impl Store {
                 sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
                     detail: "the end-session transaction aborted".to_owned(),
                 },
-            })?;
+            });
+        self.health.after_write(ended)?;
         Ok(next)
     }
 
     /// Removes a session's record, then its log. A crash in between leaves
     /// an orphan log that `load_sessions` drops; never a record without log.
     pub fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
-        self.sessions.remove(session_id.as_bytes())?;
-        self.db
-            .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
-        Ok(())
+        self.write(|| {
+            self.sessions.remove(session_id.as_bytes())?;
+            self.db
+                .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+            Ok(())
+        })
     }
 
-    /// Writes every dirty buffer and fsyncs. Blocking.
+    /// Writes every dirty buffer and fsyncs. Blocking; refused once the
+    /// store has failed, since sled's flush would then never return.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.write(|| {
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// After the final flush: copies the clean-shutdown mark, if this
+    /// shutdown set one, into a file beside sled's (see
+    /// `CLEAN_SHUTDOWN_FILE`), durably.
+    pub fn record_clean_shutdown(&self) -> Result<(), StoreError> {
+        let Some(mark) = self.db.get(CLEAN_SHUTDOWN_KEY)? else {
+            return Ok(());
+        };
+        let partial = self.path.join(format!("{CLEAN_SHUTDOWN_FILE}.partial"));
+        let mut file = std::fs::File::create(&partial).map_err(StoreError::Io)?;
+        std::io::Write::write_all(&mut file, &mark).map_err(StoreError::Io)?;
+        file.sync_all().map_err(StoreError::Io)?;
+        std::fs::rename(&partial, self.path.join(CLEAN_SHUTDOWN_FILE)).map_err(StoreError::Io)?;
+        std::fs::File::open(&self.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(StoreError::Io)
+    }
+
+    /// Whether this database can still be dropped, after the store failed:
+    /// a flush that returns (with sled's sticky error, usually) shows sled
+    /// is poisoned but not wedged, and dropping it does no I/O; one that
+    /// does not return within `timeout` means sled's own shutdown flush
+    /// would hang too. Blocking, up to `timeout`; the probe thread is left
+    /// behind when it hangs.
+    pub fn can_drop_after_failure(&self, timeout: std::time::Duration) -> bool {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let db = self.db.clone();
+        let probe = std::thread::Builder::new()
+            .name("sled-probe".to_owned())
+            .spawn(move || {
+                let _ = db.flush();
+                let _ = done_tx.send(());
+            });
+        probe.is_ok() && done_rx.recv_timeout(timeout).is_ok()
     }
 
     /// Bytes sled occupies on disk.

@@ -5,9 +5,12 @@ mod common;
 
 mod auth;
 mod cli;
+mod corruption;
 mod crash;
 mod descriptors;
+mod foreign_owner;
 mod forward_crash;
 mod metrics;
 mod run;
+mod storage_failure;
 mod tls;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sessionlog::pb;
-use sessionlog::server::{Listeners, Server, ServerSettings};
+use sessionlog::server::{ForeignOwner, Listeners, Server, ServerSettings};
 
 use crate::common;
 use crate::common::FsyncPolicy;
@@ -225,6 +225,7 @@ async fn a_loose_data_dir_owned_by_someone_else_is_left_alone() {
     let server = TestServer::builder()
         .data_dir(&dir)
         .fsync(FsyncPolicy::Always)
+        .configure(|settings| settings.foreign_store_owner = ForeignOwner::Allow)
         .start()
         .await;
     server.shutdown().await;
