@@ -16,6 +16,7 @@ mod keys;
 mod log;
 mod query;
 pub mod schema;
+mod sync;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -126,6 +127,7 @@ pub struct LoadedSession {
 pub struct Store {
     db: sled::Db,
     sessions: sled::Tree,
+    syncer: std::sync::Arc<sync::Syncer>,
 }
 
 impl Store {
@@ -145,7 +147,14 @@ impl Store {
             .open()?;
         check_format(&db, &options.path, existing)?;
         let sessions = db.open_tree(SESSIONS_TREE)?;
-        Ok(Self { db, sessions })
+        db.flush()?;
+        let syncer =
+            std::sync::Arc::new(sync::Syncer::open(&options.path).map_err(StoreError::Io)?);
+        Ok(Self {
+            db,
+            sessions,
+            syncer,
+        })
     }
 
     /// Every stored session with its counters. Also drops log trees left
@@ -292,10 +301,16 @@ impl Store {
         Ok(())
     }
 
-    /// Writes every dirty buffer and fsyncs. Blocking.
+    /// Writes every dirty buffer, then fsyncs what sled wrote (see `sync`),
+    /// so it survives a power loss. Blocking.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.syncer.sync().map_err(StoreError::Io)
+    }
+
+    /// How many flushes have been made durable with fsync (for tests).
+    pub fn sync_count(&self) -> u64 {
+        self.syncer.count()
     }
 
     /// Bytes sled occupies on disk.

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod crash;
 mod forward_crash;
+mod fsync;
 mod metrics;
 mod run;
 mod tls;
