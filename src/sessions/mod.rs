@@ -212,6 +212,11 @@ impl SessionManager {
         self.inner.durability.flush_count()
     }
 
+    /// How many flushes were made durable with fsync (for tests).
+    pub fn sync_count(&self) -> u64 {
+        self.inner.store.sync_count()
+    }
+
     /// How many sessions are stored.
     pub fn session_count(&self) -> usize {
         self.sessions_read().len()

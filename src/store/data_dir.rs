@@ -13,6 +13,7 @@
 //! reinitialised.
 
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -45,6 +46,13 @@ pub(super) fn prepare(path: &Path, foreign: ForeignOwner) -> Result<bool, StoreE
                 .mode(0o700)
                 .create(path)
                 .map_err(|err| refused(path, format!("cannot be created: {err}")))?;
+            // The new dir's name must survive a power loss with what is in it.
+            if let Some(parent) = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                super::sync::sync_dir(parent).map_err(StoreError::Io)?;
+            }
             mark(path)?;
             return Ok(false);
         }
@@ -171,11 +179,16 @@ fn owner_acl(owner: u32) -> Vec<u8> {
     acl
 }
 
-/// Writes the marker file (atomically, so it is whole or absent).
+/// Writes the marker file atomically and durably: whole or absent, also
+/// after a power loss.
 fn mark(path: &Path) -> Result<(), StoreError> {
     let partial = path.join(format!("{MARKER_FILE}.partial"));
-    fs::write(&partial, MARKER_TEXT).map_err(StoreError::Io)?;
-    fs::rename(&partial, path.join(MARKER_FILE)).map_err(StoreError::Io)
+    let mut file = fs::File::create(&partial).map_err(StoreError::Io)?;
+    file.write_all(MARKER_TEXT.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(StoreError::Io)?;
+    fs::rename(&partial, path.join(MARKER_FILE)).map_err(StoreError::Io)?;
+    super::sync::sync_dir(path).map_err(StoreError::Io)
 }
 
 /// Fails, naming the lock, when another process holds the store's lock

@@ -17,6 +17,7 @@ mod keys;
 mod log;
 mod query;
 pub mod schema;
+mod sync;
 mod verify;
 
 use std::collections::HashSet;
@@ -143,6 +144,7 @@ pub struct Store {
     sessions: sled::Tree,
     health: StoreHealth,
     path: PathBuf,
+    syncer: std::sync::Arc<sync::Syncer>,
 }
 
 impl Store {
@@ -172,11 +174,15 @@ impl Store {
             .open()?;
         check_format(&db, &options.path, existing)?;
         let sessions = db.open_tree(SESSIONS_TREE)?;
+        db.flush()?;
+        let syncer =
+            std::sync::Arc::new(sync::Syncer::open(&options.path).map_err(StoreError::Io)?);
         Ok(Self {
             db,
             sessions,
             health: StoreHealth::default(),
             path: options.path.clone(),
+            syncer,
         })
     }
 
@@ -256,13 +262,15 @@ impl Store {
         if mark.is_some() {
             // The file first: a crash between the two leaves a mark without
             // a file, which is only a mark, never a false alarm.
+            // The removal is synced, or a power cut could bring the file
+            // back without the mark: a false alarm at the next start.
             match std::fs::remove_file(&mark_file) {
-                Ok(()) => {}
+                Ok(()) => sync::sync_dir(&self.path).map_err(StoreError::Io)?,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(StoreError::Io(err)),
             }
             self.db.remove(CLEAN_SHUTDOWN_KEY)?;
-            self.db.flush()?;
+            self.flush()?;
         }
         Ok(loaded)
     }
@@ -370,13 +378,21 @@ impl Store {
         })
     }
 
-    /// Writes every dirty buffer and fsyncs. Blocking; refused once the
-    /// store has failed, since sled's flush would then never return.
+    /// Writes every dirty buffer, then fsyncs what sled wrote (see `sync`),
+    /// so it survives a power loss. Blocking; refused once the store has
+    /// failed, since sled's flush would then never return. A failed sync
+    /// fails the store too: after an fsync error the kernel may have
+    /// dropped the pages, so a retry could report success for lost data.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.write(|| {
             self.db.flush()?;
-            Ok(())
+            self.syncer.sync().map_err(StoreError::Io)
         })
+    }
+
+    /// How many flushes have been made durable with fsync (for tests).
+    pub fn sync_count(&self) -> u64 {
+        self.syncer.count()
     }
 
     /// After the final flush: copies the clean-shutdown mark, if this
@@ -391,9 +407,7 @@ impl Store {
         std::io::Write::write_all(&mut file, &mark).map_err(StoreError::Io)?;
         file.sync_all().map_err(StoreError::Io)?;
         std::fs::rename(&partial, self.path.join(CLEAN_SHUTDOWN_FILE)).map_err(StoreError::Io)?;
-        std::fs::File::open(&self.path)
-            .and_then(|dir| dir.sync_all())
-            .map_err(StoreError::Io)
+        sync::sync_dir(&self.path).map_err(StoreError::Io)
     }
 
     /// Whether this database can still be dropped, after the store failed:

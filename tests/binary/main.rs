@@ -10,6 +10,7 @@ mod crash;
 mod descriptors;
 mod foreign_owner;
 mod forward_crash;
+mod fsync;
 mod metrics;
 mod run;
 mod storage_failure;

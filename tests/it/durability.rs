@@ -34,6 +34,38 @@ fn group_or_other_access(dir: &Path) -> Vec<String> {
     loose
 }
 
+/// Under `always` an OK means the batch was fsynced: every acknowledged
+/// append, one after another, is covered by a sync that finished before
+/// its OK (sled's own flush only calls `sync_file_range`). Also with a
+/// value large enough to go to a sled blob file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_append_acknowledged_under_fsync_always_was_synced_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "sync").await;
+    let large = "x".repeat(300 << 10);
+    for append in 0..20 {
+        let message = if append % 5 == 4 {
+            large.clone()
+        } else {
+            format!("entry {append}")
+        };
+        let before = server.sessions.sync_count();
+        common::append(&mut client, &id, &[&message]).await;
+        let after = server.sessions.sync_count();
+        assert!(
+            after > before,
+            "append {append} was acknowledged before a sync"
+        );
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_under_fsync_always_share_flushes() {
     const WRITERS: usize = 16;
