@@ -33,8 +33,8 @@ use crate::otlp::OtlpIntake;
 use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
 use crate::pb::session_log_server::SessionLogServer;
 use crate::sessions::SessionManager;
-use crate::store::Store;
 use crate::store::durability::Durability;
+use crate::store::{Store, StoreFailure};
 
 pub use listener::{ListenAddr, Listener, Listeners, SocketFile};
 pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
@@ -261,7 +261,14 @@ impl Server {
                 store_bytes: store.size_on_disk().ok(),
             }
         };
-        let router = metrics::router(snapshot, not_serving.clone());
+        let store_health = self.store.health().clone();
+        let trouble = move || {
+            store_health.failure().map(|failure| match failure {
+                StoreFailure::Failed(reason) => format!("the store failed: {reason}"),
+                StoreFailure::Stalled(reason) => format!("the store stalled: {reason}"),
+            })
+        };
+        let router = metrics::router(snapshot, not_serving.clone(), trouble);
         Some(self.spawn_router(listener, router, stop))
     }
 

@@ -30,7 +30,7 @@ use sled::transaction::ConflictableTransactionError;
 
 pub use data_dir::ForeignOwner;
 pub use entry::NewEntry;
-pub(crate) use health::StoreHealth;
+pub(crate) use health::{Failure as StoreFailure, StoreHealth};
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use sessionlog::client::Connection;
 use sessionlog::pb;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::common::process;
+use crate::common::{http_get, process};
 
 struct Served {
     child: Child,
@@ -64,30 +64,9 @@ async fn start(dir: &std::path::Path) -> Served {
     }
 }
 
-/// One HTTP/1.0 GET: (status code, body).
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status code");
-    (status, body.to_owned())
-}
-
 /// Every sample line as `name{labels}` → value.
 async fn scrape(addr: &str) -> HashMap<String, f64> {
-    let (status, body) = get(addr, "/metrics").await;
+    let (status, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     body.lines()
         .filter(|line| !line.starts_with('#'))
@@ -129,7 +108,7 @@ fn entry(message: &str) -> pb::LogEntry {
 async fn metrics_follow_what_the_server_does() {
     let dir = tempfile::tempdir().expect("temp dir");
     let served = start(dir.path()).await;
-    let (status, body) = get(&served.metrics, "/healthz").await;
+    let (status, body) = http_get(&served.metrics, "/healthz").await;
     assert_eq!((status, body.trim()), (200, "ok"));
 
     let connection = Connection::connect(&served.grpc, None)

@@ -19,9 +19,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::process;
-use crate::common::{entry, read_all, start_session};
+use crate::common::{entry, http_get, read_all, start_session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
+/// A loopback address nothing listens on at the moment.
+fn free_loopback_port() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    probe.local_addr().expect("probe address").to_string()
+}
+
 /// The longest any one call may take here: a hang fails the test instead.
 const CALL_BOUND: Duration = Duration::from_secs(20);
 const GRACE: Duration = Duration::from_secs(2);
@@ -30,14 +36,18 @@ const GRACE: Duration = Duration::from_secs(2);
 struct Served {
     child: Child,
     socket: String,
+    /// `--metrics-listen`, for `/healthz`.
+    metrics: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Served {
     async fn start(dir: &Path) -> Self {
         let socket = format!("unix:{}", dir.join("sessionlog.sock").display());
+        let metrics = free_loopback_port();
         let mut child = Command::new(BIN)
             .args(["serve", "--fsync", "always", "--shutdown-grace", "2s"])
+            .args(["--metrics-listen", &metrics])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", &socket])
@@ -66,7 +76,12 @@ impl Served {
                 kept.lock().expect("log").push(line);
             }
         });
-        Self { child, socket, log }
+        Self {
+            child,
+            socket,
+            metrics,
+            log,
+        }
     }
 
     async fn connect(&self) -> Connection {
@@ -213,6 +228,10 @@ async fn running_out_of_descriptors_fails_writes_without_wedging_the_server() {
     // The cause going away does not revive sled 0.34 in-process; SIGTERM
     // still ends the process, within the grace period plus a bound.
     set_open_file_limit(pid, None);
+    // The metrics listener's probe agrees with gRPC health.
+    let (code, body) = bounded("/healthz", http_get(&server.metrics, "/healthz")).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("the store failed"), "{body}");
     let stopping = Instant::now();
     process::sigterm(&server.child);
     let exit = tokio::time::timeout(GRACE + CALL_BOUND, server.child.wait())

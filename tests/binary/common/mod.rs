@@ -4,6 +4,7 @@
 
 #[path = "../../shared/access.rs"]
 pub(crate) mod access;
+mod http;
 pub(crate) mod process;
 #[path = "../../shared/rpc.rs"]
 mod rpc;
@@ -14,5 +15,6 @@ mod rpc;
 )]
 mod test_server;
 
+pub(crate) use http::http_get;
 pub(crate) use rpc::{append, end_session, entry, get_session, read_all, start_session};
 pub(crate) use test_server::{Client, TestServer};
