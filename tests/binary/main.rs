@@ -9,5 +9,7 @@ mod crash;
 mod forward_crash;
 mod fsync;
 mod metrics;
+mod power_loss;
+mod powercut;
 mod run;
 mod tls;

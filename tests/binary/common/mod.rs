@@ -4,6 +4,7 @@
 
 #[path = "../../shared/access.rs"]
 pub(crate) mod access;
+pub(crate) mod ledger;
 pub(crate) mod process;
 #[path = "../../shared/rpc.rs"]
 mod rpc;
