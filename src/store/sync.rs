@@ -3,21 +3,30 @@
 //! pages out but flushes neither the drive's cache nor the file's metadata
 //! (a grown size), and it never syncs the blob files it creates for large
 //! values or the directories that name new files. `Syncer::sync` runs after
-//! each sled flush: it fsyncs every file that appeared since the last sync
-//! (blobs, snapshots) and the directory that names it, then `fdatasync`s
-//! the log. Blobs go first: a log record must never be durable before the
-//! blob it points to.
+//! each sled flush: it fsyncs every file that appeared or changed since the
+//! last sync (blobs, snapshots) and the directory that names a new one,
+//! then `fdatasync`s the log. Blobs go first: a log record must never be
+//! durable before the blob it points to.
+//!
+//! A file is seen as changed when its size or mtime differ from what they
+//! were just before its last fsync. sled may be writing a blob while a sync
+//! lists the directory (for an append not yet applied), so a first fsync
+//! can catch it part written; the next sync, after the flush that makes its
+//! log record stable, finds it grown and fsyncs it again. A partial blob
+//! behind a durable record would fail sled's checksum at recovery, which
+//! ends the log there and loses every later record.
 //!
 //! Invariant: when `sync` returns `Ok`, everything sled had written when it
 //! was called is on stable storage; `syncs` counts those returns.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 /// sled's log file in the data dir.
 const LOG_FILE: &str = "db";
@@ -28,15 +37,27 @@ const BLOBS_DIR: &str = "blobs";
 pub(super) struct Syncer {
     dir: PathBuf,
     log: File,
-    /// The names already synced, per directory; one sync at a time.
+    /// The names already synced, per directory, with what each looked like
+    /// when it was; one sync at a time.
     known: Mutex<Known>,
     syncs: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Known {
-    top: HashSet<OsString>,
-    blobs: HashSet<OsString>,
+    top: HashMap<OsString, Stamp>,
+    blobs: HashMap<OsString, Stamp>,
+}
+
+/// A file's size and mtime just before its last fsync; `None` for a
+/// directory, which is synced once (its own directory is what names it).
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(metadata: &std::fs::Metadata) -> io::Result<Stamp> {
+    if metadata.is_dir() {
+        return Ok(None);
+    }
+    Ok(Some((metadata.len(), metadata.modified()?)))
 }
 
 impl Syncer {
@@ -65,9 +86,9 @@ impl Syncer {
         let Known { top, blobs } = &mut *known;
         let blobs_dir = self.dir.join(BLOBS_DIR);
         if blobs_dir.is_dir() {
-            sync_new_files(&blobs_dir, blobs)?;
+            sync_new_files(&blobs_dir, blobs, None)?;
         }
-        sync_new_files(&self.dir, top)?;
+        sync_new_files(&self.dir, top, Some(LOG_FILE))?;
         self.log.sync_data()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -79,25 +100,45 @@ impl Syncer {
     }
 }
 
-/// Fsyncs the entries of `dir` not in `known` (files and directories), and
-/// `dir` itself when there were any, so their names survive too. Names gone
-/// from `dir` are forgotten (sled removes old snapshots and freed blobs).
-fn sync_new_files(dir: &Path, known: &mut HashSet<OsString>) -> io::Result<()> {
-    let mut present = HashSet::with_capacity(known.len());
+/// Fsyncs the entries of `dir` that are not in `known` or changed since
+/// (files and directories), and `dir` itself when there were new ones, so
+/// their names survive too. Names gone from `dir` are forgotten (sled
+/// removes old snapshots and freed blobs). `log`, when named, is only
+/// recorded: it changes at every flush and `sync` fdatasyncs it itself.
+fn sync_new_files(
+    dir: &Path,
+    known: &mut HashMap<OsString, Stamp>,
+    log: Option<&str>,
+) -> io::Result<()> {
+    let mut present = HashMap::with_capacity(known.len());
     let mut added = false;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if !known.contains(&name) {
+        if log.is_some_and(|log| name == log) {
+            added |= !known.contains_key(&name);
+            present.insert(name, None);
+            continue;
+        }
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            // Removed since the listing: nothing to keep.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        // Taken before the fsync: a write after it changes the stamp, so
+        // the next sync covers that write.
+        let now = stamp(&metadata)?;
+        let seen = known.get(&name);
+        if seen != Some(&now) {
             match File::open(entry.path()) {
                 Ok(file) => file.sync_all()?,
-                // Removed between the listing and the open: nothing to keep.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(err),
             }
-            added = true;
+            added |= seen.is_none();
         }
-        present.insert(name);
+        present.insert(name, now);
     }
     if added {
         sync_dir(dir)?;

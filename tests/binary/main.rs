@@ -1,5 +1,6 @@
 //! The real-binary suite: tests that run `sessionlog` itself as a child
-//! process (kill -9, signals, the CLI, a process's own metrics).
+//! process (kill -9, power cuts on a FUSE filesystem, signals, the CLI, a
+//! process's own metrics).
 
 mod common;
 
@@ -12,6 +13,8 @@ mod foreign_owner;
 mod forward_crash;
 mod fsync;
 mod metrics;
+mod power_loss;
+mod powercut;
 mod run;
 mod storage_failure;
 mod tls;

@@ -5,6 +5,7 @@
 #[path = "../../shared/access.rs"]
 pub(crate) mod access;
 mod http;
+pub(crate) mod ledger;
 pub(crate) mod process;
 #[path = "../../shared/rpc.rs"]
 mod rpc;
