@@ -30,6 +30,13 @@ pub struct Limits {
     pub max_follows_per_session: usize,
     /// Open `Follow` and `WatchSessions` streams in all (`--max-streams`).
     pub max_streams: usize,
+    /// Bytes of entries or sessions in one response, at least one item
+    /// (`--max-response-size`).
+    pub max_response_bytes: usize,
+    /// Log records in one OTLP export (`--max-otlp-records`).
+    pub max_otlp_records: usize,
+    /// A session's metadata, encoded (`--max-metadata-size`).
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +53,11 @@ impl Default for Limits {
             max_filter_prefixes: 64,
             max_follows_per_session: 4_096,
             max_streams: 16_384,
+            // Half of a default gRPC client's 4 MiB receive limit: room for
+            // the one entry a page always carries, whatever the budget.
+            max_response_bytes: 2 << 20,
+            max_otlp_records: 10_000,
+            max_metadata_bytes: 64 << 10,
         }
     }
 }

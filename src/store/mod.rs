@@ -29,7 +29,7 @@ pub use entry::NewEntry;
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
-pub(crate) use query::{EntryFilter, Page, ScanLimits};
+pub(crate) use query::{EntryFilter, ScanLimits, entry_wire_len};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 
 const SESSIONS_TREE: &str = "sessions";
