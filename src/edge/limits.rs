@@ -104,6 +104,21 @@ impl Limits {
         Ok(())
     }
 
+    /// An OTLP export's records; `records` past the limit is refused
+    /// whole, with a code an exporter does not retry.
+    pub(crate) fn otlp_records(&self, records: usize) -> Result<(), RequestError> {
+        if records > self.max_otlp_records {
+            return Err(over(
+                "resource_logs",
+                format!(
+                    "more than {} log records in one export (--max-otlp-records); send smaller batches",
+                    self.max_otlp_records
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn entry_bytes(&self, encoded: usize) -> Result<(), RequestError> {
         if encoded > self.max_entry_bytes {
             return Err(over(

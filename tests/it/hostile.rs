@@ -423,3 +423,60 @@ async fn too_many_follow_streams_are_refused_with_retry_info() {
     assert!(reopened.is_some(), "a closed stream frees its slot");
     server.shutdown().await;
 }
+
+/// An OTLP export of `records` empty records for session `session_id`,
+/// encoded by hand (an empty record is two bytes on the wire; a generated
+/// encoder would build each in memory first).
+fn empty_records_export(session_id: &str, records: usize) -> Vec<u8> {
+    // KeyValue { key: "session.id", value: AnyValue { string_value } }
+    let mut value = Vec::new();
+    length_delimited(1, session_id.as_bytes(), &mut value);
+    let mut attribute = Vec::new();
+    length_delimited(1, b"session.id", &mut attribute);
+    length_delimited(2, &value, &mut attribute);
+    let mut resource = Vec::new();
+    length_delimited(1, &attribute, &mut resource);
+    let mut scope_logs = Vec::with_capacity(records * 2);
+    for _ in 0..records {
+        length_delimited(2, &[], &mut scope_logs);
+    }
+    let mut resource_logs = Vec::with_capacity(scope_logs.len() + 64);
+    length_delimited(1, &resource, &mut resource_logs);
+    length_delimited(2, &scope_logs, &mut resource_logs);
+    let mut export = Vec::with_capacity(resource_logs.len() + 8);
+    length_delimited(1, &resource_logs, &mut export);
+    export
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_export_of_millions_of_empty_records_is_refused_unread() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = stored_before(&mut client).await;
+    // Just under the 16 MiB message limit: 8 million records.
+    let records = ((16 << 20) - 64) / 2;
+    let export = empty_records_export("flood", records);
+    assert!(export.len() <= 16 << 20);
+    let refused = raw_call(
+        &server,
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        export,
+    )
+    .await;
+    let status = refused.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-otlp-records"),
+        "{}",
+        status.message()
+    );
+    // No RetryInfo: an OTLP exporter drops the export rather than retry it.
+    assert!(status.get_error_details().retry_info().is_none());
+    assert_refused(
+        client.get_session(request::get("flood")).await,
+        Code::NotFound,
+        "flood",
+    );
+    still_intact(&server, &id).await;
+    server.shutdown().await;
+}
