@@ -78,9 +78,15 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
         let id = session_id(&request.session_id)?;
-        self.limits
-            .structure("metadata", request.metadata.as_ref())?;
-        let view = self.sessions.update(id, request.metadata).await?;
+        self.limits.metadata(request.metadata.as_ref())?;
+        // The limits hold for the merged metadata too, or nothing changes.
+        let limits = self.limits.clone();
+        let check = move |merged: Option<&_>| {
+            limits
+                .metadata(merged)
+                .map_err(|err| format!("{err}, once merged into the session's"))
+        };
+        let view = self.sessions.update(id, request.metadata, check).await?;
         Ok(Response::new(session(view)))
     }
 

@@ -148,6 +148,23 @@ impl Limits {
             .try_for_each(|prefix| self.name("filter.logger_prefixes", prefix))
     }
 
+    /// Checks a session's metadata: its depth and values (`structure`) and
+    /// its encoded size. For an update, on the metadata after the merge.
+    pub(crate) fn metadata(&self, value: Option<&Struct>) -> Result<(), RequestError> {
+        self.structure("metadata", value)?;
+        let encoded = value.map_or(0, prost::Message::encoded_len);
+        if encoded > self.max_metadata_bytes {
+            return Err(over(
+                "metadata",
+                format!(
+                    "{encoded} bytes encoded, at most {} (--max-metadata-size)",
+                    self.max_metadata_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the depth and size of a `Struct`, without recursion (prost
     /// already bounds nesting at decode; this keeps the walk flat anyway).
     pub(crate) fn structure(
@@ -220,6 +237,32 @@ mod tests {
             .structure("fields", Some(&nested(17)))
             .expect_err("too deep");
         assert!(err.to_string().contains("--max-struct-depth"), "{err}");
+    }
+
+    #[test]
+    fn metadata_over_its_encoded_size_names_the_limit() {
+        let limits = Limits {
+            max_metadata_bytes: 100,
+            ..Limits::default()
+        };
+        let mut metadata = Struct::default();
+        metadata.fields.insert(
+            "k".into(),
+            Value {
+                kind: Some(Kind::StringValue("v".repeat(80))),
+            },
+        );
+        assert!(limits.metadata(Some(&metadata)).is_ok());
+        assert!(limits.metadata(None).is_ok());
+        metadata.fields.insert("l".into(), Value::default());
+        metadata.fields.insert(
+            "m".into(),
+            Value {
+                kind: Some(Kind::StringValue("w".repeat(20))),
+            },
+        );
+        let err = limits.metadata(Some(&metadata)).expect_err("too big");
+        assert!(err.to_string().contains("--max-metadata-size"), "{err}");
     }
 
     #[test]

@@ -480,3 +480,106 @@ async fn an_otlp_export_of_millions_of_empty_records_is_refused_unread() {
     still_intact(&server, &id).await;
     server.shutdown().await;
 }
+
+/// Metadata of `keys` keys `{prefix}{n}`, each holding `value`.
+fn metadata_of(prefix: &str, keys: usize, value: &str) -> Struct {
+    let mut metadata = Struct::default();
+    for n in 0..keys {
+        metadata.fields.insert(
+            format!("{prefix}{n}"),
+            Value {
+                kind: Some(Kind::StringValue(value.to_owned())),
+            },
+        );
+    }
+    metadata
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_over_its_size_is_refused_on_start_and_after_an_update_merges() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let max = Limits::default().max_metadata_bytes;
+    let big = "b".repeat(max);
+    assert_refused(
+        client
+            .start_session(pb::StartSessionRequest {
+                session_id: "too-big".into(),
+                metadata: Some(metadata_of("k", 1, &big)),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-metadata-size",
+    );
+    assert_refused(
+        client.get_session(request::get("too-big")).await,
+        Code::NotFound,
+        "too-big",
+    );
+
+    // Two halves pass alone; merged, they are over.
+    let half = "h".repeat(max / 2);
+    let id = client
+        .start_session(pb::StartSessionRequest {
+            metadata: Some(metadata_of("a", 1, &half)),
+            ..Default::default()
+        })
+        .await
+        .expect("half fits")
+        .into_inner()
+        .id;
+    assert_refused(
+        client
+            .update_session(request::update(&id, Some(metadata_of("b", 1, &half))))
+            .await,
+        Code::ResourceExhausted,
+        "--max-metadata-size",
+    );
+    let kept = client
+        .get_session(request::get(&id))
+        .await
+        .expect("get")
+        .into_inner()
+        .metadata
+        .expect("metadata");
+    assert_eq!(kept, metadata_of("a", 1, &half), "nothing stored");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_cannot_merge_metadata_past_the_value_limit() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let max_values = Limits::default().max_struct_values;
+    let id = start_session(&mut client, "merge").await;
+    let mut refused = 0;
+    for round in 0..5 {
+        let update = metadata_of(&format!("r{round}-"), max_values, "v");
+        match client
+            .update_session(request::update(&id, Some(update)))
+            .await
+        {
+            Ok(_) => assert_eq!(round, 0, "only the first update fits"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert!(
+                    status.message().contains("--max-struct-values"),
+                    "{}",
+                    status.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 4);
+    let metadata = client
+        .get_session(request::get(&id))
+        .await
+        .expect("get")
+        .into_inner()
+        .metadata
+        .expect("metadata");
+    assert_eq!(metadata.fields.len(), max_values);
+    server.shutdown().await;
+}

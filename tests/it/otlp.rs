@@ -477,3 +477,31 @@ async fn an_export_over_the_record_limit_is_refused_whole_and_stores_nothing() {
     assert_eq!(read_all(&mut client, "capped").await.len(), 5);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_metadata_over_its_size_is_rejected_and_starts_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let big = "m".repeat(sessionlog::server::Limits::default().max_metadata_bytes);
+    let attributes = vec![
+        kv("session.id", text("meta-flood")),
+        kv("sessionlog.meta.blob", text(&big)),
+    ];
+    let response = export(
+        &server,
+        request(resource(attributes), "app", vec![record(1, 9, "r")]),
+    )
+    .await
+    .expect("the export is answered");
+    let (count, message) = rejected(&response);
+    assert_eq!(count, 1);
+    assert!(message.contains("--max-metadata-size"), "{message}");
+    let missing = client
+        .get_session(pb::GetSessionRequest {
+            session_id: "meta-flood".into(),
+        })
+        .await
+        .expect_err("nothing stored");
+    assert_eq!(missing.code(), Code::NotFound);
+    server.shutdown().await;
+}
