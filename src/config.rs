@@ -256,7 +256,10 @@ impl ServeConfig {
             max_struct_values: self.max_struct_values,
             max_follows_per_session: self.max_follows_per_session,
             max_streams: self.max_streams,
-            max_response_bytes: usize::try_from(self.max_response_size).unwrap_or(usize::MAX),
+            // 0 would mean "the default" further down; the least is one item.
+            max_response_bytes: usize::try_from(self.max_response_size)
+                .unwrap_or(usize::MAX)
+                .max(1),
             max_otlp_records: self.max_otlp_records,
             max_metadata_bytes: usize::try_from(self.max_metadata_size).unwrap_or(usize::MAX),
             ..Limits::default()
