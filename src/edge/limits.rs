@@ -7,6 +7,11 @@ use prost_types::{Struct, Value};
 
 use super::error::RequestError;
 
+/// Attributes and values an OTLP export may hold per record it may hold
+/// (`--max-otlp-records`), on average: an export decodes each into a
+/// struct of tens of bytes, however few bytes it took on the wire.
+pub(crate) const OTLP_VALUES_PER_RECORD: usize = 100;
+
 /// Every limit, with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -104,15 +109,31 @@ impl Limits {
         Ok(())
     }
 
-    /// An OTLP export's records; `records` past the limit is refused
+    /// Attributes and values in one OTLP export: on average
+    /// `OTLP_VALUES_PER_RECORD` per record of `--max-otlp-records`, which
+    /// keeps what an export decodes to within a small multiple of its size.
+    pub(crate) fn max_otlp_values(&self) -> usize {
+        self.max_otlp_records.saturating_mul(OTLP_VALUES_PER_RECORD)
+    }
+
+    /// An OTLP export's records and values; past a limit it is refused
     /// whole, with a code an exporter does not retry.
-    pub(crate) fn otlp_records(&self, records: usize) -> Result<(), RequestError> {
+    pub(crate) fn otlp_export(&self, records: usize, values: usize) -> Result<(), RequestError> {
         if records > self.max_otlp_records {
             return Err(over(
                 "resource_logs",
                 format!(
                     "more than {} log records in one export (--max-otlp-records); send smaller batches",
                     self.max_otlp_records
+                ),
+            ));
+        }
+        if values > self.max_otlp_values() {
+            return Err(over(
+                "resource_logs",
+                format!(
+                    "more than {} attributes and values in one export ({OTLP_VALUES_PER_RECORD} per record of --max-otlp-records); send smaller batches",
+                    self.max_otlp_values()
                 ),
             ));
         }

@@ -1,11 +1,12 @@
-//! A count of the log records in an encoded OTLP logs export, taken on its
-//! bytes before it is decoded: decoding materialises every record (an
-//! empty one is two bytes on the wire and a few hundred in memory), so the
-//! count must be known, and refused past `--max-otlp-records`, first. The
-//! walk keeps no state but a counter, and stops as soon as the count passes
-//! the limit.
+//! A census of an encoded OTLP logs export, taken on its bytes before it
+//! is decoded: decoding materialises every log record, attribute and value
+//! as a struct (an empty record or attribute is two bytes on the wire and
+//! tens to hundreds in memory), so their numbers must be known, and
+//! refused past the limits, first. The walk keeps no state but two
+//! counters and stops as soon as one passes its limit.
 
 use prost::DecodeError;
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
 /// Bytes that are not an encoded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,42 +17,142 @@ impl From<DecodeError> for Malformed {
         Self
     }
 }
-use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
-/// `ExportLogsServiceRequest.resource_logs`, `ResourceLogs.scope_logs` and
-/// `ScopeLogs.log_records`.
-const RESOURCE_LOGS_FIELD: u32 = 1;
-const SCOPE_LOGS_FIELD: u32 = 2;
-const LOG_RECORDS_FIELD: u32 = 2;
-
-/// The number of log records in `export` (an encoded
-/// `ExportLogsServiceRequest`), or the first count past `max`. Bytes that
-/// are not protobuf are an error (the decode names the fault).
-pub(crate) fn count_records(export: &[u8], max: usize) -> Result<usize, Malformed> {
-    let mut records = 0usize;
-    for_each_message(export, RESOURCE_LOGS_FIELD, |resource_logs| {
-        for_each_message(resource_logs, SCOPE_LOGS_FIELD, |scope_logs| {
-            for_each_message(scope_logs, LOG_RECORDS_FIELD, |_| {
-                records += 1;
-                Ok(records <= max)
-            })
-        })
-    })?;
-    Ok(records)
+/// What an export holds that decoding materialises one by one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Census {
+    pub(crate) records: usize,
+    /// Attributes (`KeyValue`s) of resources, scopes and records, and the
+    /// values (`AnyValue`s) in them and in record bodies, nested ones too.
+    pub(crate) values: usize,
 }
 
-/// Calls `visit` with the payload of each length-delimited field `field` of
-/// the message `bytes`, skipping every other field, until `visit` says
-/// stop (`Ok(false)`); returns whether the walk went to the end.
-fn for_each_message(
+impl Census {
+    fn within(&self, max: &Census) -> bool {
+        self.records <= max.records && self.values <= max.values
+    }
+}
+
+/// Deeper values than this are left to the decode, which refuses them.
+const MAX_DEPTH: usize = 64;
+
+/// The records and values of `export` (an encoded
+/// `ExportLogsServiceRequest`), up to the first count past `max`. Bytes
+/// that are not protobuf are an error (the decode names the fault).
+pub(crate) fn take(export: &[u8], max: Census) -> Result<Census, Malformed> {
+    let mut census = Census::default();
+    // ExportLogsServiceRequest.resource_logs = 1
+    for_each_field(export, |tag, resource_logs| match tag {
+        1 => resource_logs_of(resource_logs, &mut census, &max),
+        _ => Ok(true),
+    })?;
+    Ok(census)
+}
+
+fn resource_logs_of(bytes: &[u8], census: &mut Census, max: &Census) -> Result<bool, Malformed> {
+    // ResourceLogs.resource = 1 (Resource.attributes = 1), .scope_logs = 2
+    for_each_field(bytes, |tag, field| match tag {
+        1 => attributes_of(field, 1, census, max),
+        2 => scope_logs_of(field, census, max),
+        _ => Ok(true),
+    })
+}
+
+fn scope_logs_of(bytes: &[u8], census: &mut Census, max: &Census) -> Result<bool, Malformed> {
+    // ScopeLogs.scope = 1 (InstrumentationScope.attributes = 3),
+    // .log_records = 2
+    for_each_field(bytes, |tag, field| match tag {
+        1 => attributes_of(field, 3, census, max),
+        2 => {
+            census.records += 1;
+            Ok(census.within(max) && record_of(field, census, max)?)
+        }
+        _ => Ok(true),
+    })
+}
+
+fn record_of(bytes: &[u8], census: &mut Census, max: &Census) -> Result<bool, Malformed> {
+    // LogRecord.body = 5, .attributes = 6
+    for_each_field(bytes, |tag, field| match tag {
+        5 => any_value(field, 0, census, max),
+        6 => key_value(field, 0, census, max),
+        _ => Ok(true),
+    })
+}
+
+/// The attributes (field `attributes_field`) of a resource or scope.
+fn attributes_of(
     bytes: &[u8],
-    field: u32,
-    mut visit: impl FnMut(&[u8]) -> Result<bool, Malformed>,
+    attributes_field: u32,
+    census: &mut Census,
+    max: &Census,
+) -> Result<bool, Malformed> {
+    for_each_field(bytes, |tag, field| {
+        if tag == attributes_field {
+            key_value(field, 0, census, max)
+        } else {
+            Ok(true)
+        }
+    })
+}
+
+fn key_value(
+    bytes: &[u8],
+    depth: usize,
+    census: &mut Census,
+    max: &Census,
+) -> Result<bool, Malformed> {
+    census.values += 1;
+    if !census.within(max) {
+        return Ok(false);
+    }
+    // KeyValue.value = 2
+    for_each_field(bytes, |tag, field| match tag {
+        2 => any_value(field, depth + 1, census, max),
+        _ => Ok(true),
+    })
+}
+
+fn any_value(
+    bytes: &[u8],
+    depth: usize,
+    census: &mut Census,
+    max: &Census,
+) -> Result<bool, Malformed> {
+    census.values += 1;
+    if !census.within(max) {
+        return Ok(false);
+    }
+    if depth > MAX_DEPTH {
+        return Err(Malformed);
+    }
+    // AnyValue.array_value = 5 (ArrayValue.values = 1, AnyValues),
+    // .kvlist_value = 6 (KeyValueList.values = 1, KeyValues)
+    for_each_field(bytes, |tag, field| match tag {
+        5 => for_each_field(field, |tag, value| match tag {
+            1 => any_value(value, depth + 1, census, max),
+            _ => Ok(true),
+        }),
+        6 => for_each_field(field, |tag, value| match tag {
+            1 => key_value(value, depth + 1, census, max),
+            _ => Ok(true),
+        }),
+        _ => Ok(true),
+    })
+}
+
+/// Calls `visit` with the number and payload of each length-delimited
+/// field of the message `bytes`, skipping every other field, until
+/// `visit` says stop (`Ok(false)`); returns whether the walk went to the
+/// end.
+fn for_each_field(
+    bytes: &[u8],
+    mut visit: impl FnMut(u32, &[u8]) -> Result<bool, Malformed>,
 ) -> Result<bool, Malformed> {
     let mut rest = bytes;
     while !rest.is_empty() {
         let (tag, wire_type) = decode_key(&mut rest)?;
-        if tag != field || wire_type != WireType::LengthDelimited {
+        if wire_type != WireType::LengthDelimited {
             skip_field(wire_type, tag, &mut rest, DecodeContext::default())?;
             continue;
         }
@@ -61,7 +162,7 @@ fn for_each_message(
             .ok_or(Malformed)?;
         let (payload, after) = rest.split_at(len);
         rest = after;
-        if !visit(payload)? {
+        if !visit(tag, payload)? {
             return Ok(false);
         }
     }
@@ -71,8 +172,9 @@ fn for_each_message(
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message;
 
     use super::*;
@@ -106,17 +208,57 @@ mod tests {
         }
     }
 
+    const ROOMY: Census = Census {
+        records: 1_000,
+        values: 1_000,
+    };
+
     #[test]
-    fn counts_every_record_of_every_scope_and_resource() {
+    fn counts_every_record_and_value_of_every_scope_and_resource() {
+        // Each record: a string body (1 value) and one attribute without a
+        // value (1 value).
         let bytes = export(&[&[3, 0, 2], &[], &[5]]).encode_to_vec();
-        assert_eq!(count_records(&bytes, 100).expect("counts"), 10);
-        assert_eq!(count_records(&[], 100).expect("empty"), 0);
+        assert_eq!(
+            take(&bytes, ROOMY).expect("counts"),
+            Census {
+                records: 10,
+                values: 20
+            }
+        );
+        assert_eq!(take(&[], ROOMY).expect("empty"), Census::default());
     }
 
     #[test]
-    fn stops_at_the_first_record_past_the_limit() {
+    fn nested_values_and_resource_attributes_count_too() {
+        let list = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue::default(); 4],
+            })),
+        };
+        let mut request = export(&[&[1]]);
+        request.resource_logs[0].resource = Some(Resource {
+            attributes: vec![KeyValue {
+                key: "k".into(),
+                value: Some(list),
+                ..KeyValue::default()
+            }],
+            ..Resource::default()
+        });
+        // The record's 2, the attribute, its list and the list's 4.
+        let counted = take(&request.encode_to_vec(), ROOMY).expect("counts");
+        assert_eq!(counted.values, 2 + 1 + 1 + 4);
+    }
+
+    #[test]
+    fn stops_at_the_first_count_past_a_limit() {
         let bytes = export(&[&[3, 4], &[5]]).encode_to_vec();
-        assert_eq!(count_records(&bytes, 5).expect("counts"), 6);
+        let records = Census {
+            records: 5,
+            ..ROOMY
+        };
+        assert_eq!(take(&bytes, records).expect("counts").records, 6);
+        let values = Census { values: 5, ..ROOMY };
+        assert_eq!(take(&bytes, values).expect("counts").values, 6);
     }
 
     #[test]
@@ -124,9 +266,9 @@ mod tests {
         let bytes = export(&[&[3]]).encode_to_vec();
         for cut in 1..bytes.len() {
             // Every prefix either counts or fails; none panics.
-            let _ = count_records(&bytes[..cut], 100);
+            let _ = take(&bytes[..cut], ROOMY);
         }
-        assert!(count_records(&[0x0a, 0x05, 0x12], 100).is_err());
-        assert!(count_records(&[0xff; 12], 100).is_err());
+        assert!(take(&[0x0a, 0x05, 0x12], ROOMY).is_err());
+        assert!(take(&[0xff; 12], ROOMY).is_err());
     }
 }

@@ -45,13 +45,17 @@ impl OtlpIntake {
     }
 
     /// Refuses an export (an encoded `ExportLogsServiceRequest`) of more
-    /// records than `--max-otlp-records`, counted on its bytes before
-    /// anything is decoded. Bytes that do not parse pass: the decode names
-    /// their fault.
+    /// records than `--max-otlp-records`, or of more attributes and values
+    /// than `Limits::max_otlp_values`, counted on its bytes before anything
+    /// is decoded. Bytes that do not parse pass: the decode names their
+    /// fault.
     pub(crate) fn check_records(&self, export: &[u8]) -> Result<(), Failure> {
-        let max = self.limits.max_otlp_records;
-        match census::count_records(export, max) {
-            Ok(records) => Ok(self.limits.otlp_records(records)?),
+        let max = census::Census {
+            records: self.limits.max_otlp_records,
+            values: self.limits.max_otlp_values(),
+        };
+        match census::take(export, max) {
+            Ok(counted) => Ok(self.limits.otlp_export(counted.records, counted.values)?),
             Err(_) => Ok(()),
         }
     }

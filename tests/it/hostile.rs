@@ -428,6 +428,25 @@ async fn too_many_follow_streams_are_refused_with_retry_info() {
 /// encoded by hand (an empty record is two bytes on the wire; a generated
 /// encoder would build each in memory first).
 fn empty_records_export(session_id: &str, records: usize) -> Vec<u8> {
+    flood_export(session_id, records, |scope_logs| {
+        length_delimited(2, &[], scope_logs);
+    })
+}
+
+/// An OTLP export of one record with `attributes` empty attributes.
+fn empty_attributes_export(session_id: &str, attributes: usize) -> Vec<u8> {
+    let mut record = Vec::with_capacity(attributes * 2);
+    for _ in 0..attributes {
+        length_delimited(6, &[], &mut record);
+    }
+    flood_export(session_id, 1, |scope_logs| {
+        length_delimited(2, &record, scope_logs);
+    })
+}
+
+/// An export for `session_id` whose one scope holds what `push` writes,
+/// `times` times.
+fn flood_export(session_id: &str, times: usize, mut push: impl FnMut(&mut Vec<u8>)) -> Vec<u8> {
     // KeyValue { key: "session.id", value: AnyValue { string_value } }
     let mut value = Vec::new();
     length_delimited(1, session_id.as_bytes(), &mut value);
@@ -436,9 +455,9 @@ fn empty_records_export(session_id: &str, records: usize) -> Vec<u8> {
     length_delimited(2, &value, &mut attribute);
     let mut resource = Vec::new();
     length_delimited(1, &attribute, &mut resource);
-    let mut scope_logs = Vec::with_capacity(records * 2);
-    for _ in 0..records {
-        length_delimited(2, &[], &mut scope_logs);
+    let mut scope_logs = Vec::with_capacity(16 << 20);
+    for _ in 0..times {
+        push(&mut scope_logs);
     }
     let mut resource_logs = Vec::with_capacity(scope_logs.len() + 64);
     length_delimited(1, &resource, &mut resource_logs);
@@ -449,29 +468,27 @@ fn empty_records_export(session_id: &str, records: usize) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_otlp_export_of_millions_of_empty_records_is_refused_unread() {
+async fn otlp_exports_of_millions_of_empty_records_or_attributes_are_refused_unread() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let id = stored_before(&mut client).await;
-    // Just under the 16 MiB message limit: 8 million records.
-    let records = ((16 << 20) - 64) / 2;
-    let export = empty_records_export("flood", records);
-    assert!(export.len() <= 16 << 20);
-    let refused = raw_call(
-        &server,
-        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        export,
-    )
-    .await;
-    let status = refused.expect_err("refused");
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("--max-otlp-records"),
-        "{}",
-        status.message()
-    );
-    // No RetryInfo: an OTLP exporter drops the export rather than retry it.
-    assert!(status.get_error_details().retry_info().is_none());
+    // Just under the 16 MiB message limit: 8 million records, or one
+    // record of 8 million attributes.
+    let many = ((16 << 20) - 128) / 2;
+    for (export, names) in [
+        (empty_records_export("flood", many), "log records"),
+        (empty_attributes_export("flood", many), "attributes"),
+    ] {
+        assert!(export.len() <= 16 << 20);
+        let status = raw_call(
+            &server,
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            export,
+        )
+        .await
+        .expect_err("refused");
+        refused_unread(&status, names);
+    }
     assert_refused(
         client.get_session(request::get("flood")).await,
         Code::NotFound,
@@ -479,6 +496,19 @@ async fn an_otlp_export_of_millions_of_empty_records_is_refused_unread() {
     );
     still_intact(&server, &id).await;
     server.shutdown().await;
+}
+
+/// An OTLP export refused for its size, in a way exporters do not retry.
+fn refused_unread(status: &Status, names: &str) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-otlp-records"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains(names), "{}", status.message());
+    // No RetryInfo: an OTLP exporter drops the export rather than retry it.
+    assert!(status.get_error_details().retry_info().is_none());
 }
 
 /// Metadata of `keys` keys `{prefix}{n}`, each holding `value`.
