@@ -45,26 +45,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::api::codec::Codec")
         .compile_fds(descriptors)?;
-    otlp_logs_service();
+    otlp_logs_service(&server_dir);
     Ok(())
 }
 
 /// The OTLP logs service stub, over the message types of the
 /// `opentelemetry-proto` crate but with our codec, so a malformed export is
-/// INVALID_ARGUMENT like any other request.
-fn otlp_logs_service() {
+/// INVALID_ARGUMENT like any other request; and, apart (into `server/`),
+/// the server the intake serves, whose request arrives undecoded
+/// (`api::wire::EncodedExport`, through `api::codec::ExportCodec`), so its
+/// records are counted before a decode materialises them.
+fn otlp_logs_service(server_dir: &std::path::Path) {
     let messages = "::opentelemetry_proto::tonic::collector::logs::v1";
-    let export = tonic_build::manual::Method::builder()
-        .name("export")
-        .route_name("Export")
-        .input_type(format!("{messages}::ExportLogsServiceRequest"))
-        .output_type(format!("{messages}::ExportLogsServiceResponse"))
-        .codec_path("crate::api::codec::Codec")
-        .build();
-    let service = tonic_build::manual::Service::builder()
-        .name("LogsService")
-        .package("opentelemetry.proto.collector.logs.v1")
-        .method(export)
-        .build();
-    tonic_build::manual::Builder::new().compile(&[service]);
+    let service = |input_type: String, codec_path: &str| {
+        let export = tonic_build::manual::Method::builder()
+            .name("export")
+            .route_name("Export")
+            .input_type(input_type)
+            .output_type(format!("{messages}::ExportLogsServiceResponse"))
+            .codec_path(codec_path)
+            .build();
+        tonic_build::manual::Service::builder()
+            .name("LogsService")
+            .package("opentelemetry.proto.collector.logs.v1")
+            .method(export)
+            .build()
+    };
+    tonic_build::manual::Builder::new().compile(&[service(
+        format!("{messages}::ExportLogsServiceRequest"),
+        "crate::api::codec::Codec",
+    )]);
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .out_dir(server_dir)
+        .compile(&[service(
+            "crate::api::wire::EncodedExport".to_owned(),
+            "crate::api::codec::ExportCodec",
+        )]);
 }

@@ -196,6 +196,21 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_MAX_STREAMS", default_value_t = 16_384)]
     pub max_streams: usize,
 
+    /// The most bytes of entries or sessions in one response: a `Read` or
+    /// `ListSessions` page, a `Follow` batch, an SSE event or an HTTP page
+    /// (encoded protobuf for gRPC, JSON for HTTP) stops here, with at least
+    /// one item. Keep it under clients' receive limit (4 MiB by default).
+    #[arg(long, env = "SESSIONLOG_MAX_RESPONSE_SIZE", default_value = "2MiB", value_parser = parse_size)]
+    pub max_response_size: u64,
+
+    /// The most log records in one OTLP export.
+    #[arg(long, env = "SESSIONLOG_MAX_OTLP_RECORDS", default_value_t = 10_000)]
+    pub max_otlp_records: usize,
+
+    /// The largest session metadata, encoded (after an update's merge).
+    #[arg(long, env = "SESSIONLOG_MAX_METADATA_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_metadata_size: u64,
+
     /// The lease of a session an OTLP export starts: renewed by each export
     /// to it, so a session whose exporter goes quiet this long ends with
     /// `lease expired`. `0s` keeps such sessions active until ended.
@@ -310,6 +325,12 @@ impl ServeConfig {
             max_struct_values: self.max_struct_values,
             max_follows_per_session: self.max_follows_per_session,
             max_streams: self.max_streams,
+            // 0 would mean "the default" further down; the least is one item.
+            max_response_bytes: usize::try_from(self.max_response_size)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            max_otlp_records: self.max_otlp_records,
+            max_metadata_bytes: usize::try_from(self.max_metadata_size).unwrap_or(usize::MAX),
             ..Limits::default()
         }
     }

@@ -22,3 +22,13 @@ pub mod otlp_logs {
         "/opentelemetry.proto.collector.logs.v1.LogsService.rs"
     ));
 }
+
+/// The server side of `LogsService` that the OTLP intake serves: its
+/// `Export` takes the request undecoded (`api::wire::EncodedExport`, see
+/// `build.rs`).
+pub(crate) mod otlp_intake {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/server/opentelemetry.proto.collector.logs.v1.LogsService.rs"
+    ));
+}

@@ -104,6 +104,7 @@ pub(crate) fn read_query(
         after_seq: request.after_seq,
         limit: request.limit,
         tail: request.tail,
+        max_bytes: limits.max_response_bytes,
     })
 }
 
@@ -118,6 +119,7 @@ pub(crate) fn follow_query(
         after_seq: request.after_seq,
         tail: request.tail,
         max_batch: request.max_batch,
+        max_bytes: limits.max_response_bytes,
     })
 }
 
@@ -176,6 +178,7 @@ pub(crate) fn list_query(
         parent_session_id: request.parent_session_id,
         page_size: request.page_size,
         after_id: decode_page_token(&request.page_token)?,
+        max_bytes: limits.max_response_bytes,
     })
 }
 

@@ -5,14 +5,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::edge::{Limits, StreamCounter};
 use crate::pb::{self, session_log_server::SessionLog};
 use crate::sessions::SessionManager;
+use crate::store::entry_wire_len;
 
 use super::convert;
 use super::wire::{EncodedFollowResponse, WireAppendRequest};
+use crate::edge::budget::take_within;
 use crate::edge::entry::log_entry;
 use crate::edge::request::{encode_page_token, session_id};
 use crate::edge::session::{new_session, session, session_state};
@@ -75,9 +78,15 @@ impl SessionLog for SessionLogService {
     ) -> Result<Response<pb::Session>, Status> {
         let request = request.into_inner();
         let id = session_id(&request.session_id)?;
-        self.limits
-            .structure("metadata", request.metadata.as_ref())?;
-        let view = self.sessions.update(id, request.metadata).await?;
+        self.limits.metadata(request.metadata.as_ref())?;
+        // The limits hold for the merged metadata too, or nothing changes.
+        let limits = self.limits.clone();
+        let check = move |merged: Option<&_>| {
+            limits
+                .metadata(merged)
+                .map_err(|err| format!("{err}, once merged into the session's"))
+        };
+        let view = self.sessions.update(id, request.metadata, check).await?;
         Ok(Response::new(session(view)))
     }
 
@@ -122,10 +131,19 @@ impl SessionLog for SessionLogService {
         let page = self
             .sessions
             .list(&convert::list_query(request.into_inner(), &self.limits)?);
+        let sessions = page.sessions.into_iter().map(session);
+        let (sessions, cut) = take_within(sessions, self.limits.max_response_bytes, |session| {
+            entry_wire_len(session.encoded_len())
+        });
+        // Cut by the budget: the next page starts after the last one sent.
+        let next_after_id = if cut {
+            sessions.last().map(|last| last.id.clone())
+        } else {
+            page.next_after_id
+        };
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: page.sessions.into_iter().map(session).collect(),
-            next_page_token: page
-                .next_after_id
+            sessions,
+            next_page_token: next_after_id
                 .map(|id| encode_page_token(&id))
                 .unwrap_or_default(),
         }))

@@ -105,6 +105,23 @@ impl Message for EncodedFollowResponse {
     }
 }
 
+/// An OTLP `ExportLogsServiceRequest` as it arrived, undecoded: its
+/// records are counted on these bytes (`otlp::census`) before the decode
+/// that would materialise every one of them. The server's `LogsService`
+/// takes this type through `codec::ExportCodec` (see `build.rs`).
+#[derive(Clone, Default, PartialEq)]
+pub(crate) struct EncodedExport {
+    pub(crate) bytes: Bytes,
+}
+
+impl std::fmt::Debug for EncodedExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedExport")
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// `sessionlog.v1.AppendRequest` as the server decodes it: each entry is
 /// kept as the bytes of its `LogEntry`. The server's generated `Append` and
 /// `AppendStream` take this type (see `build.rs`); clients send the

@@ -91,7 +91,9 @@ impl From<SessionError> for Failure {
             SessionError::AlreadyExists { .. } => Code::AlreadyExists,
             SessionError::Ended { .. } | SessionError::Active { .. } => Code::FailedPrecondition,
             SessionError::SeqMismatch { .. } => Code::Aborted,
-            SessionError::SeqsExhausted { .. } => Code::ResourceExhausted,
+            SessionError::SeqsExhausted { .. } | SessionError::MetadataRefused { .. } => {
+                Code::ResourceExhausted
+            }
             SessionError::Store(store) => return store_failure(&store),
         };
         Self::new(code, err.to_string())

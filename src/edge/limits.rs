@@ -7,6 +7,11 @@ use prost_types::{Struct, Value};
 
 use super::error::RequestError;
 
+/// Attributes and values an OTLP export may hold per record it may hold
+/// (`--max-otlp-records`), on average: an export decodes each into a
+/// struct of tens of bytes, however few bytes it took on the wire.
+pub(crate) const OTLP_VALUES_PER_RECORD: usize = 100;
+
 /// Every limit, with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -30,6 +35,13 @@ pub struct Limits {
     pub max_follows_per_session: usize,
     /// Open `Follow` and `WatchSessions` streams in all (`--max-streams`).
     pub max_streams: usize,
+    /// Bytes of entries or sessions in one response, at least one item
+    /// (`--max-response-size`).
+    pub max_response_bytes: usize,
+    /// Log records in one OTLP export (`--max-otlp-records`).
+    pub max_otlp_records: usize,
+    /// A session's metadata, encoded (`--max-metadata-size`).
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +58,11 @@ impl Default for Limits {
             max_filter_prefixes: 64,
             max_follows_per_session: 4_096,
             max_streams: 16_384,
+            // Half of a default gRPC client's 4 MiB receive limit: room for
+            // the one entry a page always carries, whatever the budget.
+            max_response_bytes: 2 << 20,
+            max_otlp_records: 10_000,
+            max_metadata_bytes: 64 << 10,
         }
     }
 }
@@ -92,6 +109,37 @@ impl Limits {
         Ok(())
     }
 
+    /// Attributes and values in one OTLP export: on average
+    /// `OTLP_VALUES_PER_RECORD` per record of `--max-otlp-records`, which
+    /// keeps what an export decodes to within a small multiple of its size.
+    pub(crate) fn max_otlp_values(&self) -> usize {
+        self.max_otlp_records.saturating_mul(OTLP_VALUES_PER_RECORD)
+    }
+
+    /// An OTLP export's records and values; past a limit it is refused
+    /// whole, with a code an exporter does not retry.
+    pub(crate) fn otlp_export(&self, records: usize, values: usize) -> Result<(), RequestError> {
+        if records > self.max_otlp_records {
+            return Err(over(
+                "resource_logs",
+                format!(
+                    "more than {} log records in one export (--max-otlp-records); send smaller batches",
+                    self.max_otlp_records
+                ),
+            ));
+        }
+        if values > self.max_otlp_values() {
+            return Err(over(
+                "resource_logs",
+                format!(
+                    "more than {} attributes and values in one export ({OTLP_VALUES_PER_RECORD} per record of --max-otlp-records); send smaller batches",
+                    self.max_otlp_values()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn entry_bytes(&self, encoded: usize) -> Result<(), RequestError> {
         if encoded > self.max_entry_bytes {
             return Err(over(
@@ -119,6 +167,23 @@ impl Limits {
         prefixes
             .iter()
             .try_for_each(|prefix| self.name("filter.logger_prefixes", prefix))
+    }
+
+    /// Checks a session's metadata: its depth and values (`structure`) and
+    /// its encoded size. For an update, on the metadata after the merge.
+    pub(crate) fn metadata(&self, value: Option<&Struct>) -> Result<(), RequestError> {
+        self.structure("metadata", value)?;
+        let encoded = value.map_or(0, prost::Message::encoded_len);
+        if encoded > self.max_metadata_bytes {
+            return Err(over(
+                "metadata",
+                format!(
+                    "{encoded} bytes encoded, at most {} (--max-metadata-size)",
+                    self.max_metadata_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the depth and size of a `Struct`, without recursion (prost
@@ -193,6 +258,32 @@ mod tests {
             .structure("fields", Some(&nested(17)))
             .expect_err("too deep");
         assert!(err.to_string().contains("--max-struct-depth"), "{err}");
+    }
+
+    #[test]
+    fn metadata_over_its_encoded_size_names_the_limit() {
+        let limits = Limits {
+            max_metadata_bytes: 100,
+            ..Limits::default()
+        };
+        let mut metadata = Struct::default();
+        metadata.fields.insert(
+            "k".into(),
+            Value {
+                kind: Some(Kind::StringValue("v".repeat(80))),
+            },
+        );
+        assert!(limits.metadata(Some(&metadata)).is_ok());
+        assert!(limits.metadata(None).is_ok());
+        metadata.fields.insert("l".into(), Value::default());
+        metadata.fields.insert(
+            "m".into(),
+            Value {
+                kind: Some(Kind::StringValue("w".repeat(20))),
+            },
+        );
+        let err = limits.metadata(Some(&metadata)).expect_err("too big");
+        assert!(err.to_string().contains("--max-metadata-size"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! What every edge shares (gRPC in `api`, OTLP in `otlp`, HTTP/SSE in
 //! `http`): request validation and limits, the contract's entry and session
-//! messages checked into the rules' types and back, bearer tokens, the
+//! messages checked into the rules' types and back, the byte budget of a
+//! response, bearer tokens, the
 //! count of open streams, and the one choice of error code per domain
 //! error. Nothing here knows a transport: the contract's messages (`pb`)
 //! appear, tonic's services and axum do not.
 
+pub(crate) mod budget;
 pub(crate) mod entry;
 pub(crate) mod error;
 pub(crate) mod failure;

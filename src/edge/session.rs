@@ -21,7 +21,7 @@ pub(crate) fn new_session(
     limits.name("mode", &request.mode)?;
     limits.name("platform", &request.platform)?;
     limits.name("job_id", &request.job_id)?;
-    limits.structure("metadata", request.metadata.as_ref())?;
+    limits.metadata(request.metadata.as_ref())?;
     if let Some(ttl) = &request.lease_ttl
         && std::time::Duration::try_from(*ttl).is_err()
     {

@@ -2,7 +2,10 @@
 //! once and in seq order. It reads only up to the published `last_seq`, and
 //! re-reads the signal after every page, so the switch from history to live
 //! has no gap and no duplicate. It holds nothing but its cursor and the page
-//! being sent: backpressure from the client stops its reads. Pages are read
+//! being sent, at most its byte budget of entries (or one entry): there is
+//! no queue between its reads and the stream, and backpressure from the
+//! client stops its reads, so a stalled client pins one batch here and the
+//! one its transport holds. Pages are read
 //! on the blocking pool (`store::blocking`), never on an async worker.
 
 use std::sync::Arc;
@@ -64,6 +67,9 @@ pub(crate) struct FollowOptions {
     pub filter: EntryFilter,
     /// At most this many entries per batch.
     pub max_batch: usize,
+    /// At most this many bytes of entries per batch, as they weigh in a
+    /// message (`store::entry_wire_len`); at least one entry.
+    pub max_bytes: usize,
 }
 
 /// Counts live followers; each `Follower` holds one unit until dropped.
@@ -116,6 +122,7 @@ pub(crate) struct Follower {
     /// Shared with each page read, so a page does not copy it.
     filter: Arc<EntryFilter>,
     max_batch: usize,
+    max_bytes: usize,
     caught_up: bool,
     finished: bool,
     shutdown: CancellationToken,
@@ -138,6 +145,7 @@ impl Follower {
             cursor: after_seq,
             filter: Arc::new(options.filter),
             max_batch: options.max_batch,
+            max_bytes: options.max_bytes,
             caught_up: false,
             finished: false,
             shutdown,
@@ -172,6 +180,7 @@ impl Follower {
                     // A filter that keeps little must not hold a blocking
                     // thread for a whole log.
                     max_scanned: self.max_batch.saturating_mul(4).max(1_000),
+                    max_bytes: self.max_bytes,
                 };
                 let (log, filter, cursor) = (self.log.clone(), self.filter.clone(), self.cursor);
                 let page = blocking(move || {

@@ -14,10 +14,40 @@ use crate::store::schema::{State, StoredEntry};
 
 pub(super) const CONTENT_TYPE: &str = "application/json";
 
+/// How many bytes `value` takes as JSON, without keeping the text. What
+/// cannot be rendered weighs nothing (it is not sent either).
+pub(super) fn json_len(value: &impl Serialize) -> usize {
+    let mut counter = ByteCounter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
+    }
+}
+
+/// Counts what is written to it.
+#[derive(Debug)]
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What an item adds to a JSON array: itself and a comma.
+pub(super) fn json_item_len(value: &impl Serialize) -> usize {
+    json_len(value).saturating_add(1)
+}
+
 /// A `Session`.
 #[derive(Debug, Serialize)]
 pub(super) struct SessionJson {
-    id: String,
+    pub(super) id: String,
     app_name: String,
     mode: String,
     platform: String,
@@ -70,7 +100,7 @@ impl From<SessionView> for SessionJson {
 /// A `LogEntry`.
 #[derive(Debug, Serialize)]
 pub(super) struct EntryJson {
-    seq: u64,
+    pub(super) seq: u64,
     timestamp: Option<String>,
     level: &'static str,
     logger: String,
@@ -99,17 +129,13 @@ impl From<StoredEntry> for EntryJson {
 
 /// Entries as the store holds them (encoded), decoded for JSON. A record
 /// that does not decode is corrupt data, reported as such.
-pub(super) fn decode_entries(raw: &[impl AsRef<[u8]>]) -> Result<Vec<EntryJson>, Failure> {
-    raw.iter()
-        .map(|bytes| {
-            StoredEntry::decode(bytes.as_ref())
-                .map(EntryJson::from)
-                .map_err(|err| {
-                    tracing::error!(error = %err, "a stored entry does not decode");
-                    Failure::new(Code::Internal, "stored data is corrupt; see the server log")
-                })
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<EntryJson, Failure> {
+    StoredEntry::decode(bytes)
+        .map(EntryJson::from)
+        .map_err(|err| {
+            tracing::error!(error = %err, "a stored entry does not decode");
+            Failure::new(Code::Internal, "stored data is corrupt; see the server log")
         })
-        .collect()
 }
 
 /// `ListSessionsResponse`.
@@ -128,11 +154,12 @@ pub(super) struct EntriesJson {
     pub(super) state: &'static str,
 }
 
-/// `LogBatch`: the data of a follow stream's unnamed events.
-#[derive(Debug, Serialize)]
-pub(super) struct BatchJson {
-    pub(super) entries: Vec<EntryJson>,
-    pub(super) cursor: u64,
+/// `LogBatch`, the data of a follow stream's unnamed events, from its
+/// entries already rendered (`{"entries": [...], "cursor": N}`): a batch
+/// is cut into events by the JSON size of its entries, which is known
+/// only once they are rendered.
+pub(super) fn batch_json(entries: &[String], cursor: u64) -> String {
+    format!(r#"{{"entries":[{}],"cursor":{cursor}}}"#, entries.join(","))
 }
 
 /// `CaughtUp`.
@@ -194,8 +221,37 @@ mod tests {
     }
 
     #[test]
+    fn batches_render_as_log_batches() {
+        let entries: Vec<String> = (1..=2)
+            .map(|seq| {
+                let entry = EntryJson::from(StoredEntry {
+                    seq,
+                    ..StoredEntry::default()
+                });
+                serde_json::to_string(&entry).expect("serializes")
+            })
+            .collect();
+        let batch: Value = serde_json::from_str(&batch_json(&entries, 9)).expect("JSON");
+        assert_eq!(batch["cursor"], 9);
+        assert_eq!(batch["entries"][1]["seq"], 2);
+        let empty: Value = serde_json::from_str(&batch_json(&[], 3)).expect("JSON");
+        assert_eq!(empty["entries"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_text() {
+        let entry = EntryJson::from(StoredEntry {
+            message: "\u{1}\u{1}é".into(),
+            ..StoredEntry::default()
+        });
+        let text = serde_json::to_string(&entry).expect("serializes");
+        assert_eq!(json_len(&entry), text.len());
+        assert!(text.contains("\\u0001\\u0001"), "{text}");
+    }
+
+    #[test]
     fn undecodable_entries_are_internal_failures() {
-        let failure = decode_entries(&[vec![0xff_u8, 0xff, 0xff]]).expect_err("garbage");
+        let failure = decode_entry(&[0xff_u8, 0xff, 0xff]).expect_err("garbage");
         assert_eq!(failure.code, Code::Internal);
     }
 }

@@ -156,6 +156,7 @@ pub(crate) fn list_query(raw: Option<&str>, limits: &Limits) -> Result<ListQuery
         parent_session_id: parent_session_id.to_owned(),
         page_size: params.number("page_size")?.unwrap_or(0),
         after_id: decode_page_token(params.text("page_token"))?,
+        max_bytes: limits.max_response_bytes,
     })
 }
 
@@ -172,6 +173,7 @@ pub(crate) fn read_query(
         limit: params.number("limit")?.unwrap_or(0),
         tail: params.number("tail")?.unwrap_or(0),
         filter: params.filter(limits)?,
+        max_bytes: limits.max_response_bytes,
     })
 }
 
@@ -193,6 +195,7 @@ pub(crate) fn follow_query(
         tail: params.number("tail")?.unwrap_or(0),
         max_batch: params.number("max_batch")?.unwrap_or(0),
         filter: params.filter(limits)?,
+        max_bytes: limits.max_response_bytes,
     };
     if let Some(resume) = last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
         query.after_seq = resume.parse().map_err(|_| {

@@ -7,12 +7,13 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::edge::budget::take_within;
 use crate::edge::request::{encode_page_token, session_id};
 use crate::edge::{Code, Failure};
 
 use super::HttpEdge;
 use super::error::HttpError;
-use super::json::{self, EntriesJson, ListJson, SessionJson};
+use super::json::{self, EntriesJson, EntryJson, ListJson, SessionJson, json_item_len};
 use super::query;
 
 /// A 200 with `body` as JSON.
@@ -58,10 +59,17 @@ pub(super) async fn list(
     let page = edge
         .sessions
         .list(&query::list_query(raw.as_deref(), &edge.limits)?);
+    let sessions = page.sessions.into_iter().map(SessionJson::from);
+    let (sessions, cut) = take_within(sessions, edge.limits.max_response_bytes, json_item_len);
+    // Cut by the budget: the next page starts after the last one sent.
+    let next_after_id = if cut {
+        sessions.last().map(|last| last.id.clone())
+    } else {
+        page.next_after_id
+    };
     Ok(json_response(&ListJson {
-        sessions: page.sessions.into_iter().map(SessionJson::from).collect(),
-        next_page_token: page
-            .next_after_id
+        sessions,
+        next_page_token: next_after_id
             .map(|id| encode_page_token(&id))
             .unwrap_or_default(),
     }))
@@ -86,9 +94,16 @@ pub(super) async fn entries(
 ) -> Result<Response, HttpError> {
     let read = query::read_query(&id, raw.as_deref(), &edge.limits)?;
     let page = edge.sessions.read(read).await?;
+    let entries = page.entries.into_iter().map(EntryJson::from);
+    let (entries, cut) = take_within(entries, edge.limits.max_response_bytes, json_item_len);
+    // Cut by the budget: the next page starts after the last one sent.
+    let next_cursor = match entries.last() {
+        Some(last) if cut => last.seq,
+        _ => page.next_cursor,
+    };
     Ok(json_response(&EntriesJson {
-        entries: page.entries.into_iter().map(Into::into).collect(),
-        next_cursor: page.next_cursor,
+        entries,
+        next_cursor,
         last_seq: page.last_seq,
         state: json::state(page.state),
     }))

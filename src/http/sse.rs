@@ -4,9 +4,12 @@
 //! they never block writers), count against the same stream limits, and
 //! end when the server shuts down.
 //!
-//! Follow: each batch is one unnamed event whose `id:` is the batch's
+//! Follow: each batch is an unnamed event whose `id:` is the batch's
 //! cursor, so a browser's automatic reconnect sends it back as
-//! `Last-Event-ID` and resumes with no gap and no duplicate; then named
+//! `Last-Event-ID` and resumes with no gap and no duplicate. A batch whose
+//! JSON passes `--max-response-size` (escaping can make an entry's JSON six
+//! times its stored size) goes as several events, rendered one at a time as
+//! the client reads, each with the cursor after its last entry; then named
 //! events `caught_up` (`id:` its cursor) and `ended` (the session; the
 //! stream then closes). A failure mid-stream is one
 //! `stream_error` event with the error body, then the stream closes (not
@@ -28,7 +31,7 @@ use crate::sessions::{SessionError, SessionView};
 
 use super::HttpEdge;
 use super::error::{ErrorBody, HttpError};
-use super::json::{self, BatchJson, CaughtUpJson, SessionEventJson, SessionJson};
+use super::json::{self, CaughtUpJson, SessionEventJson, SessionJson};
 use super::query;
 use super::routes::SessionPath;
 
@@ -50,9 +53,10 @@ pub(super) async fn follow(
     let permit = edge
         .streams
         .acquire(Some(&query.session_id), &edge.limits)?;
-    let events = edge.sessions.follow(query).await?.map(move |event| {
+    let max_bytes = edge.limits.max_response_bytes;
+    let events = edge.sessions.follow(query).await?.flat_map(move |event| {
         let _open = &permit;
-        follow_event(event)
+        follow_events(event, max_bytes)
     });
     Ok(stream_response(events, edge.keep_alive))
 }
@@ -80,30 +84,93 @@ pub(super) async fn watch(
 /// An event, and whether it is the last one of its stream.
 type Step = (Event, bool);
 
-fn follow_event(event: Result<FollowEvent<SessionView>, SessionError>) -> Step {
-    match event {
-        Ok(FollowEvent::Batch { entries, cursor }) => match json::decode_entries(&entries) {
-            Ok(entries) => (
-                with_data(
-                    Event::default().id(cursor.to_string()),
-                    &BatchJson { entries, cursor },
-                ),
-                false,
-            ),
-            Err(failure) => stream_error(failure),
-        },
-        Ok(FollowEvent::CaughtUp { cursor }) => (
+fn follow_events(
+    event: Result<FollowEvent<SessionView>, SessionError>,
+    max_bytes: usize,
+) -> futures::stream::Iter<Box<dyn Iterator<Item = Step> + Send>> {
+    let steps: Box<dyn Iterator<Item = Step> + Send> = match event {
+        Ok(FollowEvent::Batch { entries, cursor }) => Box::new(BatchEvents {
+            entries: entries.into_iter(),
+            cursor,
+            max_bytes,
+            pending: None,
+        }),
+        Ok(FollowEvent::CaughtUp { cursor }) => Box::new(std::iter::once((
             with_data(
                 Event::default().event("caught_up").id(cursor.to_string()),
                 &CaughtUpJson { cursor },
             ),
             false,
-        ),
-        Ok(FollowEvent::Ended(view)) => (
+        ))),
+        Ok(FollowEvent::Ended(view)) => Box::new(std::iter::once((
             with_data(Event::default().event("ended"), &SessionJson::from(view)),
             true,
-        ),
-        Err(err) => stream_error(err),
+        ))),
+        Err(err) => Box::new(std::iter::once(stream_error(err))),
+    };
+    futures::stream::iter(steps)
+}
+
+/// A follower's batch as events of at most `max_bytes` of entries' JSON
+/// (at least one entry each), rendered one event at a time as the stream
+/// is polled, so a client that stops reading holds the batch as stored and
+/// one rendered event, never the whole batch rendered.
+struct BatchEvents<E> {
+    entries: std::vec::IntoIter<E>,
+    /// The batch's cursor: the last event's `id:`.
+    cursor: u64,
+    max_bytes: usize,
+    /// An entry rendered for an event it did not fit in, with its seq.
+    pending: Option<Result<(u64, String), Failure>>,
+}
+
+impl<E: AsRef<[u8]>> BatchEvents<E> {
+    fn render_next(&mut self) -> Option<Result<(u64, String), Failure>> {
+        if let Some(pending) = self.pending.take() {
+            return Some(pending);
+        }
+        let raw = self.entries.next()?;
+        Some(json::decode_entry(raw.as_ref()).map(|entry| {
+            let text = serde_json::to_string(&entry).unwrap_or_else(|_| "{}".to_owned());
+            (entry.seq, text)
+        }))
+    }
+}
+
+impl<E: AsRef<[u8]>> Iterator for BatchEvents<E> {
+    type Item = Step;
+
+    fn next(&mut self) -> Option<Step> {
+        let mut texts = Vec::new();
+        let (mut bytes, mut last_seq) = (0usize, 0);
+        while let Some(rendered) = self.render_next() {
+            let (seq, text) = match rendered {
+                Ok(rendered) => rendered,
+                Err(failure) if texts.is_empty() => {
+                    self.entries = Vec::new().into_iter();
+                    return Some(stream_error(failure));
+                }
+                Err(failure) => {
+                    self.pending = Some(Err(failure));
+                    break;
+                }
+            };
+            let weight = text.len().saturating_add(1);
+            if !texts.is_empty() && bytes.saturating_add(weight) > self.max_bytes {
+                self.pending = Some(Ok((seq, text)));
+                break;
+            }
+            bytes = bytes.saturating_add(weight);
+            last_seq = seq;
+            texts.push(text);
+        }
+        if texts.is_empty() {
+            return None;
+        }
+        let more = self.pending.is_some() || self.entries.len() > 0;
+        let cursor = if more { last_seq } else { self.cursor };
+        let event = Event::default().id(cursor.to_string());
+        Some((event.data(json::batch_json(&texts, cursor)), false))
     }
 }
 

@@ -21,6 +21,7 @@ use crate::sessions::{AppendBatch, SessionError, SessionManager};
 use crate::store::NewEntry;
 use crate::store::schema::StoredEntry;
 
+use super::census;
 use super::mapping::{self, Record};
 
 /// OTLP logs in over a `SessionManager`; the gRPC edge serves it as
@@ -40,6 +41,22 @@ impl OtlpIntake {
             sessions,
             limits: Arc::new(limits),
             lease,
+        }
+    }
+
+    /// Refuses an export (an encoded `ExportLogsServiceRequest`) of more
+    /// records than `--max-otlp-records`, or of more attributes and values
+    /// than `Limits::max_otlp_values`, counted on its bytes before anything
+    /// is decoded. Bytes that do not parse pass: the decode names their
+    /// fault.
+    pub(crate) fn check_records(&self, export: &[u8]) -> Result<(), Failure> {
+        let max = census::Census {
+            records: self.limits.max_otlp_records,
+            values: self.limits.max_otlp_values(),
+        };
+        match census::take(export, max) {
+            Ok(counted) => Ok(self.limits.otlp_export(counted.records, counted.values)?),
+            Err(_) => Ok(()),
         }
     }
 

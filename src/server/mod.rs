@@ -30,7 +30,7 @@ use crate::forward::{self, Forwarding};
 use crate::http::{self, HttpEdge};
 use crate::metrics;
 use crate::otlp::OtlpIntake;
-use crate::pb::otlp_logs::logs_service_server::LogsServiceServer;
+use crate::pb::otlp_intake::logs_service_server::LogsServiceServer;
 use crate::pb::session_log_server::SessionLogServer;
 use crate::sessions::SessionManager;
 use crate::store::durability::Durability;

@@ -6,9 +6,9 @@ use futures::{Stream, StreamExt};
 
 use crate::fanout::{FollowError, FollowEvent, FollowOptions, Follower};
 use crate::store::schema::LogCounters;
-use crate::store::{EntryFilter, LogTree, ScanLimits};
+use crate::store::{EntryFilter, LogTree};
 
-use super::read::{MAX_READ_LIMIT, MAX_SCANNED_PER_READ};
+use super::read::{DEFAULT_PAGE_BYTES, MAX_READ_LIMIT, MAX_SCANNED_PER_READ};
 use super::{SessionError, SessionManager, SessionView, blocking};
 
 /// Entries per follow batch when the request names no `max_batch`.
@@ -25,6 +25,9 @@ pub struct FollowQuery {
     pub filter: EntryFilter,
     /// 0 means `DEFAULT_FOLLOW_BATCH`; clamped to the read maximum.
     pub max_batch: u32,
+    /// A batch stops before its entries, encoded, pass this many bytes (at
+    /// least one entry); 0 means `DEFAULT_PAGE_BYTES`.
+    pub max_bytes: usize,
 }
 
 impl SessionManager {
@@ -55,6 +58,10 @@ impl SessionManager {
                 Ok(0) => DEFAULT_FOLLOW_BATCH,
                 Ok(size) => size.min(MAX_READ_LIMIT),
                 Err(_) => MAX_READ_LIMIT,
+            },
+            max_bytes: match query.max_bytes {
+                0 => DEFAULT_PAGE_BYTES,
+                max_bytes => max_bytes,
             },
         };
         let follower = Follower::new(
@@ -87,18 +94,16 @@ impl SessionManager {
 /// is, `u64::MAX` included (nothing stored is after it).
 fn start(log: &LogTree, query: &FollowQuery, counters: &LogCounters) -> Result<u64, SessionError> {
     if query.tail > 0 {
-        let limits = ScanLimits {
-            max_entries: usize::try_from(query.tail)
-                .unwrap_or(MAX_READ_LIMIT)
-                .min(MAX_READ_LIMIT),
-            max_scanned: MAX_SCANNED_PER_READ,
-        };
-        let tail = log.page_tail(query.after_seq, counters.last_seq, &query.filter, limits)?;
-        return Ok(match tail.first() {
-            // Stored seqs start at 1.
-            Some(first) => first.seq.saturating_sub(1),
-            None => query.after_seq.max(counters.last_seq),
-        });
+        let count = usize::try_from(query.tail)
+            .unwrap_or(MAX_READ_LIMIT)
+            .min(MAX_READ_LIMIT);
+        return Ok(log.tail_start(
+            query.after_seq,
+            counters.last_seq,
+            &query.filter,
+            count,
+            MAX_SCANNED_PER_READ,
+        )?);
     }
     Ok(query.after_seq)
 }

@@ -106,16 +106,21 @@ impl SessionManager {
     }
 
     /// Merges `metadata`'s top-level keys into the session's; a key set to
-    /// null is removed. Ended sessions can be annotated too.
+    /// null is removed. Ended sessions can be annotated too. `check` sees
+    /// the merged metadata under the session's write lock, before anything
+    /// is stored: an `Err` (its reason) refuses the update
+    /// (`MetadataRefused`) and leaves the session as it was, so limits hold
+    /// after any sequence of updates, concurrent ones included.
     pub async fn update(
         &self,
         session_id: &str,
         metadata: Option<Struct>,
+        check: impl FnOnce(Option<&Struct>) -> Result<(), String> + Send + 'static,
     ) -> Result<SessionView, SessionError> {
         let handle = self.handle(session_id)?;
         let writing = self.write_guard(&handle).await?;
         let (manager, target) = (self.clone(), handle.clone());
-        blocking(move || manager.update_locked(&target, metadata, writing)).await?;
+        blocking(move || manager.update_locked(&target, metadata, check, writing)).await?;
         self.inner.durability.wait_durable().await?;
         handle.view()
     }
@@ -126,12 +131,15 @@ impl SessionManager {
         &self,
         handle: &SessionHandle,
         metadata: Option<Struct>,
+        check: impl FnOnce(Option<&Struct>) -> Result<(), String>,
         _writing: OwnedMutexGuard<()>,
     ) -> Result<(), SessionError> {
         let mut record = handle.view()?.record;
         if let Some(update) = metadata {
             merge_metadata(record.metadata.get_or_insert_with(Struct::default), update);
         }
+        check(record.metadata.as_ref())
+            .map_err(|reason| SessionError::MetadataRefused { reason })?;
         record.updated_at = Some(SystemTime::now().into());
         self.store().put_session(&record)?;
         self.inner.events.publish(|| {

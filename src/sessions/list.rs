@@ -1,8 +1,12 @@
 //! Listing sessions: filtered, in id order (generated ids sort by creation
 //! time), paged by the last id returned. A session that exists for the
-//! whole paging is seen exactly once, whatever starts meanwhile.
+//! whole paging is seen exactly once, whatever starts meanwhile. A page
+//! stops at its size or at a byte budget of stored records, whichever comes
+//! first (at least one session), so one page never copies without bound.
 
 use std::ops::Bound;
+
+use prost::Message;
 
 use crate::store::schema::State;
 
@@ -25,6 +29,9 @@ pub struct ListQuery {
     pub page_size: u32,
     /// Continue after this id (from the previous page).
     pub after_id: Option<String>,
+    /// The page stops before its sessions' records, encoded, pass this
+    /// many bytes (at least one session); 0 means no budget.
+    pub max_bytes: usize,
 }
 
 /// A page of sessions.
@@ -61,12 +68,18 @@ impl SessionManager {
         let sessions = self.sessions_read();
         let mut page = Vec::with_capacity(page_size);
         let mut next_after_id = None;
+        let mut bytes = 0usize;
+        let max_bytes = match query.max_bytes {
+            0 => usize::MAX,
+            max_bytes => max_bytes,
+        };
         let matching = sessions
             .range((start, Bound::Unbounded))
             .filter_map(|(_, handle)| handle.view().ok())
             .filter(|view| query.matches(view));
         for view in matching {
-            if page.len() == page_size {
+            bytes = bytes.saturating_add(view.record.encoded_len());
+            if page.len() == page_size || (!page.is_empty() && bytes > max_bytes) {
                 next_after_id = page.last().map(|last: &SessionView| last.record.id.clone());
                 break;
             }

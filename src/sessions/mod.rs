@@ -66,6 +66,10 @@ pub enum SessionError {
     SeqsExhausted { session_id: String, max_seq: u64 },
     #[error("session `{session_id}` was deleted")]
     Deleted { session_id: String },
+    /// The merged metadata of an update failed the caller's check (a
+    /// limit); `reason` says which.
+    #[error("{reason}")]
+    MetadataRefused { reason: String },
     #[error("the server is shutting down; retry against another instance or later")]
     ShuttingDown,
     #[error("this watcher fell {missed} events behind; watch again with `include_existing`")]

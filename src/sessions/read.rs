@@ -27,41 +27,52 @@ pub struct ReadQuery {
     /// When > 0, the last `tail` matching entries instead of the first.
     pub tail: u32,
     pub filter: EntryFilter,
+    /// The page stops before its entries, encoded, pass this many bytes
+    /// (at least one entry); 0 means `DEFAULT_PAGE_BYTES`.
+    pub max_bytes: usize,
 }
+
+/// A page's byte budget when the query names none (`--max-response-size`'s
+/// default).
+pub(crate) const DEFAULT_PAGE_BYTES: usize = 2 << 20;
 
 /// A page of entries.
 #[derive(Debug, Clone)]
 pub struct ReadPage {
     pub entries: Vec<StoredEntry>,
-    /// The next `after_seq`: past every entry examined, kept or not.
+    /// The next `after_seq`: past every entry examined, kept or not, and
+    /// just after the last entry returned when the byte budget cut the page.
     pub next_cursor: u64,
     pub last_seq: u64,
     pub state: State,
 }
 
 impl SessionManager {
-    /// A page of entries with `seq > after_seq` in seq order, or the last
-    /// `tail` of them.
+    /// A page of entries with `seq > after_seq` in seq order, or from the
+    /// first of the last `tail` of them; within the entry count and the
+    /// byte budget either way, so a tail cut by the budget goes on from
+    /// `next_cursor`.
     pub async fn read(&self, query: ReadQuery) -> Result<ReadPage, SessionError> {
         let handle = self.handle(&query.session_id)?;
         let log = handle.log(self.store()).await?;
         let view = handle.view()?;
         let through_seq = view.counters.last_seq;
         let page = blocking(move || {
+            let mut limits = limits(query.limit, query.max_bytes);
+            let mut after_seq = query.after_seq;
             if query.tail > 0 {
-                let limits = limits(query.tail);
-                let entries = log.page_tail(query.after_seq, through_seq, &query.filter, limits)?;
-                return Ok(crate::store::Page {
-                    entries,
-                    cursor: query.after_seq.max(through_seq),
-                });
+                after_seq = log.tail_start(
+                    query.after_seq,
+                    through_seq,
+                    &query.filter,
+                    self::limits(query.tail, 0).max_entries,
+                    MAX_SCANNED_PER_READ,
+                )?;
+                // At most the tail matches after its start, so only the
+                // budget can stop the page before `through_seq`.
+                limits.max_entries = usize::MAX;
             }
-            Ok(log.page_forward(
-                query.after_seq,
-                through_seq,
-                &query.filter,
-                limits(query.limit),
-            )?)
+            Ok(log.page_forward(after_seq, through_seq, &query.filter, limits)?)
         })
         .await?;
         Ok(ReadPage {
@@ -73,8 +84,9 @@ impl SessionManager {
     }
 }
 
-/// `requested` entries (0 means the default), clamped to the maximum.
-pub(crate) fn limits(requested: u32) -> ScanLimits {
+/// `requested` entries (0 means the default), clamped to the maximum,
+/// within `max_bytes` (0 means the default).
+pub(crate) fn limits(requested: u32, max_bytes: usize) -> ScanLimits {
     let max_entries = match usize::try_from(requested) {
         Ok(0) => DEFAULT_READ_LIMIT,
         Ok(limit) => limit.min(MAX_READ_LIMIT),
@@ -83,5 +95,9 @@ pub(crate) fn limits(requested: u32) -> ScanLimits {
     ScanLimits {
         max_entries,
         max_scanned: MAX_SCANNED_PER_READ,
+        max_bytes: match max_bytes {
+            0 => DEFAULT_PAGE_BYTES,
+            max_bytes => max_bytes,
+        },
     }
 }

@@ -34,7 +34,7 @@ pub(crate) use health::{Failure as StoreFailure, StoreHealth};
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
-pub(crate) use query::{EntryFilter, Page, ScanLimits};
+pub(crate) use query::{EntryFilter, ScanLimits, entry_wire_len};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 pub(crate) use verify::without_panics;
 

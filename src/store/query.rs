@@ -1,8 +1,12 @@
 //! Reading entries with a filter, for `Read` and for followers: which
 //! entries a reader wants (level, logger prefixes, message text), and pages
-//! that stop at a count of kept entries or of examined ones, whichever comes
-//! first, so one call never scans without bound.
+//! that stop at a count of kept entries, at a byte budget of kept entries
+//! (always at least one), or at a count of examined ones, whichever comes
+//! first, so one call never scans, holds or sends without bound. A page's
+//! cursor is the last seq it examined, so paging on from it has no gap and
+//! no duplicate wherever the page stopped.
 
+use prost::encoding::encoded_len_varint;
 use sled::IVec;
 
 use super::StoreError;
@@ -64,6 +68,16 @@ pub struct ScanLimits {
     pub max_entries: usize,
     /// Stop after examining this many entries.
     pub max_scanned: usize,
+    /// Stop before a kept entry would take the page past this many bytes,
+    /// counted as the entries weigh in a response message
+    /// (`entry_wire_len`); the first kept entry always goes in.
+    pub max_bytes: usize,
+}
+
+/// What an entry of `len` encoded bytes weighs in a message that carries
+/// it as a repeated field: its bytes, its length and a one-byte key.
+pub(crate) fn entry_wire_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
 }
 
 impl LogTree {
@@ -99,11 +113,24 @@ impl LogTree {
     ) -> Result<RawPage, StoreError> {
         let keep_all = filter.is_empty();
         let mut entries = Vec::new();
+        let mut bytes_kept = 0usize;
+        let mut last_examined = after_seq;
         for (scanned, item) in self.scan(after_seq, through_seq).enumerate() {
             let (seq, bytes) = item?;
             if keep_all || filter.matches(&decode_entry(&bytes)?) {
+                let weight = entry_wire_len(bytes.len());
+                if !entries.is_empty() && bytes_kept.saturating_add(weight) > limits.max_bytes {
+                    // This entry is not examined yet as far as the cursor
+                    // goes: the next page starts with it.
+                    return Ok(RawPage {
+                        entries,
+                        cursor: last_examined,
+                    });
+                }
+                bytes_kept = bytes_kept.saturating_add(weight);
                 entries.push(bytes);
             }
+            last_examined = seq;
             if entries.len() >= limits.max_entries || scanned + 1 >= limits.max_scanned {
                 return Ok(RawPage {
                     entries,
@@ -117,38 +144,45 @@ impl LogTree {
         })
     }
 
-    /// The last `limits.max_entries` entries with `after_seq < seq <=
-    /// through_seq` that pass `filter`, in seq order, examining at most
-    /// `limits.max_scanned` from the end.
-    pub fn page_tail(
+    /// The cursor just before the last `max_entries` entries with
+    /// `after_seq < seq <= through_seq` that pass `filter`, examining at
+    /// most `max_scanned` from the end: a forward page from it reads that
+    /// tail (within its byte budget, and on from its cursor). Without a
+    /// matching entry, the cursor is `max(after_seq, through_seq)`. Only
+    /// seqs are kept, so a tail of large entries costs no memory here.
+    pub fn tail_start(
         &self,
         after_seq: u64,
         through_seq: u64,
         filter: &EntryFilter,
-        limits: ScanLimits,
-    ) -> Result<Vec<StoredEntry>, StoreError> {
-        let mut entries = Vec::new();
-        for item in self
-            .scan(after_seq, through_seq)
-            .rev()
-            .take(limits.max_scanned)
-        {
-            let entry = decode_entry(&item?.1)?;
-            if filter.matches(&entry) {
-                entries.push(entry);
-                if entries.len() >= limits.max_entries {
+        max_entries: usize,
+        max_scanned: usize,
+    ) -> Result<u64, StoreError> {
+        let keep_all = filter.is_empty();
+        let mut kept = 0usize;
+        let mut first_kept = None;
+        for item in self.scan(after_seq, through_seq).rev().take(max_scanned) {
+            let (seq, bytes) = item?;
+            if keep_all || filter.matches(&decode_entry(&bytes)?) {
+                first_kept = Some(seq);
+                kept += 1;
+                if kept >= max_entries {
                     break;
                 }
             }
         }
-        entries.reverse();
-        Ok(entries)
+        Ok(match first_kept {
+            // Stored seqs start at 1.
+            Some(first) => first.saturating_sub(1).max(after_seq),
+            None => after_seq.max(through_seq),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreHealth;
 
     fn entry(level: Level, logger: &str, message: &str) -> StoredEntry {
         StoredEntry {
@@ -157,6 +191,90 @@ mod tests {
             message: message.to_owned(),
             ..StoredEntry::default()
         }
+    }
+
+    fn log_of(levels: &[Level]) -> LogTree {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("a temporary sled");
+        let log = LogTree::new(
+            db.open_tree("log/query").expect("a tree"),
+            StoreHealth::default(),
+        );
+        let entries = levels
+            .iter()
+            .map(|level| super::super::NewEntry::Decoded(entry(*level, "l", &"m".repeat(100))))
+            .collect();
+        log.append(
+            &super::super::schema::LogCounters::default(),
+            entries,
+            None,
+            std::time::SystemTime::now(),
+        )
+        .expect("append");
+        log
+    }
+
+    #[test]
+    fn pages_cut_by_bytes_resume_after_their_last_entry() {
+        let levels: Vec<Level> = (0..10)
+            .map(|i| if i % 2 == 0 { Level::Info } else { Level::Warn })
+            .collect();
+        let log = log_of(&levels);
+        let warn = EntryFilter {
+            min_level: Level::Warn,
+            ..EntryFilter::default()
+        };
+        let one_entry = entry_wire_len(log.scan(0, 1).next().expect("one").expect("ok").1.len());
+        let limits = ScanLimits {
+            max_entries: 100,
+            max_scanned: 100,
+            max_bytes: 2 * one_entry,
+        };
+        let (mut cursor, mut seqs, mut pages) = (0, Vec::new(), 0);
+        while cursor < 10 {
+            let page = log.page_forward(cursor, 10, &warn, limits).expect("page");
+            assert!(page.entries.len() <= 2);
+            seqs.extend(page.entries.iter().map(|entry| entry.seq));
+            cursor = page.cursor;
+            pages += 1;
+        }
+        assert_eq!(seqs, vec![2, 4, 6, 8, 10]);
+        assert_eq!(pages, 3);
+        // The first entry goes in whatever the budget.
+        let tiny = ScanLimits {
+            max_bytes: 1,
+            ..limits
+        };
+        let page = log
+            .page_forward(0, 10, &EntryFilter::default(), tiny)
+            .expect("page");
+        assert_eq!((page.entries.len(), page.cursor), (1, 1));
+    }
+
+    #[test]
+    fn a_tail_starts_before_its_first_matching_entry() {
+        let levels = [
+            Level::Warn,
+            Level::Info,
+            Level::Warn,
+            Level::Info,
+            Level::Info,
+        ];
+        let log = log_of(&levels);
+        let warn = EntryFilter {
+            min_level: Level::Warn,
+            ..EntryFilter::default()
+        };
+        assert_eq!(log.tail_start(0, 5, &warn, 1, 100).expect("tail"), 2);
+        assert_eq!(log.tail_start(0, 5, &warn, 5, 100).expect("tail"), 0);
+        assert_eq!(
+            log.tail_start(0, 5, &EntryFilter::default(), 2, 100)
+                .expect("tail"),
+            3
+        );
+        assert_eq!(log.tail_start(3, 5, &warn, 1, 100).expect("tail"), 5);
     }
 
     #[test]

@@ -477,3 +477,193 @@ async fn dot_session_ids_are_refused_by_every_call() {
     assert_eq!(id, "...");
     server.shutdown().await;
 }
+
+/// An OTLP export of `records` empty records for session `session_id`,
+/// encoded by hand (an empty record is two bytes on the wire; a generated
+/// encoder would build each in memory first).
+fn empty_records_export(session_id: &str, records: usize) -> Vec<u8> {
+    flood_export(session_id, records, |scope_logs| {
+        length_delimited(2, &[], scope_logs);
+    })
+}
+
+/// An OTLP export of one record with `attributes` empty attributes.
+fn empty_attributes_export(session_id: &str, attributes: usize) -> Vec<u8> {
+    let mut record = Vec::with_capacity(attributes * 2);
+    for _ in 0..attributes {
+        length_delimited(6, &[], &mut record);
+    }
+    flood_export(session_id, 1, |scope_logs| {
+        length_delimited(2, &record, scope_logs);
+    })
+}
+
+/// An export for `session_id` whose one scope holds what `push` writes,
+/// `times` times.
+fn flood_export(session_id: &str, times: usize, mut push: impl FnMut(&mut Vec<u8>)) -> Vec<u8> {
+    // KeyValue { key: "session.id", value: AnyValue { string_value } }
+    let mut value = Vec::new();
+    length_delimited(1, session_id.as_bytes(), &mut value);
+    let mut attribute = Vec::new();
+    length_delimited(1, b"session.id", &mut attribute);
+    length_delimited(2, &value, &mut attribute);
+    let mut resource = Vec::new();
+    length_delimited(1, &attribute, &mut resource);
+    let mut scope_logs = Vec::with_capacity(16 << 20);
+    for _ in 0..times {
+        push(&mut scope_logs);
+    }
+    let mut resource_logs = Vec::with_capacity(scope_logs.len() + 64);
+    length_delimited(1, &resource, &mut resource_logs);
+    length_delimited(2, &scope_logs, &mut resource_logs);
+    let mut export = Vec::with_capacity(resource_logs.len() + 8);
+    length_delimited(1, &resource_logs, &mut export);
+    export
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exports_of_millions_of_empty_records_or_attributes_are_refused_unread() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = stored_before(&mut client).await;
+    // Just under the 16 MiB message limit: 8 million records, or one
+    // record of 8 million attributes.
+    let many = ((16 << 20) - 128) / 2;
+    for (export, names) in [
+        (empty_records_export("flood", many), "log records"),
+        (empty_attributes_export("flood", many), "attributes"),
+    ] {
+        assert!(export.len() <= 16 << 20);
+        let status = raw_call(
+            &server,
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            export,
+        )
+        .await
+        .expect_err("refused");
+        refused_unread(&status, names);
+    }
+    assert_refused(
+        client.get_session(request::get("flood")).await,
+        Code::NotFound,
+        "flood",
+    );
+    still_intact(&server, &id).await;
+    server.shutdown().await;
+}
+
+/// An OTLP export refused for its size, in a way exporters do not retry.
+fn refused_unread(status: &Status, names: &str) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-otlp-records"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains(names), "{}", status.message());
+    // No RetryInfo: an OTLP exporter drops the export rather than retry it.
+    assert!(status.get_error_details().retry_info().is_none());
+}
+
+/// Metadata of `keys` keys `{prefix}{n}`, each holding `value`.
+fn metadata_of(prefix: &str, keys: usize, value: &str) -> Struct {
+    let mut metadata = Struct::default();
+    for n in 0..keys {
+        metadata.fields.insert(
+            format!("{prefix}{n}"),
+            Value {
+                kind: Some(Kind::StringValue(value.to_owned())),
+            },
+        );
+    }
+    metadata
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_over_its_size_is_refused_on_start_and_after_an_update_merges() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let max = Limits::default().max_metadata_bytes;
+    let big = "b".repeat(max);
+    assert_refused(
+        client
+            .start_session(pb::StartSessionRequest {
+                session_id: "too-big".into(),
+                metadata: Some(metadata_of("k", 1, &big)),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "--max-metadata-size",
+    );
+    assert_refused(
+        client.get_session(request::get("too-big")).await,
+        Code::NotFound,
+        "too-big",
+    );
+
+    // Two halves pass alone; merged, they are over.
+    let half = "h".repeat(max / 2);
+    let id = client
+        .start_session(pb::StartSessionRequest {
+            metadata: Some(metadata_of("a", 1, &half)),
+            ..Default::default()
+        })
+        .await
+        .expect("half fits")
+        .into_inner()
+        .id;
+    assert_refused(
+        client
+            .update_session(request::update(&id, Some(metadata_of("b", 1, &half))))
+            .await,
+        Code::ResourceExhausted,
+        "--max-metadata-size",
+    );
+    let kept = client
+        .get_session(request::get(&id))
+        .await
+        .expect("get")
+        .into_inner()
+        .metadata
+        .expect("metadata");
+    assert_eq!(kept, metadata_of("a", 1, &half), "nothing stored");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_cannot_merge_metadata_past_the_value_limit() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let max_values = Limits::default().max_struct_values;
+    let id = start_session(&mut client, "merge").await;
+    let mut refused = 0;
+    for round in 0..5 {
+        let update = metadata_of(&format!("r{round}-"), max_values, "v");
+        match client
+            .update_session(request::update(&id, Some(update)))
+            .await
+        {
+            Ok(_) => assert_eq!(round, 0, "only the first update fits"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert!(
+                    status.message().contains("--max-struct-values"),
+                    "{}",
+                    status.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 4);
+    let metadata = client
+        .get_session(request::get(&id))
+        .await
+        .expect("get")
+        .into_inner()
+        .metadata
+        .expect("metadata");
+    assert_eq!(metadata.fields.len(), max_values);
+    server.shutdown().await;
+}

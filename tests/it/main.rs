@@ -8,6 +8,7 @@ mod common;
 
 mod append_stream;
 mod auth;
+mod budget;
 mod client;
 mod concurrency;
 mod connections;

@@ -441,3 +441,67 @@ async fn an_export_while_the_server_closes_is_unavailable() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_over_the_record_limit_is_refused_whole_and_stores_nothing() {
+    let server = TestServer::builder()
+        .configure(|settings| settings.limits.max_otlp_records = 5)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let records = |count: u64| (0..count).map(|n| record(n, 9, "r")).collect();
+    let session = || resource(vec![kv("session.id", text("capped"))]);
+    // Six records across two resources of the same session: over five.
+    let mut over = request(session(), "app", records(3));
+    over.resource_logs
+        .extend(request(session(), "app", records(3)).resource_logs);
+    let status = export(&server, over).await.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-otlp-records"),
+        "{}",
+        status.message()
+    );
+    let missing = client
+        .get_session(pb::GetSessionRequest {
+            session_id: "capped".into(),
+        })
+        .await
+        .expect_err("nothing stored");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let response = export(&server, request(session(), "app", records(5)))
+        .await
+        .expect("five records are within the limit");
+    assert_eq!(rejected(&response), (0, String::new()));
+    assert_eq!(read_all(&mut client, "capped").await.len(), 5);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_metadata_over_its_size_is_rejected_and_starts_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let big = "m".repeat(sessionlog::server::Limits::default().max_metadata_bytes);
+    let attributes = vec![
+        kv("session.id", text("meta-flood")),
+        kv("sessionlog.meta.blob", text(&big)),
+    ];
+    let response = export(
+        &server,
+        request(resource(attributes), "app", vec![record(1, 9, "r")]),
+    )
+    .await
+    .expect("the export is answered");
+    let (count, message) = rejected(&response);
+    assert_eq!(count, 1);
+    assert!(message.contains("--max-metadata-size"), "{message}");
+    let missing = client
+        .get_session(pb::GetSessionRequest {
+            session_id: "meta-flood".into(),
+        })
+        .await
+        .expect_err("nothing stored");
+    assert_eq!(missing.code(), Code::NotFound);
+    server.shutdown().await;
+}
