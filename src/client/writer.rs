@@ -1,8 +1,8 @@
 //! A buffered, batching writer for one session. Producers hand entries to a
 //! bounded buffer: `try_write` never waits (a full buffer drops the entry
 //! and counts it), `write` waits for room. One background task sends them
-//! in order, as batches of up to `max_batch` entries or whatever arrived
-//! within `linger`, each with a batch id, so a retry after a lost answer
+//! in order, as batches of up to `max_batch` entries and `max_batch_bytes`
+//! encoded bytes, or whatever arrived within `linger`, each with a batch id, so a retry after a lost answer
 //! is stored once. A batch that cannot be stored stops the writer: storing
 //! later ones would leave a gap in the order the producer wrote.
 
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -26,6 +27,10 @@ pub struct WriterOptions {
     pub capacity: usize,
     /// The most entries in one batch.
     pub max_batch: usize,
+    /// The most encoded entry bytes in one batch (a single larger entry
+    /// still goes alone): far under the server's `--max-message-size`, so
+    /// a run of large lines never makes a request the server refuses.
+    pub max_batch_bytes: usize,
     /// How long the first entry of a batch waits for company.
     pub linger: Duration,
     /// Give up on a batch the server has been unavailable for this long
@@ -38,6 +43,7 @@ impl Default for WriterOptions {
         Self {
             capacity: 10_000,
             max_batch: 500,
+            max_batch_bytes: 4 << 20,
             linger: Duration::from_millis(50),
             give_up_after: None,
         }
@@ -144,6 +150,7 @@ impl LogWriter {
             client,
             options,
             entries_rx,
+            held: None,
             closing: closing.clone(),
             deadline: deadline.clone(),
             failure: handle.failure.clone(),
@@ -219,6 +226,9 @@ struct Sender {
     client: Client,
     options: WriterOptions,
     entries_rx: mpsc::Receiver<pb::LogEntry>,
+    /// An entry that did not fit the last batch's bytes: the next batch's
+    /// first.
+    held: Option<pb::LogEntry>,
     /// Set by `close`: send what is buffered, then stop.
     closing: CancellationToken,
     deadline: CancellationToken,
@@ -280,6 +290,9 @@ impl Sender {
 
     /// The next buffered entry; once closing, only what is already buffered.
     async fn next_entry(&mut self) -> Option<pb::LogEntry> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
         tokio::select! {
             biased;
             entry = self.entries_rx.recv() => entry,
@@ -288,13 +301,22 @@ impl Sender {
     }
 
     /// The first entry, then whatever arrives within `linger`, up to
-    /// `max_batch`.
+    /// `max_batch` entries and `max_batch_bytes`; an entry that would pass
+    /// the bytes is held for the next batch.
     async fn gather(&mut self, first: pb::LogEntry) -> Vec<pb::LogEntry> {
         let deadline = Instant::now() + self.options.linger;
+        let mut bytes = first.encoded_len();
         let mut batch = vec![first];
         while batch.len() < self.options.max_batch.max(1) {
             match tokio::time::timeout_at(deadline, self.entries_rx.recv()).await {
-                Ok(Some(entry)) => batch.push(entry),
+                Ok(Some(entry)) => {
+                    bytes += entry.encoded_len();
+                    if bytes > self.options.max_batch_bytes {
+                        self.held = Some(entry);
+                        break;
+                    }
+                    batch.push(entry);
+                }
                 Ok(None) | Err(_) => break,
             }
         }

@@ -178,7 +178,7 @@ async fn the_writer_stores_every_entry_once_in_order_across_a_restart() {
             capacity: 100,
             max_batch: 50,
             linger: Duration::from_millis(5),
-            give_up_after: None,
+            ..WriterOptions::default()
         },
     );
     for n in 1..=1_500u32 {
@@ -247,4 +247,44 @@ async fn a_writer_started_before_its_server_sends_once_it_is_up() {
     assert_eq!(common::seqs(&entries), (1..=200).collect::<Vec<u64>>());
     assert_eq!(entries[199].message, "early 200");
     server.stop().await;
+}
+
+/// A run of large lines is split by bytes as well as by count, so no batch
+/// passes what the server takes in one message (here 5 MiB: twenty
+/// 600 KB entries in one batch would be 12 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_splits_batches_of_large_entries_by_bytes() {
+    let server = common::TestServer::builder()
+        .configure(|settings| settings.limits.max_message_bytes = 5 << 20)
+        .start()
+        .await;
+    let connection = Connection::connect(&server.url(), None)
+        .await
+        .expect("connect");
+    let writer = LogWriter::spawn(
+        connection.sessions(),
+        WriterTarget::Start(request::start("large-lines")),
+        WriterOptions {
+            linger: Duration::from_millis(200),
+            ..WriterOptions::default()
+        },
+    );
+    let line = "y".repeat(600_000);
+    for n in 0..20u32 {
+        writer
+            .write(entry(format!("{n} {line}")))
+            .await
+            .expect("write");
+    }
+    let report = writer.close(Duration::from_secs(30)).await;
+    assert!(report.error.is_none(), "{report:?}");
+    assert_eq!((report.stored, report.last_seq), (20, 20));
+    let mut client = server.client().await;
+    let entries = common::read_all(&mut client, "large-lines").await;
+    let firsts: Vec<u32> = entries
+        .iter()
+        .filter_map(|entry| entry.message.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(firsts, (0..20).collect::<Vec<_>>());
+    server.shutdown().await;
 }
