@@ -1,8 +1,8 @@
 //! `bench ingest`: `--concurrency` clients, each appending one batch at a
 //! time (the next after the answer) to the sessions in turn, for a
 //! duration or a count of entries, after a warm-up that is not counted.
-//! Reports entries/s, MB/s, append latency and the server's CPU per entry
-//! and memory; with `--baseline`, also raw sled's rate for the same entries.
+//! Reports entries/s, MB/s, append latency, the server's CPU per entry and
+//! per append, and memory; with `--baseline`, also raw sled's rate for the same entries.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -228,6 +228,18 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
             before: client_before,
             after: client_after,
         },
+    );
+    report::push_cpu_per(
+        &mut report,
+        ResourceUse {
+            before: server_before,
+            after: server_after,
+        },
+        [(
+            "server_cpu_us_per_append",
+            "server CPU per append",
+            totals.appends,
+        )],
     );
     report.push(
         "entries",
