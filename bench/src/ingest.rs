@@ -277,6 +277,11 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
             FsyncMode::Always => reference::REDIS_ALWAYS.to_vec(),
             FsyncMode::Never => Vec::new(),
         };
+    } else if load.batch == 1
+        && load.concurrency == 16
+        && args.target.engine.fsync == FsyncMode::Interval
+    {
+        report.references = reference::REDIS_XADD_16.to_vec();
     }
     Ok(report)
 }

@@ -234,7 +234,10 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
         ],
     );
     if args.followers == 100 && args.rate == 2_000 && args.sessions == 1 {
-        report.references = reference::REDIS_FOLLOW.to_vec();
+        report.references = match args.pace {
+            Pace::Tick => reference::REDIS_FOLLOW.to_vec(),
+            Pace::PerEntry => reference::REDIS_FOLLOW_PER_ENTRY.to_vec(),
+        };
     }
     Ok(report)
 }
