@@ -209,6 +209,7 @@ async fn follow_per_entry_sends_every_entry_as_its_own_append() {
     );
     assert!((per_append - 3.0 * per_delivered).abs() <= 1e-9 * per_append.max(1.0));
     assert!(number(run, "producer_appends_per_second") > 0.0);
+    assert!(number(run, "producer_lag_max_us") >= number(run, "producer_lag_p50_us"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

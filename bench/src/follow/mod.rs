@@ -201,6 +201,11 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
             .latency
             .figures("append", "producer append latency"),
     );
+    report.figures.extend(
+        produced
+            .lag
+            .figures("producer_lag", "producer behind schedule"),
+    );
     let server_use = ResourceUse {
         before: server_before,
         after: server_after,

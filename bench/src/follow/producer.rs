@@ -46,6 +46,10 @@ pub(super) struct Produced {
     /// `Append` calls made.
     pub(super) appends: u64,
     pub(super) latency: Latency,
+    /// How late each append went against the schedule (its first entry's
+    /// due time): append-to-receive starts at the actual send, so a
+    /// producer that cannot keep up shows here, not there.
+    pub(super) lag: Latency,
 }
 
 impl Produced {
@@ -76,6 +80,7 @@ pub(super) async fn produce(
             per_session: vec![0; sessions.len()],
             appends: 0,
             latency: Latency::new(),
+            lag: Latency::new(),
         },
     };
     match args.pace {
@@ -100,7 +105,9 @@ async fn by_tick(appender: &mut Appender<'_>, rate: u64, limit: u64) -> anyhow::
             let size = usize::try_from(owed)
                 .unwrap_or(usize::MAX)
                 .min(appender.template.len());
-            appender.append(size).await?;
+            appender
+                .append(size, started + send_at(rate, sent + 1))
+                .await?;
             let size = u64::try_from(size)?;
             sent += size;
             owed -= size;
@@ -120,13 +127,13 @@ async fn per_entry(appender: &mut Appender<'_>, rate: u64, limit: u64) -> anyhow
         if at > Instant::now() {
             tokio::time::sleep_until(at).await;
         }
-        appender.append(1).await?;
+        appender.append(1, at).await?;
     }
     Ok(())
 }
 
 /// Sends appends of the template's first entries, each to the next
-/// session, and counts them.
+/// session, and counts them and how late they went.
 struct Appender<'a> {
     producer: &'a mut Client,
     sessions: &'a [String],
@@ -136,7 +143,11 @@ struct Appender<'a> {
 }
 
 impl Appender<'_> {
-    async fn append(&mut self, size: usize) -> anyhow::Result<()> {
+    /// `due`: when the append's first entry fell due.
+    async fn append(&mut self, size: usize, due: Instant) -> anyhow::Result<()> {
+        self.produced
+            .lag
+            .record(Instant::now().saturating_duration_since(due));
         let session = self.next_session % self.sessions.len();
         self.next_session += 1;
         let stamp = prost_types::Timestamp::from(SystemTime::now());
