@@ -220,7 +220,7 @@ row("single-entry appends, --fsync interval, 16 clients: appends/s",
     ("≥ 40,000/s", lambda v: v >= 40_000))
 row("same: server CPU per append", "single-16-interval", "server_cpu_us_per_append", us,
     11.0, "11 µs (Redis XADD)", ("≤ 25 µs", lambda v: v <= 25.0))
-row("follow, 100 followers x 2,000 entries/s (about 2 to an append): append-to-receive p50",
+row("follow, 100 followers x 2,000 entries/s (--pace tick: what is due each ms in one append): append-to-receive p50",
     "follow-100", "latency_p50_us", ms, 7_000, "7 ms (Redis Streams)")
 row("same: p99", "follow-100", "latency_p99_us", ms, 70_000, "70 ms (Redis Streams)",
     ("≤ 5 ms", lambda v: v <= 5_000))
