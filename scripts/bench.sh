@@ -227,6 +227,7 @@ row("same: p99", "follow-100", "latency_p99_us", ms, 70_000, "70 ms (Redis Strea
 row("follow, 100 followers x 2,000 single-entry appends/s (--pace per-entry): appends/s achieved",
     "follow-100-per-entry", "producer_appends_per_second", rate,
     target=("2,000/s (within 1%)", lambda v: v >= 1_980))
+row("same: producer behind schedule, p99", "follow-100-per-entry", "producer_lag_p99_us", ms)
 row("same: append-to-receive p50", "follow-100-per-entry", "latency_p50_us", ms,
     6_100, "6.1 ms (Redis Streams, XREAD BLOCK)")
 row("same: p99", "follow-100-per-entry", "latency_p99_us", ms,

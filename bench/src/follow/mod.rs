@@ -46,10 +46,11 @@ pub(super) struct FollowArgs {
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
     /// How the producer turns --rate into appends: `tick` sends the
-    /// entries due every millisecond together (at 2,000/s about two to an
-    /// append); `per-entry` sends every entry as its own one-entry append
-    /// at its due time, each after the last one's answer, and never
-    /// batches when behind, as a program calling Append per log line does.
+    /// entries due every millisecond together (at 2,000/s two to an
+    /// append, more once an append takes over 1 ms); `per-entry` sends
+    /// every entry as its own one-entry append at its due time, each after
+    /// the last one's answer, and never batches when behind, as a program
+    /// calling Append per log line does.
     #[arg(long, value_enum, default_value_t = Pace::Tick)]
     pace: Pace,
     /// The most entries in one append: every millisecond the producer sends

@@ -22,7 +22,8 @@ const PRODUCER_TICK: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum Pace {
     /// Every millisecond, the entries due by then, in appends of at most
-    /// `--batch` (at 2,000/s: about two entries to an append).
+    /// `--batch` (at 2,000/s two entries to an append, more once an
+    /// append takes over 1 ms).
     Tick,
     /// Every entry its own one-entry append at its due time, sent after
     /// the answer to the last; behind schedule, the next goes at once,
