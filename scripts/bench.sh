@@ -4,7 +4,7 @@
 # workload BENCH_RUNS times (a fresh local server and database per run), and
 # prints one markdown table to stdout: median [min..max], the reference
 # figure measured elsewhere, sessionlog / reference, the target, and whether
-# the median meets it. Progress goes to stderr. About 4 minutes on 2 cores.
+# the median meets it. Progress goes to stderr. About 5 minutes on 2 cores.
 #
 #   BENCH_DURATION=5s         how long each timed workload measures
 #   BENCH_WARMUP=1s           unmeasured load before each ingest run
@@ -70,7 +70,10 @@ bench ingest-interval ingest --fsync interval --duration "$duration" --warmup "$
 bench ingest-always ingest --fsync always --duration "$duration" --warmup "$warmup" --baseline
 bench single-1 ingest --fsync always --batch 1 --concurrency 1 --duration "$duration" --warmup "$warmup"
 bench single-16 ingest --fsync always --batch 1 --concurrency 16 --duration "$duration" --warmup "$warmup"
+bench single-16-interval ingest --fsync interval --batch 1 --concurrency 16 --duration "$duration" \
+  --warmup "$warmup"
 bench follow-100 follow --followers 100 --rate 2000 --duration "$duration"
+bench follow-100-per-entry follow --followers 100 --rate 2000 --pace per-entry --duration "$duration"
 bench follow-1000 follow --followers 1000 --rate 200 --duration "$duration"
 bench catch-up follow --catch-up "$catch_up"
 bench memory follow --sessions 1000 --followers 100 --rate 100000 --batch 1000 \
@@ -211,10 +214,28 @@ rows.append((
     "", f"{sixteen / one_client:.2f}x of 1 client" if one_client else "",
     "≥ 5x one client", "yes" if one_client and sixteen >= 5 * one_client else "no",
 ))
-row("follow, 100 followers x 2,000 entries/s: append-to-receive p50",
+row("single-entry appends, --fsync interval, 16 clients: appends/s",
+    "single-16-interval", "entries_per_second", rate,
+    91_900, "91,900/s (Redis 7 Streams, XADD, 16 clients)",
+    ("≥ 40,000/s", lambda v: v >= 40_000))
+row("same: server CPU per append", "single-16-interval", "server_cpu_us_per_append", us,
+    11.0, "11 µs (Redis XADD)", ("≤ 25 µs", lambda v: v <= 25.0))
+row("follow, 100 followers x 2,000 entries/s (--pace tick: what is due each ms in one append): append-to-receive p50",
     "follow-100", "latency_p50_us", ms, 7_000, "7 ms (Redis Streams)")
 row("same: p99", "follow-100", "latency_p99_us", ms, 70_000, "70 ms (Redis Streams)",
     ("≤ 5 ms", lambda v: v <= 5_000))
+row("follow, 100 followers x 2,000 single-entry appends/s (--pace per-entry): appends/s achieved",
+    "follow-100-per-entry", "producer_appends_per_second", rate,
+    target=("2,000/s (within 1%)", lambda v: v >= 1_980))
+row("same: producer behind schedule, p99", "follow-100-per-entry", "producer_lag_p99_us", ms)
+row("same: append-to-receive p50", "follow-100-per-entry", "latency_p50_us", ms,
+    6_100, "6.1 ms (Redis Streams, XREAD BLOCK)")
+row("same: p99", "follow-100-per-entry", "latency_p99_us", ms,
+    26_000, "26 ms (Redis Streams, XREAD BLOCK)", ("≤ 5 ms", lambda v: v <= 5_000))
+row("same: server CPU per delivered entry", "follow-100-per-entry",
+    "server_cpu_us_per_delivered", us, 3.1, "3.1 µs (Redis Streams)",
+    ("≤ 3 µs", lambda v: v <= 3.0))
+row("same: server CPU per append", "follow-100-per-entry", "server_cpu_us_per_append", us)
 row("follow, 1,000 followers x 200 entries/s: p99", "follow-1000", "latency_p99_us", ms,
     target=("≤ 20 ms", lambda v: v <= 20_000))
 row(f"catch-up: one follower reads {int(catch_up):,} stored entries", "catch-up",

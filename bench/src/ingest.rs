@@ -1,8 +1,8 @@
 //! `bench ingest`: `--concurrency` clients, each appending one batch at a
 //! time (the next after the answer) to the sessions in turn, for a
 //! duration or a count of entries, after a warm-up that is not counted.
-//! Reports entries/s, MB/s, append latency and the server's CPU per entry
-//! and memory; with `--baseline`, also raw sled's rate for the same entries.
+//! Reports entries/s, MB/s, append latency, the server's CPU per entry and
+//! per append, and memory; with `--baseline`, also raw sled's rate for the same entries.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -229,6 +229,18 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
             after: client_after,
         },
     );
+    report::push_cpu_per(
+        &mut report,
+        ResourceUse {
+            before: server_before,
+            after: server_after,
+        },
+        [(
+            "server_cpu_us_per_append",
+            "server CPU per append",
+            totals.appends,
+        )],
+    );
     report.push(
         "entries",
         "entries",
@@ -265,6 +277,11 @@ async fn measure(args: &IngestArgs, server: &ServerUnderTest) -> anyhow::Result<
             FsyncMode::Always => reference::REDIS_ALWAYS.to_vec(),
             FsyncMode::Never => Vec::new(),
         };
+    } else if load.batch == 1
+        && load.concurrency == 16
+        && args.target.engine.fsync == FsyncMode::Interval
+    {
+        report.references = reference::REDIS_XADD_16.to_vec();
     }
     Ok(report)
 }

@@ -54,3 +54,39 @@ pub(super) const REDIS_FOLLOW: [Reference; 2] = [
         value: 70_000.0,
     },
 ];
+
+/// Redis 7 Streams (AOF `everysec`) on this kind of machine,
+/// `redis-benchmark -c 16` of single-entry `XADD`s: what 16 clients of
+/// single-entry appends under `--fsync interval` are held to.
+pub(super) const REDIS_XADD_16: [Reference; 2] = [
+    Reference {
+        key: "entries_per_second",
+        what: "Redis 7 Streams, XADD of one entry, 16 clients",
+        value: 91_900.0,
+    },
+    Reference {
+        key: "server_cpu_us_per_append",
+        what: "Redis 7 Streams, XADD of one entry, server CPU per XADD",
+        value: 11.0,
+    },
+];
+
+/// Redis Streams, 100 followers (XREAD BLOCK) of a producer sending one
+/// entry per XADD at 2,000/s: what `--pace per-entry` is held to.
+pub(super) const REDIS_FOLLOW_PER_ENTRY: [Reference; 3] = [
+    Reference {
+        key: "latency_p50_us",
+        what: "Redis 7 Streams, 100 followers x 2,000 single-entry XADDs/s, p50",
+        value: 6_100.0,
+    },
+    Reference {
+        key: "latency_p99_us",
+        what: "Redis 7 Streams, 100 followers x 2,000 single-entry XADDs/s, p99",
+        value: 26_000.0,
+    },
+    Reference {
+        key: "server_cpu_us_per_delivered",
+        what: "Redis 7 Streams, server CPU per delivered entry",
+        value: 3.1,
+    },
+];

@@ -351,6 +351,23 @@ pub(super) fn push_cpu_and_memory(
     }
 }
 
+/// The server's CPU over the measured phase divided by other counts than
+/// entries (`(key, label, count)`: appends, deliveries), beside what
+/// `push_cpu_and_memory` reports per entry.
+pub(super) fn push_cpu_per<const N: usize>(
+    report: &mut RunReport,
+    server: ResourceUse,
+    per: [(&str, &str, u64); N],
+) {
+    let (Some(before), Some(after)) = (server.before, server.after) else {
+        return;
+    };
+    let micros = (after.cpu_seconds - before.cpu_seconds) * 1e6;
+    for (key, label, count) in per {
+        report.push(key, label, Unit::CpuMicros, micros / approx(count.max(1)));
+    }
+}
+
 /// A figure for people: thousands grouped, durations in a readable unit.
 pub(super) fn show(unit: Unit, value: f64) -> String {
     match unit {

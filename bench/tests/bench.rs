@@ -114,7 +114,13 @@ async fn ingest_stores_every_entry_it_counts() {
         assert!(number(run, "append_p99_us") >= number(run, "append_p50_us"));
         // The local server's pid is known, so its CPU and memory are read.
         assert!(number(run, "server_peak_rss_mib") > 0.0);
-        assert!(run.get("server_cpu_us_per_entry").is_some());
+        // 50 entries to an append: the same CPU over a fiftieth as many.
+        let per_entry = number(run, "server_cpu_us_per_entry");
+        let per_append = number(run, "server_cpu_us_per_append");
+        assert!(
+            (per_append - 50.0 * per_entry).abs() <= 1e-9 * per_append.max(1.0),
+            "per append {per_append}, per entry {per_entry}"
+        );
     }
     let summary = &objects[2];
     assert_eq!(summary["summary"], true);
@@ -166,10 +172,44 @@ async fn follow_delivers_every_entry_to_every_follower() {
     .await;
     let run = &objects(&output)[0];
     assert_eq!(run["bench"], "follow");
+    assert_eq!(run["params"]["pace"], "tick");
     assert_eq!(number(run, "appended"), 200.0);
+    // Appends of at most 5: at least 40 of them.
+    assert!(number(run, "appends") >= 40.0);
     assert_eq!(number(run, "delivered"), 4.0 * 200.0);
     assert_eq!(number(run, "expected_delivered"), 4.0 * 200.0);
     assert!(number(run, "latency_max_us") >= number(run, "latency_p50_us"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_per_entry_sends_every_entry_as_its_own_append() {
+    let output = bench(&[
+        "follow",
+        "--json",
+        "--followers",
+        "3",
+        "--rate",
+        "2000",
+        "--count",
+        "150",
+        "--pace",
+        "per-entry",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(run["params"]["pace"], "per-entry");
+    assert_eq!(number(run, "appended"), 150.0);
+    assert_eq!(number(run, "appends"), 150.0);
+    assert_eq!(number(run, "delivered"), 3.0 * 150.0);
+    let per_append = number(run, "server_cpu_us_per_append");
+    let per_delivered = number(run, "server_cpu_us_per_delivered");
+    // One entry to an append, three deliveries of each.
+    assert!(
+        (per_append - number(run, "server_cpu_us_per_entry")).abs() <= 1e-9 * per_append.max(1.0)
+    );
+    assert!((per_append - 3.0 * per_delivered).abs() <= 1e-9 * per_append.max(1.0));
+    assert!(number(run, "producer_appends_per_second") > 0.0);
+    assert!(number(run, "producer_lag_max_us") >= number(run, "producer_lag_p50_us"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

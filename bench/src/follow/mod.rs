@@ -1,10 +1,13 @@
 //! `bench follow`: `--followers` Follow streams spread over `--sessions`,
 //! then one producer appending `--rate` entries/s in total, each entry
-//! stamped with its send time. Every follower records receive time minus
-//! that stamp, and checks that its session's seqs arrive from 1 with no gap
-//! and no duplicate. When the producer stops the sessions are ended, and
-//! each follower must have every entry and the `ended` event within
-//! `--drain-timeout`: anything missing fails the bench.
+//! stamped with its send time: by default what is due every millisecond in
+//! one append, with `--pace per-entry` every entry its own append. Every
+//! follower records receive time minus that stamp, and checks that its
+//! session's seqs arrive from 1 with no gap and no duplicate. When the
+//! producer stops the sessions are ended, and each follower must have
+//! every entry and the `ended` event within `--drain-timeout`: anything
+//! missing fails the bench. The server's CPU is counted from the first
+//! append until every follower has its last entry.
 //! `--catch-up N`: N entries first, then one follower reads them from the
 //! start; reports the rate until `caught_up`.
 
@@ -24,6 +27,7 @@ use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload;
 use super::{OutputArgs, TargetArgs, at_least_one};
 use followers::Followers;
+use producer::Pace;
 
 /// The logger of the producer's entries (the end entry has another).
 const LOGGER: &str = "bench.follow";
@@ -41,8 +45,17 @@ pub(super) struct FollowArgs {
     /// Entries per second the producer appends, over all sessions.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
+    /// How the producer turns --rate into appends: `tick` sends the
+    /// entries due every millisecond together (at 2,000/s two to an
+    /// append, more once an append takes over 1 ms); `per-entry` sends
+    /// every entry as its own one-entry append at its due time, each after
+    /// the last one's answer, and never batches when behind, as a program
+    /// calling Append per log line does.
+    #[arg(long, value_enum, default_value_t = Pace::Tick)]
+    pace: Pace,
     /// The most entries in one append: every millisecond the producer sends
-    /// the entries due by then, in appends of at most this many.
+    /// the entries due by then, in appends of at most this many (`tick`
+    /// pace only).
     #[arg(long, default_value_t = 100, value_parser = at_least_one())]
     batch: usize,
     /// The encoded size of one entry, roughly (at least about 150 bytes).
@@ -99,13 +112,16 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
     let server_before = server.sample()?;
     let started = Instant::now();
     let produced = producer::produce(args, &mut producer, &sessions).await?;
-    let elapsed = started.elapsed();
-    let server_after = server.sample()?;
+    let producing = started.elapsed();
     workload::end_sessions(&mut producer, &sessions).await?;
     let expected: u64 = (0..args.followers)
         .map(|follower| produced.per_session[follower % sessions.len()])
         .sum();
     let (received, latency) = followers.drain(args.drain_timeout, expected).await?;
+    // The server's CPU counts until the last follower has everything, so
+    // the work on a backlog left when the producer stops is counted too.
+    let elapsed = started.elapsed();
+    let server_after = server.sample()?;
     followers::check_every_entry_arrived(&received, &produced.per_session)?;
     if !server.is_local() {
         workload::delete_sessions(&mut producer, &sessions).await?;
@@ -121,7 +137,13 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
             "producer_entries_per_second",
             "producer entries/s (achieved)",
             Unit::PerSecond,
-            report::per_second(appended, elapsed),
+            report::per_second(appended, producing),
+        ),
+        (
+            "producer_appends_per_second",
+            "producer appends/s (achieved)",
+            Unit::PerSecond,
+            report::per_second(produced.appends, producing),
         ),
         (
             "deliveries_per_second",
@@ -134,6 +156,12 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
             "entries appended",
             Unit::Count,
             report::approx(appended),
+        ),
+        (
+            "appends",
+            "appends",
+            Unit::Count,
+            report::approx(produced.appends),
         ),
         (
             "delivered",
@@ -153,6 +181,18 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
             Unit::Count,
             report::approx(u64::try_from(received.len())?),
         ),
+        (
+            "producer_seconds",
+            "producer appended for",
+            Unit::Seconds,
+            producing.as_secs_f64(),
+        ),
+        (
+            "elapsed_seconds",
+            "until every follower had all",
+            Unit::Seconds,
+            elapsed.as_secs_f64(),
+        ),
     ];
     for (key, label, unit, value) in counts {
         report.push(key, label, unit, value);
@@ -161,6 +201,11 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
         produced
             .latency
             .figures("append", "producer append latency"),
+    );
+    report.figures.extend(
+        produced
+            .lag
+            .figures("producer_lag", "producer behind schedule"),
     );
     let server_use = ResourceUse {
         before: server_before,
@@ -178,8 +223,27 @@ async fn live(args: &FollowArgs, server: &ServerUnderTest) -> anyhow::Result<Run
         server.idle(),
         no_client,
     );
+    report::push_cpu_per(
+        &mut report,
+        server_use,
+        [
+            (
+                "server_cpu_us_per_append",
+                "server CPU per append",
+                produced.appends,
+            ),
+            (
+                "server_cpu_us_per_delivered",
+                "server CPU per delivered entry",
+                delivered,
+            ),
+        ],
+    );
     if args.followers == 100 && args.rate == 2_000 && args.sessions == 1 {
-        report.references = reference::REDIS_FOLLOW.to_vec();
+        report.references = match args.pace {
+            Pace::Tick => reference::REDIS_FOLLOW.to_vec(),
+            Pace::PerEntry => reference::REDIS_FOLLOW_PER_ENTRY.to_vec(),
+        };
     }
     Ok(report)
 }
@@ -189,6 +253,7 @@ fn params(args: &FollowArgs, server: &ServerUnderTest) -> Vec<(&'static str, Val
         ("followers", json!(args.followers)),
         ("sessions", json!(args.sessions)),
         ("rate", json!(args.rate)),
+        ("pace", json!(args.pace.name())),
         ("batch", json!(args.batch)),
         ("entry_size", json!(args.entry_size)),
         ("fsync", json!(args.target.engine.fsync_name())),
