@@ -7,7 +7,7 @@
 //!                                       ▼
 //!                  sessions (the rules: lifecycle, seqs, dedupe, reads, events)
 //!                      ├─► store (sled: a record tree, one log tree per session)
-//!                      └─► fanout (progress signal ─► followers read the store)
+//!                      └─► fanout (progress signal, live window ─► followers)
 //!        forward ─► reads the store, exports over OTLP (a client of its target)
 //! ```
 //!
@@ -28,8 +28,9 @@
 //!   the in-place entry check, limits, tokens, stream counts, and the one
 //!   choice of error code per domain error.
 //! - `sessions`: the rules. `store`: sled trees, keys, codecs, filtered
-//!   scans, flush policy. `fanout`: a progress signal per followed session;
-//!   followers read the store, then wait for it.
+//!   scans, flush policy. `fanout`: a progress signal and a live window of
+//!   the last batches per followed session; followers take live batches
+//!   from the window, read history from the store, then wait for it.
 //! - `forward`: entries out to OTLP endpoints, resumable from cursors.
 //! - `metrics`: instruments every layer reports to, and `/metrics`.
 //! - `connections`: how every listener accepts: caps, deadlines, keepalive.

@@ -140,9 +140,7 @@ pub(crate) fn watch_query(
 pub(super) fn follow_response(event: FollowEvent<SessionView>) -> EncodedFollowResponse {
     use pb::follow_response::Event;
     let event = match event {
-        FollowEvent::Batch { entries, cursor } => {
-            return EncodedFollowResponse::batch(&entries, cursor);
-        }
+        FollowEvent::Batch(batch) => return EncodedFollowResponse::of_batch(&batch),
         FollowEvent::CaughtUp { cursor } => Event::CaughtUp(pb::CaughtUp { cursor }),
         FollowEvent::Ended(view) => Event::Ended(session(view)),
     };

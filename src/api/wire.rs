@@ -14,6 +14,7 @@ use prost::encoding::{
     skip_field, string, uint64,
 };
 
+use crate::fanout::FollowBatch;
 use crate::pb;
 
 /// `FollowResponse.batch`, `LogBatch.entries` and `LogBatch.cursor`.
@@ -24,7 +25,7 @@ const CURSOR_FIELD: u32 = 2;
 /// One encoded `sessionlog.v1.FollowResponse`.
 #[derive(Clone, Default, PartialEq)]
 pub struct EncodedFollowResponse {
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl std::fmt::Debug for EncodedFollowResponse {
@@ -36,6 +37,15 @@ impl std::fmt::Debug for EncodedFollowResponse {
 }
 
 impl EncodedFollowResponse {
+    /// A follower's `batch` event. A batch shared from a session's live
+    /// window is encoded once, by the first follower that sends it, and
+    /// the same bytes go to every other follower sending it.
+    pub(crate) fn of_batch(batch: &FollowBatch) -> Self {
+        Self {
+            bytes: batch.encoded_once::<Self>(|entries, cursor| Self::batch(entries, cursor).bytes),
+        }
+    }
+
     /// A `batch` event of entries given as encoded `LogEntry`s.
     pub fn batch<E: AsRef<[u8]>>(entries: &[E], cursor: u64) -> Self {
         let entries_len: usize = entries
@@ -61,7 +71,9 @@ impl EncodedFollowResponse {
             encode_key(CURSOR_FIELD, WireType::Varint, &mut bytes);
             encode_varint(cursor, &mut bytes);
         }
-        Self { bytes }
+        Self {
+            bytes: bytes.into(),
+        }
     }
 }
 
@@ -69,7 +81,7 @@ impl EncodedFollowResponse {
 impl From<pb::FollowResponse> for EncodedFollowResponse {
     fn from(response: pb::FollowResponse) -> Self {
         Self {
-            bytes: response.encode_to_vec(),
+            bytes: response.encode_to_vec().into(),
         }
     }
 }

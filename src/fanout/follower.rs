@@ -1,16 +1,22 @@
 //! One follower: history from its cursor, then live entries, each exactly
 //! once and in seq order. It reads only up to the published `last_seq`, and
 //! re-reads the signal after every page, so the switch from history to live
-//! has no gap and no duplicate. It holds nothing but its cursor and the page
-//! being sent, at most its byte budget of entries (or one entry): there is
-//! no queue between its reads and the stream, and backpressure from the
-//! client stops its reads, so a stalled client pins one batch here and the
-//! one its transport holds. Pages are read
-//! on the blocking pool (`store::blocking`), never on an async worker.
+//! has no gap and no duplicate. Each page comes from the session's live
+//! window when the seq after the cursor is still there (the next batch,
+//! shared with the other followers), otherwise from the store: a follower
+//! that falls behind the window reads the store until it is back in it.
+//! Both give the same page by the same rule (`store::page_of`). It holds
+//! nothing but its cursor and the page being sent, at most its byte budget
+//! of entries (or one entry): there is no queue between its reads and the
+//! stream, and backpressure from the client stops its reads, so a stalled
+//! client pins one batch here and the one its transport holds. Store pages
+//! are read on the blocking pool (`store::blocking`), never on an async
+//! worker.
 
 use std::sync::Arc;
 
 use futures::Stream;
+use prost::bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +24,8 @@ use sled::IVec;
 
 use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError, blocking};
 
-use super::progress::Progress;
+use super::progress::{Progress, Subscription};
+use super::window::{Found, LiveBatch, LiveWindow};
 
 /// What a follower sees, in this order: batches, one `CaughtUp`, more
 /// batches, and `Ended` last. `S` is what `Ended` carries (the session,
@@ -29,10 +36,7 @@ use super::progress::Progress;
 pub enum FollowEvent<S = ()> {
     /// Entries as stored (encoded `StoredEntry`s, which are encoded
     /// `LogEntry`s): sent on without a decode and re-encode per follower.
-    Batch {
-        entries: Vec<IVec>,
-        cursor: u64,
-    },
+    Batch(FollowBatch),
     CaughtUp {
         cursor: u64,
     },
@@ -43,10 +47,65 @@ impl FollowEvent<()> {
     /// The same event with `ended` attached to `Ended`.
     pub fn with_ended<S>(self, ended: impl FnOnce() -> S) -> FollowEvent<S> {
         match self {
-            Self::Batch { entries, cursor } => FollowEvent::Batch { entries, cursor },
+            Self::Batch(batch) => FollowEvent::Batch(batch),
             Self::CaughtUp { cursor } => FollowEvent::CaughtUp { cursor },
             Self::Ended(()) => FollowEvent::Ended(ended()),
         }
+    }
+}
+
+/// A follower's batch: entries in seq order, and the cursor after them
+/// (the last seq examined, which may be past the last entry kept).
+#[derive(Debug, Clone)]
+pub struct FollowBatch {
+    entries: BatchEntries,
+    cursor: u64,
+}
+
+#[derive(Debug, Clone)]
+enum BatchEntries {
+    /// A page of this follower's own, read from the store or cut from
+    /// the window.
+    Own(Vec<IVec>),
+    /// A batch of the live window, whole, shared with other followers.
+    Shared(Arc<LiveBatch>),
+}
+
+impl FollowBatch {
+    /// A batch of `entries` with `cursor` after them.
+    pub fn new(entries: Vec<IVec>, cursor: u64) -> Self {
+        Self {
+            entries: BatchEntries::Own(entries),
+            cursor,
+        }
+    }
+
+    pub fn entries(&self) -> &[IVec] {
+        match &self.entries {
+            BatchEntries::Own(entries) => entries,
+            BatchEntries::Shared(batch) => batch.entries(),
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The batch as a response encoded by `encode` (given the entries and
+    /// the cursor). A batch shared from the live window is encoded once
+    /// for every follower that sends it with the same `K` (the edge's
+    /// encoder); `encode` must depend on nothing but its arguments.
+    pub fn encoded_once<K: 'static>(&self, encode: impl FnOnce(&[IVec], u64) -> Bytes) -> Bytes {
+        match &self.entries {
+            BatchEntries::Own(entries) => encode(entries, self.cursor),
+            BatchEntries::Shared(batch) => batch.encoded_once::<K>(encode),
+        }
+    }
+}
+
+impl PartialEq for FollowBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.cursor == other.cursor && self.entries() == other.entries()
     }
 }
 
@@ -118,6 +177,7 @@ impl Drop for GaugeUnit {
 pub(crate) struct Follower {
     log: LogTree,
     progress_rx: watch::Receiver<Progress>,
+    window: Arc<LiveWindow>,
     cursor: u64,
     /// Shared with each page read, so a page does not copy it.
     filter: Arc<EntryFilter>,
@@ -133,7 +193,7 @@ impl Follower {
     /// A follower of `log` from `after_seq` (exclusive).
     pub(crate) fn new(
         log: LogTree,
-        progress_rx: watch::Receiver<Progress>,
+        subscription: Subscription,
         after_seq: u64,
         options: FollowOptions,
         shutdown: CancellationToken,
@@ -141,7 +201,8 @@ impl Follower {
     ) -> Self {
         Self {
             log,
-            progress_rx,
+            progress_rx: subscription.progress_rx,
+            window: subscription.window,
             cursor: after_seq,
             filter: Arc::new(options.filter),
             max_batch: options.max_batch,
@@ -175,28 +236,13 @@ impl Follower {
                 return Err(FollowError::Deleted);
             }
             if self.cursor < progress.last_seq {
-                let limits = ScanLimits {
-                    max_entries: self.max_batch,
-                    // A filter that keeps little must not hold a blocking
-                    // thread for a whole log.
-                    max_scanned: self.max_batch.saturating_mul(4).max(1_000),
-                    max_bytes: self.max_bytes,
-                };
-                let (log, filter, cursor) = (self.log.clone(), self.filter.clone(), self.cursor);
-                let page = blocking(move || {
-                    log.page_forward_raw(cursor, progress.last_seq, &filter, limits)
-                })
-                .await?;
-                self.cursor = page.cursor;
-                if !page.entries.is_empty() {
-                    crate::metrics::get().delivered(
-                        page.entries.len(),
-                        progress.last_seq.saturating_sub(self.cursor),
-                    );
-                    return Ok(FollowEvent::Batch {
-                        entries: page.entries,
-                        cursor: self.cursor,
-                    });
+                let batch = self.next_page(progress.last_seq).await?;
+                let kept = batch.entries().len();
+                self.cursor = batch.cursor;
+                if kept > 0 {
+                    crate::metrics::get()
+                        .delivered(kept, progress.last_seq.saturating_sub(self.cursor));
+                    return Ok(FollowEvent::Batch(batch));
                 }
                 tokio::task::yield_now().await;
                 continue;
@@ -220,6 +266,36 @@ impl Follower {
                 () = self.shutdown.cancelled() => return Err(FollowError::ShuttingDown),
             }
         }
+    }
+
+    /// The page after the cursor up to `through_seq`: from the live window
+    /// when it still holds the next seq, otherwise from the store.
+    async fn next_page(&self, through_seq: u64) -> Result<FollowBatch, FollowError> {
+        let limits = ScanLimits {
+            max_entries: self.max_batch,
+            // A filter that keeps little must not hold a blocking
+            // thread for a whole log.
+            max_scanned: self.max_batch.saturating_mul(4).max(1_000),
+            max_bytes: self.max_bytes,
+        };
+        match self
+            .window
+            .next_page(self.cursor, through_seq, &self.filter, limits)?
+        {
+            Found::Whole(batch) => {
+                let cursor = batch.last_seq();
+                return Ok(FollowBatch {
+                    entries: BatchEntries::Shared(batch),
+                    cursor,
+                });
+            }
+            Found::Page(page) => return Ok(FollowBatch::new(page.entries, page.cursor)),
+            Found::Missing => {}
+        }
+        let (log, filter, cursor) = (self.log.clone(), self.filter.clone(), self.cursor);
+        let page =
+            blocking(move || log.page_forward_raw(cursor, through_seq, &filter, limits)).await?;
+        Ok(FollowBatch::new(page.entries, page.cursor))
     }
 
     /// The follower as a stream of events.

@@ -1,8 +1,9 @@
 //! The SSE streams: follow (`GET /api/v1/sessions/{id}/follow`) and watch
 //! (`GET /api/v1/watch`). They run on the same machinery as gRPC `Follow`
-//! and `WatchSessions` (followers read the store and wait on a signal, so
-//! they never block writers), count against the same stream limits, and
-//! end when the server shuts down.
+//! and `WatchSessions` (followers take live batches from the session's
+//! shared window or read the store, and wait on a signal, so they never
+//! block writers), count against the same stream limits, and end when the
+//! server shuts down. Each follower renders its entries' JSON itself.
 //!
 //! Follow: each batch is an unnamed event whose `id:` is the batch's
 //! cursor, so a browser's automatic reconnect sends it back as
@@ -89,9 +90,9 @@ fn follow_events(
     max_bytes: usize,
 ) -> futures::stream::Iter<Box<dyn Iterator<Item = Step> + Send>> {
     let steps: Box<dyn Iterator<Item = Step> + Send> = match event {
-        Ok(FollowEvent::Batch { entries, cursor }) => Box::new(BatchEvents {
-            entries: entries.into_iter(),
-            cursor,
+        Ok(FollowEvent::Batch(batch)) => Box::new(BatchEvents {
+            cursor: batch.cursor(),
+            entries: batch.entries().to_vec().into_iter(),
             max_bytes,
             pending: None,
         }),

@@ -4,6 +4,10 @@
 //! The lock's guard goes with the batch to the blocking pool and is dropped
 //! there, after the counters are updated and published: an append whose
 //! caller gave up still lands whole, or not at all, before the next one.
+//! When the session has followers, the batch's stored entries go into its
+//! live window as it is published (before it is durable, like the seq
+//! itself: followers see a batch once it is applied, whatever `--fsync`
+//! says, while the append's caller waits for durability).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -85,7 +89,7 @@ impl SessionManager {
             batch_id,
             ..
         } = batch;
-        let (log, counters, state) = {
+        let (log, counters, state, followed) = {
             let current = handle.state();
             if current.deleted {
                 return Err(handle.not_found());
@@ -94,6 +98,7 @@ impl SessionManager {
                 current.log.clone(),
                 current.counters,
                 current.record.state(),
+                current.signal.is_followed(),
             )
         };
         let log = match log {
@@ -131,12 +136,22 @@ impl SessionManager {
             u64::try_from(count).unwrap_or(u64::MAX),
         )?;
         let now = SystemTime::now();
-        let next = log.append(&counters, entries, batch_id.as_deref(), now)?;
+        let mut stored = followed.then(Vec::new);
+        let next = log.append_keeping(
+            &counters,
+            entries,
+            batch_id.as_deref(),
+            now,
+            stored.as_mut(),
+        )?;
         metrics::get().appended(count, next.size_bytes.saturating_sub(counters.size_bytes));
         let mut current = handle.state();
         current.counters = next;
         current.lease_expires_at = lease_deadline(&current.record, now);
-        current.publish();
+        match stored {
+            Some(stored) => current.publish_batch(first_seq, stored),
+            None => current.publish(),
+        }
         drop(current);
         self.inner.events.changed();
         Ok(AppendOutcome {

@@ -41,7 +41,7 @@ impl SessionManager {
     > {
         let handle = self.handle(&query.session_id)?;
         let log = handle.log(self.store()).await?;
-        let (progress_rx, counters) = {
+        let (subscription, counters) = {
             let mut state = handle.state();
             if state.deleted {
                 return Err(handle.not_found());
@@ -66,7 +66,7 @@ impl SessionManager {
         };
         let follower = Follower::new(
             log,
-            progress_rx,
+            subscription,
             after_seq,
             options,
             self.inner.shutdown.clone(),

@@ -58,6 +58,14 @@ impl HandleState {
         let progress = self.progress();
         self.signal.publish(progress);
     }
+
+    /// Tells followers about the current state, which includes the batch
+    /// `entries` (as stored, under seqs from `first_seq`) just applied,
+    /// and gives them the batch from memory.
+    pub(crate) fn publish_batch(&mut self, first_seq: u64, entries: Vec<sled::IVec>) {
+        let progress = self.progress();
+        self.signal.publish_batch(progress, first_seq, entries);
+    }
 }
 
 /// A consistent copy of what a session looks like now.

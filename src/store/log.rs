@@ -68,10 +68,28 @@ impl LogTree {
         batch_id: Option<&str>,
         now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
-        let (batch, next) = self.prepare(counters, entries, batch_id, now)?;
+        self.append_keeping(counters, entries, batch_id, now, None)
+    }
+
+    /// `append`, also handing back each stored entry's bytes in `kept`
+    /// (the bytes a read returns for it), for followers served from
+    /// memory. They are pushed only once the batch is applied.
+    pub fn append_keeping(
+        &self,
+        counters: &LogCounters,
+        entries: Vec<NewEntry>,
+        batch_id: Option<&str>,
+        now: SystemTime,
+        kept: Option<&mut Vec<IVec>>,
+    ) -> Result<LogCounters, StoreError> {
+        let mut stored = kept.as_ref().map(|_| Vec::with_capacity(entries.len()));
+        let (batch, next) = self.prepare(counters, entries, batch_id, now, stored.as_mut())?;
         self.health.check()?;
         let applied = self.tree.apply_batch(batch).map_err(StoreError::from);
         self.health.after_write(applied)?;
+        if let (Some(kept), Some(stored)) = (kept, stored) {
+            kept.extend(stored);
+        }
         Ok(next)
     }
 
@@ -83,6 +101,7 @@ impl LogTree {
         entries: Vec<NewEntry>,
         batch_id: Option<&str>,
         now: SystemTime,
+        mut kept: Option<&mut Vec<IVec>>,
     ) -> Result<(sled::Batch, LogCounters), StoreError> {
         let mut batch = sled::Batch::default();
         let mut next = *counters;
@@ -102,6 +121,9 @@ impl LogTree {
             }
             block::push(&mut block, &bytes);
             next.size_bytes += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+            if let Some(kept) = kept.as_deref_mut() {
+                kept.push(IVec::from(bytes));
+            }
             next.entry_count += 1;
             next.last_seq = seq;
         }

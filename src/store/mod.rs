@@ -34,7 +34,7 @@ pub(crate) use health::{Failure as StoreFailure, StoreHealth};
 pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
-pub(crate) use query::{EntryFilter, ScanLimits, entry_wire_len};
+pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 pub(crate) use verify::without_panics;
 
@@ -347,7 +347,13 @@ impl Store {
         end_entry: StoredEntry,
         now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
-        let (batch, next) = log.prepare(counters, vec![NewEntry::Decoded(end_entry)], None, now)?;
+        let (batch, next) = log.prepare(
+            counters,
+            vec![NewEntry::Decoded(end_entry)],
+            None,
+            now,
+            None,
+        )?;
         record.final_counters = Some(next);
         let record_bytes = record.encode_to_vec();
         self.health.check()?;

@@ -80,6 +80,51 @@ pub(crate) fn entry_wire_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
+/// A page of the encoded entries `items` (seq order, `after_seq < seq <=
+/// through_seq`) that pass `filter`, within `limits`: the one rule for
+/// where a page stops and what its cursor is, for pages read from the
+/// store and for those a follower takes from memory. The cursor is
+/// `max(after_seq, through_seq)` when `items` ran out.
+pub(crate) fn page_of(
+    items: impl Iterator<Item = Result<(u64, IVec), StoreError>>,
+    after_seq: u64,
+    through_seq: u64,
+    filter: &EntryFilter,
+    limits: ScanLimits,
+) -> Result<RawPage, StoreError> {
+    let keep_all = filter.is_empty();
+    let mut entries = Vec::new();
+    let mut bytes_kept = 0usize;
+    let mut last_examined = after_seq;
+    for (scanned, item) in items.enumerate() {
+        let (seq, bytes) = item?;
+        if keep_all || filter.matches(&decode_entry(&bytes)?) {
+            let weight = entry_wire_len(bytes.len());
+            if !entries.is_empty() && bytes_kept.saturating_add(weight) > limits.max_bytes {
+                // This entry is not examined yet as far as the cursor
+                // goes: the next page starts with it.
+                return Ok(RawPage {
+                    entries,
+                    cursor: last_examined,
+                });
+            }
+            bytes_kept = bytes_kept.saturating_add(weight);
+            entries.push(bytes);
+        }
+        last_examined = seq;
+        if entries.len() >= limits.max_entries || scanned + 1 >= limits.max_scanned {
+            return Ok(RawPage {
+                entries,
+                cursor: seq,
+            });
+        }
+    }
+    Ok(RawPage {
+        entries,
+        cursor: after_seq.max(through_seq),
+    })
+}
+
 impl LogTree {
     /// Entries with `after_seq < seq <= through_seq` that pass `filter`, in
     /// seq order, within `limits`. The cursor is `max(after_seq,
@@ -111,37 +156,13 @@ impl LogTree {
         filter: &EntryFilter,
         limits: ScanLimits,
     ) -> Result<RawPage, StoreError> {
-        let keep_all = filter.is_empty();
-        let mut entries = Vec::new();
-        let mut bytes_kept = 0usize;
-        let mut last_examined = after_seq;
-        for (scanned, item) in self.scan(after_seq, through_seq).enumerate() {
-            let (seq, bytes) = item?;
-            if keep_all || filter.matches(&decode_entry(&bytes)?) {
-                let weight = entry_wire_len(bytes.len());
-                if !entries.is_empty() && bytes_kept.saturating_add(weight) > limits.max_bytes {
-                    // This entry is not examined yet as far as the cursor
-                    // goes: the next page starts with it.
-                    return Ok(RawPage {
-                        entries,
-                        cursor: last_examined,
-                    });
-                }
-                bytes_kept = bytes_kept.saturating_add(weight);
-                entries.push(bytes);
-            }
-            last_examined = seq;
-            if entries.len() >= limits.max_entries || scanned + 1 >= limits.max_scanned {
-                return Ok(RawPage {
-                    entries,
-                    cursor: seq,
-                });
-            }
-        }
-        Ok(RawPage {
-            entries,
-            cursor: after_seq.max(through_seq),
-        })
+        page_of(
+            self.scan(after_seq, through_seq),
+            after_seq,
+            through_seq,
+            filter,
+            limits,
+        )
     }
 
     /// The cursor just before the last `max_entries` entries with

@@ -1,0 +1,321 @@
+//! The live window: the last few batches appended to a followed session,
+//! as stored, kept in memory and shared by all its followers, so a
+//! follower at the live edge takes a new batch from here instead of
+//! reading the store. It exists only while the session has followers (it
+//! lives beside the progress signal), and it holds at most
+//! `WINDOW_MAX_BATCHES` batches and `WINDOW_MAX_BYTES` of their entries,
+//! whichever is fewer: the oldest batch goes first, and a batch bigger
+//! than the whole budget is not kept. Its batches are always contiguous
+//! seqs; a batch that does not follow on (one published without being
+//! kept here, such as the end entry) empties it first. A follower takes a
+//! page from here only when the window holds every seq from its cursor to
+//! the published one, and reads the store otherwise, so the window is only
+//! ever a shortcut: what it serves is the page the store would.
+//!
+//! A batch is pushed after it is applied and before its seq is published,
+//! and followers take from it only seqs up to the published one, so they
+//! see exactly what they would have read from the store.
+
+use std::any::TypeId;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use prost::bytes::Bytes;
+use sled::IVec;
+
+use crate::store::{EntryFilter, RawPage, ScanLimits, StoreError, entry_wire_len, page_of};
+
+/// At most this many batches per followed session.
+pub(crate) const WINDOW_MAX_BATCHES: usize = 128;
+/// At most this many bytes of entries (as `entry_wire_len` weighs them)
+/// per followed session. The gRPC encoding a batch may carry (`encoded`)
+/// is about as big again.
+pub(crate) const WINDOW_MAX_BYTES: usize = 128 * 1024;
+
+/// One appended batch as stored: consecutive seqs from `first_seq`.
+#[derive(Debug)]
+pub(crate) struct LiveBatch {
+    first_seq: u64,
+    entries: Vec<IVec>,
+    bytes: usize,
+    /// One edge's encoding of the whole batch as a response, made by the
+    /// first follower that sends the batch whole and shared by the rest.
+    /// Keyed by the encoder's type, so two encodings never mix.
+    encoded: OnceLock<(TypeId, Bytes)>,
+}
+
+impl LiveBatch {
+    /// A batch of `entries` (not empty) under seqs from `first_seq`.
+    pub(crate) fn new(first_seq: u64, entries: Vec<IVec>) -> Self {
+        let bytes = entries
+            .iter()
+            .map(|entry| entry_wire_len(entry.len()))
+            .sum();
+        Self {
+            first_seq,
+            entries,
+            bytes,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn entries(&self) -> &[IVec] {
+        &self.entries
+    }
+
+    /// The seq of the last entry.
+    pub(crate) fn last_seq(&self) -> u64 {
+        let count = u64::try_from(self.entries.len()).unwrap_or(u64::MAX);
+        self.first_seq.saturating_add(count).saturating_sub(1)
+    }
+
+    /// The batch encoded by `encode` (given the entries and the batch's
+    /// cursor, its last seq), encoded at most once for every follower
+    /// that asks with the same `K`.
+    pub(crate) fn encoded_once<K: 'static>(
+        &self,
+        encode: impl FnOnce(&[IVec], u64) -> Bytes,
+    ) -> Bytes {
+        let key = TypeId::of::<K>();
+        if let Some((held_key, bytes)) = self.encoded.get()
+            && *held_key == key
+        {
+            return bytes.clone();
+        }
+        let bytes = encode(&self.entries, self.last_seq());
+        // Followers racing here each encode, and the first one's bytes
+        // stay (the same bytes, for the same `K`). Another encoder holding
+        // the slot (none does today) only means this one is not kept.
+        let _ = self.encoded.set((key, bytes.clone()));
+        bytes
+    }
+}
+
+/// What a follower found in the window.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// Exactly the next batch, whole: its entries are the follower's next
+    /// page as they are, shared with every other follower that sends it.
+    Whole(Arc<LiveBatch>),
+    /// A page put together from the window's entries (filtered, or across
+    /// batches, or cut to the follower's limits).
+    Page(RawPage),
+    /// The seq after the cursor is not in the window: read the store.
+    Missing,
+}
+
+/// A followed session's window (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct LiveWindow {
+    inner: Mutex<Batches>,
+}
+
+#[derive(Debug, Default)]
+struct Batches {
+    batches: VecDeque<Arc<LiveBatch>>,
+    bytes: usize,
+}
+
+impl LiveWindow {
+    fn batches(&self) -> MutexGuard<'_, Batches> {
+        // Every change below leaves the window consistent before anything
+        // that can panic; keep serving it.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Keeps `batch` as the newest, dropping the oldest past the limits.
+    pub(crate) fn push(&self, batch: LiveBatch) {
+        let mut window = self.batches();
+        let follows_on = window
+            .batches
+            .back()
+            .is_none_or(|last| last.last_seq().checked_add(1) == Some(batch.first_seq));
+        if !follows_on || batch.bytes > WINDOW_MAX_BYTES {
+            window.batches.clear();
+            window.bytes = 0;
+        }
+        if batch.entries.is_empty() || batch.bytes > WINDOW_MAX_BYTES {
+            return;
+        }
+        window.bytes += batch.bytes;
+        window.batches.push_back(Arc::new(batch));
+        while window.batches.len() > WINDOW_MAX_BATCHES || window.bytes > WINDOW_MAX_BYTES {
+            match window.batches.pop_front() {
+                Some(oldest) => window.bytes -= oldest.bytes,
+                None => break,
+            }
+        }
+    }
+
+    /// The follower's next page after `after_seq`, up to `through_seq`
+    /// (the published seq), from memory, exactly as the store would give
+    /// it: the next batch whole when it is all that is pending, starts
+    /// right after the cursor and fits the follower as it is; otherwise a
+    /// page cut from the window by the same rule as a store page
+    /// (`store::page_of`). `Missing` unless the window holds every seq
+    /// from `after_seq + 1` to `through_seq`.
+    pub(crate) fn next_page(
+        &self,
+        after_seq: u64,
+        through_seq: u64,
+        filter: &EntryFilter,
+        limits: ScanLimits,
+    ) -> Result<Found, StoreError> {
+        let Some(wanted) = after_seq.checked_add(1) else {
+            return Ok(Found::Missing);
+        };
+        let window = self.batches();
+        let (Some(first), Some(last)) = (window.batches.front(), window.batches.back()) else {
+            return Ok(Found::Missing);
+        };
+        // Only a window that holds every seq up to the published one gives
+        // the page the store would; otherwise the store gives it.
+        if wanted < first.first_seq || wanted > through_seq || through_seq > last.last_seq() {
+            return Ok(Found::Missing);
+        }
+        // Batches are contiguous: find the one holding `wanted` by seq.
+        let index = window
+            .batches
+            .partition_point(|batch| batch.last_seq() < wanted);
+        let Some(batch) = window.batches.get(index) else {
+            return Ok(Found::Missing);
+        };
+        if batch.first_seq == wanted
+            && batch.last_seq() == through_seq
+            && filter.is_empty()
+            && batch.entries.len() <= limits.max_entries
+            && batch.bytes <= limits.max_bytes
+        {
+            return Ok(Found::Whole(batch.clone()));
+        }
+        let items = window
+            .batches
+            .range(index..)
+            .flat_map(|batch| {
+                (batch.first_seq..)
+                    .zip(batch.entries.iter())
+                    .map(|(seq, entry)| (seq, entry.clone()))
+            })
+            .skip_while(|(seq, _)| *seq < wanted)
+            .take_while(|(seq, _)| *seq <= through_seq)
+            .map(Ok);
+        page_of(items, after_seq, through_seq, filter, limits).map(Found::Page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: ScanLimits = ScanLimits {
+        max_entries: usize::MAX,
+        max_scanned: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+
+    fn batch(first_seq: u64, count: usize, size: usize) -> LiveBatch {
+        LiveBatch::new(first_seq, vec![IVec::from(vec![7u8; size]); count])
+    }
+
+    fn seqs(found: &Found) -> Option<(usize, u64)> {
+        match found {
+            Found::Whole(batch) => Some((batch.entries().len(), batch.last_seq())),
+            Found::Page(page) => Some((page.entries.len(), page.cursor)),
+            Found::Missing => None,
+        }
+    }
+
+    #[test]
+    fn the_only_pending_batch_goes_whole_and_older_ones_as_a_page() {
+        let window = LiveWindow::default();
+        window.push(batch(1, 2, 10));
+        window.push(batch(3, 3, 10));
+        let filter = EntryFilter::default();
+        let found = window.next_page(2, 5, &filter, ALL).expect("page");
+        assert!(matches!(found, Found::Whole(_)));
+        assert_eq!(seqs(&found), Some((3, 5)));
+        let found = window.next_page(0, 5, &filter, ALL).expect("page");
+        assert!(matches!(found, Found::Page(_)));
+        assert_eq!(seqs(&found), Some((5, 5)));
+        // Only up to the published seq, even with more in the window.
+        let found = window.next_page(1, 4, &filter, ALL).expect("page");
+        assert_eq!(seqs(&found), Some((3, 4)));
+        let limits = ScanLimits {
+            max_entries: 2,
+            ..ALL
+        };
+        let found = window.next_page(2, 5, &filter, limits).expect("page");
+        assert!(matches!(found, Found::Page(_)));
+        assert_eq!(seqs(&found), Some((2, 4)));
+        assert!(matches!(
+            window.next_page(5, 5, &filter, ALL).expect("page"),
+            Found::Missing
+        ));
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_within_its_limits_and_only_contiguous_seqs() {
+        let window = LiveWindow::default();
+        let filter = EntryFilter::default();
+        for seq in 1..=u64::try_from(WINDOW_MAX_BATCHES).expect("fits") + 10 {
+            window.push(batch(seq, 1, 10));
+        }
+        assert!(matches!(
+            window.next_page(0, 200, &filter, ALL).expect("page"),
+            Found::Missing
+        ));
+        assert!(matches!(
+            window.next_page(10, 138, &filter, ALL).expect("page"),
+            Found::Page(_)
+        ));
+        // Nor does it give a page it cannot take to the published seq.
+        assert!(matches!(
+            window.next_page(10, 139, &filter, ALL).expect("page"),
+            Found::Missing
+        ));
+        // A gap (a batch published without being kept) empties it.
+        window.push(batch(200, 1, 10));
+        assert!(matches!(
+            window.next_page(137, 200, &filter, ALL).expect("page"),
+            Found::Missing
+        ));
+        assert!(matches!(
+            window.next_page(199, 200, &filter, ALL).expect("page"),
+            Found::Whole(_)
+        ));
+        // So does a batch bigger than the byte budget, which is not kept.
+        window.push(batch(201, 1, WINDOW_MAX_BYTES + 1));
+        assert!(matches!(
+            window.next_page(199, 201, &filter, ALL).expect("page"),
+            Found::Missing
+        ));
+        let big = WINDOW_MAX_BYTES / 3;
+        for seq in 202..206 {
+            window.push(batch(seq, 1, big));
+        }
+        let found = window.next_page(201, 205, &filter, ALL).expect("page");
+        assert!(matches!(found, Found::Missing));
+        let found = window.next_page(203, 205, &filter, ALL).expect("page");
+        assert_eq!(seqs(&found), Some((2, 205)));
+    }
+
+    #[test]
+    fn a_batch_is_encoded_once_per_encoder() {
+        struct Grpc;
+        struct Other;
+        let batch = batch(4, 2, 3);
+        let mut calls = 0;
+        for _ in 0..3 {
+            let bytes = batch.encoded_once::<Grpc>(|entries, cursor| {
+                calls += 1;
+                Bytes::from(format!("{}:{cursor}", entries.len()))
+            });
+            assert_eq!(bytes, Bytes::from("2:5"));
+        }
+        assert_eq!(calls, 1);
+        let other = batch.encoded_once::<Other>(|_, _| Bytes::from("other"));
+        assert_eq!(other, Bytes::from("other"));
+    }
+}
