@@ -50,7 +50,7 @@ pub struct ServeConfig {
     /// How long a flush may take: an append waiting on it (`--fsync
     /// always`) fails with UNAVAILABLE after that, and shutdown gives up on
     /// the final flush (and exits non-zero).
-    #[arg(long, env = "SESSIONLOG_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONLOG_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_flush_timeout)]
     pub flush_timeout: Duration,
 
     /// When appends reach the disk: `always` (Append returns after its batch
@@ -199,7 +199,9 @@ pub struct ServeConfig {
     /// The most bytes of entries or sessions in one response: a `Read` or
     /// `ListSessions` page, a `Follow` batch, an SSE event or an HTTP page
     /// (encoded protobuf for gRPC, JSON for HTTP) stops here, with at least
-    /// one item. Keep it under clients' receive limit (4 MiB by default).
+    /// one item. It counts the items; the response around them adds well
+    /// under 1 KiB. Keep it below clients' receive limit (4 MiB by default)
+    /// by more than that, and more than one `--max-entry-size`.
     #[arg(long, env = "SESSIONLOG_MAX_RESPONSE_SIZE", default_value = "2MiB", value_parser = parse_size)]
     pub max_response_size: u64,
 
@@ -349,6 +351,14 @@ impl ServeConfig {
             FsyncMode::Interval => FsyncPolicy::Interval(self.flush_interval),
             FsyncMode::Never => FsyncPolicy::Never,
         }
+    }
+}
+
+/// A flush timeout: zero would time every flush out and stall the store.
+fn parse_flush_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("`{text}`: a flush needs some time; use 1s or more")),
+        timeout => Ok(timeout),
     }
 }
 

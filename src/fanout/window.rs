@@ -5,7 +5,10 @@
 //! lives beside the progress signal), and it holds at most
 //! `WINDOW_MAX_BATCHES` batches and `WINDOW_MAX_BYTES` of their entries,
 //! whichever is fewer: the oldest batch goes first, and a batch bigger
-//! than the whole budget is not kept. Its batches are always contiguous
+//! than the whole budget is not kept. All windows of the process together
+//! keep at most `ALL_WINDOWS_MAX_BYTES` of entries (and about as much again
+//! of shared encodings); past that, new batches are not kept and their
+//! followers read the store. Its batches are always contiguous
 //! seqs; a batch that does not follow on (one published without being
 //! kept here, such as the end entry) empties it first. A follower takes a
 //! page from here only when the window holds every seq from its cursor to
@@ -18,6 +21,7 @@
 
 use std::any::TypeId;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use prost::bytes::Bytes;
@@ -116,6 +120,41 @@ struct Batches {
     bytes: usize,
 }
 
+impl Batches {
+    fn clear(&mut self) {
+        self.batches.clear();
+        release(std::mem::take(&mut self.bytes));
+    }
+}
+
+impl Drop for LiveWindow {
+    fn drop(&mut self) {
+        self.batches().clear();
+    }
+}
+
+/// All windows together keep at most this many bytes of entries, and
+/// about as many again of shared encodings, so the memory of live windows
+/// is bounded however many sessions are followed.
+pub(crate) const ALL_WINDOWS_MAX_BYTES: usize = 32 << 20;
+
+/// Entry bytes kept in all windows now.
+static ALL_WINDOWS_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes `bytes` from the process-wide budget, if it has room.
+fn charge(bytes: usize) -> bool {
+    ALL_WINDOWS_BYTES
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(bytes)
+                .filter(|total| *total <= ALL_WINDOWS_MAX_BYTES)
+        })
+        .is_ok()
+}
+
+fn release(bytes: usize) {
+    ALL_WINDOWS_BYTES.fetch_sub(bytes, Ordering::AcqRel);
+}
+
 impl LiveWindow {
     fn batches(&self) -> MutexGuard<'_, Batches> {
         // Every change below leaves the window consistent before anything
@@ -126,6 +165,8 @@ impl LiveWindow {
     }
 
     /// Keeps `batch` as the newest, dropping the oldest past the limits.
+    /// A batch the process-wide budget has no room for is not kept (and
+    /// the window empties, as its seqs would no longer follow on).
     pub(crate) fn push(&self, batch: LiveBatch) {
         let mut window = self.batches();
         let follows_on = window
@@ -133,17 +174,23 @@ impl LiveWindow {
             .back()
             .is_none_or(|last| last.last_seq().checked_add(1) == Some(batch.first_seq));
         if !follows_on || batch.bytes > WINDOW_MAX_BYTES {
-            window.batches.clear();
-            window.bytes = 0;
+            window.clear();
         }
         if batch.entries.is_empty() || batch.bytes > WINDOW_MAX_BYTES {
+            return;
+        }
+        if !charge(batch.bytes) {
+            window.clear();
             return;
         }
         window.bytes += batch.bytes;
         window.batches.push_back(Arc::new(batch));
         while window.batches.len() > WINDOW_MAX_BATCHES || window.bytes > WINDOW_MAX_BYTES {
             match window.batches.pop_front() {
-                Some(oldest) => window.bytes -= oldest.bytes,
+                Some(oldest) => {
+                    window.bytes -= oldest.bytes;
+                    release(oldest.bytes);
+                }
                 None => break,
             }
         }
@@ -190,9 +237,13 @@ impl LiveWindow {
         {
             return Ok(Found::Whole(batch.clone()));
         }
-        let items = window
-            .batches
-            .range(index..)
+        // The page is cut outside the lock: filtering decodes entries, and
+        // the append path pushes under its session's state lock, so a
+        // follower must not hold the writer up.
+        let batches: Vec<Arc<LiveBatch>> = window.batches.range(index..).cloned().collect();
+        drop(window);
+        let items = batches
+            .iter()
             .flat_map(|batch| {
                 (batch.first_seq..)
                     .zip(batch.entries.iter())

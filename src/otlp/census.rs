@@ -33,8 +33,9 @@ impl Census {
     }
 }
 
-/// Deeper values than this are left to the decode, which refuses them.
-const MAX_DEPTH: usize = 64;
+/// Deeper values than this refuse the export: nothing real nests so deep,
+/// and the decode would build what the count did not reach.
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// The records and values of `export` (an encoded
 /// `ExportLogsServiceRequest`), up to the first count past `max`. Bytes

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 
-use crate::edge::{Failure, Limits, entry, request, session};
+use crate::edge::{Code, Failure, Limits, entry, request, session};
 use crate::sessions::{AppendBatch, SessionError, SessionManager};
 use crate::store::NewEntry;
 use crate::store::schema::StoredEntry;
@@ -47,8 +47,9 @@ impl OtlpIntake {
     /// Refuses an export (an encoded `ExportLogsServiceRequest`) of more
     /// records than `--max-otlp-records`, or of more attributes and values
     /// than `Limits::max_otlp_values`, counted on its bytes before anything
-    /// is decoded. Bytes that do not parse pass: the decode names their
-    /// fault.
+    /// is decoded. Bytes the count cannot walk are refused too, never
+    /// passed on to the decode: anything the count skips (values nested
+    /// past its depth, say) is what the decode would build uncounted.
     pub(crate) fn check_records(&self, export: &[u8]) -> Result<(), Failure> {
         let max = census::Census {
             records: self.limits.max_otlp_records,
@@ -56,7 +57,13 @@ impl OtlpIntake {
         };
         match census::take(export, max) {
             Ok(counted) => Ok(self.limits.otlp_export(counted.records, counted.values)?),
-            Err(_) => Ok(()),
+            Err(_) => Err(Failure::new(
+                Code::InvalidArgument,
+                format!(
+                    "the export is not valid protobuf for an OTLP logs request, or nests values deeper than {} levels",
+                    census::MAX_DEPTH
+                ),
+            )),
         }
     }
 

@@ -207,6 +207,9 @@ impl Server {
         shutdown.await;
         tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down");
         store_health.abort();
+        // Probes learn first, so traffic moves away while the rest stops.
+        set_health(&health, ServingStatus::NotServing).await;
+        not_serving.cancel();
         housekeeping.cancel();
         // A chore stuck in a store call that cannot finish (a failed
         // store) must not hold shutdown: it gets the grace period.
@@ -222,8 +225,6 @@ impl Server {
                 chore.abort();
             }
         }
-        set_health(&health, ServingStatus::NotServing).await;
-        not_serving.cancel();
         stop_accepting.cancel();
         stop_http.cancel();
         // Follow and watch streams (gRPC and SSE) never end by themselves;

@@ -94,7 +94,7 @@ impl Durability {
         if waiters_tx.send(done_tx).is_err() {
             return Err(stopped());
         }
-        match tokio::time::timeout(self.timeout * 2, done_rx).await {
+        match tokio::time::timeout(self.timeout.saturating_mul(2), done_rx).await {
             Ok(Ok(flushed)) => flushed,
             Ok(Err(_)) => Err(stopped()),
             Err(_) => Err(StoreError::FlushTimedOut {
@@ -141,21 +141,40 @@ struct Flusher {
 }
 
 impl Flusher {
-    /// One flush, bounded by the timeout. A flush still stuck from before
-    /// is waited on (within the timeout) instead of starting another on
-    /// top of it: sled would only queue it behind the stuck one.
+    /// One flush for the waiters queued now, bounded by the timeout. A
+    /// flush still stuck from before is waited on first (within the
+    /// timeout) instead of starting another on top of it, which sled would
+    /// only queue behind it; its success does not answer these waiters, as
+    /// it began before their appends were applied, so a fresh flush follows.
     async fn flush(&mut self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let mut running = match self.running.take() {
-            Some(running) => running,
-            None => {
-                let store = self.store.clone();
-                // Not `store::blocking`: a flush that times out is kept and
-                // awaited again, so the handle itself is needed.
-                tokio::task::spawn_blocking(move || store.flush())
-            }
+        let flushed = match self.running.take() {
+            Some(stale) => match self.bounded(stale).await {
+                Ok(()) => self.fresh().await,
+                Err(err) => Err(err),
+            },
+            None => self.fresh().await,
         };
-        let flushed = match tokio::time::timeout(self.timeout, &mut running).await {
+        crate::metrics::get().flush_took(started.elapsed());
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        flushed
+    }
+
+    async fn fresh(&mut self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        // Not `store::blocking`: a flush that times out is kept and awaited
+        // again, so the handle itself is needed.
+        self.bounded(tokio::task::spawn_blocking(move || store.flush()))
+            .await
+    }
+
+    /// Waits for `running` within the timeout; one that outlives it stalls
+    /// the store and is kept for the next flush to wait on.
+    async fn bounded(
+        &mut self,
+        mut running: JoinHandle<Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        match tokio::time::timeout(self.timeout, &mut running).await {
             Ok(Ok(flushed)) => {
                 self.store.health().unstall();
                 flushed
@@ -173,10 +192,7 @@ impl Flusher {
                     timeout: self.timeout,
                 })
             }
-        };
-        crate::metrics::get().flush_took(started.elapsed());
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        flushed
+        }
     }
 
     /// One flush per group of waiters: whoever queued while a flush ran
