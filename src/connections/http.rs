@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnectionSettings, Guarded};
@@ -19,7 +20,9 @@ use super::{ConnectionSettings, Guarded};
 /// Serves `router` on the connections of `incoming` until `stop`; then
 /// stops accepting (`incoming` is dropped, closing its listener), asks
 /// every connection to finish (idle ones close, requests in flight
-/// complete) and returns once they all have.
+/// complete) and returns once they all have. The connections are tasks of
+/// this future's own: aborting it (a drain that ran out of time) aborts
+/// them too, so none outlives the server.
 pub(crate) async fn serve_http<IO>(
     incoming: impl Stream<Item = io::Result<Guarded<IO>>> + Send,
     router: Router,
@@ -40,6 +43,7 @@ where
         .keep_alive_interval(settings.http2_keepalive_interval)
         .keep_alive_timeout(settings.http2_keepalive_timeout);
     let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     {
         let mut incoming = pin!(incoming);
         loop {
@@ -56,7 +60,9 @@ where
                 .serve_connection(TokioIo::new(io), service)
                 .into_owned();
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
+            // Reap the finished, so the set holds only open connections.
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "an http connection ended with an error");
                 }
@@ -64,5 +70,6 @@ where
         }
     }
     graceful.shutdown().await;
+    connections.join_all().await;
     Ok(())
 }

@@ -116,7 +116,10 @@ impl From<RequestError> for Failure {
 fn store_failure(err: &StoreError) -> Failure {
     // A failed store was logged once, when it failed; each call refused
     // since adds nothing.
-    if !matches!(err, StoreError::LogDropped | StoreError::Failed { .. }) {
+    if !matches!(
+        err,
+        StoreError::LogDropped | StoreError::Failed { .. } | StoreError::Stalled { .. }
+    ) {
         log_internal(err);
     }
     match err {
@@ -142,6 +145,11 @@ fn store_failure(err: &StoreError) -> Failure {
             Code::Unavailable,
             "the server's storage failed and takes no writes until the server is restarted; \
              retry later or against another instance",
+        ),
+        StoreError::Stalled { .. } => Failure::new(
+            Code::Unavailable,
+            "the server's storage has a flush that has not finished in time and takes no \
+             writes until it does; retry shortly with the same batch id",
         ),
         StoreError::FlushTimedOut { .. } => Failure::new(
             Code::Unavailable,

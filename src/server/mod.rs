@@ -318,7 +318,10 @@ impl Server {
         self.durability.stop();
         if let Some(flusher) = self.flusher {
             // The flusher's last flush is bounded by the same timeout.
-            if tokio::time::timeout(timeout * 2, flusher).await.is_err() {
+            if tokio::time::timeout(timeout.saturating_mul(2), flusher)
+                .await
+                .is_err()
+            {
                 tracing::warn!("the flusher did not stop in time; leaving it");
             }
         }
@@ -334,9 +337,12 @@ impl Server {
             if !droppable {
                 std::mem::forget(self.store.clone());
             }
+            let what = match failure {
+                StoreFailure::Failed(_) => "the store failed while serving",
+                StoreFailure::Stalled(_) => "a flush was stuck at shutdown",
+            };
             anyhow::bail!(
-                "the store failed while serving ({}); the final flush was skipped; \
-                 acknowledged entries are on disk",
+                "{what} ({}); the final flush was skipped; acknowledged entries are on disk",
                 failure.reason()
             );
         }

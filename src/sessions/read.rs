@@ -68,7 +68,9 @@ impl SessionManager {
                     self::limits(query.tail, 0).max_entries,
                     MAX_SCANNED_PER_READ,
                 )?;
-                // At most the tail matches after its start, so only the
+                // At most the tail matches after its start, and the start
+                // is within `MAX_SCANNED_PER_READ` of `through_seq` (the
+                // backward walk scanned no further), so only the byte
                 // budget can stop the page before `through_seq`.
                 limits.max_entries = usize::MAX;
             }

@@ -125,6 +125,9 @@ fn outcome(result: &Result<(), StoreError>) -> Result<(), StoreError> {
         Err(StoreError::Failed { reason }) => Err(StoreError::Failed {
             reason: reason.clone(),
         }),
+        Err(StoreError::Stalled { reason }) => Err(StoreError::Stalled {
+            reason: reason.clone(),
+        }),
         Err(StoreError::FlushTimedOut { timeout }) => {
             Err(StoreError::FlushTimedOut { timeout: *timeout })
         }
@@ -235,7 +238,7 @@ impl Flusher {
             expected = group.len();
             let result = self.flush().await;
             if let Err(err) = &result
-                && !matches!(err, StoreError::Failed { .. })
+                && !matches!(err, StoreError::Failed { .. } | StoreError::Stalled { .. })
             {
                 tracing::error!(error = %err, "flush failed; appends waiting on it fail");
             }
@@ -266,7 +269,7 @@ impl Flusher {
             }
             match self.flush().await {
                 // Logged once, when the store failed.
-                Ok(()) | Err(StoreError::Failed { .. }) => {}
+                Ok(()) | Err(StoreError::Failed { .. } | StoreError::Stalled { .. }) => {}
                 Err(err) => tracing::error!(error = %err, "periodic flush failed"),
             }
         }

@@ -53,8 +53,11 @@ impl StoreHealth {
     pub fn check(&self) -> Result<(), StoreError> {
         match &*self.state.borrow() {
             None => Ok(()),
-            Some(failure) => Err(StoreError::Failed {
-                reason: failure.reason().to_owned(),
+            Some(Failure::Failed(reason)) => Err(StoreError::Failed {
+                reason: reason.to_string(),
+            }),
+            Some(Failure::Stalled(reason)) => Err(StoreError::Stalled {
+                reason: reason.to_string(),
             }),
         }
     }

@@ -77,9 +77,12 @@ pub enum StoreError {
     LogDropped,
     #[error("a storage task failed: {detail}")]
     TaskFailed { detail: String },
-    /// A write failed earlier, or a flush is stuck: see `health`.
+    /// A write failed earlier: see `health`.
     #[error("the store takes no writes after a storage failure: {reason}")]
     Failed { reason: String },
+    /// A flush is stuck; writes wait until it returns: see `health`.
+    #[error("the store takes no writes while a flush is stuck: {reason}")]
+    Stalled { reason: String },
     /// A flush an append waits for did not finish in time.
     #[error("the flush did not finish within {timeout:?}")]
     FlushTimedOut { timeout: std::time::Duration },

@@ -77,7 +77,7 @@ pub struct ScanLimits {
 /// What an entry of `len` encoded bytes weighs in a message that carries
 /// it as a repeated field: its bytes, its length and a one-byte key.
 pub(crate) fn entry_wire_len(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
+    1 + encoded_len_varint(u64::try_from(len).unwrap_or(u64::MAX)) + len
 }
 
 /// A page of the encoded entries `items` (seq order, `after_seq < seq <=

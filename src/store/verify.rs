@@ -21,6 +21,9 @@ use super::schema::LogCounters;
 
 /// sled's settings file, `key: value` lines then a crc32 of them (LE).
 const CONF_FILE: &str = "conf";
+const CRC_BYTES: usize = 4;
+/// Shorter than the shortest line sled writes there (`use_compression: false`).
+const MIN_SETTINGS_BYTES: usize = 4;
 
 /// Refuses a `conf` file that does not match its checksum, before sled
 /// reads it. A missing one is left to sled (it writes a fresh one).
@@ -31,11 +34,16 @@ pub(super) fn check_conf(dir: &Path) -> Result<(), StoreError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(StoreError::Io(err)),
     };
-    let Some(split) = bytes.len().checked_sub(4).filter(|len| *len > 4) else {
+    // A crc32 after at least one `key: value` line (sled writes several).
+    let Some(split) = bytes
+        .len()
+        .checked_sub(CRC_BYTES)
+        .filter(|settings| *settings > MIN_SETTINGS_BYTES)
+    else {
         return Err(damaged(dir, "sled's `conf` file is truncated"));
     };
     let (settings, stored_crc) = bytes.split_at(split);
-    let stored_crc = u32::from_le_bytes(stored_crc.try_into().expect("four bytes"));
+    let stored_crc = u32::from_le_bytes(stored_crc.try_into().expect("CRC_BYTES bytes"));
     if crc32fast::hash(settings) != stored_crc {
         return Err(damaged(dir, "sled's `conf` file fails its checksum"));
     }
