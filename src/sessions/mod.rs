@@ -221,6 +221,12 @@ impl SessionManager {
         self.inner.store.sync_count()
     }
 
+    /// Tests: the next flush, once synced, returns only after `hold`.
+    #[cfg(feature = "testing")]
+    pub fn hold_next_flush(&self, hold: std::time::Duration) {
+        self.inner.store.hold_next_flush(hold);
+    }
+
     /// How many sessions are stored.
     pub fn session_count(&self) -> usize {
         self.sessions_read().len()

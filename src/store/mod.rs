@@ -404,6 +404,12 @@ impl Store {
         self.syncer.count()
     }
 
+    /// Tests: the next flush, once synced, returns only after `hold`.
+    #[cfg(feature = "testing")]
+    pub fn hold_next_flush(&self, hold: std::time::Duration) {
+        self.syncer.hold_next(hold);
+    }
+
     /// After the final flush: copies the clean-shutdown mark, if this
     /// shutdown set one, into a file beside sled's (see
     /// `CLEAN_SHUTDOWN_FILE`), durably.

@@ -41,6 +41,10 @@ pub(super) struct Syncer {
     /// when it was; one sync at a time.
     known: Mutex<Known>,
     syncs: AtomicU64,
+    /// Tests: how long the next sync waits after it is done, to stand for
+    /// a flush that returns late.
+    #[cfg(feature = "testing")]
+    hold_next: Mutex<Option<std::time::Duration>>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +74,8 @@ impl Syncer {
             log,
             known: Mutex::new(Known::default()),
             syncs: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
+            hold_next: Mutex::new(None),
         };
         syncer.sync()?;
         Ok(syncer)
@@ -91,7 +97,25 @@ impl Syncer {
         sync_new_files(&self.dir, top, Some(LOG_FILE))?;
         self.log.sync_data()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "testing")]
+        if let Some(hold) = self
+            .hold_next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            std::thread::sleep(hold);
+        }
         Ok(())
+    }
+
+    /// Tests: the next sync, once done, waits `hold` before it returns.
+    #[cfg(feature = "testing")]
+    pub(super) fn hold_next(&self, hold: std::time::Duration) {
+        *self
+            .hold_next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hold);
     }
 
     /// How many syncs have completed.

@@ -66,6 +66,66 @@ async fn every_append_acknowledged_under_fsync_always_was_synced_first() {
     server.shutdown().await;
 }
 
+/// A flush that returns after `--flush-timeout` began before the appends
+/// queued while it ran: its success must not acknowledge them. Here the
+/// first append's flush syncs, then returns late; an append applied after
+/// that sync is acknowledged only after a sync of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_flush_does_not_acknowledge_appends_applied_after_it_began() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .configure(|settings| settings.flush_timeout = TIMEOUT)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "late").await;
+    common::append(&mut client, &id, &["before"]).await;
+
+    // The next flush syncs, then returns between one and two timeouts later.
+    let synced_before = server.sessions.sync_count();
+    server.sessions.hold_next_flush(TIMEOUT * 3 / 2);
+    let slow = {
+        let mut client = server.client().await;
+        let id = id.clone();
+        tokio::spawn(async move {
+            client
+                .append(pb::AppendRequest {
+                    session_id: id,
+                    entries: vec![common::entry("slow")],
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    while server.sessions.sync_count() == synced_before {
+        tokio::task::yield_now().await;
+    }
+    let late_sync = server.sessions.sync_count();
+    // Applied after the slow flush synced: that sync cannot cover it.
+    let after = client
+        .append(pb::AppendRequest {
+            session_id: id.clone(),
+            entries: vec![common::entry("after")],
+            ..Default::default()
+        })
+        .await;
+    let synced_at_ack = server.sessions.sync_count();
+    let slow = slow.await.expect("the slow append's task");
+    assert_eq!(
+        slow.expect_err("the slow flush passed its timeout").code(),
+        tonic::Code::Unavailable
+    );
+    after.expect("acknowledged once a sync covers it");
+    assert!(
+        synced_at_ack > late_sync,
+        "acknowledged with no sync after it was applied ({synced_at_ack} syncs, the late one was {late_sync})"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_under_fsync_always_share_flushes() {
     const WRITERS: usize = 16;
