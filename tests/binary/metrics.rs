@@ -12,7 +12,7 @@ use sessionlog::pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::common::{http_get, process};
+use crate::common::{http, process};
 
 struct Served {
     child: Child,
@@ -66,7 +66,8 @@ async fn start(dir: &std::path::Path) -> Served {
 
 /// Every sample line as `name{labels}` → value.
 async fn scrape(addr: &str) -> HashMap<String, f64> {
-    let (status, body) = http_get(addr, "/metrics").await;
+    let http::Answer { status, body, .. } =
+        http::get(addr.parse().expect("the metrics address"), "/metrics", &[]).await;
     assert_eq!(status, 200);
     body.lines()
         .filter(|line| !line.starts_with('#'))
@@ -108,7 +109,12 @@ fn entry(message: &str) -> pb::LogEntry {
 async fn metrics_follow_what_the_server_does() {
     let dir = tempfile::tempdir().expect("temp dir");
     let served = start(dir.path()).await;
-    let (status, body) = http_get(&served.metrics, "/healthz").await;
+    let http::Answer { status, body, .. } = http::get(
+        served.metrics.parse().expect("the metrics address"),
+        "/healthz",
+        &[],
+    )
+    .await;
     assert_eq!((status, body.trim()), (200, "ok"));
 
     let connection = Connection::connect(&served.grpc, None)

@@ -19,7 +19,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::process;
-use crate::common::{entry, http_get, read_all, start_session};
+use crate::common::{entry, http, read_all, start_session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 /// A loopback address nothing listens on at the moment.
@@ -229,7 +229,9 @@ async fn running_out_of_descriptors_fails_writes_without_wedging_the_server() {
     // still ends the process, within the grace period plus a bound.
     set_open_file_limit(pid, None);
     // The metrics listener's probe agrees with gRPC health.
-    let (code, body) = bounded("/healthz", http_get(&server.metrics, "/healthz")).await;
+    let addr = server.metrics.parse().expect("the metrics address");
+    let answer = bounded("/healthz", http::get(addr, "/healthz", &[])).await;
+    let (code, body) = (answer.status, answer.body);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("the store failed"), "{body}");
     let stopping = Instant::now();

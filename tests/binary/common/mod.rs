@@ -4,7 +4,12 @@
 
 #[path = "../../shared/access.rs"]
 pub(crate) mod access;
-mod http;
+#[path = "../../shared/http.rs"]
+#[expect(
+    dead_code,
+    reason = "this suite reads whole answers from the metrics listener; SSE and headers are the in-process suite's"
+)]
+pub(crate) mod http;
 pub(crate) mod ledger;
 pub(crate) mod process;
 #[path = "../../shared/rpc.rs"]
@@ -16,6 +21,5 @@ mod rpc;
 )]
 mod test_server;
 
-pub(crate) use http::http_get;
 pub(crate) use rpc::{append, end_session, entry, get_session, read_all, start_session};
 pub(crate) use test_server::{Client, TestServer};

@@ -5,6 +5,7 @@
 #[path = "../../shared/access.rs"]
 pub(crate) mod access;
 pub(crate) mod follow;
+#[path = "../../shared/http.rs"]
 pub(crate) mod http;
 pub(crate) mod own_process;
 pub(crate) mod request;
