@@ -1,9 +1,10 @@
 //! Appends. Seqs are assigned under the session's write lock and the batch is
 //! applied before the lock is released, so commit order is seq order and a
 //! session's seqs are exactly `1..=last_seq` however many clients append.
-//! The lock's guard goes with the batch to the blocking pool and is dropped
-//! there, after the counters are updated and published: an append whose
-//! caller gave up still lands whole, or not at all, before the next one.
+//! The lock's guard goes with the batch to the committer (see `commit`) and
+//! is dropped there, after the counters are updated and published: an
+//! append whose caller gave up still lands whole, or not at all, before the
+//! next one.
 //! When the session has followers, the batch's stored entries go into its
 //! live window as it is published (before it is durable, like the seq
 //! itself: followers see a batch once it is applied, whatever `--fsync`
@@ -16,10 +17,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::metrics;
 use crate::store::schema::State;
-use crate::store::{MAX_SEQ, NewEntry};
+use crate::store::{AppliedAppend, MAX_SEQ, NewEntry, PreparedAppend};
 
 use super::handle::{SessionHandle, lease_deadline};
-use super::{SessionError, SessionManager, blocking};
+use super::{SessionError, SessionManager};
 
 /// One `Append`: entries (input seqs are ignored) and its preconditions.
 #[derive(Debug, Clone, Default)]
@@ -65,24 +66,35 @@ impl SessionManager {
         stored
     }
 
+    /// Takes the session's write lock and hands the batch, with the lock's
+    /// guard, to the committer (see `commit`), which applies it with the
+    /// other appends waiting at the same moment.
     async fn apply(
         &self,
         handle: Arc<SessionHandle>,
         batch: AppendBatch,
     ) -> Result<AppendOutcome, SessionError> {
         let writing = self.write_guard(&handle).await?;
-        let manager = self.clone();
-        blocking(move || manager.apply_locked(&handle, batch, writing)).await
+        self.inner
+            .committer
+            .commit(Pending {
+                manager: self.clone(),
+                handle,
+                batch,
+                writing,
+            })
+            .await
     }
 
-    /// The append proper, on the blocking pool, holding the session's write
-    /// lock (`_writing`) until the batch is applied and published.
-    fn apply_locked(
+    /// The checks of an append and its sled batch, holding the session's
+    /// write lock: either the answer (a duplicate, or why not), or the
+    /// append to apply. On the committer's thread.
+    pub(super) fn prepare_append(
         &self,
         handle: &SessionHandle,
         batch: AppendBatch,
-        _writing: OwnedMutexGuard<()>,
-    ) -> Result<AppendOutcome, SessionError> {
+        now: SystemTime,
+    ) -> Result<Prepared, SessionError> {
         let AppendBatch {
             entries,
             expected_last_seq,
@@ -108,11 +120,11 @@ impl SessionManager {
         if let Some(batch_id) = &batch_id
             && let Some(stored) = log.find_batch(batch_id)?
         {
-            return Ok(AppendOutcome {
+            return Ok(Prepared::Answered(AppendOutcome {
                 first_seq: stored.first_seq,
                 last_seq: stored.last_seq,
                 duplicate: true,
-            });
+            }));
         }
         if state != State::Active {
             return Err(SessionError::Ended {
@@ -128,38 +140,65 @@ impl SessionManager {
                 actual: counters.last_seq,
             });
         }
-        let first_seq = counters.last_seq + 1;
         let count = entries.len();
         let last_seq = checked_last_seq(
             handle,
             counters.last_seq,
             u64::try_from(count).unwrap_or(u64::MAX),
         )?;
-        let now = SystemTime::now();
-        let mut stored = followed.then(Vec::new);
-        let next = log.append_keeping(
-            &counters,
-            entries,
-            batch_id.as_deref(),
-            now,
-            stored.as_mut(),
-        )?;
-        metrics::get().appended(count, next.size_bytes.saturating_sub(counters.size_bytes));
+        let append = log.prepare_append(&counters, entries, batch_id.as_deref(), now, followed)?;
+        Ok(Prepared::Write {
+            append,
+            outcome: AppendOutcome {
+                first_seq: counters.last_seq + 1,
+                last_seq,
+                duplicate: false,
+            },
+            count,
+            size_before: counters.size_bytes,
+        })
+    }
+
+    /// After the append was applied, still holding the session's write
+    /// lock: the session's counters and lease move on, and followers hear
+    /// of the batch (from memory, when it was kept for them).
+    pub(super) fn publish_append(
+        &self,
+        handle: &SessionHandle,
+        applied: AppliedAppend,
+        first_seq: u64,
+        now: SystemTime,
+    ) {
         let mut current = handle.state();
-        current.counters = next;
+        current.counters = applied.counters;
         current.lease_expires_at = lease_deadline(&current.record, now);
-        match stored {
+        match applied.kept {
             Some(stored) => current.publish_batch(first_seq, stored),
             None => current.publish(),
         }
-        drop(current);
-        self.inner.events.changed();
-        Ok(AppendOutcome {
-            first_seq,
-            last_seq,
-            duplicate: false,
-        })
     }
+}
+
+/// An append on its way to the committer, with its session's write lock.
+pub(super) struct Pending {
+    pub(super) manager: SessionManager,
+    pub(super) handle: Arc<SessionHandle>,
+    pub(super) batch: AppendBatch,
+    pub(super) writing: OwnedMutexGuard<()>,
+}
+
+/// What `prepare_append` found.
+pub(super) enum Prepared {
+    /// Nothing to write: the answer is known (a retried batch id).
+    Answered(AppendOutcome),
+    /// An append to apply, and its answer once applied.
+    Write {
+        append: PreparedAppend,
+        outcome: AppendOutcome,
+        /// Entries, and the log's stored bytes before, for metrics.
+        count: usize,
+        size_before: u64,
+    },
 }
 
 /// The last seq after `count` more entries, if it stays within `MAX_SEQ`.

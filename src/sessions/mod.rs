@@ -5,6 +5,7 @@
 //! in-memory change (docs/architecture.md, "Blocking work and async workers").
 
 mod append;
+mod commit;
 mod events;
 mod follow;
 mod handle;
@@ -88,6 +89,8 @@ pub struct SessionManager {
 struct Inner {
     store: Store,
     durability: Durability,
+    /// Applies every append (see `commit`).
+    committer: commit::Committer,
     ids: ids::IdGenerator,
     /// Held by start and delete, so an id's tree is never created while it
     /// is being dropped. Owned guards go into the blocking work they order.
@@ -141,6 +144,7 @@ impl SessionManager {
             inner: Arc::new(Inner {
                 store,
                 durability,
+                committer: commit::Committer::start()?,
                 ids: ids::IdGenerator::default(),
                 lifecycle_lock: Arc::new(tokio::sync::Mutex::new(())),
                 events: events::SessionEvents::default(),

@@ -118,21 +118,9 @@ fn stopped() -> StoreError {
     StoreError::Io(std::io::Error::other("the flusher stopped"))
 }
 
-/// A waiter's copy of a flush's outcome (`StoreError` holds no clones).
+/// A waiter's copy of a flush's outcome.
 fn outcome(result: &Result<(), StoreError>) -> Result<(), StoreError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(StoreError::Failed { reason }) => Err(StoreError::Failed {
-            reason: reason.clone(),
-        }),
-        Err(StoreError::Stalled { reason }) => Err(StoreError::Stalled {
-            reason: reason.clone(),
-        }),
-        Err(StoreError::FlushTimedOut { timeout }) => {
-            Err(StoreError::FlushTimedOut { timeout: *timeout })
-        }
-        Err(err) => Err(StoreError::Io(std::io::Error::other(err.to_string()))),
-    }
+    result.as_ref().map_err(StoreError::copied).copied()
 }
 
 struct Flusher {

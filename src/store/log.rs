@@ -31,6 +31,37 @@ pub struct LogTree {
 /// An entry as stored: its seq and its encoded `StoredEntry`.
 pub(crate) type RawEntry = (u64, IVec);
 
+/// An append built but not yet applied (see `Store::apply_appends`).
+#[derive(Debug)]
+pub(crate) struct PreparedAppend {
+    pub(super) log: LogTree,
+    pub(super) batch: sled::Batch,
+    next: LogCounters,
+    kept: Option<Vec<IVec>>,
+}
+
+/// What an applied append left: the log's counters, and the stored
+/// entries' bytes if `prepare_append` was told to keep them.
+#[derive(Debug)]
+pub(crate) struct AppliedAppend {
+    pub(crate) counters: LogCounters,
+    pub(crate) kept: Option<Vec<IVec>>,
+}
+
+impl PreparedAppend {
+    /// The log's counters once this is applied.
+    pub(crate) fn next(&self) -> LogCounters {
+        self.next
+    }
+
+    pub(super) fn applied(self) -> AppliedAppend {
+        AppliedAppend {
+            counters: self.next,
+            kept: self.kept,
+        }
+    }
+}
+
 impl LogTree {
     pub(super) fn new(tree: sled::Tree, health: StoreHealth) -> Self {
         Self { tree, health }
@@ -68,29 +99,41 @@ impl LogTree {
         batch_id: Option<&str>,
         now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
-        self.append_keeping(counters, entries, batch_id, now, None)
+        let append = self.prepare_append(counters, entries, batch_id, now, false)?;
+        self.apply(append)
     }
 
-    /// `append`, also handing back each stored entry's bytes in `kept`
-    /// (the bytes a read returns for it), for followers served from
-    /// memory. They are pushed only once the batch is applied.
-    pub fn append_keeping(
+    /// Builds an append of `entries` without applying it (see `append`),
+    /// keeping each stored entry's bytes (the bytes a read returns for it)
+    /// when `keep` says so, for followers served from memory. The caller
+    /// must hold the session's append lock until the append is applied.
+    pub(crate) fn prepare_append(
         &self,
         counters: &LogCounters,
         entries: Vec<NewEntry>,
         batch_id: Option<&str>,
         now: SystemTime,
-        kept: Option<&mut Vec<IVec>>,
-    ) -> Result<LogCounters, StoreError> {
-        let mut stored = kept.as_ref().map(|_| Vec::with_capacity(entries.len()));
-        let (batch, next) = self.prepare(counters, entries, batch_id, now, stored.as_mut())?;
+        keep: bool,
+    ) -> Result<PreparedAppend, StoreError> {
+        let mut kept = keep.then(|| Vec::with_capacity(entries.len()));
+        let (batch, next) = self.prepare(counters, entries, batch_id, now, kept.as_mut())?;
+        Ok(PreparedAppend {
+            log: self.clone(),
+            batch,
+            next,
+            kept,
+        })
+    }
+
+    /// Applies one prepared append of this log.
+    fn apply(&self, append: PreparedAppend) -> Result<LogCounters, StoreError> {
         self.health.check()?;
-        let applied = self.tree.apply_batch(batch).map_err(StoreError::from);
+        let applied = self
+            .tree
+            .apply_batch(append.batch)
+            .map_err(StoreError::from);
         self.health.after_write(applied)?;
-        if let (Some(kept), Some(stored)) = (kept, stored) {
-            kept.extend(stored);
-        }
-        Ok(next)
+        Ok(append.next)
     }
 
     /// Builds the sled batch for an append without applying it, for callers

@@ -32,8 +32,8 @@ pub use data_dir::ForeignOwner;
 pub use entry::NewEntry;
 pub(crate) use health::{Failure as StoreFailure, StoreHealth};
 pub(crate) use keys::MAX_SEQ;
-pub(crate) use log::LogTree;
 pub(crate) use log::decode_entry;
+pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 pub(crate) use verify::without_panics;
@@ -88,6 +88,28 @@ pub enum StoreError {
     FlushTimedOut { timeout: std::time::Duration },
 }
 
+impl StoreError {
+    /// The same error for another caller, when one failure answers several
+    /// (a flush's waiters, a group of appends). Errors that carry a source
+    /// keep its message.
+    pub(crate) fn copied(&self) -> Self {
+        match self {
+            Self::Failed { reason } => Self::Failed {
+                reason: reason.clone(),
+            },
+            Self::Stalled { reason } => Self::Stalled {
+                reason: reason.clone(),
+            },
+            Self::FlushTimedOut { timeout } => Self::FlushTimedOut { timeout: *timeout },
+            Self::Corrupt { detail } => Self::Corrupt {
+                detail: detail.clone(),
+            },
+            Self::LogDropped => Self::LogDropped,
+            other => Self::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(err: sled::Error) -> Self {
         match err {
@@ -98,6 +120,16 @@ impl From<sled::Error> for StoreError {
             },
             other => Self::Engine(other),
         }
+    }
+}
+
+/// A failed transaction of ours: only storage fails one, as none aborts.
+fn transaction_error(err: sled::transaction::TransactionError<()>, what: &str) -> StoreError {
+    match err {
+        sled::transaction::TransactionError::Storage(err) => StoreError::from(err),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+            detail: format!("{what} aborted"),
+        },
     }
 }
 
@@ -339,6 +371,36 @@ impl Store {
         Ok(LogTree::new(tree, self.health.clone()))
     }
 
+    /// Applies appends prepared for distinct logs (`LogTree::prepare_append`)
+    /// as one atomic write: sled seals its log buffer once for all of them,
+    /// where an `apply_batch` each would seal it once per append, and those
+    /// seals are most of what a small append costs. A crash keeps all of
+    /// them or none; an error applies none. Returns what each one applied.
+    pub(crate) fn apply_appends(
+        &self,
+        appends: Vec<PreparedAppend>,
+    ) -> Result<Vec<AppliedAppend>, StoreError> {
+        let mut appends = appends;
+        if let [append] = appends.as_mut_slice() {
+            let batch = std::mem::take(&mut append.batch);
+            self.write(|| Ok(append.log.tree().apply_batch(batch)?))?;
+        } else {
+            let trees: Vec<&sled::Tree> = appends.iter().map(|append| append.log.tree()).collect();
+            self.write(|| {
+                trees
+                    .as_slice()
+                    .transaction(|trees| {
+                        for (tree, append) in trees.iter().zip(&appends) {
+                            tree.apply_batch(&append.batch)?;
+                        }
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|err| transaction_error(err, "an append group"))
+            })?;
+        }
+        Ok(appends.into_iter().map(PreparedAppend::applied).collect())
+    }
+
     /// Appends the end entry and stores the ended record (with the final
     /// counters) in one transaction: a crash leaves the session either
     /// active without the entry or ended with it.
@@ -366,12 +428,7 @@ impl Store {
                 sessions.insert(record.id.as_bytes(), record_bytes.as_slice())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(|err| match err {
-                sled::transaction::TransactionError::Storage(err) => StoreError::from(err),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
-                    detail: "the end-session transaction aborted".to_owned(),
-                },
-            });
+            .map_err(|err| transaction_error(err, "the end-session transaction"));
         self.health.after_write(ended)?;
         Ok(next)
     }
@@ -485,5 +542,81 @@ fn check_format(db: &sled::Db, path: &std::path::Path, existing: bool) -> Result
             db.flush()?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(messages: &[&str]) -> Vec<NewEntry> {
+        messages
+            .iter()
+            .map(|message| {
+                NewEntry::Decoded(StoredEntry {
+                    message: (*message).to_owned(),
+                    ..StoredEntry::default()
+                })
+            })
+            .collect()
+    }
+
+    fn messages(log: &LogTree) -> Vec<String> {
+        log.scan(0, MAX_SEQ)
+            .map(|item| {
+                let (_, bytes) = item.expect("scan");
+                decode_entry(&bytes).expect("decodes").message
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_of_appends_lands_in_every_log_with_its_counters_and_batch_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&StoreOptions {
+            path: dir.path().join("data"),
+            cache_bytes: 1 << 20,
+        })
+        .expect("store");
+        let logs: Vec<LogTree> = ["a", "b", "c"]
+            .iter()
+            .map(|id| store.open_log(id).expect("log"))
+            .collect();
+        let now = SystemTime::now();
+        let first = LogCounters::default();
+        // A group of one, then a group of three with a batch id in one.
+        let applied = store
+            .apply_appends(vec![
+                logs[0]
+                    .prepare_append(&first, entries(&["a1"]), None, now, true)
+                    .expect("prepare"),
+            ])
+            .expect("a group of one");
+        let a = applied[0].counters;
+        assert_eq!((a.last_seq, a.entry_count), (1, 1));
+        assert_eq!(applied[0].kept.as_ref().map(Vec::len), Some(1));
+        let group = vec![
+            logs[0]
+                .prepare_append(&a, entries(&["a2", "a3"]), Some("id-a"), now, false)
+                .expect("prepare"),
+            logs[1]
+                .prepare_append(&first, entries(&["b1"]), None, now, false)
+                .expect("prepare"),
+            logs[2]
+                .prepare_append(&first, entries(&["c1", "c2", "c3"]), None, now, false)
+                .expect("prepare"),
+        ];
+        let applied = store.apply_appends(group).expect("a group of three");
+        let last: Vec<u64> = applied.iter().map(|a| a.counters.last_seq).collect();
+        assert_eq!(last, [3, 1, 3]);
+        assert!(applied.iter().all(|a| a.kept.is_none()));
+        assert_eq!(messages(&logs[0]), ["a1", "a2", "a3"]);
+        assert_eq!(messages(&logs[1]), ["b1"]);
+        assert_eq!(messages(&logs[2]), ["c1", "c2", "c3"]);
+        for (log, applied) in logs.iter().zip(&applied) {
+            assert_eq!(log.counters().expect("counters"), applied.counters);
+        }
+        let batch = logs[0].find_batch("id-a").expect("find").expect("stored");
+        assert_eq!((batch.first_seq, batch.last_seq), (2, 3));
     }
 }

@@ -502,3 +502,116 @@ async fn ends_and_deletes_given_up_mid_flight_finish_before_the_next_write() {
     }
     server.shutdown().await;
 }
+
+/// Single-entry appends from many clients to many sessions at once, as the
+/// committer groups them into shared sled writes: every session's seqs are
+/// exactly `1..=N` in each writer's order, a batch id sent twice at the
+/// same moment is stored once, and all of it is what a restart finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_appends_to_many_sessions_land_once_each_and_survive_a_restart() {
+    const SESSIONS: usize = 12;
+    const APPENDS: usize = 40;
+    /// Two writers per session send each batch id at the same moment; a
+    /// third appends without ids.
+    const WRITERS: usize = 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..SESSIONS {
+        ids.push(start_session(&mut client, "grouped").await);
+    }
+
+    let start = Arc::new(tokio::sync::Barrier::new(SESSIONS * WRITERS + 1));
+    let mut writers = Vec::new();
+    for (session, id) in ids.iter().enumerate() {
+        for writer in 0..WRITERS {
+            let mut client = server.client().await;
+            let (id, start) = (id.clone(), start.clone());
+            writers.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut acked = Vec::with_capacity(APPENDS);
+                for batch in 0..APPENDS {
+                    // The twins (0 and 1) send the same entry and id.
+                    let text = message(session, batch, usize::from(writer == 2));
+                    let response = if writer < 2 {
+                        common::append_with_batch_id(
+                            &mut client,
+                            &id,
+                            &format!("s{session}-b{batch}"),
+                            &[&text],
+                        )
+                        .await
+                    } else {
+                        common::append_entries(&mut client, &id, vec![entry(text)]).await
+                    };
+                    assert_eq!(response.first_seq, response.last_seq);
+                    acked.push((response.first_seq, response.duplicate));
+                }
+                acked
+            }));
+        }
+    }
+    start.wait().await;
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.push(writer.await.expect("writer task"));
+    }
+
+    let total = (APPENDS * 2) as u64;
+    let mut stored = Vec::new();
+    for (session, id) in ids.iter().enumerate() {
+        let [twin_a, twin_b, plain] = &acked[session * WRITERS..(session + 1) * WRITERS] else {
+            unreachable!("three writers per session");
+        };
+        for batch in 0..APPENDS {
+            let (a, b) = (twin_a[batch], twin_b[batch]);
+            assert_eq!(
+                a.0, b.0,
+                "s{session}-b{batch}: the twins got {a:?} and {b:?}"
+            );
+            assert!(
+                a.1 != b.1,
+                "s{session}-b{batch}: stored once, a duplicate once"
+            );
+            assert!(!plain[batch].1);
+        }
+        for writer in [twin_a, plain] {
+            assert!(
+                writer.windows(2).all(|pair| pair[0].0 < pair[1].0),
+                "s{session}: a writer's appends out of its order: {writer:?}"
+            );
+        }
+        let entries = read_all(&mut client, id).await;
+        assert!(
+            entries.iter().map(|e| e.seq).eq(1..=total),
+            "s{session} seqs"
+        );
+        for (batch, (seq, _)) in twin_a.iter().enumerate() {
+            assert_eq!(
+                entries[(*seq - 1) as usize].message,
+                message(session, batch, 0)
+            );
+        }
+        for (batch, (seq, _)) in plain.iter().enumerate() {
+            assert_eq!(
+                entries[(*seq - 1) as usize].message,
+                message(session, batch, 1)
+            );
+        }
+        stored.push(entries);
+    }
+    server.shutdown().await;
+
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
+    let mut client = server.client().await;
+    for (id, before) in ids.iter().zip(&stored) {
+        assert_eq!(
+            &read_all(&mut client, id).await,
+            before,
+            "{id} after a restart"
+        );
+        assert_eq!(get_session(&mut client, id).await.last_seq, total);
+    }
+    server.shutdown().await;
+}
