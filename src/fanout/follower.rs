@@ -5,7 +5,8 @@
 //! window when the seq after the cursor is still there (the next batch,
 //! shared with the other followers), otherwise from the store: a follower
 //! that falls behind the window reads the store until it is back in it.
-//! Both give the same page by the same rule (`store::page_of`). It holds
+//! Both give the same page by the same rule (`store::page_of`). Once live,
+//! it sends at most one batch per `LIVE_LINGER`. It holds
 //! nothing but its cursor and the page being sent, at most its byte budget
 //! of entries (or one entry): there is no queue between its reads and the
 //! stream, and backpressure from the client stops its reads, so a stalled
@@ -26,6 +27,15 @@ use crate::store::{EntryFilter, LogTree, ScanLimits, StoreError, blocking};
 
 use super::progress::{Progress, Subscription};
 use super::window::{Found, LiveBatch, LiveWindow};
+
+/// A live follower sends at most one batch per this long: entries that
+/// come sooner after its last batch wait for the rest of it and go in the
+/// next batch together. A session appended to one entry at a time, a few
+/// thousand times a second, then costs each follower one message per
+/// linger instead of one per entry (the message, its HTTP/2 frame and its
+/// write to the socket are most of what a delivery costs); an entry that
+/// comes after a quiet spell goes at once.
+pub(crate) const LIVE_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What a follower sees, in this order: batches, one `CaughtUp`, more
 /// batches, and `Ended` last. `S` is what `Ended` carries (the session,
@@ -184,6 +194,8 @@ pub(crate) struct Follower {
     max_batch: usize,
     max_bytes: usize,
     caught_up: bool,
+    /// When the last live batch was sent (see `LIVE_LINGER`).
+    last_live_send: Option<tokio::time::Instant>,
     finished: bool,
     shutdown: CancellationToken,
     _unit: GaugeUnit,
@@ -208,6 +220,7 @@ impl Follower {
             max_batch: options.max_batch,
             max_bytes: options.max_bytes,
             caught_up: false,
+            last_live_send: None,
             finished: false,
             shutdown,
             _unit: gauge.enter(),
@@ -236,12 +249,23 @@ impl Follower {
                 return Err(FollowError::Deleted);
             }
             if self.cursor < progress.last_seq {
+                if let Some(sent) = self.lingering(progress) {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(sent + LIVE_LINGER) => {}
+                        () = self.shutdown.cancelled() => return Err(FollowError::ShuttingDown),
+                    }
+                    self.last_live_send = None;
+                    continue;
+                }
                 let batch = self.next_page(progress.last_seq).await?;
                 let kept = batch.entries().len();
                 self.cursor = batch.cursor;
                 if kept > 0 {
                     crate::metrics::get()
                         .delivered(kept, progress.last_seq.saturating_sub(self.cursor));
+                    if self.caught_up {
+                        self.last_live_send = Some(tokio::time::Instant::now());
+                    }
                     return Ok(FollowEvent::Batch(batch));
                 }
                 tokio::task::yield_now().await;
@@ -266,6 +290,18 @@ impl Follower {
                 () = self.shutdown.cancelled() => return Err(FollowError::ShuttingDown),
             }
         }
+    }
+
+    /// When a live follower sent its last batch less than `LIVE_LINGER`
+    /// ago, and the session goes on: when that batch was sent, to wait
+    /// from. The end, a deletion and a follower still catching up are
+    /// never held back.
+    fn lingering(&self, progress: Progress) -> Option<tokio::time::Instant> {
+        if progress.ended || progress.deleted {
+            return None;
+        }
+        self.last_live_send
+            .filter(|sent| sent.elapsed() < LIVE_LINGER)
     }
 
     /// The page after the cursor up to `through_seq`: from the live window

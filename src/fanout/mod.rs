@@ -15,6 +15,6 @@ mod progress;
 mod window;
 
 pub(crate) use follower::{
-    FollowBatch, FollowError, FollowEvent, FollowOptions, Follower, FollowerGauge,
+    FollowBatch, FollowError, FollowEvent, FollowOptions, Follower, FollowerGauge, LIVE_LINGER,
 };
 pub(crate) use progress::{Progress, ProgressSignal};

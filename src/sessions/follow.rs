@@ -162,4 +162,88 @@ mod tests {
             }
         }
     }
+
+    fn batch<S: std::fmt::Debug>(
+        event: Option<Result<FollowEvent<S>, SessionError>>,
+    ) -> crate::fanout::FollowBatch {
+        match event {
+            Some(Ok(FollowEvent::Batch(batch))) => batch,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    /// A live follower sends at most one batch per `LIVE_LINGER`: entries
+    /// appended right after its last batch wait for the rest of the linger
+    /// and go together; an entry after a quiet spell goes at once. On
+    /// tokio's paused clock, which moves only when every task waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_live_follower_sends_at_most_one_batch_per_linger() {
+        use futures::poll;
+        use tokio::time::Instant;
+
+        use crate::fanout::LIVE_LINGER;
+        use crate::sessions::AppendBatch;
+        use crate::store::schema::StoredSession;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sessions = super::super::test_manager(dir.path());
+        let id = sessions
+            .start(StoredSession::default())
+            .await
+            .expect("start")
+            .record
+            .id;
+        let append = |message: &str| AppendBatch {
+            session_id: id.clone(),
+            entries: vec![NewEntry::Decoded(StoredEntry {
+                message: message.to_owned(),
+                ..StoredEntry::default()
+            })],
+            ..AppendBatch::default()
+        };
+        let mut events = Box::pin(
+            sessions
+                .follow(FollowQuery {
+                    session_id: id.clone(),
+                    ..FollowQuery::default()
+                })
+                .await
+                .expect("follow"),
+        );
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(FollowEvent::CaughtUp { cursor: 0 }))
+        ));
+
+        sessions.append(append("first")).await.expect("append");
+        let first = batch(events.next().await);
+        let sent = Instant::now();
+        assert_eq!(first.entries().len(), 1);
+
+        for message in ["second", "third", "fourth"] {
+            sessions.append(append(message)).await.expect("append");
+        }
+        assert!(
+            poll!(events.next()).is_pending(),
+            "entries right after a batch wait for the linger"
+        );
+        let together = batch(events.next().await);
+        assert_eq!(together.entries().len(), 3, "one batch for the three");
+        assert_eq!(together.cursor(), 4);
+        assert!(
+            sent.elapsed() >= LIVE_LINGER,
+            "sent before the linger ran out"
+        );
+
+        tokio::time::advance(LIVE_LINGER * 5).await;
+        sessions.append(append("fifth")).await.expect("append");
+        let quiet = Instant::now();
+        match poll!(events.next()) {
+            std::task::Poll::Ready(Some(Ok(FollowEvent::Batch(batch)))) => {
+                assert_eq!(batch.cursor(), 5);
+            }
+            other => panic!("after a quiet spell the entry goes at once, got {other:?}"),
+        }
+        assert_eq!(quiet.elapsed(), std::time::Duration::ZERO);
+    }
 }

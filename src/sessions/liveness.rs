@@ -116,23 +116,7 @@ mod tests {
     use futures::poll;
 
     use super::*;
-    use crate::store::durability::{Durability, FsyncPolicy};
     use crate::store::schema::StoredSession;
-    use crate::store::{Store, StoreOptions};
-
-    async fn manager(dir: &std::path::Path) -> SessionManager {
-        let store = Store::open(&StoreOptions {
-            path: dir.to_path_buf(),
-            cache_bytes: 1 << 20,
-        })
-        .expect("store");
-        let (durability, _) = Durability::start(
-            store.clone(),
-            FsyncPolicy::Never,
-            crate::store::durability::DEFAULT_FLUSH_TIMEOUT,
-        );
-        SessionManager::load(store, durability).expect("manager")
-    }
 
     /// A session with an hour's lease that has just run out.
     async fn expired(sessions: &SessionManager) -> Arc<SessionHandle> {
@@ -157,7 +141,7 @@ mod tests {
     #[tokio::test]
     async fn a_heartbeat_while_liveness_ends_the_session_is_told_the_truth() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sessions = manager(dir.path()).await;
+        let sessions = super::super::test_manager(dir.path());
         let handle = expired(&sessions).await;
         let writing = handle.write_lock.lock().await;
         let mut liveness = pin!(sessions.check_liveness());
@@ -181,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn liveness_spares_a_lease_renewed_after_it_looked() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sessions = manager(dir.path()).await;
+        let sessions = super::super::test_manager(dir.path());
         let handle = expired(&sessions).await;
         let writing = handle.write_lock.lock().await;
         let mut heartbeat = pin!(sessions.heartbeat(&handle.id));

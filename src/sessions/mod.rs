@@ -336,3 +336,20 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, SessionError> {
     crate::store::blocking(work).await
 }
+
+/// A manager over a store in `dir`, with no flusher (`--fsync never`), for
+/// this module's unit tests.
+#[cfg(test)]
+pub(super) fn test_manager(dir: &std::path::Path) -> SessionManager {
+    let store = Store::open(&crate::store::StoreOptions {
+        path: dir.to_path_buf(),
+        cache_bytes: 1 << 20,
+    })
+    .expect("store");
+    let (durability, _) = Durability::start(
+        store.clone(),
+        crate::store::durability::FsyncPolicy::Never,
+        crate::store::durability::DEFAULT_FLUSH_TIMEOUT,
+    );
+    SessionManager::load(store, durability).expect("manager")
+}
