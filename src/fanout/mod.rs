@@ -14,7 +14,9 @@ mod follower;
 mod progress;
 mod window;
 
+#[cfg(test)]
+pub(crate) use follower::LIVE_LINGER;
 pub(crate) use follower::{
-    FollowBatch, FollowError, FollowEvent, FollowOptions, Follower, FollowerGauge, LIVE_LINGER,
+    FollowBatch, FollowError, FollowEvent, FollowOptions, Follower, FollowerGauge,
 };
 pub(crate) use progress::{Progress, ProgressSignal};
