@@ -118,11 +118,18 @@ pub(crate) struct LiveWindow {
 struct Batches {
     batches: VecDeque<Arc<LiveBatch>>,
     bytes: usize,
+    /// The last run of several batches that a follower took whole, as one
+    /// batch (see `next_page`): followers that wake together ask for the
+    /// same run, and share it and its encoding like a single batch. Its
+    /// entries are the window's own (shared, not copied); its encoding is
+    /// the "as much again" that `ALL_WINDOWS_MAX_BYTES` allows for.
+    merged: Option<Arc<LiveBatch>>,
 }
 
 impl Batches {
     fn clear(&mut self) {
         self.batches.clear();
+        self.merged = None;
         release(std::mem::take(&mut self.bytes));
     }
 }
@@ -213,7 +220,7 @@ impl LiveWindow {
         let Some(wanted) = after_seq.checked_add(1) else {
             return Ok(Found::Missing);
         };
-        let window = self.batches();
+        let mut window = self.batches();
         let (Some(first), Some(last)) = (window.batches.front(), window.batches.back()) else {
             return Ok(Found::Missing);
         };
@@ -229,13 +236,30 @@ impl LiveWindow {
         let Some(batch) = window.batches.get(index) else {
             return Ok(Found::Missing);
         };
-        if batch.first_seq == wanted
-            && batch.last_seq() == through_seq
-            && filter.is_empty()
-            && batch.entries.len() <= limits.max_entries
-            && batch.bytes <= limits.max_bytes
-        {
+        let whole = |batch: &LiveBatch| {
+            filter.is_empty()
+                && batch.first_seq == wanted
+                && batch.last_seq() == through_seq
+                && batch.entries.len() <= limits.max_entries
+                && batch.bytes <= limits.max_bytes
+        };
+        if whole(batch) {
             return Ok(Found::Whole(batch.clone()));
+        }
+        if filter.is_empty() && batch.first_seq == wanted {
+            let merged = match &window.merged {
+                Some(merged) if merged.first_seq == wanted && merged.last_seq() == through_seq => {
+                    merged.clone()
+                }
+                _ => {
+                    let run = merge(window.batches.range(index..), wanted, through_seq);
+                    window.merged = Some(run.clone());
+                    run
+                }
+            };
+            if whole(&merged) {
+                return Ok(Found::Whole(merged));
+            }
         }
         // The page is cut outside the lock: filtering decodes entries, and
         // the append path pushes under its session's state lock, so a
@@ -254,6 +278,22 @@ impl LiveWindow {
             .map(Ok);
         page_of(items, after_seq, through_seq, filter, limits).map(Found::Page)
     }
+}
+
+/// The entries of `batches` (contiguous, the first starting at `first`)
+/// through `through_seq`, as one batch: they share the window's bytes.
+fn merge<'a>(
+    batches: impl Iterator<Item = &'a Arc<LiveBatch>>,
+    first: u64,
+    through_seq: u64,
+) -> Arc<LiveBatch> {
+    let count =
+        usize::try_from(through_seq.saturating_sub(first).saturating_add(1)).unwrap_or(usize::MAX);
+    let entries = batches
+        .flat_map(|batch| batch.entries.iter().cloned())
+        .take(count)
+        .collect();
+    Arc::new(LiveBatch::new(first, entries))
 }
 
 #[cfg(test)]
@@ -287,11 +327,14 @@ mod tests {
         let found = window.next_page(2, 5, &filter, ALL).expect("page");
         assert!(matches!(found, Found::Whole(_)));
         assert_eq!(seqs(&found), Some((3, 5)));
+        // Several whole batches pending go whole too, as one run.
         let found = window.next_page(0, 5, &filter, ALL).expect("page");
-        assert!(matches!(found, Found::Page(_)));
+        assert!(matches!(found, Found::Whole(_)));
         assert_eq!(seqs(&found), Some((5, 5)));
-        // Only up to the published seq, even with more in the window.
+        // Only up to the published seq, even with more in the window; and
+        // a cursor inside a batch gets a page cut from it.
         let found = window.next_page(1, 4, &filter, ALL).expect("page");
+        assert!(matches!(found, Found::Page(_)));
         assert_eq!(seqs(&found), Some((3, 4)));
         let limits = ScanLimits {
             max_entries: 2,
@@ -319,7 +362,7 @@ mod tests {
         ));
         assert!(matches!(
             window.next_page(10, 138, &filter, ALL).expect("page"),
-            Found::Page(_)
+            Found::Whole(_)
         ));
         // Nor does it give a page it cannot take to the published seq.
         assert!(matches!(
@@ -350,6 +393,44 @@ mod tests {
         assert!(matches!(found, Found::Missing));
         let found = window.next_page(203, 205, &filter, ALL).expect("page");
         assert_eq!(seqs(&found), Some((2, 205)));
+    }
+
+    #[test]
+    fn followers_that_wake_together_share_one_run_and_its_encoding() {
+        let window = LiveWindow::default();
+        for seq in 1..=4 {
+            window.push(batch(seq, 1, 10));
+        }
+        let filter = EntryFilter::default();
+        let take = |after: u64, through: u64| match window
+            .next_page(after, through, &filter, ALL)
+            .expect("page")
+        {
+            Found::Whole(run) => run,
+            other => panic!("expected the run whole, got {other:?}"),
+        };
+        let (a, b) = (take(1, 4), take(1, 4));
+        assert!(Arc::ptr_eq(&a, &b), "the same run for both");
+        assert_eq!((a.entries().len(), a.last_seq()), (3, 4));
+        let encodings = AtomicUsize::new(0);
+        let encode = |entries: &[IVec], cursor: u64| {
+            encodings.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(format!("{}@{cursor}", entries.len()))
+        };
+        assert_eq!(a.encoded_once::<()>(encode), b.encoded_once::<()>(encode));
+        assert_eq!(encodings.load(Ordering::Relaxed), 1);
+        // Another run replaces it; the old one's holders keep theirs.
+        let c = take(2, 4);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!((c.entries().len(), c.last_seq()), (2, 4));
+        // A follower whose limits the run does not fit gets a page.
+        let limits = ScanLimits {
+            max_entries: 1,
+            ..ALL
+        };
+        let found = window.next_page(1, 4, &filter, limits).expect("page");
+        assert!(matches!(found, Found::Page(_)));
+        assert_eq!(seqs(&found), Some((1, 2)));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! and `WatchSessions` (followers take live batches from the session's
 //! shared window or read the store, and wait on a signal, so they never
 //! block writers), count against the same stream limits, and end when the
-//! server shuts down. Each follower renders its entries' JSON itself.
+//! server shuts down. A batch shared from the live window is rendered to
+//! JSON once for all its followers, when it fits one event.
 //!
 //! Follow: each batch is an unnamed event whose `id:` is the batch's
 //! cursor, so a browser's automatic reconnect sends it back as
@@ -24,6 +25,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
+use prost::bytes::Bytes;
 use serde::Serialize;
 
 use crate::edge::Failure;
@@ -90,12 +92,23 @@ fn follow_events(
     max_bytes: usize,
 ) -> futures::stream::Iter<Box<dyn Iterator<Item = Step> + Send>> {
     let steps: Box<dyn Iterator<Item = Step> + Send> = match event {
-        Ok(FollowEvent::Batch(batch)) => Box::new(BatchEvents {
-            cursor: batch.cursor(),
-            entries: batch.entries().to_vec().into_iter(),
-            max_bytes,
-            pending: None,
-        }),
+        Ok(FollowEvent::Batch(batch)) => {
+            let whole = batch.encoded_once::<WholeBatchJson>(|entries, cursor| {
+                WholeBatchJson::render(entries, cursor, max_bytes)
+            });
+            match std::str::from_utf8(&whole) {
+                Ok(data) if !data.is_empty() => Box::new(std::iter::once((
+                    Event::default().id(batch.cursor().to_string()).data(data),
+                    false,
+                ))),
+                _ => Box::new(BatchEvents {
+                    cursor: batch.cursor(),
+                    entries: batch.entries().to_vec().into_iter(),
+                    max_bytes,
+                    pending: None,
+                }),
+            }
+        }
         Ok(FollowEvent::CaughtUp { cursor }) => Box::new(std::iter::once((
             with_data(
                 Event::default().event("caught_up").id(cursor.to_string()),
@@ -110,6 +123,35 @@ fn follow_events(
         Err(err) => Box::new(std::iter::once(stream_error(err))),
     };
     futures::stream::iter(steps)
+}
+
+/// A batch as the data of one event, rendered once for every follower
+/// that sends the same batch from the live window (the key of
+/// `FollowBatch::encoded_once`).
+struct WholeBatchJson;
+
+impl WholeBatchJson {
+    /// The batch's event data; empty when its entries' JSON passes
+    /// `max_bytes` (it goes as several events, see `BatchEvents`) or one
+    /// does not decode (`BatchEvents` reports it). Stops rendering as soon
+    /// as it knows. `max_bytes` is the server's: every follower of a
+    /// window shares it.
+    fn render(entries: &[sled::IVec], cursor: u64, max_bytes: usize) -> Bytes {
+        let mut texts = Vec::with_capacity(entries.len());
+        let mut bytes = 0usize;
+        for raw in entries {
+            let Ok(entry) = json::decode_entry(raw) else {
+                return Bytes::new();
+            };
+            let text = serde_json::to_string(&entry).unwrap_or_else(|_| "{}".to_owned());
+            bytes = bytes.saturating_add(text.len().saturating_add(1));
+            if bytes > max_bytes {
+                return Bytes::new();
+            }
+            texts.push(text);
+        }
+        Bytes::from(json::batch_json(&texts, cursor))
+    }
 }
 
 /// A follower's batch as events of at most `max_bytes` of entries' JSON
