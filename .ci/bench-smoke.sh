@@ -24,8 +24,8 @@ BENCH_BIN=$bin BENCH_TOOL=$tool BENCH_RUNS=1 BENCH_DURATION=300ms BENCH_WARMUP=1
   BENCH_MEMORY_ENTRIES=5000 BENCH_SESSIONS=20 BENCH_SESSION_ENTRIES=100 timeout 300 bash scripts/bench.sh >"$table"
 cat "$table"
 rows=$(grep -c '^| [a-z]' "$table" || true)
-if [[ $rows -lt 26 ]]; then
-  echo "bench smoke: the table has $rows workload rows, not 26" >&2
+if [[ $rows -lt 30 ]]; then
+  echo "bench smoke: the table has $rows workload rows, not 30" >&2
   exit 1
 fi
 timeout 60 "$tool" store --count 10000 --warmup 0s

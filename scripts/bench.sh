@@ -72,6 +72,9 @@ bench single-1 ingest --fsync always --batch 1 --concurrency 1 --duration "$dura
 bench single-16 ingest --fsync always --batch 1 --concurrency 16 --duration "$duration" --warmup "$warmup"
 bench single-16-interval ingest --fsync interval --batch 1 --concurrency 16 --duration "$duration" \
   --warmup "$warmup"
+bench single-16-own-sessions ingest --fsync interval --batch 1 --concurrency 16 --sessions 16 \
+  --duration "$duration" --warmup "$warmup"
+bench floor floor --concurrency 16 --duration "$duration" --warmup "$warmup"
 bench follow-100 follow --followers 100 --rate 2000 --duration "$duration"
 bench follow-100-per-entry follow --followers 100 --rate 2000 --pace per-entry --duration "$duration"
 bench follow-1000 follow --followers 1000 --rate 200 --duration "$duration"
@@ -220,6 +223,13 @@ row("single-entry appends, --fsync interval, 16 clients: appends/s",
     ("≥ 40,000/s", lambda v: v >= 40_000))
 row("same: server CPU per append", "single-16-interval", "server_cpu_us_per_append", us,
     11.0, "11 µs (Redis XADD)", ("≤ 25 µs", lambda v: v <= 25.0))
+row("same, each client its own session (16 sessions): appends/s",
+    "single-16-own-sessions", "entries_per_second", rate)
+row("same: server CPU per append", "single-16-own-sessions", "server_cpu_us_per_append", us)
+row("floor: GetSession (answered from memory, no store), 16 clients: calls/s",
+    "floor", "calls_per_second", rate)
+row("same: server CPU per call (gRPC, HTTP/2, TCP, runtime: what any small call costs)",
+    "floor", "server_cpu_us_per_call", us)
 row("follow, 100 followers x 2,000 entries/s (--pace tick: what is due each ms in one append): append-to-receive p50",
     "follow-100", "latency_p50_us", ms, 7_000, "7 ms (Redis Streams)")
 row("same: p99", "follow-100", "latency_p99_us", ms, 70_000, "70 ms (Redis Streams)",

@@ -79,6 +79,8 @@ class Sample:
         the blocking pool also starts) or blocking (tokio's blocking pool)."""
         if self.comm.startswith("sled-io"):
             return "sled-io"
+        if self.comm.startswith("sessionlog-comm"):
+            return "committer"
         if self.has("multi_thread::worker::run"):
             return "worker"
         if self.has("blocking::pool::Inner::run"):
@@ -132,7 +134,15 @@ def follower_read(s):
 
 
 def append_path(s):
-    return s.has("apply_locked", "LogTree::append", "SessionLog>::append", "append_batch")
+    return s.has(
+        "prepare_append", "publish_append", "LogTree::append", "SessionLog>::append", "append_batch"
+    )
+
+
+def committer(s):
+    """The committer thread (sessions/commit.rs): its sled write, checks
+    and publishing; its sleeps and wake-ups fall to the tokio-hops rule."""
+    return s.comm.startswith("sessionlog-comm")
 
 
 BUCKETS = [
@@ -146,13 +156,17 @@ BUCKETS = [
         lambda s: s.on_disk(),
     ),
     (
-        "sled's I/O thread pool: hand-off, notify_all wake-ups, its threads sleeping",
+        "sled's I/O thread pool: hand-off, wake-ups, its threads sleeping",
         lambda s: s.thread() == "sled-io" or s.has("sled::threadpool"),
     ),
     ("follower store re-reads: sled range scans, copies", follower_read),
     (
-        "sled apply_batch itself (CPU, its locks)",
-        lambda s: append_path(s) and s.has("sled::"),
+        "the committer's sled write (apply_batch or a transaction: CPU, its locks)",
+        lambda s: committer(s) and s.has("sled::") and not (s.switching() or s.waking()),
+    ),
+    (
+        "the committer's checks, prepare and publish (not sled)",
+        lambda s: committer(s) and not (s.switching() or s.waking()),
     ),
     ("loopback TCP, kernel", lambda s: s.on_network()),
     (
@@ -165,7 +179,7 @@ BUCKETS = [
         or s.has("follow_response", "EncodedFollowResponse", "EncodeBody"),
     ),
     (
-        "tokio task hops and wake-ups (workers parking, epoll, the scheduler)",
+        "task hops and wake-ups (tokio workers and the committer parking and waking, epoll)",
         lambda s: s.switching()
         or s.waking()
         or s.has("do_epoll_wait")

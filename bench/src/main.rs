@@ -2,7 +2,7 @@
 //! used. `ingest` appends batches from concurrent clients, `follow` times
 //! append-to-receive for many followers (and `--catch-up` a history read),
 //! `store` writes the same entries straight into sled as the storage
-//! baseline. Unless `--server` names one, every run gets a fresh local
+//! baseline, `floor` times small calls that touch no store. Unless `--server` names one, every run gets a fresh local
 //! server (the `sessionlog` binary's `serve`, found as `local` says) in a
 //! temporary directory, so its CPU and memory are read from /proc. Owns the
 //! bench's flags and its runs; uses only the product's public client
@@ -10,6 +10,7 @@
 //! server's code.
 
 mod figures;
+mod floor;
 mod follow;
 mod ingest;
 mod latency;
@@ -55,6 +56,10 @@ enum Workload {
     /// The storage baseline: the same entries written straight into a
     /// temporary sled database, one key per entry, no server.
     Store(store::StoreArgs),
+    /// The floor under a small append: `GetSession` calls (answered from
+    /// memory) from concurrent clients: calls/s, latency, server CPU per
+    /// call.
+    Floor(floor::FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +89,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             Workload::Ingest(args) => ingest::run(args).await,
             Workload::Follow(args) => follow::run(args).await,
             Workload::Store(args) => store::run(args).await,
+            Workload::Floor(args) => floor::run(args).await,
         }
     };
     // Ctrl-C drops the run instead of ending the process where it stands,

@@ -132,6 +132,34 @@ async fn ingest_stores_every_entry_it_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_times_calls_that_touch_no_store() {
+    let output = bench(&[
+        "floor",
+        "--json",
+        "--concurrency",
+        "3",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+    ])
+    .await;
+    let objects = objects(&output);
+    assert_eq!(objects.len(), 1, "one run: {}", output.stdout);
+    let run = &objects[0];
+    assert_eq!(run["bench"], "floor");
+    let calls = number(run, "calls");
+    assert!(calls > 0.0, "{run}");
+    let rate = number(run, "calls_per_second") * number(run, "elapsed_seconds");
+    assert!(
+        (rate - calls).abs() <= 1.0,
+        "calls/s x seconds {rate} against {calls}"
+    );
+    assert!(number(run, "call_p99_us") >= number(run, "call_p50_us"));
+    assert!(number(run, "server_cpu_us_per_call") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_with_a_baseline_reports_the_ratio_to_sled() {
     let output = bench(&[
         "ingest",
