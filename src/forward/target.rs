@@ -3,6 +3,7 @@
 //! headers it gets, and its stable id for cursors.
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -41,6 +42,7 @@ impl Target {
         url: &str,
         headers: &[(String, String)],
         tls: &ClientTls,
+        compression: Option<CompressionEncoding>,
     ) -> anyhow::Result<Self> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             anyhow::bail!("--forward-otlp `{url}`: use http://host:port or https://host:port");
@@ -58,7 +60,16 @@ impl Target {
                 Ok((key, value))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let client = LogsServiceClient::with_interceptor(connection.channel(), Headers(headers));
+        let mut client =
+            LogsServiceClient::with_interceptor(connection.channel(), Headers(headers));
+        if let Some(encoding) = compression {
+            // Answers come back compressed only if the target chooses to;
+            // accepting both costs nothing when it does not.
+            client = client
+                .send_compressed(encoding)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd);
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
         let id = digest.as_ref()[..16]
             .iter()

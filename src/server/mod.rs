@@ -41,10 +41,25 @@ pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
 // The types `ServerSettings` is made of.
 pub use crate::connections::ConnectionSettings;
 pub use crate::edge::Limits;
-pub use crate::forward::ForwardSettings;
+pub use crate::forward::{ForwardCompression, ForwardSettings};
 pub use crate::sessions::RetentionPolicy;
 pub use crate::store::durability::FsyncPolicy;
 pub use crate::store::{ForeignOwner, StoreOptions};
+
+/// A generated gRPC server that takes gzip and zstd requests (the
+/// OpenTelemetry Collector's exporter gzips by default) and compresses its
+/// answers with the first of them that the client's `grpc-accept-encoding`
+/// lists, uncompressed when it lists neither. Each generated server is its
+/// own type with the same methods, hence a macro.
+macro_rules! compressed {
+    ($server:expr) => {
+        $server
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+    };
+}
 
 /// The gRPC name health reports for the main service.
 pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
@@ -96,8 +111,8 @@ impl Server {
             }
             grpc.push((transport, listener));
         }
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_v1 = compressed!(reflection().build_v1()?);
+        let reflection_v1alpha = compressed!(reflection().build_v1alpha()?);
 
         let (store, durability, flusher, sessions) = open_store(&settings).await?;
         // Reads each target's cursors from the store.
@@ -120,17 +135,17 @@ impl Server {
         // One count of open streams for gRPC and SSE: --max-streams bounds both.
         let streams = Arc::new(StreamCounter::default());
         let limits = &settings.limits;
-        let api = SessionLogServer::new(SessionLogService::with_streams(
+        let api = compressed!(SessionLogServer::new(SessionLogService::with_streams(
             sessions.clone(),
             Arc::new(limits.clone()),
             streams.clone(),
-        ))
+        )))
         .max_decoding_message_size(limits.max_message_bytes);
-        let otlp = LogsServiceServer::new(OtlpService::new(OtlpIntake::new(
+        let otlp = compressed!(LogsServiceServer::new(OtlpService::new(OtlpIntake::new(
             sessions.clone(),
             limits.clone(),
             settings.otlp_lease,
-        )))
+        ))))
         .max_decoding_message_size(limits.max_message_bytes);
         // Health answers without a token (probes carry none); the rest do not.
         let routes = Routes::default()
@@ -165,6 +180,7 @@ impl Server {
     /// order (see the module doc). Returns once sled is flushed.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        let health_service = compressed!(health_service);
         let routes = self.routes.clone().add_service(health_service);
         // Nothing from here on can fail: report SERVING before the first
         // connection is accepted, so no client sees the service unknown.
