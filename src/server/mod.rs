@@ -3,7 +3,7 @@
 //! sessions, forwarding targets), so a bad setting stops the process before
 //! anything reports SERVING. `Server::serve` then serves every listener,
 //! and on the shutdown signal reports NOT_SERVING, stops accepting, ends
-//! open follow and watch streams (gRPC and SSE), lets open calls drain for
+//! open follow and watch streams (gRPC, SSE, `Health.Watch`), lets open calls drain for
 //! the grace period, stops the flusher, saves the active sessions' counters
 //! and flushes sled.
 
@@ -23,7 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth};
+use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth, health_service};
 use crate::connections::{self, ListenerGate};
 use crate::edge::StreamCounter;
 use crate::forward::{self, Forwarding};
@@ -179,8 +179,11 @@ impl Server {
     /// Serves every listener until `shutdown` completes, then shuts down in
     /// order (see the module doc). Returns once sled is flushed.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let health_service = compressed!(health_service);
+        let health = HealthReporter::new();
+        // Ends open Health.Watch streams, with Follow and WatchSessions.
+        let end_health_watches = CancellationToken::new();
+        let health_service =
+            compressed!(health_service(health.clone(), end_health_watches.clone()));
         let routes = self.routes.clone().add_service(health_service);
         // Nothing from here on can fail: report SERVING before the first
         // connection is accepted, so no client sees the service unknown.
@@ -243,9 +246,10 @@ impl Server {
         }
         stop_accepting.cancel();
         stop_http.cancel();
-        // Follow and watch streams (gRPC and SSE) never end by themselves;
+        // Follow and watch streams (gRPC, SSE, Health.Watch) never end by themselves;
         // end them now so the drain below waits only for calls that finish.
         self.sessions.begin_shutdown();
+        end_health_watches.cancel();
         let drained = drain(servers, http_server, self.settings.shutdown_grace).await;
         stop_metrics.cancel();
         if let Some(mut metrics_server) = metrics_server {
