@@ -277,7 +277,9 @@ impl LogsService for Receiver {
 
 /// Starts a receiver on an ephemeral loopback port; its URL, the exports it
 /// gets, and what stops it.
-async fn start_receiver() -> (
+async fn start_receiver(
+    decompresses: bool,
+) -> (
     String,
     mpsc::UnboundedReceiver<(Option<String>, Vec<String>)>,
     tokio::sync::oneshot::Sender<()>,
@@ -287,9 +289,12 @@ async fn start_receiver() -> (
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (exports, received) = mpsc::unbounded_channel();
-    let service = LogsServiceServer::new(Receiver { exports })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd);
+    let mut service = LogsServiceServer::new(Receiver { exports });
+    if decompresses {
+        service = service
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -311,7 +316,7 @@ async fn forwarding_compresses_its_exports_as_configured() {
         (ForwardCompression::Zstd, Some("zstd")),
         (ForwardCompression::None, None),
     ] {
-        let (url, mut received, stop) = start_receiver().await;
+        let (url, mut received, stop) = start_receiver(true).await;
         let server = TestServer::builder()
             .configure(|settings| {
                 settings.forward.targets = vec![url.clone()];
@@ -343,6 +348,44 @@ async fn forwarding_compresses_its_exports_as_configured() {
         server.shutdown().await;
         let _ = stop.send(());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_cannot_decompress_gets_every_record_uncompressed() {
+    // An older sessionlog, or any receiver without gzip: it answers the
+    // first gzipped export UNIMPLEMENTED, which is not retried; the
+    // forwarder sends that export again uncompressed, and the rest too.
+    let (url, mut received, stop) = start_receiver(false).await;
+    let server = TestServer::builder()
+        .configure(|settings| {
+            settings.forward.targets = vec![url.clone()];
+            settings.forward.linger = Duration::from_millis(10);
+        })
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let session_id = start_session(&mut client, "plain-target").await;
+    common::append(&mut client, &session_id, &["one"]).await;
+    let mut bodies = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !bodies.iter().any(|body: &String| body == "two") {
+            let (encoding, exported) = received.recv().await.expect("the receiver runs");
+            assert_eq!(encoding, None, "only uncompressed exports get through");
+            bodies.extend(exported);
+            if bodies.iter().any(|body| body == "one") && !bodies.iter().any(|b| b == "two") {
+                common::append(&mut client, &session_id, &["two"]).await;
+            }
+        }
+    })
+    .await
+    .expect("every entry forwarded within 30s");
+    let entries: Vec<&String> = bodies
+        .iter()
+        .filter(|body| *body == "one" || *body == "two")
+        .collect();
+    assert_eq!(entries, ["one", "two"], "none dropped, none twice");
+    server.shutdown().await;
+    let _ = stop.send(());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
