@@ -18,9 +18,9 @@ How blocks run: each scenario has its own server (gRPC and HTTP on free
 loopback ports, `target/debug/sessionlog`); the addresses the docs use
 (`127.0.0.1:50051`, `localhost:50051`, `127.0.0.1:8080`) become the
 server's, and SESSIONLOG_SERVER points the CLI at it. Blocks run in a
-scratch directory that links `proto/` and `examples/` and has
-`.venv` (the CI venv, target/python-venv) and `token`; HOME is
-target/docs-home, so `~/.grpcurl` is kept between runs. `sessionlog` is
+directory that links `proto/` and `examples/` and has `token`
+(target/docs-work, kept between runs with the `.venv` a block makes);
+HOME is target/docs-home, so `~/.grpcurl` is kept between runs too. `sessionlog` is
 the built binary, and `cargo run [flags] -- ARGS` runs it too (the README
 aliases `sl` to that); every other cargo command is cargo.
 
@@ -145,6 +145,9 @@ class Server:
 
 SH_PRELUDE = r"""
 shopt -s expand_aliases
+# A block that fails leaves no background job behind (`sl tail -f` would
+# wait for an end that never comes).
+trap 'status=$?; kill $(jobs -p) 2>/dev/null || true; exit "$status"' EXIT
 # Runs a command meant to run until stopped: it must print, and still be
 # running once it has; then it is stopped.
 until_stopped() {
@@ -231,41 +234,54 @@ def substitute(text, server):
     return text.replace("127.0.0.1:8080", server.http)
 
 
+def shell(args, cwd, env):
+    """Runs `args` in a process group of its own; on the timeout the whole
+    group is killed, so nothing it started outlives it. (status, stdout,
+    stderr)"""
+    process = subprocess.Popen(
+        args, cwd=cwd, env=env, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=BLOCK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return process.returncode, stdout, stderr
+
+
 def run(block, server, env, cwd):
     text = substitute(block.text, server)
     if block.lang == "sh":
         script = cwd / "block.sh"
         script.write_text(shell_script(text), encoding="utf-8")
-        result = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", str(script)],
-            cwd=cwd, env=env, text=True, capture_output=True, timeout=BLOCK_TIMEOUT,
-        )
-        sys.stdout.write(result.stdout[-4000:])
-        if result.returncode != 0:
-            return f"exit status {result.returncode}: {result.stderr[-4000:]}"
+        status, stdout, stderr = shell(["bash", "-e", "-o", "pipefail", str(script)], cwd, env)
+        sys.stdout.write(stdout[-4000:])
+        if status != 0:
+            return f"exit status {status}: {stderr[-4000:]}"
         return None
     for command, documented in console_steps(text):
         print(f"$ {command}")
-        result = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", command],
-            cwd=cwd, env=env, text=True, capture_output=True, timeout=BLOCK_TIMEOUT,
-        )
-        sys.stdout.write(result.stdout[-4000:].rstrip("\n") + "\n")
-        if result.returncode != 0:
-            return f"`{command}`: exit status {result.returncode}: {result.stderr[-2000:]}"
-        mismatch = compare(documented, result.stdout)
+        status, stdout, stderr = shell(["bash", "-o", "pipefail", "-c", command], cwd, env)
+        sys.stdout.write(stdout[-4000:].rstrip("\n") + "\n")
+        if status != 0:
+            return f"`{command}`: exit status {status}: {stderr[-2000:]}"
+        mismatch = compare(documented, stdout)
         if mismatch:
             return f"`{command}`: the output differs from the documented one: {mismatch}"
     return None
 
 
 def scratch(base, binary):
-    """The directory blocks run in, and their environment."""
-    work = base / "work"
-    work.mkdir()
+    """The directory blocks run in, and their environment. It is kept in
+    target/ between runs, so the venv a block makes is made once."""
+    work = ROOT / "target" / "docs-work"
+    work.mkdir(parents=True, exist_ok=True)
     for name in ("proto", "examples"):
-        (work / name).symlink_to(ROOT / name)
-    (work / ".venv").symlink_to(ROOT / "target" / "python-venv")
+        link = work / name
+        if not link.is_symlink():
+            link.symlink_to(ROOT / name)
     (work / "token").write_text(TOKEN + "\n", encoding="utf-8")
     bin_dir = base / "bin"
     bin_dir.mkdir()

