@@ -146,7 +146,9 @@ cat "$tmp/follow.out" "$tmp/follow.err"
 diff -u "$tmp/expected" "$tmp/follow.out" || fail "follower output differs from what the producer appended"
 grep -qx 'session ended: done' "$tmp/follow.err" || fail "follower did not report the end"
 
-echo "== python: follower (after seq 4, over the Unix socket)"
+# grpcio's default channel options: the socket's path, %-encoded, is the
+# :authority (vendor/h2/PATCH.md).
+echo "== python: follower (after seq 4, over the Unix socket, grpcio defaults)"
 run "$examples/follower.py" --server "unix:$sock" --after 4 "$session_id" >"$tmp/follow-after.out" ||
   fail "follower --after 4 exited with status $?"
 cat "$tmp/follow-after.out"

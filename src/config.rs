@@ -271,6 +271,16 @@ pub struct ServeConfig {
     )]
     pub forward_key_file: Option<PathBuf>,
 
+    /// How forwarded exports are compressed: gzip (as the OpenTelemetry
+    /// Collector's exporter sends by default), zstd, or none.
+    #[arg(
+        long,
+        env = "SESSIONLOG_FORWARD_COMPRESSION",
+        value_enum,
+        default_value_t = crate::server::ForwardCompression::Gzip
+    )]
+    pub forward_compression: crate::server::ForwardCompression,
+
     /// The server's own log format on stderr (`RUST_LOG` filters it).
     #[arg(long, env = "SESSIONLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -286,6 +296,7 @@ impl ServeConfig {
             ca_file: self.forward_ca_file.clone(),
             cert_file: self.forward_cert_file.clone(),
             key_file: self.forward_key_file.clone(),
+            compression: self.forward_compression,
         }
     }
 
@@ -409,5 +420,40 @@ impl From<&ServeConfig> for ServerSettings {
             forward: config.forward_settings(),
             sse_keep_alive: http::DEFAULT_KEEP_ALIVE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ForwardCompression;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+
+    fn forward_compression(args: &[&str]) -> Result<ForwardCompression, clap::Error> {
+        let args = std::iter::once("serve").chain(args.iter().copied());
+        Serve::try_parse_from(args).map(|serve| serve.config.forward_settings().compression)
+    }
+
+    #[test]
+    fn forwarding_compresses_with_gzip_unless_told_otherwise() {
+        assert_eq!(
+            forward_compression(&[]).ok(),
+            Some(ForwardCompression::Gzip)
+        );
+        assert_eq!(
+            forward_compression(&["--forward-compression", "zstd"]).ok(),
+            Some(ForwardCompression::Zstd)
+        );
+        assert_eq!(
+            forward_compression(&["--forward-compression", "none"]).ok(),
+            Some(ForwardCompression::None)
+        );
+        assert!(forward_compression(&["--forward-compression", "brotli"]).is_err());
     }
 }

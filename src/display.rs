@@ -72,6 +72,37 @@ pub(crate) fn value_json(value: &prost_types::Value) -> Value {
     }
 }
 
+/// A gRPC code's name as the gRPC spec spells it (`UNAUTHENTICATED`): what
+/// a person looks up, where tonic's `Display` gives a sentence and `Debug`
+/// the Rust variant.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A status as `CODE: message` (`NOT_FOUND: session ...`).
+pub(crate) fn status_text(status: &tonic::Status) -> String {
+    format!("{}: {}", code_name(status.code()), status.message())
+}
+
 /// Lowercase hex, two digits a byte.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -105,6 +136,16 @@ pub(crate) fn level_from_name(name: &str) -> Option<pb::Level> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_read_as_code_names() {
+        let status = tonic::Status::unauthenticated("a token is required");
+        assert_eq!(status_text(&status), "UNAUTHENTICATED: a token is required");
+        assert_eq!(
+            code_name(tonic::Code::DeadlineExceeded),
+            "DEADLINE_EXCEEDED"
+        );
+    }
 
     #[test]
     fn structs_render_as_json_objects() {

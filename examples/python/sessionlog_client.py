@@ -53,13 +53,9 @@ def read_token(path: str) -> str:
 
 def connect(args: argparse.Namespace) -> tuple[grpc.Channel, list[tuple[str, str]]]:
     """Returns a plaintext channel to `--server` and the metadata for each call."""
-    options = list(CHANNEL_OPTIONS)
-    if args.server.startswith("unix:"):
-        # gRPC C-core sends the socket path, %-encoded, as `:authority`; the
-        # server's HTTP/2 stack rejects that with PROTOCOL_ERROR (INTERNAL
-        # "RST_STREAM ... error code 1"). `localhost` is what other clients send.
-        options.append(("grpc.default_authority", "localhost"))
-    channel = grpc.insecure_channel(args.server, options=options)
+    # No option for `unix:` targets: the server serves the socket path that
+    # gRPC's C core sends as `:authority`.
+    channel = grpc.insecure_channel(args.server, options=CHANNEL_OPTIONS)
     metadata = []
     if args.token_file:
         metadata.append(("authorization", f"Bearer {read_token(args.token_file)}"))

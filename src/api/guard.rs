@@ -1,11 +1,14 @@
 //! Two guards around every call. A panic in a handler fails that call with
 //! `INTERNAL` while the server and every other call go on. And tonic's own
-//! refusal of an oversized message (`OUT_OF_RANGE`) becomes
-//! `RESOURCE_EXHAUSTED`, the contract's code for a limit, with a message
-//! that names the size, the limit and the flag that sets it, wherever the
-//! status travels: in the response headers (a unary call refused before
-//! its handler ran) or in the trailers (a streaming call, whose handler
-//! meets the oversized message after the response began).
+//! refusals of a request's frames get the contract's codes, with messages
+//! that say what to change, wherever the status travels: in the response
+//! headers (a unary call refused before its handler ran) or in the trailers
+//! (a streaming call, whose handler meets the message after the response
+//! began). An oversized message (tonic's `OUT_OF_RANGE`) and one that
+//! decompresses past the limit become `RESOURCE_EXHAUSTED` naming the size,
+//! the limit and the flag that sets it; a compressed message that does not
+//! decompress (tonic's `INTERNAL`) is `INVALID_ARGUMENT`, the sender's
+//! fault.
 
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -21,6 +24,9 @@ use tower::{Layer, Service};
 
 /// How tonic words a message over `max_decoding_message_size`.
 const TOO_LARGE: &str = "message length too large";
+/// How tonic begins the status of a compressed message it could not
+/// decompress, or that decompressed past `max_decoding_message_size`.
+const DECOMPRESSING: &str = "Error decompressing:";
 
 /// Wraps a service in the guards.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,28 +84,46 @@ where
 
 fn limit_status(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    rewrite_oversized(&mut parts.headers);
+    rewrite_refusal(&mut parts.headers);
     Response::from_parts(parts, Body::new(LimitTrailers { inner: body }))
 }
 
-/// Rewrites tonic's oversized-message status in `headers`, if that is
-/// what they carry; any other status stays as it is.
-fn rewrite_oversized(headers: &mut HeaderMap) {
+/// Rewrites tonic's refusal of a request's frames in `headers`, if that
+/// is what they carry; any other status stays as it is.
+fn rewrite_refusal(headers: &mut HeaderMap) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
     };
-    if status.code() != tonic::Code::OutOfRange || !status.message().contains(TOO_LARGE) {
+    let Some(contract) = contract_status(&status) else {
         return;
-    }
-    let limit = Status::resource_exhausted(format!(
-        "a request message is over the limit set by `--max-message-size`: {}",
-        status.message()
-    ));
+    };
     let mut rewritten = headers.clone();
     // `add_header` fails only on a message that is not a header value,
     // which percent-encoding rules out; keep tonic's status if it does.
-    if limit.add_header(&mut rewritten).is_ok() {
+    if contract.add_header(&mut rewritten).is_ok() {
         *headers = rewritten;
+    }
+}
+
+/// The contract's status for one of tonic's refusals, `None` for any other.
+fn contract_status(status: &Status) -> Option<Status> {
+    let message = status.message();
+    match status.code() {
+        tonic::Code::OutOfRange if message.contains(TOO_LARGE) => Some(Status::resource_exhausted(
+            format!("a request message is over the limit set by `--max-message-size`: {message}"),
+        )),
+        tonic::Code::ResourceExhausted if message.starts_with(DECOMPRESSING) => {
+            Some(Status::resource_exhausted(format!(
+                "a compressed request message decompresses past the limit set by \
+                 `--max-message-size`: {message}"
+            )))
+        }
+        tonic::Code::Internal if message.starts_with(DECOMPRESSING) => {
+            Some(Status::invalid_argument(format!(
+                "a compressed request message is corrupt: {message}"
+            )))
+        }
+        _ => None,
     }
 }
 
@@ -119,7 +143,7 @@ impl http_body::Body for LimitTrailers {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(mut frame))) = polled {
             if let Some(trailers) = frame.trailers_mut() {
-                rewrite_oversized(trailers);
+                rewrite_refusal(trailers);
             }
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -205,6 +229,47 @@ mod tests {
         ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
             Poll::Ready(self.0.take().map(|trailers| Ok(Frame::trailers(trailers))))
         }
+    }
+
+    #[tokio::test]
+    async fn decompression_failures_become_contract_codes() {
+        let cases = [
+            (
+                Status::resource_exhausted(
+                    "Error decompressing: size limit, of 4194304 bytes, exceeded while decompressing message",
+                ),
+                Code::ResourceExhausted,
+                "`--max-message-size`",
+            ),
+            (
+                Status::internal(
+                    "Error decompressing: corrupt deflate stream, while sending request",
+                ),
+                Code::InvalidArgument,
+                "corrupt deflate stream",
+            ),
+        ];
+        for (refusal, code, says) in cases {
+            let mut guarded = GuardLayer.layer(tower::service_fn(move |_: Request<()>| {
+                let refusal = refusal.clone();
+                async move { Ok::<_, std::convert::Infallible>(refusal.into_http::<Body>()) }
+            }));
+            let response = guarded.call(Request::new(())).await.expect("a response");
+            let status = Status::from_header_map(response.headers()).expect("a status");
+            assert_eq!(status.code(), code);
+            assert!(status.message().contains(says), "{status:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_internal_statuses_stay() {
+        let mut guarded = GuardLayer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Status::internal("a bug").into_http::<Body>())
+        }));
+        let response = guarded.call(Request::new(())).await.expect("a response");
+        let status = Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "a bug");
     }
 
     #[tokio::test]

@@ -1,13 +1,14 @@
 //! The gRPC edge: the only place tonic's services appear
 //! (`sessionlog.v1.SessionLog` in `service`, OTLP's `LogsService` in
-//! `otlp`). Requests are converted here (with the checks every edge shares
-//! in `edge`), the rules are called, and errors become statuses in exactly
-//! one place (`status`).
+//! `otlp`, health's `Watch` ending at shutdown in `health`). Requests are
+//! converted here (with the checks every edge shares in `edge`), the rules
+//! are called, and errors become statuses in exactly one place (`status`).
 
 mod auth;
 pub(crate) mod codec;
 pub(crate) mod convert;
 mod guard;
+mod health;
 mod otlp;
 mod service;
 mod status;
@@ -15,5 +16,6 @@ pub(crate) mod wire;
 
 pub(crate) use crate::edge::TokenAuth;
 pub(crate) use guard::GuardLayer;
+pub(crate) use health::health_service;
 pub(crate) use otlp::OtlpService;
 pub(crate) use service::SessionLogService;

@@ -148,7 +148,6 @@ pub(super) struct AppendArgs {
 }
 
 pub(super) async fn append(args: AppendArgs) -> anyhow::Result<()> {
-    let client = connect(&args.client).await?;
     let level = pb::Level::from(args.level);
     let options = WriterOptions {
         // A pipe of lines has nobody to drop them for: wait for room, and
@@ -156,7 +155,13 @@ pub(super) async fn append(args: AppendArgs) -> anyhow::Result<()> {
         give_up_after: Some(APPEND_GIVE_UP),
         ..WriterOptions::default()
     };
-    let writer = LogWriter::spawn(client, WriterTarget::Existing(args.session_id), options);
+    let session_id = args.session_id;
+    let mut client = connect(&args.client).await?;
+    let writer = LogWriter::spawn(
+        client.clone(),
+        WriterTarget::Existing(session_id.clone()),
+        options,
+    );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stopped = None;
     while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
@@ -173,6 +178,12 @@ pub(super) async fn append(args: AppendArgs) -> anyhow::Result<()> {
     }
     let report = writer.close(APPEND_GIVE_UP).await;
     if let Some(status) = report.error.or(stopped.map(|err| err.0)) {
+        let status = crate::display::status_text(&status);
+        // The writer knows a seq only from its own appends; with none
+        // stored it has none to tell.
+        if report.stored == 0 {
+            anyhow::bail!("no entries stored, {} not: {status}", report.lost);
+        }
         anyhow::bail!(
             "{} entries stored (last seq {}), {} not: {status}",
             report.stored,
@@ -180,13 +191,22 @@ pub(super) async fn append(args: AppendArgs) -> anyhow::Result<()> {
             report.lost
         );
     }
-    let line = if args.client.json {
-        serde_json::json!({ "stored": report.stored, "last_seq": report.last_seq }).to_string()
+    let last_seq = if report.stored == 0 {
+        // Nothing appended (empty input): the session's own last seq.
+        client
+            .get_session(pb::GetSessionRequest {
+                session_id: session_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .last_seq
     } else {
-        format!(
-            "appended {} entries, last seq {}",
-            report.stored, report.last_seq
-        )
+        report.last_seq
+    };
+    let line = if args.client.json {
+        serde_json::json!({ "stored": report.stored, "last_seq": last_seq }).to_string()
+    } else {
+        format!("appended {} entries, last seq {last_seq}", report.stored)
     };
     print_line(&line)
 }

@@ -182,10 +182,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A status as `code: message`; other errors with their causes.
+/// A status as `CODE: message`; other errors with their causes.
 fn error_text(err: &anyhow::Error) -> String {
     if let Some(status) = err.downcast_ref::<tonic::Status>() {
-        return format!("{:?}: {}", status.code(), status.message());
+        return crate::display::status_text(status);
     }
     format!("{err:#}")
 }

@@ -334,7 +334,7 @@ fn summarize(report: &WriterReport, end_error: Option<tonic::Status>) {
     if missing > 0 {
         let why = report.error.as_ref().map_or_else(
             || "the server was too slow or unavailable".to_owned(),
-            |status| format!("{:?}: {}", status.code(), status.message()),
+            crate::display::status_text,
         );
         eprintln!(
             "sessionlog: {missing} of {} lines were not stored ({why})",
@@ -343,9 +343,8 @@ fn summarize(report: &WriterReport, end_error: Option<tonic::Status>) {
     }
     if let Some(status) = end_error {
         eprintln!(
-            "sessionlog: the session could not be ended ({:?}: {})",
-            status.code(),
-            status.message()
+            "sessionlog: the session could not be ended ({})",
+            crate::display::status_text(&status)
         );
     }
 }

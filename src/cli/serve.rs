@@ -1,5 +1,7 @@
 //! `sessionlog serve`: logging set-up, listeners, signals.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
@@ -34,8 +36,13 @@ async fn bind_http(
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: in a file, a journal or a
+    // pipe to a log shipper the escape codes are noise. NO_COLOR turns
+    // them off anywhere.
+    let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

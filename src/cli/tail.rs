@@ -151,9 +151,8 @@ async fn follow(args: &TailArgs, printer: &Printer) -> anyhow::Result<()> {
                 first_available_seq.saturating_sub(1)
             ),
             FollowItem::Reconnecting { after_seq, error } => eprintln!(
-                "sessionlog: connection lost ({:?}: {}); resuming after seq {after_seq}",
-                error.code(),
-                safe(error.message(), Escapes::None)
+                "sessionlog: connection lost ({}); resuming after seq {after_seq}",
+                safe(&crate::display::status_text(&error), Escapes::None)
             ),
             FollowItem::Ended(session) => {
                 if !printer.json {

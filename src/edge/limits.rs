@@ -5,7 +5,7 @@
 use prost_types::value::Kind;
 use prost_types::{Struct, Value};
 
-use super::error::RequestError;
+use super::error::{RequestError, invalid};
 
 /// Attributes and values an OTLP export may hold per record it may hold
 /// (`--max-otlp-records`), on average: an export decodes each into a
@@ -69,6 +69,39 @@ impl Default for Limits {
 
 fn over(field: &'static str, reason: String) -> RequestError {
     RequestError::OverLimit { field, reason }
+}
+
+/// Where in `root` the first `Value` with no kind is, as `key.list[2].key`;
+/// walked only to word an error, after `Limits::structure` bounded the
+/// nesting.
+fn kindless_path(root: &Struct) -> Option<String> {
+    let mut pending: Vec<(&Value, String)> = root
+        .fields
+        .iter()
+        .rev()
+        .map(|(key, value)| (value, key.clone()))
+        .collect();
+    while let Some((value, path)) = pending.pop() {
+        match &value.kind {
+            None => return Some(path),
+            Some(Kind::StructValue(inner)) => pending.extend(
+                inner
+                    .fields
+                    .iter()
+                    .rev()
+                    .map(|(key, value)| (value, format!("{path}.{key}"))),
+            ),
+            Some(Kind::ListValue(list)) => pending.extend(
+                list.values
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(index, value)| (value, format!("{path}[{index}]"))),
+            ),
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 impl Limits {
@@ -224,7 +257,19 @@ impl Limits {
                 Some(Kind::ListValue(list)) => {
                     pending.extend(list.values.iter().map(|v| (v, depth + 1)))
                 }
-                _ => {}
+                Some(_) => {}
+                // What protobufjs sends for a misspelt oneof; stored, it
+                // made responses some clients cannot parse.
+                None => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "holds a google.protobuf.Value with no kind set, at `{}`; \
+                             set one (null_value for a null)",
+                            kindless_path(root).unwrap_or_default()
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -234,6 +279,75 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn null() -> Value {
+        Value {
+            kind: Some(Kind::NullValue(0)),
+        }
+    }
+
+    #[test]
+    fn a_value_with_no_kind_is_invalid_wherever_it_is_and_named_by_its_path() {
+        let limits = Limits::default();
+        let list = |values: Vec<Value>| Value {
+            kind: Some(Kind::ListValue(prost_types::ListValue { values })),
+        };
+        let object = |fields: Vec<(&str, Value)>| Struct {
+            fields: fields
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+        };
+        let nested = |fields| Value {
+            kind: Some(Kind::StructValue(object(fields))),
+        };
+        let cases = [
+            (object(vec![("a", null()), ("b", Value::default())]), "`b`"),
+            (
+                object(vec![(
+                    "user",
+                    nested(vec![("tags", list(vec![null(), null(), Value::default()]))]),
+                )]),
+                "`user.tags[2]`",
+            ),
+            (
+                object(vec![(
+                    "l",
+                    list(vec![nested(vec![("x", Value::default())])]),
+                )]),
+                "`l[0].x`",
+            ),
+        ];
+        for (fields, path) in cases {
+            let err = limits
+                .structure("entries.fields", Some(&fields))
+                .expect_err("no kind");
+            assert!(
+                matches!(
+                    err,
+                    RequestError::Invalid {
+                        field: "entries.fields",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains(path), "{err}");
+            let err = limits.metadata(Some(&fields)).expect_err("no kind");
+            assert!(
+                matches!(
+                    err,
+                    RequestError::Invalid {
+                        field: "metadata",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        let fine = object(vec![("a", null()), ("b", list(vec![null()]))]);
+        assert!(limits.structure("entries.fields", Some(&fine)).is_ok());
+    }
 
     fn nested(depth: usize) -> Struct {
         let mut inner = Struct::default();
@@ -275,7 +389,7 @@ mod tests {
         );
         assert!(limits.metadata(Some(&metadata)).is_ok());
         assert!(limits.metadata(None).is_ok());
-        metadata.fields.insert("l".into(), Value::default());
+        metadata.fields.insert("l".into(), null());
         metadata.fields.insert(
             "m".into(),
             Value {
@@ -294,7 +408,7 @@ mod tests {
         };
         let mut wide = Struct::default();
         for key in ["a", "b", "c", "d"] {
-            wide.fields.insert(key.into(), Value::default());
+            wide.fields.insert(key.into(), null());
         }
         let err = limits
             .structure("metadata", Some(&wide))

@@ -155,11 +155,12 @@ fn map_entry_value(mut entry: &[u8]) -> Option<&[u8]> {
     Some(value)
 }
 
-/// Checks one `Value` (at most one of its fields set); returns the container
+/// Checks one `Value` (exactly one of its fields set); returns the container
 /// it holds, if it is a struct or a list.
 fn value_kind(mut value: &[u8]) -> Option<Option<(&[u8], Container)>> {
+    // No kind set: refused, with the path to it, by `Limits::structure`.
     if value.is_empty() {
-        return Some(None);
+        return None;
     }
     let (field, wire_type) = key(&mut value)?;
     let kind = match (field, wire_type) {
@@ -243,6 +244,8 @@ mod tests {
             any::<bool>().prop_map(Kind::BoolValue),
         ]
         .prop_map(|kind| Value { kind: Some(kind) });
+        // Now and then a `Value` with no kind, which is refused.
+        let leaf = prop_oneof![12 => leaf, 1 => Just(Value { kind: None })];
         leaf.prop_recursive(6, 40, 4, |inner| {
             prop_oneof![
                 prop::collection::btree_map("\\PC{0,3}", inner.clone(), 0..4)

@@ -269,7 +269,7 @@ impl Forwarder {
         let mut attempt = 0u32;
         let mut stopping = false;
         loop {
-            let mut client = self.target.client.clone();
+            let mut client = self.target.client();
             let call = tokio::time::timeout(EXPORT_TIMEOUT, client.export(export.request.clone()));
             tokio::pin!(call);
             let answered = tokio::select! {
@@ -321,6 +321,7 @@ impl Forwarder {
                     }
                     break;
                 }
+                Err(status) if self.target.refuses_compression(&status) => {}
                 Err(status) => match retry::delay(&status, attempt) {
                     Some(delay) => {
                         crate::metrics::get().forward_failed(&self.target.url);

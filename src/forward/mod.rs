@@ -38,6 +38,29 @@ pub struct ForwardSettings {
     /// and its key.
     pub cert_file: Option<std::path::PathBuf>,
     pub key_file: Option<std::path::PathBuf>,
+    /// How each export is compressed (gzip unless told otherwise, as the
+    /// OpenTelemetry Collector's exporter does).
+    pub compression: ForwardCompression,
+}
+
+/// `--forward-compression` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardCompression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl ForwardCompression {
+    /// tonic's encoding, `None` for uncompressed exports.
+    fn encoding(self) -> Option<tonic::codec::CompressionEncoding> {
+        match self {
+            Self::Gzip => Some(tonic::codec::CompressionEncoding::Gzip),
+            Self::Zstd => Some(tonic::codec::CompressionEncoding::Zstd),
+            Self::None => None,
+        }
+    }
 }
 
 /// Which ended sessions each target has acknowledged to the end: retention
@@ -111,7 +134,14 @@ pub(crate) fn prepare(
     let targets = settings
         .targets
         .iter()
-        .map(|url| target::Target::new(url, &settings.headers, &tls))
+        .map(|url| {
+            target::Target::new(
+                url,
+                &settings.headers,
+                &tls,
+                settings.compression.encoding(),
+            )
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let handed = std::sync::Arc::new(Handed::default());
     let forwarders = targets

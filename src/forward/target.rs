@@ -3,6 +3,7 @@
 //! headers it gets, and its stable id for cursors.
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -33,7 +34,11 @@ pub(super) struct Target {
     /// Names the target's cursors: the URL's SHA-256, so reordering or
     /// adding targets keeps each one's place.
     pub id: String,
-    pub client: Client,
+    /// Uncompressed; `client()` adds the compression.
+    base: Client,
+    /// How exports are compressed, until the target turns out not to take
+    /// it (`refuses_compression`).
+    compression: Option<CompressionEncoding>,
 }
 
 impl Target {
@@ -41,6 +46,7 @@ impl Target {
         url: &str,
         headers: &[(String, String)],
         tls: &ClientTls,
+        compression: Option<CompressionEncoding>,
     ) -> anyhow::Result<Self> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             anyhow::bail!("--forward-otlp `{url}`: use http://host:port or https://host:port");
@@ -58,7 +64,7 @@ impl Target {
                 Ok((key, value))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let client = LogsServiceClient::with_interceptor(connection.channel(), Headers(headers));
+        let base = LogsServiceClient::with_interceptor(connection.channel(), Headers(headers));
         let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
         let id = digest.as_ref()[..16]
             .iter()
@@ -67,8 +73,46 @@ impl Target {
         Ok(Self {
             url: url.to_owned(),
             id,
-            client,
+            base,
+            compression,
         })
+    }
+
+    /// A client for the next export.
+    pub(super) fn client(&self) -> Client {
+        match self.compression {
+            // Answers come back compressed only if the target chooses to;
+            // accepting both costs nothing when it does not.
+            Some(encoding) => self
+                .base
+                .clone()
+                .send_compressed(encoding)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            None => self.base.clone(),
+        }
+    }
+
+    /// Whether `status` says the target cannot decompress what was sent.
+    /// Then exports go uncompressed from here on, and the one refused is
+    /// sent again: UNIMPLEMENTED is not retried, so without this a target
+    /// without gzip (an older sessionlog) would have every record dropped.
+    /// Servers word it differently ("Content is compressed with gzip which
+    /// isn't supported", "Decompressor is not installed", "Can't find
+    /// decompressor"); all say "compress".
+    pub(super) fn refuses_compression(&mut self, status: &tonic::Status) -> bool {
+        let refused = self.compression.is_some()
+            && status.code() == tonic::Code::Unimplemented
+            && status.message().to_ascii_lowercase().contains("compress");
+        if refused {
+            tracing::warn!(
+                target = %self.url,
+                error = %status.message(),
+                "the target does not take compressed exports; sending them uncompressed"
+            );
+            self.compression = None;
+        }
+        refused
     }
 }
 

@@ -166,7 +166,7 @@ fn timestamp(nanos: u64) -> Timestamp {
 fn text_of(value: &AnyValue) -> String {
     match &value.value {
         Some(AnyKind::StringValue(text)) => text.clone(),
-        _ => json(&self::value(Some(value))).to_string(),
+        _ => any_json(Some(value)).to_string(),
     }
 }
 
@@ -201,19 +201,33 @@ fn value(value: Option<&AnyValue>) -> Value {
     Value { kind: Some(kind) }
 }
 
-/// A protobuf `Value` as JSON, for bodies that are not strings.
-fn json(value: &Value) -> serde_json::Value {
-    match &value.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(flag)) => (*flag).into(),
-        Some(Kind::NumberValue(number)) => serde_json::Number::from_f64(*number)
+/// An OTLP value as JSON, for bodies and attributes that are not strings:
+/// from the OTLP value itself, so an integer stays one (`7`, every digit of
+/// an `int64`) and a double stays a double (`7.0`); the protobuf `Value`
+/// that fields hold has only doubles. Bytes become base64 text.
+fn any_json(value: Option<&AnyValue>) -> serde_json::Value {
+    match value.and_then(|v| v.value.as_ref()) {
+        None | Some(AnyKind::StringValueStrindex(_)) => serde_json::Value::Null,
+        Some(AnyKind::StringValue(text)) => text.clone().into(),
+        Some(AnyKind::BoolValue(flag)) => (*flag).into(),
+        Some(AnyKind::IntValue(int)) => (*int).into(),
+        Some(AnyKind::DoubleValue(number)) => serde_json::Number::from_f64(*number)
             .map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Some(Kind::StringValue(text)) => text.clone().into(),
-        Some(Kind::ListValue(list)) => list.values.iter().map(json).collect(),
-        Some(Kind::StructValue(fields)) => fields
-            .fields
+        Some(AnyKind::BytesValue(bytes)) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into()
+        }
+        Some(AnyKind::ArrayValue(array)) => array
+            .values
             .iter()
-            .map(|(key, value)| (key.clone(), json(value)))
+            .map(|value| any_json(Some(value)))
+            .collect(),
+        Some(AnyKind::KvlistValue(list)) => list
+            .values
+            .iter()
+            .map(|kv| (kv.key.clone(), any_json(kv.value.as_ref())))
             .collect::<serde_json::Map<_, _>>()
             .into(),
     }
@@ -386,6 +400,27 @@ mod tests {
         assert_eq!(entry.message, r#"{"ok":true}"#);
         assert_eq!(entry.timestamp.map(|t| t.seconds), Some(5));
         assert_eq!(entry.level, pb::Level::Unspecified as i32);
+    }
+
+    #[test]
+    fn numbers_in_json_bodies_keep_their_kind() {
+        let body = AnyValue {
+            value: Some(AnyKind::KvlistValue(
+                opentelemetry_proto::tonic::common::v1::KeyValueList {
+                    values: vec![
+                        kv("count", AnyKind::IntValue(7)),
+                        kv("big", AnyKind::IntValue(i64::MAX)),
+                        kv("ratio", AnyKind::DoubleValue(0.5)),
+                        kv("whole", AnyKind::DoubleValue(7.0)),
+                        kv("raw", AnyKind::BytesValue(vec![0xff, 0])),
+                    ],
+                },
+            )),
+        };
+        assert_eq!(
+            text_of(&body),
+            r#"{"big":9223372036854775807,"count":7,"ratio":0.5,"raw":"/wA=","whole":7.0}"#
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! sessions, forwarding targets), so a bad setting stops the process before
 //! anything reports SERVING. `Server::serve` then serves every listener,
 //! and on the shutdown signal reports NOT_SERVING, stops accepting, ends
-//! open follow and watch streams (gRPC and SSE), lets open calls drain for
+//! open follow and watch streams (gRPC, SSE, `Health.Watch`), lets open calls drain for
 //! the grace period, stops the flusher, saves the active sessions' counters
 //! and flushes sled.
 
@@ -23,7 +23,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth};
+use crate::api::{GuardLayer, OtlpService, SessionLogService, TokenAuth, health_service};
 use crate::connections::{self, ListenerGate};
 use crate::edge::StreamCounter;
 use crate::forward::{self, Forwarding};
@@ -41,10 +41,25 @@ pub use settings::{DEFAULT_UNIX_SOCKET_MODE, ServerSettings, TlsFiles};
 // The types `ServerSettings` is made of.
 pub use crate::connections::ConnectionSettings;
 pub use crate::edge::Limits;
-pub use crate::forward::ForwardSettings;
+pub use crate::forward::{ForwardCompression, ForwardSettings};
 pub use crate::sessions::RetentionPolicy;
 pub use crate::store::durability::FsyncPolicy;
 pub use crate::store::{ForeignOwner, StoreOptions};
+
+/// A generated gRPC server that takes gzip and zstd requests (the
+/// OpenTelemetry Collector's exporter gzips by default) and compresses its
+/// answers with the first of them that the client's `grpc-accept-encoding`
+/// lists, uncompressed when it lists neither. Each generated server is its
+/// own type with the same methods, hence a macro.
+macro_rules! compressed {
+    ($server:expr) => {
+        $server
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+    };
+}
 
 /// The gRPC name health reports for the main service.
 pub const SERVICE_NAME: &str = "sessionlog.v1.SessionLog";
@@ -96,8 +111,8 @@ impl Server {
             }
             grpc.push((transport, listener));
         }
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_v1 = compressed!(reflection().build_v1()?);
+        let reflection_v1alpha = compressed!(reflection().build_v1alpha()?);
 
         let (store, durability, flusher, sessions) = open_store(&settings).await?;
         // Reads each target's cursors from the store.
@@ -120,17 +135,17 @@ impl Server {
         // One count of open streams for gRPC and SSE: --max-streams bounds both.
         let streams = Arc::new(StreamCounter::default());
         let limits = &settings.limits;
-        let api = SessionLogServer::new(SessionLogService::with_streams(
+        let api = compressed!(SessionLogServer::new(SessionLogService::with_streams(
             sessions.clone(),
             Arc::new(limits.clone()),
             streams.clone(),
-        ))
+        )))
         .max_decoding_message_size(limits.max_message_bytes);
-        let otlp = LogsServiceServer::new(OtlpService::new(OtlpIntake::new(
+        let otlp = compressed!(LogsServiceServer::new(OtlpService::new(OtlpIntake::new(
             sessions.clone(),
             limits.clone(),
             settings.otlp_lease,
-        )))
+        ))))
         .max_decoding_message_size(limits.max_message_bytes);
         // Health answers without a token (probes carry none); the rest do not.
         let routes = Routes::default()
@@ -164,7 +179,11 @@ impl Server {
     /// Serves every listener until `shutdown` completes, then shuts down in
     /// order (see the module doc). Returns once sled is flushed.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = HealthReporter::new();
+        // Ends open Health.Watch streams, with Follow and WatchSessions.
+        let end_health_watches = CancellationToken::new();
+        let health_service =
+            compressed!(health_service(health.clone(), end_health_watches.clone()));
         let routes = self.routes.clone().add_service(health_service);
         // Nothing from here on can fail: report SERVING before the first
         // connection is accepted, so no client sees the service unknown.
@@ -227,9 +246,10 @@ impl Server {
         }
         stop_accepting.cancel();
         stop_http.cancel();
-        // Follow and watch streams (gRPC and SSE) never end by themselves;
+        // Follow and watch streams (gRPC, SSE, Health.Watch) never end by themselves;
         // end them now so the drain below waits only for calls that finish.
         self.sessions.begin_shutdown();
+        end_health_watches.cancel();
         let drained = drain(servers, http_server, self.settings.shutdown_grace).await;
         stop_metrics.cancel();
         if let Some(mut metrics_server) = metrics_server {

@@ -30,8 +30,82 @@ async fn the_cli_sends_its_token_file() {
     };
     let refused = run(false);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).starts_with("error: UNAUTHENTICATED: "),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert!(run(true).status.success());
+    server.shutdown().await;
+}
+
+/// `sessionlog append` without the token to a session at seq 2: the error
+/// names the code as gRPC spells it and claims no seq; an append of nothing
+/// reports the session's own last seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_says_the_code_and_no_false_seq() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "cli-token\n").expect("tokens");
+    let server = server_with_tokens(&tokens).await;
+    let append = |with_token: bool, input: &'static str, id: String| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sessionlog"));
+        command.args(["append", &id, "--server", &server.url()]);
+        if with_token {
+            command.arg("--token-file").arg(&tokens);
+        }
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        async move {
+            let mut child = command.spawn().expect("spawn");
+            let mut stdin = child.stdin.take().expect("stdin");
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes())
+                .await
+                .expect("write stdin");
+            drop(stdin);
+            let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+                .await
+                .expect("append finishes")
+                .expect("output");
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let connection = Connection::connect(&server.url(), Some(&tokens))
+        .await
+        .expect("connect");
+    let id = connection
+        .sessions()
+        .start_session(pb::StartSessionRequest::default())
+        .await
+        .expect("start")
+        .into_inner()
+        .id;
+    let (code, stdout, _) = append(true, "one\ntwo\n", id.clone()).await;
+    assert_eq!(
+        (code, stdout.trim()),
+        (Some(0), "appended 2 entries, last seq 2")
+    );
+
+    let (code, stdout, stderr) = append(false, "three\n", id.clone()).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.starts_with("error: no entries stored, 1 not: UNAUTHENTICATED: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("last seq"), "{stderr}");
+
+    let (code, stdout, stderr) = append(true, "", id).await;
+    assert_eq!(
+        (code, stdout.trim()),
+        (Some(0), "appended 0 entries, last seq 2"),
+        "{stderr}"
+    );
     server.shutdown().await;
 }
 

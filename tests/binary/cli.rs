@@ -108,7 +108,11 @@ async fn failures_exit_non_zero_with_the_error_on_stderr() {
     let missing = run(&server, &["show", "no-such-session"], "").await;
     assert_eq!(missing.code, Some(1));
     assert!(missing.stdout.is_empty());
-    assert!(missing.stderr.contains("NotFound"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.starts_with("error: NOT_FOUND: "),
+        "{}",
+        missing.stderr
+    );
     assert!(missing.stderr.contains("no-such-session"));
     let bad_level = run(&server, &["append", "x", "--level", "loud"], "").await;
     assert_eq!(bad_level.code, Some(2), "clap rejects unknown levels");

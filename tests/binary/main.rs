@@ -12,6 +12,7 @@ mod descriptors;
 mod foreign_owner;
 mod forward_crash;
 mod fsync;
+mod logging;
 mod metrics;
 mod power_loss;
 mod powercut;

@@ -196,7 +196,12 @@ async fn every_request_limit_is_refused_with_its_name() {
     );
     let mut wide = Struct::default();
     for index in 0..=limits.max_struct_values {
-        wide.fields.insert(format!("k{index}"), Value::default());
+        wide.fields.insert(
+            format!("k{index}"),
+            Value {
+                kind: Some(Kind::NullValue(0)),
+            },
+        );
     }
     assert_refused(
         client
@@ -665,5 +670,95 @@ async fn updates_cannot_merge_metadata_past_the_value_limit() {
         .metadata
         .expect("metadata");
     assert_eq!(metadata.fields.len(), max_values);
+    server.shutdown().await;
+}
+
+/// A struct with a `Value` of no kind (what protobufjs sends for a
+/// misspelt oneof) down a struct and a list, at `a.b[1]`.
+fn with_kindless_value() -> Struct {
+    let null = Value {
+        kind: Some(Kind::NullValue(0)),
+    };
+    let list = Value {
+        kind: Some(Kind::ListValue(prost_types::ListValue {
+            values: vec![null.clone(), Value::default()],
+        })),
+    };
+    let inner = Value {
+        kind: Some(Kind::StructValue(Struct {
+            fields: [("b".to_owned(), list)].into(),
+        })),
+    };
+    Struct {
+        fields: [("a".to_owned(), inner), ("ok".to_owned(), null)].into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_with_no_kind_is_invalid_argument_naming_the_field_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = stored_before(&mut client).await;
+    let kindless = |field: &str| {
+        format!("`{field}` holds a google.protobuf.Value with no kind set, at `a.b[1]`")
+    };
+    let with_fields = || pb::LogEntry {
+        fields: Some(with_kindless_value()),
+        ..entry("x")
+    };
+    assert_refused(
+        client
+            .append(request::append(&id, vec![entry("fine"), with_fields()]))
+            .await,
+        Code::InvalidArgument,
+        &kindless("entries.fields"),
+    );
+    let mut responses = client
+        .append_stream(futures::stream::iter([request::append(
+            &id,
+            vec![with_fields()],
+        )]))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    assert_refused(
+        responses.message().await,
+        Code::InvalidArgument,
+        &kindless("entries.fields"),
+    );
+    assert_refused(
+        client
+            .start_session(pb::StartSessionRequest {
+                session_id: "kindless".into(),
+                metadata: Some(with_kindless_value()),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &kindless("metadata"),
+    );
+    assert_eq!(
+        client
+            .get_session(request::get("kindless"))
+            .await
+            .expect_err("not started")
+            .code(),
+        Code::NotFound
+    );
+    assert_refused(
+        client
+            .update_session(request::update(&id, Some(with_kindless_value())))
+            .await,
+        Code::InvalidArgument,
+        &kindless("metadata"),
+    );
+    assert!(
+        crate::common::get_session(&mut client, &id)
+            .await
+            .metadata
+            .is_none_or(|metadata| !metadata.fields.contains_key("a")),
+        "the update changed nothing"
+    );
+    still_intact(&server, &id).await;
     server.shutdown().await;
 }

@@ -10,6 +10,7 @@ mod append_stream;
 mod auth;
 mod budget;
 mod client;
+mod compression;
 mod concurrency;
 mod connections;
 mod dedupe;

@@ -297,3 +297,48 @@ async fn one_server_serves_tcp_and_unix_listeners_over_the_same_store() {
     drop(over_tcp);
     stop_server(stop_tx, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_health_watches_and_does_not_wait_out_the_grace() {
+    let grace = Duration::from_secs(30);
+    let server = TestServer::builder()
+        .configure(move |settings| settings.shutdown_grace = grace)
+        .start()
+        .await;
+    let channel = channel(&server).await;
+    let mut watches = Vec::new();
+    for service in ["", SERVICE] {
+        let mut statuses = HealthClient::new(channel.clone())
+            .watch(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = statuses.message().await.expect("a status").expect("open");
+        assert_eq!(first.status(), ServingStatus::Serving);
+        watches.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match statuses.message().await {
+                    Ok(Some(response)) => seen.push(response.status()),
+                    Ok(None) => return (seen, None),
+                    Err(status) => return (seen, Some(status.code())),
+                }
+            }
+        }));
+    }
+    let began = std::time::Instant::now();
+    server.stop().await.expect("a clean stop");
+    // Waiting out the grace would take 30 s.
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        began.elapsed()
+    );
+    for watch in watches {
+        let (seen, ended) = watch.await.expect("reader");
+        assert_eq!(seen, [ServingStatus::NotServing], "told before the end");
+        assert_eq!(ended, Some(Code::Unavailable));
+    }
+}

@@ -249,3 +249,57 @@ async fn shutdown_ends_open_watches_with_unavailable() {
         Code::Unavailable
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_holds_ended_sessions_as_started_with_their_state() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    start(&mut client, "over", "app", "job").await;
+    common::end_session(&mut client, "over", "done").await;
+    start(&mut client, "running", "app", "job").await;
+
+    let mut every = watch(
+        &mut client,
+        pb::WatchSessionsRequest {
+            include_existing: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut snapshot = Vec::new();
+    loop {
+        match next(&mut every).await {
+            (Kind::CaughtUp, None) => break,
+            (kind, Some(session)) => snapshot.push((kind, session.id.clone(), session.state())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        snapshot,
+        [
+            (Kind::Started, "over".to_owned(), pb::SessionState::Ended),
+            (
+                Kind::Started,
+                "running".to_owned(),
+                pb::SessionState::Active
+            ),
+        ]
+    );
+
+    let mut active = watch(
+        &mut client,
+        pb::WatchSessionsRequest {
+            include_existing: true,
+            state: pb::SessionState::Active.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (kind, session) = next(&mut active).await;
+    assert_eq!(
+        (kind, session.map(|s| s.id)),
+        (Kind::Started, Some("running".to_owned()))
+    );
+    assert_eq!(next(&mut active).await, (Kind::CaughtUp, None));
+    server.shutdown().await;
+}
