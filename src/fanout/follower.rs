@@ -104,11 +104,26 @@ impl FollowBatch {
     /// The batch as a response encoded by `encode` (given the entries and
     /// the cursor). A batch shared from the live window is encoded once
     /// for every follower that sends it with the same `K` (the edge's
-    /// encoder); `encode` must depend on nothing but its arguments.
+    /// encoder); `encode` must depend on nothing but its arguments and
+    /// settings of the whole server.
     pub fn encoded_once<K: 'static>(&self, encode: impl FnOnce(&[IVec], u64) -> Bytes) -> Bytes {
         match &self.entries {
             BatchEntries::Own(entries) => encode(entries, self.cursor),
             BatchEntries::Shared(batch) => batch.encoded_once::<K>(encode),
+        }
+    }
+}
+
+impl FollowBatch {
+    /// `encoded_once` for a batch shared from the live window; `None` for
+    /// a page of the follower's own, which there is nothing to share of.
+    pub fn shared_encoded_once<K: 'static>(
+        &self,
+        encode: impl FnOnce(&[IVec], u64) -> Bytes,
+    ) -> Option<Bytes> {
+        match &self.entries {
+            BatchEntries::Own(_) => None,
+            BatchEntries::Shared(batch) => Some(batch.encoded_once::<K>(encode)),
         }
     }
 }
@@ -250,10 +265,7 @@ impl Follower {
             }
             if self.cursor < progress.last_seq {
                 if let Some(sent) = self.lingering(progress) {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(sent + LIVE_LINGER) => {}
-                        () = self.shutdown.cancelled() => return Err(FollowError::ShuttingDown),
-                    }
+                    self.linger_until(sent + LIVE_LINGER).await?;
                     self.last_live_send = None;
                     continue;
                 }
@@ -263,7 +275,10 @@ impl Follower {
                 if kept > 0 {
                     crate::metrics::get()
                         .delivered(kept, progress.last_seq.saturating_sub(self.cursor));
-                    if self.caught_up {
+                    // Only a batch that took the follower to the published
+                    // seq starts a linger: the rest of a page cut short by
+                    // its limits is already due.
+                    if self.caught_up && self.cursor >= progress.last_seq {
                         self.last_live_send = Some(tokio::time::Instant::now());
                     }
                     return Ok(FollowEvent::Batch(batch));
@@ -292,10 +307,22 @@ impl Follower {
         }
     }
 
-    /// When a live follower sent its last batch less than `LIVE_LINGER`
-    /// ago, and the session goes on: when that batch was sent, to wait
-    /// from. The end, a deletion and a follower still catching up are
-    /// never held back.
+    /// Waits until `until`, or until the server shuts down. A follower in
+    /// its linger does not listen for progress, so appends meanwhile do
+    /// not wake it; news of the end or a deletion that comes meanwhile
+    /// waits out the linger (at most `LIVE_LINGER`) like an entry.
+    async fn linger_until(&self, until: tokio::time::Instant) -> Result<(), FollowError> {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => Ok(()),
+            () = self.shutdown.cancelled() => Err(FollowError::ShuttingDown),
+        }
+    }
+
+    /// When a live follower's last batch took it to the published seq
+    /// less than `LIVE_LINGER` ago, and the session goes on: when that
+    /// batch was sent, to wait from. A follower still catching up, the rest
+    /// of a page cut short, and an end or deletion already published are
+    /// not held back.
     fn lingering(&self, progress: Progress) -> Option<tokio::time::Instant> {
         if progress.ended || progress.deleted {
             return None;

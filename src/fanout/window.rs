@@ -6,9 +6,9 @@
 //! `WINDOW_MAX_BATCHES` batches and `WINDOW_MAX_BYTES` of their entries,
 //! whichever is fewer: the oldest batch goes first, and a batch bigger
 //! than the whole budget is not kept. All windows of the process together
-//! keep at most `ALL_WINDOWS_MAX_BYTES` of entries (and about as much again
-//! of shared encodings); past that, new batches are not kept and their
-//! followers read the store. Its batches are always contiguous
+//! keep at most `ALL_WINDOWS_MAX_BYTES` of entries and of the encodings
+//! their followers share; past that, new batches (and encodings) are not
+//! kept and their followers read the store (and encode their own). Its batches are always contiguous
 //! seqs; a batch that does not follow on (one published without being
 //! kept here, such as the end entry) empties it first. A follower takes a
 //! page from here only when the window holds every seq from its cursor to
@@ -32,8 +32,8 @@ use crate::store::{EntryFilter, RawPage, ScanLimits, StoreError, entry_wire_len,
 /// At most this many batches per followed session.
 pub(crate) const WINDOW_MAX_BATCHES: usize = 128;
 /// At most this many bytes of entries (as `entry_wire_len` weighs them)
-/// per followed session. The gRPC encoding a batch may carry (`encoded`)
-/// is about as big again.
+/// per followed session, besides the encodings its followers share
+/// (`encoded`), which count against `ALL_WINDOWS_MAX_BYTES` only.
 pub(crate) const WINDOW_MAX_BYTES: usize = 128 * 1024;
 
 /// One appended batch as stored: consecutive seqs from `first_seq`.
@@ -42,10 +42,21 @@ pub(crate) struct LiveBatch {
     first_seq: u64,
     entries: Vec<IVec>,
     bytes: usize,
-    /// One edge's encoding of the whole batch as a response, made by the
-    /// first follower that sends the batch whole and shared by the rest.
-    /// Keyed by the encoder's type, so two encodings never mix.
-    encoded: OnceLock<(TypeId, Bytes)>,
+    /// Up to two edges' encodings of the whole batch (gRPC and SSE), each
+    /// made by the first follower of that edge that sends the batch whole
+    /// and shared by the rest. Keyed by the encoder's type, so encodings
+    /// never mix; charged to the process-wide budget while kept.
+    encoded: [OnceLock<(TypeId, Bytes)>; 2],
+}
+
+impl Drop for LiveBatch {
+    fn drop(&mut self) {
+        for slot in &self.encoded {
+            if let Some((_, bytes)) = slot.get() {
+                release(bytes.len());
+            }
+        }
+    }
 }
 
 impl LiveBatch {
@@ -59,7 +70,7 @@ impl LiveBatch {
             first_seq,
             entries,
             bytes,
-            encoded: OnceLock::new(),
+            encoded: [OnceLock::new(), OnceLock::new()],
         }
     }
 
@@ -75,22 +86,30 @@ impl LiveBatch {
 
     /// The batch encoded by `encode` (given the entries and the batch's
     /// cursor, its last seq), encoded at most once for every follower
-    /// that asks with the same `K`.
+    /// that asks with the same `K` while the budget has room for it.
     pub(crate) fn encoded_once<K: 'static>(
         &self,
         encode: impl FnOnce(&[IVec], u64) -> Bytes,
     ) -> Bytes {
         let key = TypeId::of::<K>();
-        if let Some((held_key, bytes)) = self.encoded.get()
-            && *held_key == key
-        {
+        let held = self
+            .encoded
+            .iter()
+            .filter_map(OnceLock::get)
+            .find(|(held_key, _)| *held_key == key);
+        if let Some((_, bytes)) = held {
             return bytes.clone();
         }
         let bytes = encode(&self.entries, self.last_seq());
         // Followers racing here each encode, and the first one's bytes
-        // stay (the same bytes, for the same `K`). Another encoder holding
-        // the slot (none does today) only means this one is not kept.
-        let _ = self.encoded.set((key, bytes.clone()));
+        // stay (the same bytes, for the same `K`); a slot taken by a racer
+        // of another `K`, or a full budget, only means these are not kept.
+        if let Some(slot) = self.encoded.iter().find(|slot| slot.get().is_none())
+            && charge(bytes.len())
+            && slot.set((key, bytes.clone())).is_err()
+        {
+            release(bytes.len());
+        }
         bytes
     }
 }
@@ -121,8 +140,8 @@ struct Batches {
     /// The last run of several batches that a follower took whole, as one
     /// batch (see `next_page`): followers that wake together ask for the
     /// same run, and share it and its encoding like a single batch. Its
-    /// entries are the window's own (shared, not copied); its encoding is
-    /// the "as much again" that `ALL_WINDOWS_MAX_BYTES` allows for.
+    /// entries are the window's own (shared, not copied), and the next
+    /// push ends it, so it never keeps entries the window let go.
     merged: Option<Arc<LiveBatch>>,
 }
 
@@ -140,12 +159,12 @@ impl Drop for LiveWindow {
     }
 }
 
-/// All windows together keep at most this many bytes of entries, and
-/// about as many again of shared encodings, so the memory of live windows
-/// is bounded however many sessions are followed.
+/// All windows together keep at most this many bytes of entries and
+/// shared encodings, so the memory of live windows is bounded however many
+/// sessions are followed.
 pub(crate) const ALL_WINDOWS_MAX_BYTES: usize = 32 << 20;
 
-/// Entry bytes kept in all windows now.
+/// Entry and encoding bytes kept in all windows now.
 static ALL_WINDOWS_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Takes `bytes` from the process-wide budget, if it has room.
@@ -176,6 +195,9 @@ impl LiveWindow {
     /// the window empties, as its seqs would no longer follow on).
     pub(crate) fn push(&self, batch: LiveBatch) {
         let mut window = self.batches();
+        // A run is of batches all pending at once: a new one ends it, so a
+        // run never holds entries the window let go.
+        window.merged = None;
         let follows_on = window
             .batches
             .back()
@@ -247,18 +269,17 @@ impl LiveWindow {
             return Ok(Found::Whole(batch.clone()));
         }
         if filter.is_empty() && batch.first_seq == wanted {
-            let merged = match &window.merged {
-                Some(merged) if merged.first_seq == wanted && merged.last_seq() == through_seq => {
-                    merged.clone()
+            if let Some(merged) = &window.merged
+                && merged.first_seq == wanted
+                && merged.last_seq() == through_seq
+            {
+                if whole(merged) {
+                    return Ok(Found::Whole(merged.clone()));
                 }
-                _ => {
-                    let run = merge(window.batches.range(index..), wanted, through_seq);
-                    window.merged = Some(run.clone());
-                    run
-                }
-            };
-            if whole(&merged) {
-                return Ok(Found::Whole(merged));
+            } else if fits(window.batches.range(index..), through_seq, limits) {
+                let run = merge(window.batches.range(index..), wanted, through_seq);
+                window.merged = Some(run.clone());
+                return Ok(Found::Whole(run));
             }
         }
         // The page is cut outside the lock: filtering decodes entries, and
@@ -278,6 +299,21 @@ impl LiveWindow {
             .map(Ok);
         page_of(items, after_seq, through_seq, filter, limits).map(Found::Page)
     }
+}
+
+/// Whether the entries of `batches` through `through_seq` fit `limits`
+/// as one page, before a run of them is put together.
+fn fits<'a>(
+    batches: impl Iterator<Item = &'a Arc<LiveBatch>>,
+    through_seq: u64,
+    limits: ScanLimits,
+) -> bool {
+    let (mut entries, mut bytes) = (0usize, 0usize);
+    for batch in batches.take_while(|batch| batch.first_seq <= through_seq) {
+        entries = entries.saturating_add(batch.entries.len());
+        bytes = bytes.saturating_add(batch.bytes);
+    }
+    entries <= limits.max_entries && bytes <= limits.max_bytes
 }
 
 /// The entries of `batches` (contiguous, the first starting at `first`)

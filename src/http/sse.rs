@@ -93,11 +93,11 @@ fn follow_events(
 ) -> futures::stream::Iter<Box<dyn Iterator<Item = Step> + Send>> {
     let steps: Box<dyn Iterator<Item = Step> + Send> = match event {
         Ok(FollowEvent::Batch(batch)) => {
-            let whole = batch.encoded_once::<WholeBatchJson>(|entries, cursor| {
+            let whole = batch.shared_encoded_once::<WholeBatchJson>(|entries, cursor| {
                 WholeBatchJson::render(entries, cursor, max_bytes)
             });
-            match std::str::from_utf8(&whole) {
-                Ok(data) if !data.is_empty() => Box::new(std::iter::once((
+            match whole.as_deref().map(std::str::from_utf8) {
+                Some(Ok(data)) if !data.is_empty() => Box::new(std::iter::once((
                     Event::default().id(batch.cursor().to_string()).data(data),
                     false,
                 ))),

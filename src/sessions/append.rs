@@ -120,6 +120,9 @@ impl SessionManager {
         if let Some(batch_id) = &batch_id
             && let Some(stored) = log.find_batch(batch_id)?
         {
+            // After a failed write sled's memory may hold what never
+            // reached its log: a failed store vouches for no batch.
+            self.store().health().check()?;
             return Ok(Prepared::Answered(AppendOutcome {
                 first_seq: stored.first_seq,
                 last_seq: stored.last_seq,

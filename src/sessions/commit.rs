@@ -11,8 +11,9 @@
 //! Invariants: an append is answered only once it is applied and published,
 //! or refused whole; its session's lock is released only after that; a
 //! group fails or lands as a whole. A panic while committing a group drops
-//! that group's answers (its callers get `TaskFailed`) and the committer
-//! goes on with the next group.
+//! that group's answers (its callers get `TaskFailed`); one from the
+//! group's write on also fails the store (see `FailOnPanic`), since what
+//! landed may not be published. The committer goes on with the next group.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -143,7 +144,11 @@ fn commit_group(first: (Pending, Answer), appends: &mpsc::Receiver<(Pending, Ans
     let Some(manager) = writes.first().map(|write| write.manager.clone()) else {
         return;
     };
-    match manager.store().apply_appends(prepared) {
+    let store = manager.store().clone();
+    // Dropped before `writes`: on a panic from here on, the store fails
+    // before any session's lock is released.
+    let _failing = FailOnPanic(&store);
+    match store.apply_appends(prepared) {
         Ok(applied) => {
             for (write, applied) in writes.into_iter().zip(applied) {
                 let size_after = applied.counters.size_bytes;
@@ -157,10 +162,34 @@ fn commit_group(first: (Pending, Answer), appends: &mpsc::Receiver<(Pending, Ans
             manager.inner.events.changed();
         }
         Err(err) => {
-            for write in writes {
+            // Each gets a copy of the error but the last, which gets it.
+            let copies = writes.len().saturating_sub(1);
+            let mut writes = writes.into_iter();
+            for write in writes.by_ref().take(copies) {
                 drop(write.writing);
                 let _ = write.answer.send(Err(SessionError::Store(err.copied())));
             }
+            if let Some(write) = writes.next() {
+                drop(write.writing);
+                let _ = write.answer.send(Err(SessionError::Store(err)));
+            }
+        }
+    }
+}
+
+/// Fails the store when dropped by a panic: the panic came after the
+/// group's write may have landed and before every session in it was
+/// published, so a session's counters in memory may be behind its log,
+/// and its next append would reuse seqs. A failed store takes no writes
+/// until a restart, which reads the counters from the logs.
+struct FailOnPanic<'a>(&'a crate::store::Store);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.health().fail(
+                "applying a group of appends panicked; restart the server (see its log)".to_owned(),
+            );
         }
     }
 }

@@ -246,4 +246,59 @@ mod tests {
         }
         assert_eq!(quiet.elapsed(), std::time::Duration::ZERO);
     }
+
+    /// A page cut short by the follower's `max_batch` is not a reason to
+    /// linger: the rest of a batch already published goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn the_rest_of_a_page_cut_short_is_not_held_back() {
+        use futures::poll;
+        use tokio::time::Instant;
+
+        use crate::sessions::AppendBatch;
+        use crate::store::schema::StoredSession;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sessions = super::super::test_manager(dir.path());
+        let id = sessions
+            .start(StoredSession::default())
+            .await
+            .expect("start")
+            .record
+            .id;
+        let mut events = Box::pin(
+            sessions
+                .follow(FollowQuery {
+                    session_id: id.clone(),
+                    max_batch: 2,
+                    ..FollowQuery::default()
+                })
+                .await
+                .expect("follow"),
+        );
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(FollowEvent::CaughtUp { cursor: 0 }))
+        ));
+        let entries = (0..5)
+            .map(|_| NewEntry::Decoded(StoredEntry::default()))
+            .collect();
+        sessions
+            .append(AppendBatch {
+                session_id: id.clone(),
+                entries,
+                ..AppendBatch::default()
+            })
+            .await
+            .expect("append");
+        let started = Instant::now();
+        let mut cursors = Vec::new();
+        while cursors.last() != Some(&5) {
+            match poll!(events.next()) {
+                std::task::Poll::Ready(event) => cursors.push(batch(event).cursor()),
+                std::task::Poll::Pending => panic!("held back after {cursors:?}"),
+            }
+        }
+        assert_eq!(cursors, [2, 4, 5]);
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+    }
 }

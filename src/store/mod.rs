@@ -105,6 +105,11 @@ impl StoreError {
                 detail: detail.clone(),
             },
             Self::LogDropped => Self::LogDropped,
+            Self::Engine(err) => Self::Engine(err.clone()),
+            Self::TaskFailed { detail } => Self::TaskFailed {
+                detail: detail.clone(),
+            },
+            Self::Io(err) => Self::Io(std::io::Error::new(err.kind(), err.to_string())),
             other => Self::Io(std::io::Error::other(other.to_string())),
         }
     }
