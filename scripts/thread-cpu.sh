@@ -4,10 +4,11 @@
 # dir, runs the bench against it with the arguments given, and prints the
 # server CPU per append of each kind of thread (tokio's workers and
 # blocking pool, which share the name tokio-rt-worker; the committer,
-# sessionlog-commit; sled's I/O pool, sled-io-N), read from
-# /proc/PID/task/*/stat before and after. sled starts extra I/O threads
-# under load and they exit when idle; the CPU of one that exits during the
-# run is missed, so the sled-io figure is a lower bound.
+# sessionlog-comm, as the kernel cuts sessionlog-commit; sled's I/O pool,
+# sled-io-N), read from /proc/PID/task/*/stat before and after. sled
+# starts extra I/O threads under load and they exit when idle; the CPU of
+# one that exits during the run is missed, so the sled-io figure is a
+# lower bound.
 #
 #   scripts/thread-cpu.sh --batch 1 --concurrency 16 --duration 5s
 #   FSYNC=always scripts/thread-cpu.sh --batch 1 --concurrency 1

@@ -8,12 +8,13 @@
 //! than the whole budget is not kept. All windows of the process together
 //! keep at most `ALL_WINDOWS_MAX_BYTES` of entries and of the encodings
 //! their followers share; past that, new batches (and encodings) are not
-//! kept and their followers read the store (and encode their own). Its batches are always contiguous
-//! seqs; a batch that does not follow on (one published without being
-//! kept here, such as the end entry) empties it first. A follower takes a
-//! page from here only when the window holds every seq from its cursor to
-//! the published one, and reads the store otherwise, so the window is only
-//! ever a shortcut: what it serves is the page the store would.
+//! kept and their followers read the store (and encode their own). Its
+//! batches are always contiguous seqs; a batch that does not follow on
+//! (one published without being kept here, such as the end entry) empties
+//! it first. A follower takes a page from here only when the window holds
+//! every seq from its cursor to the published one, and reads the store
+//! otherwise, so the window is only ever a shortcut: what it serves is the
+//! page the store would.
 //!
 //! A batch is pushed after it is applied and before its seq is published,
 //! and followers take from it only seqs up to the published one, so they
