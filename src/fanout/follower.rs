@@ -112,9 +112,7 @@ impl FollowBatch {
             BatchEntries::Shared(batch) => batch.encoded_once::<K>(encode),
         }
     }
-}
 
-impl FollowBatch {
     /// `encoded_once` for a batch shared from the live window; `None` for
     /// a page of the follower's own, which there is nothing to share of.
     pub fn shared_encoded_once<K: 'static>(

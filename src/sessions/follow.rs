@@ -172,6 +172,58 @@ mod tests {
         }
     }
 
+    type Events = std::pin::Pin<
+        Box<dyn Stream<Item = Result<FollowEvent<SessionView>, SessionError>> + Send>,
+    >;
+
+    /// A new session in a manager over `dir`, and a follower of it with
+    /// `max_batch` (0: the default), past its `CaughtUp`.
+    async fn followed(dir: &std::path::Path, max_batch: u32) -> (SessionManager, String, Events) {
+        let sessions = super::super::test_manager(dir);
+        let id = sessions
+            .start(crate::store::schema::StoredSession::default())
+            .await
+            .expect("start")
+            .record
+            .id;
+        let mut events: Events = Box::pin(
+            sessions
+                .follow(FollowQuery {
+                    session_id: id.clone(),
+                    max_batch,
+                    ..FollowQuery::default()
+                })
+                .await
+                .expect("follow"),
+        );
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(FollowEvent::CaughtUp { cursor: 0 }))
+        ));
+        (sessions, id, events)
+    }
+
+    /// Appends one batch of entries with these messages.
+    async fn append(sessions: &SessionManager, id: &str, messages: &[&str]) {
+        let entries = messages
+            .iter()
+            .map(|message| {
+                NewEntry::Decoded(StoredEntry {
+                    message: (*message).to_owned(),
+                    ..StoredEntry::default()
+                })
+            })
+            .collect();
+        sessions
+            .append(crate::sessions::AppendBatch {
+                session_id: id.to_owned(),
+                entries,
+                ..crate::sessions::AppendBatch::default()
+            })
+            .await
+            .expect("append");
+    }
+
     /// A live follower sends at most one batch per `LIVE_LINGER`: entries
     /// appended right after its last batch wait for the rest of the linger
     /// and go together; an entry after a quiet spell goes at once. On
@@ -182,46 +234,17 @@ mod tests {
         use tokio::time::Instant;
 
         use crate::fanout::LIVE_LINGER;
-        use crate::sessions::AppendBatch;
-        use crate::store::schema::StoredSession;
 
         let dir = tempfile::tempdir().expect("temp dir");
-        let sessions = super::super::test_manager(dir.path());
-        let id = sessions
-            .start(StoredSession::default())
-            .await
-            .expect("start")
-            .record
-            .id;
-        let append = |message: &str| AppendBatch {
-            session_id: id.clone(),
-            entries: vec![NewEntry::Decoded(StoredEntry {
-                message: message.to_owned(),
-                ..StoredEntry::default()
-            })],
-            ..AppendBatch::default()
-        };
-        let mut events = Box::pin(
-            sessions
-                .follow(FollowQuery {
-                    session_id: id.clone(),
-                    ..FollowQuery::default()
-                })
-                .await
-                .expect("follow"),
-        );
-        assert!(matches!(
-            events.next().await,
-            Some(Ok(FollowEvent::CaughtUp { cursor: 0 }))
-        ));
+        let (sessions, id, mut events) = followed(dir.path(), 0).await;
 
-        sessions.append(append("first")).await.expect("append");
+        append(&sessions, &id, &["first"]).await;
         let first = batch(events.next().await);
         let sent = Instant::now();
         assert_eq!(first.entries().len(), 1);
 
         for message in ["second", "third", "fourth"] {
-            sessions.append(append(message)).await.expect("append");
+            append(&sessions, &id, &[message]).await;
         }
         assert!(
             poll!(events.next()).is_pending(),
@@ -236,7 +259,7 @@ mod tests {
         );
 
         tokio::time::advance(LIVE_LINGER * 5).await;
-        sessions.append(append("fifth")).await.expect("append");
+        append(&sessions, &id, &["fifth"]).await;
         let quiet = Instant::now();
         match poll!(events.next()) {
             std::task::Poll::Ready(Some(Ok(FollowEvent::Batch(batch)))) => {
@@ -254,42 +277,9 @@ mod tests {
         use futures::poll;
         use tokio::time::Instant;
 
-        use crate::sessions::AppendBatch;
-        use crate::store::schema::StoredSession;
-
         let dir = tempfile::tempdir().expect("temp dir");
-        let sessions = super::super::test_manager(dir.path());
-        let id = sessions
-            .start(StoredSession::default())
-            .await
-            .expect("start")
-            .record
-            .id;
-        let mut events = Box::pin(
-            sessions
-                .follow(FollowQuery {
-                    session_id: id.clone(),
-                    max_batch: 2,
-                    ..FollowQuery::default()
-                })
-                .await
-                .expect("follow"),
-        );
-        assert!(matches!(
-            events.next().await,
-            Some(Ok(FollowEvent::CaughtUp { cursor: 0 }))
-        ));
-        let entries = (0..5)
-            .map(|_| NewEntry::Decoded(StoredEntry::default()))
-            .collect();
-        sessions
-            .append(AppendBatch {
-                session_id: id.clone(),
-                entries,
-                ..AppendBatch::default()
-            })
-            .await
-            .expect("append");
+        let (sessions, id, mut events) = followed(dir.path(), 2).await;
+        append(&sessions, &id, &["1", "2", "3", "4", "5"]).await;
         let started = Instant::now();
         let mut cursors = Vec::new();
         while cursors.last() != Some(&5) {
