@@ -1,20 +1,21 @@
 //! Making what sled wrote survive a power loss, not only a process crash.
 //! sled 0.34's flush ends with `sync_file_range`, which writes the log's
 //! pages out but flushes neither the drive's cache nor the file's metadata
-//! (a grown size), and it never syncs the blob files it creates for large
-//! values or the directories that name new files. `Syncer::sync` runs after
-//! each sled flush: it fsyncs every file that appeared or changed since the
-//! last sync (blobs, snapshots) and the directory that names a new one,
-//! then `fdatasync`s the log. Blobs go first: a log record must never be
-//! durable before the blob it points to.
+//! (a grown size), and it never syncs the directory that names a new file.
+//! `Syncer::sync` runs after each sled flush: it fsyncs every file of the
+//! data dir that appeared or changed since the last sync (snapshots, the
+//! config) and the directory when a name is new, then `fdatasync`s the log.
+//!
+//! Blobs (values too large for the log) are not synced here: a log record
+//! can be made durable by any fsync of the log, including one sled makes
+//! itself when it truncates freed segments, and a blob created between this
+//! sync's listing and its `fdatasync` would be missed. Recovery skips a
+//! record whose blob is missing, tearing the batch it belonged to, so the
+//! vendored sled makes each blob and its name durable before it writes the
+//! record (`vendor/sled/PATCH.md`).
 //!
 //! A file is seen as changed when its size or mtime differ from what they
-//! were just before its last fsync. sled may be writing a blob while a sync
-//! lists the directory (for an append not yet applied), so a first fsync
-//! can catch it part written; the next sync, after the flush that makes its
-//! log record stable, finds it grown and fsyncs it again. A partial blob
-//! behind a durable record would fail sled's checksum at recovery, which
-//! ends the log there and loses every later record.
+//! were just before its last fsync.
 //!
 //! Invariant: when `sync` returns `Ok`, everything sled had written when it
 //! was called is on stable storage; `syncs` counts those returns.
@@ -37,20 +38,14 @@ const BLOBS_DIR: &str = "blobs";
 pub(super) struct Syncer {
     dir: PathBuf,
     log: File,
-    /// The names already synced, per directory, with what each looked like
-    /// when it was; one sync at a time.
-    known: Mutex<Known>,
+    /// The names already synced in the data dir, with what each looked
+    /// like when it was; one sync at a time.
+    known: Mutex<HashMap<OsString, Stamp>>,
     syncs: AtomicU64,
     /// Tests: how long the next sync waits after it is done, to stand for
     /// a flush that returns late.
     #[cfg(feature = "testing")]
     hold_next: Mutex<Option<std::time::Duration>>,
-}
-
-#[derive(Debug, Default)]
-struct Known {
-    top: HashMap<OsString, Stamp>,
-    blobs: HashMap<OsString, Stamp>,
 }
 
 /// A file's size and mtime just before its last fsync; `None` for a
@@ -65,14 +60,19 @@ fn stamp(metadata: &std::fs::Metadata) -> io::Result<Stamp> {
 }
 
 impl Syncer {
-    /// Syncs every file in `dir` once (a crash may have left any of them
-    /// unsynced) and keeps the log open for the syncs to come.
+    /// Syncs every file in `dir` and its blobs once (a crash of this or an
+    /// older binary may have left any of them unsynced) and keeps the log
+    /// open for the syncs to come.
     pub(super) fn open(dir: &Path) -> io::Result<Self> {
         let log = File::open(dir.join(LOG_FILE))?;
+        let blobs = dir.join(BLOBS_DIR);
+        if blobs.is_dir() {
+            sync_new_files(&blobs, &mut HashMap::new(), None)?;
+        }
         let syncer = Self {
             dir: dir.to_owned(),
             log,
-            known: Mutex::new(Known::default()),
+            known: Mutex::new(HashMap::new()),
             syncs: AtomicU64::new(0),
             #[cfg(feature = "testing")]
             hold_next: Mutex::new(None),
@@ -89,12 +89,7 @@ impl Syncer {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Known { top, blobs } = &mut *known;
-        let blobs_dir = self.dir.join(BLOBS_DIR);
-        if blobs_dir.is_dir() {
-            sync_new_files(&blobs_dir, blobs, None)?;
-        }
-        sync_new_files(&self.dir, top, Some(LOG_FILE))?;
+        sync_new_files(&self.dir, &mut known, Some(LOG_FILE))?;
         self.log.sync_data()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "testing")]
@@ -127,7 +122,7 @@ impl Syncer {
 /// Fsyncs the entries of `dir` that are not in `known` or changed since
 /// (files and directories), and `dir` itself when there were new ones, so
 /// their names survive too. Names gone from `dir` are forgotten (sled
-/// removes old snapshots and freed blobs). `log`, when named, is only
+/// removes old snapshots). `log`, when named, is only
 /// recorded: it changes at every flush and `sync` fdatasyncs it itself.
 fn sync_new_files(
     dir: &Path,

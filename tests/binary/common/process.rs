@@ -11,15 +11,29 @@ use tokio::process::Child;
 /// blocks on a full pipe.
 pub(crate) async fn wait_until_serving(child: &mut Child) {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    // Kept so a server that exits before serving says why in the failure.
+    let mut log = Vec::new();
     loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
-            .expect("the server starts within 30s")
-            .expect("read stderr")
-            .expect("the server is running");
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the server starts within 30s; it logged:\n{}",
+                    log.join("\n")
+                )
+            })
+            .expect("read stderr");
+        let Some(line) = line else {
+            let status = child.wait().await.expect("reaped");
+            panic!(
+                "the server exited ({status}) before serving; it logged:\n{}",
+                log.join("\n")
+            );
+        };
         if line.contains("serving") {
             break;
         }
+        log.push(line);
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 }
