@@ -2,15 +2,15 @@
 //! reaches it holding its session's write lock (see `append`), so the
 //! appends queued at one moment are of distinct sessions. The committer
 //! takes all of them (up to `MAX_GROUP` appends or `MAX_GROUP_BYTES` of
-//! entries) and applies them as one sled write, which seals sled's log
-//! buffer once for the group instead of once per append
-//! (`Store::apply_appends`); then it publishes each and answers it. A busy
-//! committer never sleeps between groups, and no append pays a hop to the
-//! blocking pool and back.
+//! entries) and applies them together (`Store::apply_appends`: one key
+//! each where an append is one block, else one transaction, which seals
+//! sled's log buffer once for the group instead of once per append); then
+//! it publishes each and answers it. A busy committer never sleeps between
+//! groups, and no append pays a hop to the blocking pool and back.
 //!
 //! Invariants: an append is answered only once it is applied and published,
-//! or refused whole; its session's lock is released only after that; a
-//! group fails or lands as a whole. A panic while committing a group drops
+//! or refused whole; its session's lock is released only after that; an
+//! answer says whether its own append landed. A panic while committing a group drops
 //! that group's answers (its callers get `TaskFailed`); one from the
 //! group's write on also fails the store (see `FailOnPanic`), since what
 //! landed may not be published. The committer goes on with the next group.
@@ -148,9 +148,10 @@ fn commit_group(first: (Pending, Answer), appends: &mpsc::Receiver<(Pending, Ans
     // Dropped before `writes`: on a panic from here on, the store fails
     // before any session's lock is released.
     let _failing = FailOnPanic(&store);
-    match store.apply_appends(prepared) {
-        Ok(applied) => {
-            for (write, applied) in writes.into_iter().zip(applied) {
+    let mut published = false;
+    for (write, applied) in writes.into_iter().zip(store.apply_appends(prepared)) {
+        match applied {
+            Ok(applied) => {
                 let size_after = applied.counters.size_bytes;
                 write
                     .manager
@@ -158,22 +159,16 @@ fn commit_group(first: (Pending, Answer), appends: &mpsc::Receiver<(Pending, Ans
                 metrics::get().appended(write.count, size_after.saturating_sub(write.size_before));
                 drop(write.writing);
                 let _ = write.answer.send(Ok(write.outcome));
+                published = true;
             }
-            manager.inner.events.changed();
-        }
-        Err(err) => {
-            // Each gets a copy of the error but the last, which gets it.
-            let copies = writes.len().saturating_sub(1);
-            let mut writes = writes.into_iter();
-            for write in writes.by_ref().take(copies) {
-                drop(write.writing);
-                let _ = write.answer.send(Err(SessionError::Store(err.copied())));
-            }
-            if let Some(write) = writes.next() {
+            Err(err) => {
                 drop(write.writing);
                 let _ = write.answer.send(Err(SessionError::Store(err)));
             }
         }
+    }
+    if published {
+        manager.inner.events.changed();
     }
 }
 

@@ -7,7 +7,8 @@
 pub(crate) const MAX_SEQ: u64 = 0x7fff_ffff_ffff_ffff;
 
 const META: u8 = 0xff;
-/// The log's `LogCounters`, rewritten by every batch.
+/// The log's `LogCounters` as layouts up to 3 kept them, rewritten by every
+/// batch; read only while the log's last block carries no counters.
 pub(super) const COUNTERS_KEY: [u8; 2] = [META, b'c'];
 const BATCH_ID: u8 = b'b';
 const BATCH_ORDER: u8 = b'o';

@@ -1,9 +1,12 @@
 //! One session's log: a sled tree holding its entries in blocks under the
-//! seq of each block's first entry (see `block`), its `LogCounters`, and the
-//! batch-id dedupe window. A batch's blocks, its counters and its dedupe
-//! record are written in one `sled::Batch`, so a crash keeps all of them or
-//! none. Blocks never straddle batches and hold contiguous seqs, so the
-//! block holding seq `s` is the last one whose key is at most `s`. Callers
+//! seq of each block's first entry (see `block`), and the batch-id dedupe
+//! window. The log's `LogCounters` are in its last block (layouts up to 3
+//! kept them under `COUNTERS_KEY`, which is read while the last block
+//! carries none). An append that fits in one block and has no batch id is
+//! that one key; otherwise its blocks and its dedupe record are written in
+//! one `sled::Batch`. Either way a crash keeps all of an append or none.
+//! Blocks never straddle batches and hold contiguous seqs, so the block
+//! holding seq `s` is the last one whose key is at most `s`. Callers
 //! serialize appends per session (see `sessions`).
 
 use std::time::SystemTime;
@@ -35,9 +38,41 @@ pub(crate) type RawEntry = (u64, IVec);
 #[derive(Debug)]
 pub(crate) struct PreparedAppend {
     pub(super) log: LogTree,
-    pub(super) batch: sled::Batch,
+    pub(super) writes: Writes,
     next: LogCounters,
     kept: Option<Vec<IVec>>,
+}
+
+/// What an append writes to its log's tree.
+#[derive(Debug)]
+pub(super) enum Writes {
+    /// One block, carrying the log's counters: a single key, which sled
+    /// stores atomically on its own.
+    One { key: [u8; 8], block: Vec<u8> },
+    /// Several blocks, or a block and its batch-id records: one atomic batch.
+    Batch(sled::Batch),
+}
+
+impl Writes {
+    /// The writes as one `sled::Batch`, for a transaction.
+    pub(super) fn into_batch(self) -> sled::Batch {
+        match self {
+            Self::One { key, block } => {
+                let mut batch = sled::Batch::default();
+                batch.insert(&key, block);
+                batch
+            }
+            Self::Batch(batch) => batch,
+        }
+    }
+
+    /// Applies them to `tree`, outside any transaction.
+    pub(super) fn apply(self, tree: &sled::Tree) -> sled::Result<()> {
+        match self {
+            Self::One { key, block } => tree.insert(key, block).map(drop),
+            Self::Batch(batch) => tree.apply_batch(batch),
+        }
+    }
 }
 
 /// What an applied append left: the log's counters, and the stored
@@ -54,11 +89,13 @@ impl PreparedAppend {
         self.next
     }
 
-    pub(super) fn applied(self) -> AppliedAppend {
-        AppliedAppend {
+    /// The log, its writes, and what it left once they are applied.
+    pub(super) fn split(self) -> (LogTree, Writes, AppliedAppend) {
+        let applied = AppliedAppend {
             counters: self.next,
             kept: self.kept,
-        }
+        };
+        (self.log, self.writes, applied)
     }
 }
 
@@ -71,8 +108,19 @@ impl LogTree {
         &self.tree
     }
 
-    /// The counters last written with a batch (zero for a new log).
+    /// The counters the last append wrote (zero for a new log): those its
+    /// last block carries, else those a layout-3 store kept apart.
     pub fn counters(&self) -> Result<LogCounters, StoreError> {
+        let last = self
+            .tree
+            .range(keys::entry_key(0)..=keys::entry_key(keys::MAX_SEQ))
+            .next_back()
+            .transpose()?;
+        if let Some((_, block)) = &last
+            && let Some(bytes) = block::counters(block)?
+        {
+            return decode(bytes, "log counters");
+        }
         match self.tree.get(COUNTERS_KEY)? {
             Some(bytes) => decode(&bytes, "log counters"),
             None => Ok(LogCounters::default()),
@@ -116,10 +164,10 @@ impl LogTree {
         keep: bool,
     ) -> Result<PreparedAppend, StoreError> {
         let mut kept = keep.then(|| Vec::with_capacity(entries.len()));
-        let (batch, next) = self.prepare(counters, entries, batch_id, now, kept.as_mut())?;
+        let (writes, next) = self.prepare(counters, entries, batch_id, now, kept.as_mut())?;
         Ok(PreparedAppend {
             log: self.clone(),
-            batch,
+            writes,
             next,
             kept,
         })
@@ -128,16 +176,13 @@ impl LogTree {
     /// Applies one prepared append of this log.
     fn apply(&self, append: PreparedAppend) -> Result<LogCounters, StoreError> {
         self.health.check()?;
-        let applied = self
-            .tree
-            .apply_batch(append.batch)
-            .map_err(StoreError::from);
+        let applied = append.writes.apply(&self.tree).map_err(StoreError::from);
         self.health.after_write(applied)?;
         Ok(append.next)
     }
 
-    /// Builds the sled batch for an append without applying it, for callers
-    /// that apply it inside a transaction with other trees.
+    /// Builds the writes of an append without applying them, for callers
+    /// that apply them with other appends or inside a transaction.
     pub(super) fn prepare(
         &self,
         counters: &LogCounters,
@@ -145,11 +190,10 @@ impl LogTree {
         batch_id: Option<&str>,
         now: SystemTime,
         mut kept: Option<&mut Vec<IVec>>,
-    ) -> Result<(sled::Batch, LogCounters), StoreError> {
-        let mut batch = sled::Batch::default();
+    ) -> Result<(Writes, LogCounters), StoreError> {
         let mut next = *counters;
         let first_seq = counters.last_seq + 1;
-        let appended = !entries.is_empty();
+        let mut blocks = Vec::new();
         let mut block = Vec::new();
         let mut block_first = 0;
         for (seq, entry) in (first_seq..).zip(entries) {
@@ -157,7 +201,7 @@ impl LogTree {
             if !block.is_empty()
                 && block.len() + block::pushed_len(bytes.len()) > block::TARGET_BLOCK_BYTES
             {
-                batch.insert(&keys::entry_key(block_first), std::mem::take(&mut block));
+                blocks.push((block_first, std::mem::take(&mut block)));
             }
             if block.is_empty() {
                 block_first = seq;
@@ -170,10 +214,13 @@ impl LogTree {
             next.entry_count += 1;
             next.last_seq = seq;
         }
-        if !block.is_empty() {
-            batch.insert(&keys::entry_key(block_first), block);
+        if block.is_empty() {
+            // No entries: nothing changes.
+            return Ok((Writes::Batch(sled::Batch::default()), next));
         }
-        if let (Some(batch_id), true) = (batch_id, appended) {
+        let mut records = None;
+        if let Some(batch_id) = batch_id {
+            let mut batch = sled::Batch::default();
             if next.batch_ids >= DEDUPE_WINDOW {
                 self.evict_oldest_batch(&mut batch)?;
                 next.batch_ids -= 1;
@@ -185,9 +232,24 @@ impl LogTree {
             batch.insert(keys::batch_key(batch_id.as_bytes()), record.encode_to_vec());
             batch.insert(&keys::batch_order_key(first_seq), batch_id.as_bytes());
             next.batch_ids += 1;
+            records = Some(batch);
         }
-        batch.insert(&COUNTERS_KEY, next.encode_to_vec());
-        Ok((batch, next))
+        // The counters go last, once the dedupe window is settled.
+        let mut last = block::with_counters(&next.encode_to_vec(), block.len());
+        last.extend_from_slice(&block);
+        let key = keys::entry_key(block_first);
+        let writes = match (blocks.is_empty(), records) {
+            (true, None) => Writes::One { key, block: last },
+            (_, records) => {
+                let mut batch = records.unwrap_or_default();
+                for (first, block) in blocks {
+                    batch.insert(&keys::entry_key(first), block);
+                }
+                batch.insert(&key, last);
+                Writes::Batch(batch)
+            }
+        };
+        Ok((writes, next))
     }
 
     fn evict_oldest_batch(&self, batch: &mut sled::Batch) -> Result<(), StoreError> {
@@ -353,7 +415,7 @@ mod tests {
             .range(keys::entry_key(0)..=keys::entry_key(MAX_SEQ))
         {
             let (_, value) = item.expect("block");
-            assert!(value.len() <= block::TARGET_BLOCK_BYTES);
+            assert!(value.len() <= block::TARGET_BLOCK_BYTES + block::COUNTERS_MAX_BYTES);
         }
         // An entry larger than a block gets one of its own.
         let counters = append(&log, &counters, &[10, 100_000, 10]);
@@ -363,6 +425,62 @@ mod tests {
             (1..=303).collect::<Vec<_>>()
         );
         assert_eq!(seqs(&log, 301, 302), vec![302]);
+    }
+
+    /// Every key of the tree, entries and meta alike.
+    fn all_keys(log: &LogTree) -> usize {
+        log.tree().iter().count()
+    }
+
+    #[test]
+    fn a_small_append_is_one_key_that_carries_the_counters() {
+        let log = log();
+        let mut counters = LogCounters::default();
+        for n in 1..=5u64 {
+            counters = append(&log, &counters, &[40]);
+            assert_eq!(all_keys(&log), usize::try_from(n).expect("small"));
+            assert_eq!(log.counters().expect("counters"), counters);
+        }
+        assert_eq!((counters.last_seq, counters.entry_count), (5, 5));
+        assert_eq!(seqs(&log, 0, 5), vec![1, 2, 3, 4, 5]);
+        // A batch id adds its records in one batch with the block.
+        let entries = vec![NewEntry::Decoded(StoredEntry::default())];
+        let with_id = log
+            .append(&counters, entries, Some("id"), SystemTime::now())
+            .expect("append");
+        assert_eq!(with_id.batch_ids, 1);
+        assert_eq!(log.counters().expect("counters"), with_id);
+        assert_eq!(all_keys(&log), 6 + 2);
+    }
+
+    #[test]
+    fn a_layout_three_log_keeps_its_counters_until_the_next_append() {
+        let log = log();
+        let mut block = Vec::new();
+        for seq in 1..=2u64 {
+            let entry = StoredEntry {
+                seq,
+                ..StoredEntry::default()
+            };
+            block::push(&mut block, &entry.encode_to_vec());
+        }
+        log.tree()
+            .insert(keys::entry_key(1), block)
+            .expect("insert");
+        let old = LogCounters {
+            last_seq: 2,
+            entry_count: 2,
+            size_bytes: 4,
+            batch_ids: 0,
+        };
+        log.tree()
+            .insert(COUNTERS_KEY, old.encode_to_vec())
+            .expect("insert");
+        assert_eq!(log.counters().expect("counters"), old);
+        let next = append(&log, &old, &[3]);
+        assert_eq!(next.last_seq, 3);
+        assert_eq!(log.counters().expect("counters"), next);
+        assert_eq!(seqs(&log, 0, 3), vec![1, 2, 3]);
     }
 
     #[test]

@@ -41,13 +41,16 @@ pub(crate) use verify::without_panics;
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
 const FORMAT_KEY: &[u8] = b"sessionlog.format";
-const FORMAT_VERSION: &[u8] = b"3";
+const FORMAT_VERSION: &[u8] = b"4";
 /// Layout 1 kept an entry per key; layout 2 reads those as blocks of one;
-/// layout 3 adds the clean-shutdown mark and the counters it vouches for.
+/// layout 3 adds the clean-shutdown mark and the counters it vouches for;
+/// layout 4 keeps a log's counters in its last block (see `block`).
 /// Opening an older store only rewrites the marker, and from then on an
 /// older binary refuses it: one that ignored the mark could append and
-/// leave the mark vouching for counters that are no longer the last.
-const UPGRADABLE_FROM: [&[u8]; 2] = [b"1", b"2"];
+/// leave the mark vouching for counters that are no longer the last, and
+/// one before layout 4 would read blocks with counters as corrupt and
+/// counters that stopped moving.
+const UPGRADABLE_FROM: [&[u8]; 3] = [b"1", b"2", b"3"];
 /// Set by a clean shutdown after the active sessions' counters were saved
 /// in their records, to a value those records carry; removed, and flushed,
 /// by the next start-up before any write.
@@ -377,33 +380,62 @@ impl Store {
     }
 
     /// Applies appends prepared for distinct logs (`LogTree::prepare_append`)
-    /// as one atomic write: sled seals its log buffer once for all of them,
-    /// where an `apply_batch` each would seal it once per append, and those
-    /// seals are most of what a small append costs. A crash keeps all of
-    /// them or none; an error applies none. Returns what each one applied.
+    /// and returns what each one applied, in order. Appends of one key each
+    /// are inserted one by one: sled stores a key atomically and cheaply.
+    /// Otherwise they are one transaction: sled seals its log buffer (two
+    /// buffer writes) for every batch or transaction, so one for the group
+    /// instead of one per append; a crash keeps all of them or none, and an
+    /// error applies none. Inserted one by one, an error stops the rest:
+    /// each answer says whether its append landed.
     pub(crate) fn apply_appends(
         &self,
         appends: Vec<PreparedAppend>,
-    ) -> Result<Vec<AppliedAppend>, StoreError> {
-        let mut appends = appends;
-        if let [append] = appends.as_mut_slice() {
-            let batch = std::mem::take(&mut append.batch);
-            self.write(|| Ok(append.log.tree().apply_batch(batch)?))?;
-        } else {
-            let trees: Vec<&sled::Tree> = appends.iter().map(|append| append.log.tree()).collect();
-            self.write(|| {
-                trees
-                    .as_slice()
-                    .transaction(|trees| {
-                        for (tree, append) in trees.iter().zip(&appends) {
-                            tree.apply_batch(&append.batch)?;
+    ) -> Vec<Result<AppliedAppend, StoreError>> {
+        let single = |append: &PreparedAppend| matches!(append.writes, log::Writes::One { .. });
+        if appends.len() == 1 || appends.iter().all(single) {
+            let mut failed: Option<StoreError> = None;
+            return appends
+                .into_iter()
+                .map(|append| {
+                    if let Some(err) = &failed {
+                        return Err(err.copied());
+                    }
+                    let (log, writes, applied) = append.split();
+                    match self.write(|| Ok(writes.apply(log.tree())?)) {
+                        Ok(()) => Ok(applied),
+                        Err(err) => {
+                            failed = Some(err.copied());
+                            Err(err)
                         }
-                        Ok::<_, ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|err| transaction_error(err, "an append group"))
-            })?;
+                    }
+                })
+                .collect();
         }
-        Ok(appends.into_iter().map(PreparedAppend::applied).collect())
+        let mut trees = Vec::with_capacity(appends.len());
+        let mut batches = Vec::with_capacity(appends.len());
+        let mut applied = Vec::with_capacity(appends.len());
+        for append in appends {
+            let (log, writes, done) = append.split();
+            trees.push(log);
+            batches.push(writes.into_batch());
+            applied.push(done);
+        }
+        let trees: Vec<&sled::Tree> = trees.iter().map(LogTree::tree).collect();
+        let written = self.write(|| {
+            trees
+                .as_slice()
+                .transaction(|trees| {
+                    for (tree, batch) in trees.iter().zip(&batches) {
+                        tree.apply_batch(batch)?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|err| transaction_error(err, "an append group"))
+        });
+        match written {
+            Ok(()) => applied.into_iter().map(Ok).collect(),
+            Err(err) => applied.iter().map(|_| Err(err.copied())).collect(),
+        }
     }
 
     /// Appends the end entry and stores the ended record (with the final
@@ -417,13 +449,14 @@ impl Store {
         end_entry: StoredEntry,
         now: SystemTime,
     ) -> Result<LogCounters, StoreError> {
-        let (batch, next) = log.prepare(
+        let (writes, next) = log.prepare(
             counters,
             vec![NewEntry::Decoded(end_entry)],
             None,
             now,
             None,
         )?;
+        let batch = writes.into_batch();
         record.final_counters = Some(next);
         let record_bytes = record.encode_to_vec();
         self.health.check()?;
@@ -589,14 +622,18 @@ mod tests {
             .collect();
         let now = SystemTime::now();
         let first = LogCounters::default();
+        let landed = |applied: Vec<Result<AppliedAppend, StoreError>>| -> Vec<AppliedAppend> {
+            applied
+                .into_iter()
+                .map(|applied| applied.expect("landed"))
+                .collect()
+        };
         // A group of one, then a group of three with a batch id in one.
-        let applied = store
-            .apply_appends(vec![
-                logs[0]
-                    .prepare_append(&first, entries(&["a1"]), None, now, true)
-                    .expect("prepare"),
-            ])
-            .expect("a group of one");
+        let applied = landed(store.apply_appends(vec![
+            logs[0]
+                .prepare_append(&first, entries(&["a1"]), None, now, true)
+                .expect("prepare"),
+        ]));
         let a = applied[0].counters;
         assert_eq!((a.last_seq, a.entry_count), (1, 1));
         assert_eq!(applied[0].kept.as_ref().map(Vec::len), Some(1));
@@ -611,7 +648,7 @@ mod tests {
                 .prepare_append(&first, entries(&["c1", "c2", "c3"]), None, now, false)
                 .expect("prepare"),
         ];
-        let applied = store.apply_appends(group).expect("a group of three");
+        let applied = landed(store.apply_appends(group));
         let last: Vec<u64> = applied.iter().map(|a| a.counters.last_seq).collect();
         assert_eq!(last, [3, 1, 3]);
         assert!(applied.iter().all(|a| a.kept.is_none()));
@@ -623,5 +660,51 @@ mod tests {
         }
         let batch = logs[0].find_batch("id-a").expect("find").expect("stored");
         assert_eq!((batch.first_seq, batch.last_seq), (2, 3));
+        // A group of one-key appends: each its own insert, same outcome.
+        let counters: Vec<LogCounters> = applied.iter().map(|a| a.counters).collect();
+        let group = logs
+            .iter()
+            .zip(&counters)
+            .map(|(log, counters)| {
+                log.prepare_append(counters, entries(&["one more"]), None, now, false)
+                    .expect("prepare")
+            })
+            .collect();
+        let applied = landed(store.apply_appends(group));
+        for (log, applied) in logs.iter().zip(&applied) {
+            assert_eq!(log.counters().expect("counters"), applied.counters);
+            assert_eq!(messages(log).last().map(String::as_str), Some("one more"));
+        }
+        let last: Vec<u64> = applied.iter().map(|a| a.counters.last_seq).collect();
+        assert_eq!(last, [4, 2, 4]);
+    }
+
+    #[test]
+    fn a_failed_store_lands_no_append_of_a_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&StoreOptions {
+            path: dir.path().join("data"),
+            cache_bytes: 1 << 20,
+        })
+        .expect("store");
+        let logs: Vec<LogTree> = ["a", "b"]
+            .iter()
+            .map(|id| store.open_log(id).expect("log"))
+            .collect();
+        let now = SystemTime::now();
+        store.health().fail("a test".to_owned());
+        let group = logs
+            .iter()
+            .map(|log| {
+                log.prepare_append(&LogCounters::default(), entries(&["x"]), None, now, false)
+                    .expect("prepare")
+            })
+            .collect();
+        let applied = store.apply_appends(group);
+        assert_eq!(applied.len(), 2);
+        assert!(applied.iter().all(Result::is_err));
+        for log in &logs {
+            assert_eq!(log.counters().expect("counters"), LogCounters::default());
+        }
     }
 }

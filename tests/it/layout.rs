@@ -1,7 +1,7 @@
 //! Stores written by earlier layouts: a layout-1 store (an entry per key)
 //! opens without a migration, reads the same, takes appends as blocks, and
-//! survives a restart; a layout-2 store is marked 3; a layout this version
-//! does not know is refused.
+//! survives a restart; layout-2 and layout-3 stores are marked 4; a layout
+//! this version does not know is refused.
 
 use prost::Message;
 use sessionlog::testing::{LogCounters, State, StoredEntry, StoredSession};
@@ -110,22 +110,24 @@ async fn an_unknown_layout_is_refused_with_its_name() {
     assert!(err.to_string().contains("\"9\""), "{err}");
 }
 
-/// Layout 3 added the clean-shutdown mark. A layout-2 binary would ignore
-/// it and could append behind counters the mark vouches for, so opening a
-/// layout-2 store marks it 3, which layout-2 binaries refuse.
+/// Layout 3 added the clean-shutdown mark, layout 4 the counters in a log's
+/// last block. An older binary would ignore the one and read the other as
+/// corruption, so opening an older store marks it 4, which they refuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_layout_two_store_is_marked_three_on_open() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    {
-        marked_db(dir.path(), b"2").flush().expect("flush");
+async fn older_stores_are_marked_four_on_open() {
+    for older in [b"2", b"3"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            marked_db(dir.path(), older).flush().expect("flush");
+        }
+        let server = common::TestServer::builder()
+            .data_dir(dir.path())
+            .fsync(FsyncPolicy::Always)
+            .start()
+            .await;
+        server.shutdown().await;
+        let db = sled::open(dir.path()).expect("reopen");
+        let layout = db.get(b"sessionlog.format").expect("read").expect("marked");
+        assert_eq!(layout.as_ref(), b"4");
     }
-    let server = common::TestServer::builder()
-        .data_dir(dir.path())
-        .fsync(FsyncPolicy::Always)
-        .start()
-        .await;
-    server.shutdown().await;
-    let db = sled::open(dir.path()).expect("reopen");
-    let layout = db.get(b"sessionlog.format").expect("read").expect("marked");
-    assert_eq!(layout.as_ref(), b"3");
 }
