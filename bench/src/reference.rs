@@ -90,3 +90,11 @@ pub(super) const REDIS_FOLLOW_PER_ENTRY: [Reference; 3] = [
         value: 3.1,
     },
 ];
+
+/// Issue 20's target for ended sessions of real log text: at most 0.25
+/// bytes of disk per encoded entry byte (0.1 the aim).
+pub(super) const STORAGE_TARGET: [Reference; 1] = [Reference {
+    key: "disk_per_encoded_byte",
+    what: "issue 20 target, ended sessions: disk per encoded entry byte",
+    value: 0.25,
+}];
