@@ -46,8 +46,7 @@ pub(super) struct FootprintArgs {
     #[arg(long, default_value_t = 1_000, value_parser = super::at_least_one())]
     sessions: usize,
     /// Append the corpus this many times, each time into `--sessions` new
-    /// sessions: a store larger than the corpus, where sled's fixed
-    /// overhead (its first segments, its metadata) weighs less.
+    /// sessions: a larger store of the same shape.
     #[arg(long, default_value_t = 1, value_parser = super::at_least_one())]
     passes: usize,
     /// Entries per append.

@@ -474,4 +474,5 @@ async fn footprint_appends_the_corpus_and_measures_the_data_dir() {
     assert!(number(run, "entries_per_second") > 0.0);
     // Held against issue 20's target of 0.25 disk bytes per encoded byte.
     assert_eq!(run["references"][0]["value"], 0.25);
+    assert_eq!(run["references"][0]["target"], true);
 }
