@@ -86,8 +86,9 @@ struct LocalServer {
     child: Child,
     pid: u32,
     log_tail: Arc<Mutex<VecDeque<String>>>,
-    /// Removed on drop, after the child (declared first) is gone.
-    _data_dir: tempfile::TempDir,
+    /// Removed on drop, after the child (declared first) is gone; `stop`
+    /// hands it over instead.
+    data_dir: tempfile::TempDir,
 }
 
 /// Where the load goes, and how to watch the process serving it.
@@ -158,9 +159,15 @@ impl ServerUnderTest {
 
     /// Stops a local server with SIGTERM and requires a clean exit.
     pub(super) async fn stop(self) -> anyhow::Result<()> {
+        self.stop_keeping_data().await.map(drop)
+    }
+
+    /// As `stop`, but hands over a local server's temporary directory (its
+    /// database is `data` in it) instead of removing it, to be measured.
+    pub(super) async fn stop_keeping_data(self) -> anyhow::Result<Option<tempfile::TempDir>> {
         match self.local {
-            Some(local) => local.stop().await,
-            None => Ok(()),
+            Some(local) => local.stop().await.map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -213,7 +220,7 @@ impl LocalServer {
             child,
             pid,
             log_tail,
-            _data_dir: data_dir,
+            data_dir,
         };
         match listen {
             Ok(listen) => Ok(Started {
@@ -232,7 +239,8 @@ impl LocalServer {
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops the server; its directory outlives it only in the answer.
+    async fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
         let pid = i32::try_from(self.pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw)
@@ -257,7 +265,7 @@ impl LocalServer {
             "the local server exited with {status}; its log ends with:\n{}",
             self.log_text()
         );
-        Ok(())
+        Ok(self.data_dir)
     }
 }
 

@@ -2,7 +2,8 @@
 //! used. `ingest` appends batches from concurrent clients, `follow` times
 //! append-to-receive for many followers (and `--catch-up` a history read),
 //! `store` writes the same entries straight into sled as the storage
-//! baseline, `floor` times small calls that touch no store. Unless `--server` names one, every run gets a fresh local
+//! baseline, `floor` times small calls that touch no store, `footprint`
+//! measures the disk real log text takes. Unless `--server` names one, every run gets a fresh local
 //! server (the `sessionlog` binary's `serve`, found as `local` says) in a
 //! temporary directory, so its CPU and memory are read from /proc. Owns the
 //! bench's flags and its runs; uses only the product's public client
@@ -12,6 +13,7 @@
 mod figures;
 mod floor;
 mod follow;
+mod footprint;
 mod ingest;
 mod latency;
 mod local;
@@ -60,6 +62,10 @@ enum Workload {
     /// memory) from concurrent clients: calls/s, latency, server CPU per
     /// call.
     Floor(floor::FloorArgs),
+    /// Real log text on disk: the corpus in `bench/corpus/` appended one
+    /// entry per line over many sessions, which are ended; the server is
+    /// stopped and its data dir measured against the bytes sent.
+    Footprint(footprint::FootprintArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             Workload::Follow(args) => follow::run(args).await,
             Workload::Store(args) => store::run(args).await,
             Workload::Floor(args) => floor::run(args).await,
+            Workload::Footprint(args) => footprint::run(args).await,
         }
     };
     // Ctrl-C drops the run instead of ending the process where it stands,

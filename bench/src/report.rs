@@ -127,6 +127,7 @@ impl RunReport {
                         "figure": reference.key,
                         "what": reference.what,
                         "value": reference.value,
+                        "target": reference.target,
                         "ratio": ours(reference.key).map(|value| value / reference.value),
                     })
                 })
@@ -229,8 +230,13 @@ fn print_references(report: &RunReport, ours: impl Fn(&str) -> Option<f64>) -> a
             .find(|figure| figure.key == reference.key)
             .map(|figure| figure.unit);
         if let (Some(value), Some(unit)) = (ours(reference.key), unit) {
+            let source = if reference.target {
+                "the target"
+            } else {
+                "measured elsewhere"
+            };
             print_line(&format!(
-                "  vs {} ({}, measured elsewhere): {:.2}x",
+                "  vs {} ({}, {source}): {:.2}x",
                 reference.what,
                 show(unit, reference.value),
                 value / reference.value

@@ -370,3 +370,109 @@ async fn without_a_server_binary_the_error_names_the_flag() {
         output.stderr
     );
 }
+
+/// The log corpus `footprint` appends (bench/corpus/): its `*.log` and
+/// `*.jsonl` files, as (name, text).
+fn corpus() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("bench/corpus/ is there")
+        .map(|item| item.expect("a corpus file").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "log" || extension == "jsonl")
+        })
+        .map(|path| {
+            let name = path
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("corpus files are UTF-8 text");
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_corpus_is_real_log_text() {
+    let files = corpus();
+    assert!(files.len() >= 6, "several kinds of log: {files:?}");
+    let total: usize = files.iter().map(|(_, text)| text.len()).sum();
+    assert!(
+        (2_000_000..=8_000_000).contains(&total),
+        "a few MB of text, not {total} bytes"
+    );
+    let mut distinct = std::collections::HashSet::new();
+    let mut lines = 0;
+    for (name, text) in &files {
+        assert!(text.len() >= 5_000, "{name} is {} bytes", text.len());
+        for line in text.lines() {
+            lines += 1;
+            distinct.insert(line);
+        }
+    }
+    // Logs repeat themselves, but not one line over and over.
+    assert!(
+        distinct.len() * 2 >= lines && distinct.len() >= 10_000,
+        "{} distinct lines of {lines}",
+        distinct.len()
+    );
+    // Random bytes do not compress and one repeated line compresses far
+    // beyond what logs do; real text lands in between.
+    let all: Vec<u8> = files
+        .iter()
+        .flat_map(|(_, text)| text.as_bytes().iter().copied())
+        .collect();
+    let compressed = zstd::encode_all(all.as_slice(), 3).expect("zstd");
+    let ratio = all.len() as f64 / compressed.len() as f64;
+    assert!((3.0..=30.0).contains(&ratio), "zstd -3 ratio {ratio:.1}");
+    // Each file says where it came from.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/README.md"))
+            .expect("bench/corpus/README.md");
+    for (name, _) in &files {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md names {name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn footprint_appends_the_corpus_and_measures_the_data_dir() {
+    let output = bench(&[
+        "footprint",
+        "--json",
+        "--sessions",
+        "40",
+        "--concurrency",
+        "2",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(run["bench"], "footprint");
+    // One entry per non-empty line, the line as the message.
+    let lines: Vec<String> = corpus()
+        .iter()
+        .flat_map(|(_, text)| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(number(run, "entries"), lines.len() as f64);
+    let raw: usize = lines.iter().map(String::len).sum();
+    assert_eq!(number(run, "raw_message_bytes"), raw as f64);
+    let encoded = number(run, "encoded_entry_bytes");
+    assert!(encoded > raw as f64, "a protobuf entry wraps its message");
+    let disk = number(run, "disk_bytes");
+    assert!(disk > 0.0 && number(run, "disk_allocated_bytes") > 0.0);
+    let per_encoded = number(run, "disk_per_encoded_byte");
+    assert!((per_encoded - disk / encoded).abs() <= 1e-9 * per_encoded);
+    let per_raw = number(run, "disk_per_raw_byte");
+    assert!((per_raw - disk / raw as f64).abs() <= 1e-9 * per_raw);
+    assert!(number(run, "entries_per_second") > 0.0);
+    // Held against issue 20's target of 0.25 disk bytes per encoded byte.
+    assert_eq!(run["references"][0]["value"], 0.25);
+    assert_eq!(run["references"][0]["target"], true);
+}
