@@ -16,14 +16,21 @@ use crate::{
 #[cfg(any(test, feature = "lock_free_delays"))]
 const MAX_QUEUE_ITEMS: usize = 4;
 
+// sessionlog patch: 8, not 64. An access is charged to the cache only
+// when its shard's queue fills; with 256 shards of 64, up to 16,384
+// accesses (pages of up to a quarter segment each) were never charged, so
+// nothing was evicted and the cache grew far past its capacity.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const MAX_QUEUE_ITEMS: usize = 64;
+const MAX_QUEUE_ITEMS: usize = 8;
 
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// sessionlog patch: 8, not 256 (see MAX_QUEUE_ITEMS): at most 64 accesses
+// wait to be charged, and each shard's capacity, an eighth of the cache,
+// holds many pages rather than one or two.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 8;
 
 struct AccessBlock {
     len: AtomicUsize,
