@@ -145,11 +145,18 @@ fn commit_group(first: (Pending, Answer), appends: &mpsc::Receiver<(Pending, Ans
         return;
     };
     let store = manager.store().clone();
-    // Dropped before `writes`: on a panic from here on, the store fails
-    // before any session's lock is released.
-    let _failing = FailOnPanic(&store);
+    // On a panic from here on, the store must fail before any session's
+    // lock is released, so each `FailOnPanic` is declared after what holds
+    // the locks (`writes`, then the iterator over them, then the `write`
+    // being published): it is dropped first.
+    let failing = FailOnPanic(&store);
+    let results = store.apply_appends(prepared);
+    drop(failing);
     let mut published = false;
-    for (write, applied) in writes.into_iter().zip(store.apply_appends(prepared)) {
+    let mut answers = writes.into_iter().zip(results);
+    let _failing = FailOnPanic(&store);
+    for (write, applied) in answers.by_ref() {
+        let _failing = FailOnPanic(&store);
         match applied {
             Ok(applied) => {
                 let size_after = applied.counters.size_bytes;

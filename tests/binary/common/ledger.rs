@@ -1,6 +1,8 @@
 //! Crash cycles over the real binary, shared by the kill -9 and the power
 //! cut tests: a server process on a chosen data dir and socket, writers
-//! that append batches with batch ids until the server dies, a ledger of
+//! that append batches until the server dies (with batch ids, but half the
+//! single small entries without, which the server stores as one sled key
+//! instead of a batch), a ledger of
 //! what was sent and acknowledged, and the checks after a restart (seqs
 //! exactly `1..=last_seq`, every stored batch whole, in order and once,
 //! acknowledged batches with their seqs, in-flight batches retried once).
@@ -76,6 +78,9 @@ impl ServerProcess {
 pub(crate) struct SentBatch {
     session_id: String,
     messages: Vec<String>,
+    /// Sent with its batch id; half the single small entries are sent
+    /// without, which the server stores as one sled key (no batch).
+    with_id: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -113,7 +118,11 @@ fn request(batch_id: &str, batch: &SentBatch) -> pb::AppendRequest {
             })
             .collect(),
         expected_last_seq: None,
-        batch_id: batch_id.to_owned(),
+        batch_id: if batch.with_id {
+            batch_id.to_owned()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -134,16 +143,18 @@ async fn write_until_killed(
             let large = workload
                 .large_one_in
                 .is_some_and(|one_in| rng.random_ratio(1, one_in));
-            let messages = if large {
+            let messages: Vec<String> = if large {
                 vec![format!("{batch_id}:0:{}", "x".repeat(LARGE_PADDING))]
             } else {
                 (0..rng.random_range(1..=workload.max_batch))
                     .map(|i| format!("{batch_id}:{i}"))
                     .collect()
             };
+            let with_id = large || messages.len() > 1 || rng.random_bool(0.5);
             SentBatch {
                 session_id,
                 messages,
+                with_id,
             }
         };
         ledger
@@ -199,6 +210,8 @@ pub(crate) struct Verified {
     pub(crate) found: usize,
     /// Acknowledged batches missing (only when not every ack must be durable).
     pub(crate) lost: Vec<String>,
+    /// Every batch found, with its seqs.
+    stored: HashMap<String, (u64, u64)>,
 }
 
 /// Checks the invariants after a restart. With `every_ack_durable`, a
@@ -247,6 +260,7 @@ pub(crate) async fn verify(
     let mut verified = Verified {
         found: 0,
         lost: Vec::new(),
+        stored: stored_batches.clone(),
     };
     for (batch_id, seqs) in &ledger.acked {
         match stored_batches.get(batch_id) {
@@ -264,14 +278,21 @@ pub(crate) async fn verify(
 }
 
 /// Retries every in-flight batch: found with its seqs, or stored once now.
-/// Returns the seqs each got, to count as acknowledged.
+/// One sent without a batch id is only sent again if it is not stored (the
+/// server could not tell a retry from a new batch). Returns the seqs each
+/// got, to count as acknowledged.
 pub(crate) async fn retry_in_flight(
     client: &mut Client,
     ledger: &Ledger,
+    verified: &Verified,
 ) -> Vec<(String, (u64, u64))> {
     let mut retried = Vec::new();
     for batch_id in &ledger.in_flight {
         let batch = &ledger.sent[batch_id];
+        if let (false, Some(seqs)) = (batch.with_id, verified.stored.get(batch_id)) {
+            retried.push((batch_id.clone(), *seqs));
+            continue;
+        }
         let response = client
             .append(request(batch_id, batch))
             .await
@@ -312,7 +333,7 @@ pub(crate) async fn check_restart(
     let mut client = server.client().await;
     let snapshot = ledger.lock().expect("ledger").clone();
     let verified = verify(&mut client, &snapshot, every_ack_durable).await;
-    let retried = retry_in_flight(&mut client, &snapshot).await;
+    let retried = retry_in_flight(&mut client, &snapshot, &verified).await;
     let mut ledger = ledger.lock().expect("ledger");
     ledger.in_flight.clear();
     for batch_id in &verified.lost {

@@ -153,6 +153,19 @@ pub(crate) fn gc_blobs(config: &Config, stable_lsn: Lsn) -> Result<()> {
 }
 
 pub(crate) fn remove_blob(id: Lsn, config: &Config) -> Result<()> {
+    // sessionlog patch: a blob is removed once the record that replaced its
+    // page is written to the log file, but that record may not be durable
+    // yet, while the next blob's directory fsync (see `write_blob`) makes
+    // this unlink durable. A power cut between the two would leave the old
+    // record pointing at a missing blob, which recovery skips. So the log
+    // is synced first; if that fails, the blob is left in place (only disk
+    // is lost).
+    if !config.temporary {
+        let log = config.get_path().join("db");
+        if std::fs::File::open(log).and_then(|log| log.sync_all()).is_err() {
+            return Ok(());
+        }
+    }
     let path = config.blob_path(id);
     if let Err(e) = std::fs::remove_file(&path) {
         debug!("removing blob at {:?} failed: {}", path, e);
