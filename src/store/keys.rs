@@ -9,6 +9,8 @@ pub(crate) const MAX_SEQ: u64 = 0x7fff_ffff_ffff_ffff;
 const META: u8 = 0xff;
 /// The log's `LogCounters`, rewritten by every batch.
 pub(super) const COUNTERS_KEY: [u8; 2] = [META, b'c'];
+/// How far sealing has gone (see `seal::SealMark`), written with each seal.
+pub(super) const SEAL_KEY: [u8; 2] = [META, b's'];
 const BATCH_ID: u8 = b'b';
 const BATCH_ORDER: u8 = b'o';
 
@@ -62,6 +64,7 @@ mod tests {
     fn entry_keys_sort_below_metadata_keys() {
         let top = entry_key(MAX_SEQ);
         assert!(top.as_slice() < COUNTERS_KEY.as_slice());
+        assert!(top.as_slice() < SEAL_KEY.as_slice());
         assert!(top.as_slice() < batch_key(b"").as_slice());
         assert!(top.as_slice() < batch_order_key(0).as_slice());
     }

@@ -17,6 +17,7 @@ mod keys;
 mod log;
 mod query;
 pub mod schema;
+mod seal;
 mod sync;
 mod verify;
 
@@ -36,18 +37,22 @@ pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
+pub(crate) use seal::SealStep;
 pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
 const FORMAT_KEY: &[u8] = b"sessionlog.format";
-const FORMAT_VERSION: &[u8] = b"3";
+const FORMAT_VERSION: &[u8] = b"4";
 /// Layout 1 kept an entry per key; layout 2 reads those as blocks of one;
-/// layout 3 adds the clean-shutdown mark and the counters it vouches for.
-/// Opening an older store only rewrites the marker, and from then on an
-/// older binary refuses it: one that ignored the mark could append and
-/// leave the mark vouching for counters that are no longer the last.
-const UPGRADABLE_FROM: [&[u8]; 2] = [b"1", b"2"];
+/// layout 3 adds the clean-shutdown mark and the counters it vouches for;
+/// layout 4 adds sealed (compressed) blocks and each log's seal mark (see
+/// `seal`). Opening an older store only rewrites the marker (its logs are
+/// sealed afterwards, in the background), and from then on an older binary
+/// refuses it: one that ignored the mark could append and leave the mark
+/// vouching for counters that are no longer the last, and one before
+/// layout 4 cannot read a sealed block.
+const UPGRADABLE_FROM: [&[u8]; 3] = [b"1", b"2", b"3"];
 /// Set by a clean shutdown after the active sessions' counters were saved
 /// in their records, to a value those records carry; removed, and flushed,
 /// by the next start-up before any write.
@@ -185,6 +190,9 @@ pub struct Store {
     health: StoreHealth,
     path: PathBuf,
     syncer: std::sync::Arc<sync::Syncer>,
+    /// Held by a seal step and by dropping a log, so a step never writes
+    /// to a tree being dropped (see `seal_step`).
+    seal_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -223,6 +231,7 @@ impl Store {
             health: StoreHealth::default(),
             path: options.path.clone(),
             syncer,
+            seal_lock: std::sync::Arc::default(),
         })
     }
 
@@ -443,10 +452,43 @@ impl Store {
     pub fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
         self.write(|| {
             self.sessions.remove(session_id.as_bytes())?;
+            let _sealing = self.seal_guard();
             self.db
                 .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
             Ok(())
         })
+    }
+
+    /// Seals the next run of `session_id`'s log at or below `through_seq`
+    /// (which must be applied): one atomic batch on its tree (see `seal`).
+    /// `None` when nothing is left to seal there, or when `alive` says the
+    /// session is being deleted: it is asked under the lock that dropping
+    /// a log takes, so a deletion that has not said so yet cannot drop the
+    /// tree before the step lands. Opens the log, so the caller must know
+    /// its record exists until `alive` turns false.
+    pub fn seal_step(
+        &self,
+        session_id: &str,
+        through_seq: u64,
+        alive: impl FnOnce() -> bool,
+    ) -> Result<Option<SealStep>, StoreError> {
+        let _sealing = self.seal_guard();
+        if !alive() {
+            return Ok(None);
+        }
+        let log = self.open_log(session_id)?;
+        let Some((batch, step)) = log.prepare_seal(through_seq)? else {
+            return Ok(None);
+        };
+        self.write(|| Ok(log.tree().apply_batch(batch)?))?;
+        Ok(Some(step))
+    }
+
+    fn seal_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: a panic while it was held leaves nothing to fix.
+        self.seal_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Writes every dirty buffer, then fsyncs what sled wrote (see `sync`),
