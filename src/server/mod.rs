@@ -115,6 +115,9 @@ impl Server {
         let reflection_v1alpha = compressed!(reflection().build_v1alpha()?);
 
         let (store, durability, flusher, sessions) = open_store(&settings).await?;
+        sessions
+            .start_sealer(settings.seal_active_after)
+            .context("cannot start the sealer")?;
         // Reads each target's cursors from the store.
         let prepared = {
             let (sessions, store, forward) =
@@ -335,6 +338,9 @@ impl Server {
     /// not flushed (sled's flush would never return) and the error says so.
     async fn close(self, drained: bool) -> anyhow::Result<()> {
         let timeout = self.settings.flush_timeout;
+        // A seal step lands whole or not at all; one in progress is short.
+        let sessions = self.sessions.clone();
+        let _ = tokio::task::spawn_blocking(move || sessions.stop_sealer()).await;
         self.durability.stop();
         if let Some(flusher) = self.flusher {
             // The flusher's last flush is bounded by the same timeout.

@@ -21,6 +21,8 @@ pub(crate) struct SessionHandle {
     /// The serialization point for every write to this session; shared so
     /// that a write's blocking work can own its guard.
     pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where sealing stands (see `seal`); touched by no lock.
+    pub(crate) seal: super::seal::SealState,
     state: Mutex<HandleState>,
 }
 
@@ -88,6 +90,7 @@ impl SessionHandle {
         Self {
             id: record.id.clone(),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            seal: super::seal::SealState::default(),
             state: Mutex::new(HandleState {
                 record,
                 counters,

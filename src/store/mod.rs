@@ -37,7 +37,9 @@ pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
-pub(crate) use seal::SealStep;
+#[cfg(test)]
+pub(crate) use seal::SealMark;
+pub(crate) use seal::{SealOutcome, SealTarget};
 pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";
@@ -459,29 +461,34 @@ impl Store {
         })
     }
 
-    /// Seals the next run of `session_id`'s log at or below `through_seq`
-    /// (which must be applied): one atomic batch on its tree (see `seal`).
-    /// `None` when nothing is left to seal there, or when `alive` says the
-    /// session is being deleted: it is asked under the lock that dropping
-    /// a log takes, so a deletion that has not said so yet cannot drop the
-    /// tree before the step lands. Opens the log, so the caller must know
-    /// its record exists until `alive` turns false.
+    /// Seals the next run of `session_id`'s log at or below
+    /// `target.through_seq` (which must be applied): one atomic batch on
+    /// its tree (see `seal`), unless fewer than `target.min_unsealed` of its
+    /// `target.size_bytes` are past the seal mark, or nothing is left to
+    /// seal. `alive` is asked under the lock that dropping a log takes, so
+    /// a deletion that has not said so yet cannot drop the tree before the
+    /// step lands; the caller must know the session's record exists until
+    /// `alive` turns false (this opens its log).
     pub fn seal_step(
         &self,
         session_id: &str,
-        through_seq: u64,
+        target: SealTarget,
         alive: impl FnOnce() -> bool,
-    ) -> Result<Option<SealStep>, StoreError> {
+    ) -> Result<SealOutcome, StoreError> {
         let _sealing = self.seal_guard();
         if !alive() {
-            return Ok(None);
+            return Ok(SealOutcome::Gone);
         }
         let log = self.open_log(session_id)?;
-        let Some((batch, step)) = log.prepare_seal(through_seq)? else {
-            return Ok(None);
+        let mark = log.seal_mark()?;
+        if target.size_bytes.saturating_sub(mark.through_bytes) < target.min_unsealed {
+            return Ok(SealOutcome::Done(mark));
+        }
+        let Some((batch, step)) = log.prepare_seal(mark, target.through_seq)? else {
+            return Ok(SealOutcome::Done(mark));
         };
         self.write(|| Ok(log.tree().apply_batch(batch)?))?;
-        Ok(Some(step))
+        Ok(SealOutcome::Step(step))
     }
 
     fn seal_guard(&self) -> std::sync::MutexGuard<'_, ()> {

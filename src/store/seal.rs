@@ -66,6 +66,28 @@ impl SealMark {
     }
 }
 
+/// What a seal step may seal (see `Store::seal_step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealTarget {
+    /// Seal blocks whose entries are all at or below this applied seq.
+    pub through_seq: u64,
+    /// The log's `size_bytes` at `through_seq`.
+    pub size_bytes: u64,
+    /// Seal only if at least this many of those bytes are unsealed.
+    pub min_unsealed: u64,
+}
+
+/// What `Store::seal_step` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealOutcome {
+    /// One step landed.
+    Step(SealStep),
+    /// Nothing to do now; the log is sealed this far.
+    Done(SealMark),
+    /// The session is being deleted.
+    Gone,
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealStep {
@@ -115,14 +137,14 @@ impl LogTree {
         }
     }
 
-    /// Builds the next seal step over blocks whose entries are all at or
+    /// Builds the next seal step after `mark` (this log's) over blocks whose entries are all at or
     /// below `through_seq` (which must be applied), or `None` when there
     /// is nothing left to seal there. The caller applies the batch.
     pub(super) fn prepare_seal(
         &self,
+        mark: SealMark,
         through_seq: u64,
     ) -> Result<Option<(sled::Batch, SealStep)>, StoreError> {
-        let mark = self.seal_mark()?;
         let Some(start) = mark.through_seq.checked_add(1) else {
             return Ok(None);
         };
@@ -287,7 +309,10 @@ mod tests {
     /// Seals through `through` step by step; the steps taken.
     fn seal_all(log: &LogTree, through: u64) -> Vec<SealStep> {
         let mut steps = Vec::new();
-        while let Some((batch, step)) = log.prepare_seal(through).expect("prepare") {
+        while let Some((batch, step)) = log
+            .prepare_seal(log.seal_mark().expect("mark"), through)
+            .expect("prepare")
+        {
             log.tree().apply_batch(batch).expect("apply");
             steps.push(step);
         }
@@ -454,7 +479,7 @@ mod tests {
                 since_seal += 1;
                 if since_seal >= seal_every {
                     since_seal = 0;
-                    if let Some((batch, _)) = log.prepare_seal(last).expect("prepare") {
+                    if let Some((batch, _)) = log.prepare_seal(log.seal_mark().expect("mark"), last).expect("prepare") {
                         log.tree().apply_batch(batch).expect("apply");
                     }
                 }
