@@ -18,6 +18,8 @@ mod log;
 mod query;
 pub mod schema;
 mod seal;
+#[cfg(test)]
+mod seal_measure;
 mod sync;
 mod verify;
 
