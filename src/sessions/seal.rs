@@ -26,15 +26,6 @@ use super::handle::SessionHandle;
 /// this many bytes of its entries are past its seal mark.
 pub(crate) const DEFAULT_SEAL_ACTIVE_AFTER: u64 = 1 << 20;
 
-/// A session's part in sealing, kept in its handle.
-#[derive(Debug, Default)]
-pub(crate) struct SealState {
-    /// In the sealer's queue, or being sealed.
-    queued: AtomicBool,
-    /// The log's `size_bytes` at its seal mark, as last seen.
-    sealed_bytes: AtomicU64,
-}
-
 enum Job {
     Seal(Arc<SessionHandle>),
     /// Answered once every job queued before it is done.
