@@ -200,7 +200,7 @@ fn seal(
         tracing::debug!(
             session = %handle.id,
             through_seq = target.through_seq,
-            sealed_blocks = steps,
+            seal_steps = steps,
             bytes_before = before,
             bytes_after = after,
             "sealed"

@@ -101,17 +101,38 @@ fn zstd_out(frame: &[u8], len: usize) -> Vec<u8> {
     zstd::bulk::decompress(frame, len).expect("decompresses")
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
+/// The sum of the file sizes under `dir`, and the bytes allocated to them
+/// (sled's file can have holes).
+fn dir_bytes(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut size, mut allocated) = (0, 0);
     for entry in std::fs::read_dir(dir).expect("a dir").flatten() {
         let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
+        if meta.is_dir() {
+            let (inner_size, inner_allocated) = dir_bytes(&entry.path());
+            size += inner_size;
+            allocated += inner_allocated;
         } else {
-            meta.len()
-        };
+            size += meta.len();
+            allocated += meta.blocks() * 512;
+        }
     }
-    total
+    (size, allocated)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// "`size` MiB (`ratio`x the entries), `allocated` MiB allocated".
+fn disk(dir: &std::path::Path, entries_bytes: u64) -> String {
+    let (size, allocated) = dir_bytes(dir);
+    format!(
+        "{:.1} MiB ({:.2}x the entries), {:.1} MiB allocated",
+        mib(size),
+        size as f64 / entries_bytes as f64,
+        mib(allocated)
+    )
 }
 
 #[test]
@@ -213,15 +234,13 @@ fn measure_sealing() {
     }
     store.flush().expect("flush");
     let entries_bytes: u64 = last.iter().map(|counters| counters.size_bytes).sum();
-    let unsealed = dir_bytes(&dir.path().join("data"));
     println!(
-        "written in {:.1?}: {} MiB of entries, {:.1} MiB on disk ({:.2}x the entries)",
+        "written in {:.1?}: {} MiB of entries; on disk {}",
         started.elapsed(),
         entries_bytes >> 20,
-        unsealed as f64 / (1 << 20) as f64,
-        unsealed as f64 / entries_bytes as f64
+        disk(&dir.path().join("data"), entries_bytes)
     );
-    let catch_up = |label: &str| {
+    let catch_up = |label: &str, page_entries: usize| {
         let started = Instant::now();
         let mut read = 0usize;
         for (id, counters) in ids.iter().zip(&last) {
@@ -234,7 +253,7 @@ fn measure_sealing() {
                         counters.last_seq,
                         &EntryFilter::default(),
                         ScanLimits {
-                            max_entries: 1000,
+                            max_entries: page_entries,
                             max_scanned: 10_000,
                             max_bytes: 4 << 20,
                         },
@@ -246,11 +265,13 @@ fn measure_sealing() {
         }
         let took = started.elapsed();
         println!(
-            "catch-up ({label}): {read} entries in {took:.1?}, {:.0} entries/s",
+            "catch-up ({label}, pages of {page_entries}): {read} entries in {took:.1?}, {:.0} entries/s",
             read as f64 / took.as_secs_f64()
         );
     };
-    catch_up("unsealed, pages of 1000");
+    for page_entries in [1000, 500, 50] {
+        catch_up("unsealed", page_entries);
+    }
 
     let started = Instant::now();
     let (mut steps, mut before, mut after) = (0, 0, 0);
@@ -276,10 +297,12 @@ fn measure_sealing() {
     );
     store.flush().expect("flush");
     println!(
-        "on disk after sealing: {:.1} MiB",
-        dir_bytes(&dir.path().join("data")) as f64 / (1 << 20) as f64
+        "on disk after sealing: {}",
+        disk(&dir.path().join("data"), entries_bytes)
     );
-    catch_up("sealed, pages of 1000");
+    for page_entries in [1000, 500, 50] {
+        catch_up("sealed", page_entries);
+    }
     drop(store);
     let store = Store::open(&StoreOptions {
         path: dir.path().join("data"),
@@ -288,8 +311,8 @@ fn measure_sealing() {
     .expect("store");
     store.flush().expect("flush");
     println!(
-        "on disk after a restart: {:.1} MiB",
-        dir_bytes(&dir.path().join("data")) as f64 / (1 << 20) as f64
+        "on disk after a restart: {}",
+        disk(&dir.path().join("data"), entries_bytes)
     );
 
     drop(store);
@@ -323,11 +346,9 @@ fn measure_sealing() {
         while let SealOutcome::Step(_) = store.seal_step(id, target, || true).expect("seal") {}
         store.flush().expect("flush");
     }
-    let steady = dir_bytes(&dir.path().join("data"));
     println!(
-        "written and sealed in {:.1?}: {:.1} MiB on disk ({:.2}x the entries)",
+        "written and sealed in {:.1?}: on disk {}",
         started.elapsed(),
-        steady as f64 / (1 << 20) as f64,
-        steady as f64 / entries_bytes as f64
+        disk(&dir.path().join("data"), entries_bytes)
     );
 }
