@@ -182,6 +182,7 @@ fn seal(
                     .sealed_bytes
                     .store(step.mark.through_bytes, Ordering::Relaxed);
                 steps += usize::from(step.blocks_sealed > 0);
+                crate::metrics::get().sealed(step.bytes_before, step.bytes_after);
                 before += step.bytes_before;
                 after += step.bytes_after;
                 target.min_unsealed = 1;
