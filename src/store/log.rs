@@ -230,9 +230,14 @@ impl LogTree {
 /// one's key, so a scan never iterates over keys: each block it needs is
 /// looked up afresh as the block holding the next seq it wants (the last
 /// key at or below it, from the front; the same for the back), and entries
-/// outside `lo..=hi` are dropped. Whichever blocks, old or sealed, a lookup
-/// meets, it yields each seq once and in order. A block is decoded (and
-/// decompressed) once per scan.
+/// outside `lo..=hi` are dropped. Each lookup is one step of a sled
+/// iterator, which sled's concurrency control orders wholly before or
+/// after any batch (a batch applies its writes in no particular order, so
+/// a read in between could otherwise see a key removed before its
+/// replacement landed): it meets the old blocks or the sealed one, and in
+/// either the last key at or below a seq is the block holding it. So a
+/// scan yields each seq once and in order, whichever it meets from one
+/// block to the next. A block is decoded (and decompressed) once per scan.
 #[derive(Debug)]
 pub struct Scan {
     tree: sled::Tree,
