@@ -91,6 +91,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub retention_interval: Duration,
 
+    /// Compress an active session's stored entries once this much of them
+    /// is not compressed yet (ended sessions are compressed when they end).
+    #[arg(long, env = "SESSIONLOG_SEAL_ACTIVE_AFTER", default_value = "1MiB", value_parser = parse_size)]
+    pub seal_active_after: u64,
+
     /// A file of bearer tokens, one per line; when set, every call but
     /// health needs `authorization: Bearer <token>`. Re-read when it changes.
     #[arg(long, env = "SESSIONLOG_AUTH_TOKEN_FILE")]
@@ -411,6 +416,7 @@ impl From<&ServeConfig> for ServerSettings {
             otlp_lease: Some(config.otlp_lease).filter(|lease| !lease.is_zero()),
             retention: config.retention_policy(),
             retention_interval: config.retention_interval,
+            seal_active_after: config.seal_active_after,
             limits: config.limits(),
             auth_token_file: config.auth_token_file.clone(),
             unix_socket_mode: config.unix_socket_mode,

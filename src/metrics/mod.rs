@@ -55,6 +55,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     appended_entries: Counter,
     appended_bytes: Counter,
+    seal_input_bytes: Counter,
+    seal_output_bytes: Counter,
     append_batches: Family<Outcome, Counter>,
     append_seconds: Histogram,
     flush_seconds: Histogram,
@@ -90,6 +92,8 @@ impl Metrics {
         let metrics = Self {
             appended_entries: Counter::default(),
             appended_bytes: Counter::default(),
+            seal_input_bytes: Counter::default(),
+            seal_output_bytes: Counter::default(),
             append_batches: Family::default(),
             append_seconds: latency(),
             flush_seconds: latency(),
@@ -122,6 +126,18 @@ impl Metrics {
             "Encoded size of the log entries stored",
             Unit::Bytes,
             metrics.appended_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "seal_input",
+            "Stored size of the log blocks sealing replaced",
+            Unit::Bytes,
+            metrics.seal_input_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "seal_output",
+            "Stored size of the compressed blocks sealing wrote in their place",
+            Unit::Bytes,
+            metrics.seal_output_bytes.clone(),
         );
         registry.register(
             "append_batches",
@@ -223,6 +239,13 @@ impl Metrics {
         self.appended_entries.inc_by(entries as u64);
         self.appended_bytes.inc_by(bytes);
         self.batch("stored");
+    }
+
+    /// A seal step replaced blocks of `input` stored bytes with one of
+    /// `output`.
+    pub(crate) fn sealed(&self, input: usize, output: usize) {
+        self.seal_input_bytes.inc_by(input as u64);
+        self.seal_output_bytes.inc_by(output as u64);
     }
 
     /// A retried batch id was answered from the dedupe window.

@@ -115,6 +115,9 @@ impl Server {
         let reflection_v1alpha = compressed!(reflection().build_v1alpha()?);
 
         let (store, durability, flusher, sessions) = open_store(&settings).await?;
+        sessions
+            .start_sealer(settings.seal_active_after)
+            .context("cannot start the sealer")?;
         // Reads each target's cursors from the store.
         let prepared = {
             let (sessions, store, forward) =
@@ -335,6 +338,13 @@ impl Server {
     /// not flushed (sled's flush would never return) and the error says so.
     async fn close(self, drained: bool) -> anyhow::Result<()> {
         let timeout = self.settings.flush_timeout;
+        // A seal step lands whole or not at all, and one in progress is
+        // short; a sealer stuck in sled is left behind like a flusher.
+        let sessions = self.sessions.clone();
+        let stopping = tokio::task::spawn_blocking(move || sessions.stop_sealer());
+        if tokio::time::timeout(timeout, stopping).await.is_err() {
+            tracing::warn!("the sealer did not stop in time; leaving it");
+        }
         self.durability.stop();
         if let Some(flusher) = self.flusher {
             // The flusher's last flush is bounded by the same timeout.

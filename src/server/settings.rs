@@ -34,6 +34,9 @@ pub struct ServerSettings {
     pub otlp_lease: Option<Duration>,
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
+    /// Seal an active session's log once this many bytes of its entries
+    /// are unsealed (ended sessions are sealed whole when they end).
+    pub seal_active_after: u64,
     pub limits: Limits,
     /// Bearer tokens, one per line; `None` serves without tokens.
     pub auth_token_file: Option<PathBuf>,
@@ -93,6 +96,7 @@ impl ServerSettings {
             otlp_lease: Some(Duration::from_secs(600)),
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(60),
+            seal_active_after: crate::sessions::DEFAULT_SEAL_ACTIVE_AFTER,
             limits: Limits::default(),
             auth_token_file: None,
             unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,

@@ -167,7 +167,7 @@ impl SessionManager {
     /// of the batch (from memory, when it was kept for them).
     pub(super) fn publish_append(
         &self,
-        handle: &SessionHandle,
+        handle: &Arc<SessionHandle>,
         applied: AppliedAppend,
         first_seq: u64,
         now: SystemTime,
@@ -175,10 +175,13 @@ impl SessionManager {
         let mut current = handle.state();
         current.counters = applied.counters;
         current.lease_expires_at = lease_deadline(&current.record, now);
+        let size_bytes = applied.counters.size_bytes;
         match applied.kept {
             Some(stored) => current.publish_batch(first_seq, stored),
             None => current.publish(),
         }
+        drop(current);
+        self.inner.sealer.nudge(handle, size_bytes);
     }
 }
 

@@ -5,6 +5,7 @@
 //! snapshot and read the store up to the snapshot's `last_seq`, which is only
 //! raised after a batch is fully applied, so no reader sees half a batch.
 
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -21,7 +22,18 @@ pub(crate) struct SessionHandle {
     /// The serialization point for every write to this session; shared so
     /// that a write's blocking work can own its guard.
     pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where sealing stands (see `seal`); touched by no lock.
+    pub(crate) seal: SealState,
     state: Mutex<HandleState>,
+}
+
+/// A session's part in sealing (`seal`, which alone uses it).
+#[derive(Debug, Default)]
+pub(crate) struct SealState {
+    /// In the sealer's queue, or being sealed.
+    pub(super) queued: AtomicBool,
+    /// The log's `size_bytes` at its seal mark, as last seen.
+    pub(super) sealed_bytes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -88,6 +100,7 @@ impl SessionHandle {
         Self {
             id: record.id.clone(),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            seal: SealState::default(),
             state: Mutex::new(HandleState {
                 record,
                 counters,

@@ -202,6 +202,7 @@ impl SessionManager {
             manager.end_locked(&target, &reason)
         })
         .await?;
+        self.inner.sealer.queue(&handle);
         self.inner.durability.wait_durable().await?;
         handle.view().map(Some)
     }

@@ -16,6 +16,7 @@ mod liveness;
 mod process;
 mod read;
 mod retention;
+mod seal;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,7 @@ pub use lifecycle::END_LOGGER;
 pub(crate) use list::ListQuery;
 pub(crate) use read::{MAX_READ_LIMIT, ReadQuery};
 pub use retention::{PruneReason, RetentionPolicy};
+pub(crate) use seal::DEFAULT_SEAL_ACTIVE_AFTER;
 
 /// Where a session stands, as `SessionManager::progress` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,8 @@ struct Inner {
     durability: Durability,
     /// Applies every append (see `commit`).
     committer: commit::Committer,
+    /// Seals logs in the background once started (see `seal`).
+    sealer: seal::Sealer,
     ids: ids::IdGenerator,
     /// Held by start and delete, so an id's tree is never created while it
     /// is being dropped. Owned guards go into the blocking work they order.
@@ -145,6 +149,7 @@ impl SessionManager {
                 store,
                 durability,
                 committer: commit::Committer::start()?,
+                sealer: seal::Sealer::default(),
                 ids: ids::IdGenerator::default(),
                 lifecycle_lock: Arc::new(tokio::sync::Mutex::new(())),
                 events: events::SessionEvents::default(),
@@ -206,6 +211,30 @@ impl SessionManager {
     /// One session, active or ended.
     pub fn get(&self, session_id: &str) -> Result<SessionView, SessionError> {
         self.handle(session_id)?.view()
+    }
+
+    /// Starts sealing logs in the background (see `seal`): every ended
+    /// session not sealed yet, then each session that ends, and an active
+    /// session whenever `active_after` bytes of its entries are unsealed.
+    pub fn start_sealer(&self, active_after: u64) -> Result<(), SessionError> {
+        let handles: Vec<_> = self.sessions_read().values().cloned().collect();
+        self.inner
+            .sealer
+            .start(self.store().clone(), active_after, handles)
+            .map_err(|err| SessionError::Store(StoreError::Io(err)))
+    }
+
+    /// Waits until every session queued for sealing so far is sealed.
+    /// Blocking; for tests.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn wait_sealer_idle(&self) {
+        self.inner.sealer.wait_idle();
+    }
+
+    /// Stops the sealer after the step in progress and waits for it.
+    /// Blocking (a step at most).
+    pub fn stop_sealer(&self) {
+        self.inner.sealer.stop();
     }
 
     /// Ends every open `Follow` and `WatchSessions` stream with

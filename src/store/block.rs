@@ -8,12 +8,21 @@
 //! (one `StoredEntry` per key) starts with a different tag and reads as a
 //! block of one, so stores written before blocks need no migration.
 //!
-//! From layout 4 the last block an append writes starts with the log's
-//! `LogCounters` as of its last entry (`StoredBlock.counters`, encoded
-//! first so it is read without walking the entries). So the log's last
-//! block holds the log's counters, and an append that fits in one block is
-//! one sled key: sled stores a single key atomically without the batch
-//! machinery that writes its log buffer out twice.
+//! Layout 4 adds two things:
+//!
+//! - The last block an append writes starts with the log's `LogCounters`
+//!   as of its last entry (`StoredBlock.counters`, encoded first so it is
+//!   read without walking the entries). So the log's last block holds the
+//!   log's counters, and an append that fits in one block is one sled key:
+//!   sled stores a single key atomically without the batch machinery that
+//!   writes its log buffer out twice.
+//! - A sealed block (see `seal`) is a run of such blocks' entries packed
+//!   into one block and compressed: `SEALED_TAG`, the packed block's length
+//!   as a varint, then one zstd frame of it, after the counters of the
+//!   run's last block when it carried them. A reader decompresses it once
+//!   and slices the entries out of the result, as from any block; a sealed
+//!   block whose frame does not decode to exactly the length it names is
+//!   corrupt.
 
 use prost::encoding::{WireType, decode_varint, encode_key, encode_varint, encoded_len_varint};
 use sled::IVec;
@@ -43,6 +52,18 @@ const COUNTERS_TAG: u8 = (2 << 3) | WireType::LengthDelimited as u8;
 /// The first byte of a layout-1 value: field 1 (`seq`) of `StoredEntry`, a
 /// varint. Every stored entry has a seq of at least 1, so it is present.
 const LEGACY_ENTRY_TAG: u8 = (1 << 3) | WireType::Varint as u8;
+
+/// The first byte of a sealed block. Neither a `StoredBlock` nor a
+/// `StoredEntry` can start with it (its wire type, 2, on field 11, which
+/// neither message has).
+const SEALED_TAG: u8 = b'Z';
+/// The most a sealed block may unpack to: sealing makes runs of about 64
+/// KiB and seals a larger block alone only up to this, so a damaged length
+/// can never make a reader allocate more.
+pub(super) const MAX_SEALED_RAW_BYTES: usize = 1 << 20;
+/// The zstd level sealing compresses at (see docs/performance.md, "Sealed
+/// blocks", for the levels measured).
+pub(super) const SEAL_LEVEL: i32 = 3;
 
 /// Appends one encoded entry to a block being built.
 pub(super) fn push(block: &mut Vec<u8>, entry: &[u8]) {
@@ -90,12 +111,64 @@ fn field<'a>(after_tag: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), St
     Ok(after_len.split_at(len))
 }
 
-/// The entries of a block, as slices of its value.
+/// Whether a stored value is a sealed block (with or without counters).
+pub(super) fn is_sealed(value: &[u8]) -> bool {
+    without_counters(value).is_ok_and(|rest| rest.first() == Some(&SEALED_TAG))
+}
+
+/// A value past the counters it starts with, if any.
+fn without_counters(value: &[u8]) -> Result<&[u8], StoreError> {
+    match value.split_first() {
+        Some((&COUNTERS_TAG, after_tag)) => Ok(field(after_tag, "counters")?.1),
+        _ => Ok(value),
+    }
+}
+
+/// Seals `packed` (blocks' bytes, concatenated: itself a block) into a
+/// sealed block, or `None` when it is too large to seal.
+pub(super) fn seal(packed: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    if packed.is_empty() || packed.len() > MAX_SEALED_RAW_BYTES {
+        return Ok(None);
+    }
+    let frame = zstd::bulk::compress(packed, SEAL_LEVEL).map_err(StoreError::Io)?;
+    let mut sealed = Vec::with_capacity(1 + 4 + frame.len());
+    sealed.push(SEALED_TAG);
+    encode_varint(packed.len() as u64, &mut sealed);
+    sealed.extend_from_slice(&frame);
+    Ok(Some(sealed))
+}
+
+/// The packed block inside a sealed one.
+fn unseal(value: &[u8]) -> Result<IVec, StoreError> {
+    let mut rest = value.get(1..).unwrap_or_default();
+    let len = decode_varint(&mut rest)
+        .map_err(|err| corrupt(&format!("a sealed block's length: {err}")))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|len| (1..=MAX_SEALED_RAW_BYTES).contains(len))
+        .ok_or_else(|| corrupt("a sealed block names an impossible length"))?;
+    let packed = zstd::bulk::decompress(rest, len)
+        .map_err(|err| corrupt(&format!("a sealed block does not decompress: {err}")))?;
+    if packed.len() != len || packed.first() != Some(&BLOCK_TAG) {
+        return Err(corrupt("a sealed block holds something other than a block"));
+    }
+    Ok(IVec::from(packed))
+}
+
+/// The entries of a block, as slices of its value (of the decompressed
+/// value, for a sealed block: once per call, so once per block read).
 pub(crate) fn entries(value: &IVec) -> Result<Vec<IVec>, StoreError> {
     let mut rest: &[u8] = match value.split_first() {
         Some((&LEGACY_ENTRY_TAG, _)) => return Ok(vec![value.clone()]),
         Some((&BLOCK_TAG, _)) => value,
-        Some((&COUNTERS_TAG, after_tag)) => field(after_tag, "counters")?.1,
+        Some((&SEALED_TAG, _)) => return entries(&unseal(value)?),
+        Some((&COUNTERS_TAG, after_tag)) => {
+            let rest = field(after_tag, "counters")?.1;
+            if rest.first() == Some(&SEALED_TAG) {
+                return entries(&unseal(rest)?);
+            }
+            rest
+        }
         _ => return Err(corrupt("a log value is neither a block nor an entry")),
     };
     let mut entries = Vec::new();
@@ -227,5 +300,78 @@ mod tests {
             let _ = super::counters(&value);
         }
         assert!(entries(&IVec::from(&[][..])).is_err());
+    }
+
+    #[test]
+    fn a_sealed_block_reads_as_the_blocks_it_packs() {
+        let encoded: Vec<Vec<u8>> = (1..=200)
+            .map(|seq| entry(seq, &format!("line {seq} of a log")))
+            .collect();
+        let mut packed = Vec::new();
+        for bytes in &encoded {
+            push(&mut packed, bytes);
+        }
+        let sealed = seal(&packed).expect("seals").expect("small enough");
+        assert!(is_sealed(&sealed));
+        assert!(sealed.len() * 4 < packed.len(), "{} bytes", sealed.len());
+        let sliced = entries(&IVec::from(sealed)).expect("parses");
+        assert_eq!(
+            sliced
+                .iter()
+                .map(|bytes| bytes.to_vec())
+                .collect::<Vec<_>>(),
+            encoded
+        );
+        assert!(
+            seal(&vec![BLOCK_TAG; MAX_SEALED_RAW_BYTES + 1])
+                .expect("no error")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_sealed_block_may_carry_the_counters() {
+        let encoded: Vec<Vec<u8>> = (1..=50).map(|seq| entry(seq, "a line")).collect();
+        let mut packed = Vec::new();
+        for bytes in &encoded {
+            push(&mut packed, bytes);
+        }
+        let sealed = seal(&packed).expect("seals").expect("small enough");
+        let mut carried = with_counters(&[0x08, 50], sealed.len());
+        carried.extend_from_slice(&sealed);
+        assert!(is_sealed(&carried));
+        assert_eq!(counters(&carried).expect("parses"), Some(&[0x08, 50][..]));
+        let sliced = entries(&IVec::from(carried)).expect("parses");
+        assert_eq!(sliced.len(), 50);
+        assert_eq!(sliced[49].as_ref(), encoded[49].as_slice());
+    }
+
+    #[test]
+    fn damaged_sealed_blocks_are_corrupt_not_panics() {
+        let mut packed = Vec::new();
+        push(&mut packed, &entry(1, &"hello ".repeat(100)));
+        let sealed = seal(&packed).expect("seals").expect("small enough");
+        for cut in 1..sealed.len() {
+            let result = entries(&IVec::from(&sealed[..cut]));
+            assert!(
+                matches!(result, Err(StoreError::Corrupt { .. })),
+                "cut at {cut}"
+            );
+        }
+        for at in 1..sealed.len() {
+            let mut flipped = sealed.clone();
+            flipped[at] ^= 0x55;
+            // A flip may still decode to a valid block; it must not panic.
+            let _ = entries(&IVec::from(flipped));
+        }
+        // A length past the bound is refused before anything is allocated.
+        let mut huge = vec![SEALED_TAG];
+        encode_varint(u64::MAX, &mut huge);
+        assert!(entries(&IVec::from(huge)).is_err());
+        // A frame of something that is not a block.
+        let mut other = vec![SEALED_TAG];
+        encode_varint(5, &mut other);
+        other.extend(zstd::bulk::compress(b"hello", 1).expect("compresses"));
+        assert!(entries(&IVec::from(other)).is_err());
     }
 }

@@ -10,6 +10,8 @@ const META: u8 = 0xff;
 /// The log's `LogCounters` as layouts up to 3 kept them, rewritten by every
 /// batch; read only while the log's last block carries no counters.
 pub(super) const COUNTERS_KEY: [u8; 2] = [META, b'c'];
+/// How far sealing has gone (see `seal::SealMark`), written with each seal.
+pub(super) const SEAL_KEY: [u8; 2] = [META, b's'];
 const BATCH_ID: u8 = b'b';
 const BATCH_ORDER: u8 = b'o';
 
@@ -63,6 +65,7 @@ mod tests {
     fn entry_keys_sort_below_metadata_keys() {
         let top = entry_key(MAX_SEQ);
         assert!(top.as_slice() < COUNTERS_KEY.as_slice());
+        assert!(top.as_slice() < SEAL_KEY.as_slice());
         assert!(top.as_slice() < batch_key(b"").as_slice());
         assert!(top.as_slice() < batch_order_key(0).as_slice());
     }

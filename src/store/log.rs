@@ -9,6 +9,7 @@
 //! holding seq `s` is the last one whose key is at most `s`. Callers
 //! serialize appends per session (see `sessions`).
 
+use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use prost::Message;
@@ -262,44 +263,18 @@ impl LogTree {
         Ok(())
     }
 
-    /// Entries with `after_seq < seq <= through_seq`, in seq order.
-    pub fn scan(
-        &self,
-        after_seq: u64,
-        through_seq: u64,
-    ) -> impl DoubleEndedIterator<Item = Result<RawEntry, StoreError>> + use<> {
-        let first = after_seq.saturating_add(1).min(keys::MAX_SEQ);
-        let last = through_seq.min(keys::MAX_SEQ);
-        // The block holding `first` may start before it.
-        let start = match self.tree.range(..=keys::entry_key(first)).next_back() {
-            Some(Ok((key, _))) => keys::entry_seq(&key).unwrap_or(0),
-            None => first,
-            // Scanning from the start still finds `first`; the error, if it
-            // lasts, surfaces from the scan itself.
-            Some(Err(_)) => 0,
-        };
-        let blocks = if first <= last {
-            self.tree
-                .range(keys::entry_key(start)..=keys::entry_key(last))
-        } else {
-            // An empty range: sled rejects start > end.
-            self.tree
-                .range(keys::entry_key(first)..keys::entry_key(first))
-        };
-        blocks.flat_map(move |item| {
-            let entries = item
-                .map_err(StoreError::from)
-                .and_then(|(key, value)| block_entries(&key, &value));
-            let entries: Vec<_> = match entries {
-                Ok(entries) => entries
-                    .into_iter()
-                    .filter(|(seq, _)| (first..=last).contains(seq))
-                    .map(Ok)
-                    .collect(),
-                Err(err) => vec![Err(err)],
-            };
-            entries
-        })
+    /// Entries with `after_seq < seq <= through_seq`, in seq order (or
+    /// reverse order, from the back). See `Scan` for why this stays right
+    /// while the log is being sealed.
+    pub fn scan(&self, after_seq: u64, through_seq: u64) -> Scan {
+        Scan {
+            tree: self.tree.clone(),
+            lo: after_seq.saturating_add(1),
+            hi: through_seq.min(keys::MAX_SEQ),
+            front: VecDeque::new(),
+            back: Vec::new(),
+            failed: false,
+        }
     }
 
     /// The seq of the oldest stored entry, if any.
@@ -309,6 +284,156 @@ impl LogTree {
             .next()
             .transpose()?
             .map(|(seq, _)| seq))
+    }
+}
+
+/// A scan of a log's entries, block by block. sled's iteration is not a
+/// snapshot, and sealing replaces several blocks with one under the first
+/// one's key, so a scan never iterates over keys: each block it needs is
+/// looked up afresh as the block holding the next seq it wants (the last
+/// key at or below it, from the front; the same for the back), and entries
+/// outside `lo..=hi` are dropped. Each lookup is one step of a sled
+/// iterator, which sled's concurrency control orders wholly before or
+/// after any batch (a batch applies its writes in no particular order, so
+/// a read in between could otherwise see a key removed before its
+/// replacement landed): it meets the old blocks or the sealed one, and in
+/// either the last key at or below a seq is the block holding it. So a
+/// scan yields each seq once and in order, whichever it meets from one
+/// block to the next. A block is decoded (and decompressed) once per scan.
+#[derive(Debug)]
+pub struct Scan {
+    tree: sled::Tree,
+    /// The next seq wanted from the front.
+    lo: u64,
+    /// The next seq wanted from the back.
+    hi: u64,
+    front: VecDeque<RawEntry>,
+    /// In seq order; taken from its end.
+    back: Vec<RawEntry>,
+    failed: bool,
+}
+
+impl Scan {
+    fn done(&self) -> bool {
+        self.failed || self.lo > self.hi
+    }
+
+    /// The block holding `seq`, or else the first block after it within
+    /// `hi`: its entries from `seq` on.
+    fn block_from(&self, seq: u64) -> Result<Option<Vec<RawEntry>>, StoreError> {
+        if let Some(item) = self.tree.range(..=keys::entry_key(seq)).next_back() {
+            let (key, value) = item?;
+            let entries = block_entries(&key, &value)?;
+            if entries.last().is_some_and(|(last, _)| *last >= seq) {
+                return Ok(Some(trim_front(entries, seq)));
+            }
+        }
+        // Below the first block, or past a block that ends before `seq`.
+        let Some(next) = seq.checked_add(1).filter(|next| *next <= self.hi) else {
+            return Ok(None);
+        };
+        match self
+            .tree
+            .range(keys::entry_key(next)..=keys::entry_key(self.hi))
+            .next()
+        {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some(block_entries(&key, &value)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The block holding `seq` (the last one at or below it): its entries
+    /// up to `seq`.
+    fn block_through(&self, seq: u64) -> Result<Option<Vec<RawEntry>>, StoreError> {
+        match self.tree.range(..=keys::entry_key(seq)).next_back() {
+            Some(item) => {
+                let (key, value) = item?;
+                let mut entries = block_entries(&key, &value)?;
+                entries.retain(|(stored, _)| *stored <= seq);
+                Ok(Some(entries))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn fail(&mut self, err: StoreError) -> Option<Result<RawEntry, StoreError>> {
+        self.failed = true;
+        Some(Err(err))
+    }
+}
+
+fn trim_front(mut entries: Vec<RawEntry>, seq: u64) -> Vec<RawEntry> {
+    let skip = entries.partition_point(|(stored, _)| *stored < seq);
+    entries.drain(..skip);
+    entries
+}
+
+impl Iterator for Scan {
+    type Item = Result<RawEntry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done() {
+                return None;
+            }
+            if let Some((seq, bytes)) = self.front.pop_front() {
+                if seq < self.lo {
+                    continue;
+                }
+                if seq > self.hi {
+                    self.lo = seq;
+                    return None;
+                }
+                self.lo = seq + 1;
+                return Some(Ok((seq, bytes)));
+            }
+            match self.block_from(self.lo) {
+                Ok(Some(entries)) if !entries.is_empty() => self.front = entries.into(),
+                Ok(_) => {
+                    self.lo = self.hi.saturating_add(1).max(self.lo);
+                    return None;
+                }
+                Err(err) => return self.fail(err),
+            }
+        }
+    }
+}
+
+impl DoubleEndedIterator for Scan {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done() {
+                return None;
+            }
+            if let Some((seq, bytes)) = self.back.pop() {
+                if seq > self.hi {
+                    continue;
+                }
+                if seq < self.lo {
+                    self.back.clear();
+                    self.hi = 0;
+                    self.lo = 1;
+                    return None;
+                }
+                match seq.checked_sub(1) {
+                    Some(below) => self.hi = below,
+                    None => self.lo = 1,
+                }
+                return Some(Ok((seq, bytes)));
+            }
+            match self.block_through(self.hi) {
+                Ok(Some(entries)) if !entries.is_empty() => self.back = entries,
+                Ok(_) => {
+                    self.hi = 0;
+                    self.lo = 1;
+                    return None;
+                }
+                Err(err) => return self.fail(err),
+            }
+        }
     }
 }
 

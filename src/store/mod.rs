@@ -17,6 +17,9 @@ mod keys;
 mod log;
 mod query;
 pub mod schema;
+mod seal;
+#[cfg(test)]
+mod seal_measure;
 mod sync;
 mod verify;
 
@@ -36,6 +39,9 @@ pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
+#[cfg(test)]
+pub(crate) use seal::SealMark;
+pub(crate) use seal::{SealOutcome, SealTarget};
 pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";
@@ -44,12 +50,13 @@ const FORMAT_KEY: &[u8] = b"sessionlog.format";
 const FORMAT_VERSION: &[u8] = b"4";
 /// Layout 1 kept an entry per key; layout 2 reads those as blocks of one;
 /// layout 3 adds the clean-shutdown mark and the counters it vouches for;
-/// layout 4 keeps a log's counters in its last block (see `block`).
-/// Opening an older store only rewrites the marker, and from then on an
-/// older binary refuses it: one that ignored the mark could append and
-/// leave the mark vouching for counters that are no longer the last, and
-/// one before layout 4 would read blocks with counters as corrupt and
-/// counters that stopped moving.
+/// layout 4 keeps a log's counters in its last block and adds sealed
+/// (compressed) blocks and each log's seal mark (see `block` and `seal`).
+/// Opening an older store only rewrites the marker (its logs are sealed
+/// afterwards, in the background), and from then on an older binary
+/// refuses it: one that ignored the mark could append and leave the mark
+/// vouching for counters that are no longer the last, and one before
+/// layout 4 would read neither counters in a block nor a sealed block.
 const UPGRADABLE_FROM: [&[u8]; 3] = [b"1", b"2", b"3"];
 /// Set by a clean shutdown after the active sessions' counters were saved
 /// in their records, to a value those records carry; removed, and flushed,
@@ -188,6 +195,9 @@ pub struct Store {
     health: StoreHealth,
     path: PathBuf,
     syncer: std::sync::Arc<sync::Syncer>,
+    /// Held by a seal step and by dropping a log, so a step never writes
+    /// to a tree being dropped (see `seal_step`).
+    seal_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -226,6 +236,7 @@ impl Store {
             health: StoreHealth::default(),
             path: options.path.clone(),
             syncer,
+            seal_lock: std::sync::Arc::default(),
         })
     }
 
@@ -476,10 +487,48 @@ impl Store {
     pub fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
         self.write(|| {
             self.sessions.remove(session_id.as_bytes())?;
+            let _sealing = self.seal_guard();
             self.db
                 .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
             Ok(())
         })
+    }
+
+    /// Seals the next run of `session_id`'s log at or below
+    /// `target.through_seq` (which must be applied): one atomic batch on
+    /// its tree (see `seal`), unless fewer than `target.min_unsealed` of its
+    /// `target.size_bytes` are past the seal mark, or nothing is left to
+    /// seal. `alive` is asked under the lock that dropping a log takes, so
+    /// a deletion that has not said so yet cannot drop the tree before the
+    /// step lands; the caller must know the session's record exists until
+    /// `alive` turns false (this opens its log).
+    pub fn seal_step(
+        &self,
+        session_id: &str,
+        target: SealTarget,
+        alive: impl FnOnce() -> bool,
+    ) -> Result<SealOutcome, StoreError> {
+        let _sealing = self.seal_guard();
+        if !alive() {
+            return Ok(SealOutcome::Gone);
+        }
+        let log = self.open_log(session_id)?;
+        let mark = log.seal_mark()?;
+        if target.size_bytes.saturating_sub(mark.through_bytes) < target.min_unsealed {
+            return Ok(SealOutcome::Done(mark));
+        }
+        let Some((batch, step)) = log.prepare_seal(mark, target.through_seq)? else {
+            return Ok(SealOutcome::Done(mark));
+        };
+        self.write(|| Ok(log.tree().apply_batch(batch)?))?;
+        Ok(SealOutcome::Step(step))
+    }
+
+    fn seal_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: a panic while it was held leaves nothing to fix.
+        self.seal_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Writes every dirty buffer, then fsyncs what sled wrote (see `sync`),

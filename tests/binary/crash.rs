@@ -3,7 +3,11 @@
 //! After each restart, under `--fsync always`, every acknowledged batch is
 //! there with its seqs and content; under any mode, seqs are exactly
 //! `1..=last_seq` and no batch is partly stored; retrying a batch that was
-//! in flight either finds it (same seqs) or stores it once.
+//! in flight either finds it (same seqs) or stores it once. The writers'
+//! sessions are sealed as they grow, and each cycle also ends a session of
+//! a few thousand entries while the writers go on, so its sealing is often
+//! what the kill cuts: after every restart each such session ended under
+//! `--fsync always` holds every entry once, in order.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -29,10 +33,89 @@ impl ServerProcess {
     }
 }
 
+/// Entries in each session a cycle ends (a few hundred KiB).
+const ENDED_ENTRIES: u64 = 3_000;
+
+/// Starts a session, appends `ENDED_ENTRIES` in batches of 500 and ends it;
+/// fails when the server dies first.
+async fn write_and_end(mut client: Client, session_id: String) -> Result<(), tonic::Status> {
+    client
+        .start_session(pb::StartSessionRequest {
+            session_id: session_id.clone(),
+            ..Default::default()
+        })
+        .await?;
+    for first in (1..=ENDED_ENTRIES).step_by(500) {
+        let entries = (first..first + 500)
+            .map(|n| pb::LogEntry {
+                message: format!(
+                    "{session_id} entry {n}: served GET /items/{} in {} ms",
+                    n % 97,
+                    n % 13
+                ),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .append(pb::AppendRequest {
+                session_id: session_id.clone(),
+                entries,
+                ..Default::default()
+            })
+            .await?;
+    }
+    client
+        .end_session(pb::EndSessionRequest {
+            session_id,
+            reason: "done".to_owned(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Every ended session holds its entries, then the end entry, once each.
+async fn check_ended(client: &mut Client, ended: &[String]) {
+    for session_id in ended {
+        let mut seqs = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let page = client
+                .read(pb::ReadRequest {
+                    session_id: session_id.clone(),
+                    after_seq,
+                    limit: 700,
+                    ..Default::default()
+                })
+                .await
+                .expect("read an ended session")
+                .into_inner();
+            for entry in &page.entries {
+                if entry.seq <= ENDED_ENTRIES {
+                    assert_eq!(
+                        entry.message.split(':').next(),
+                        Some(format!("{session_id} entry {}", entry.seq).as_str())
+                    );
+                }
+            }
+            seqs.extend(page.entries.iter().map(|entry| entry.seq));
+            if page.next_cursor >= page.last_seq {
+                break;
+            }
+            after_seq = page.next_cursor;
+        }
+        assert_eq!(
+            seqs,
+            (1..=ENDED_ENTRIES + 1).collect::<Vec<_>>(),
+            "{session_id}: every entry once, in order, then the end entry"
+        );
+    }
+}
+
 async fn crash_cycles(fsync: &str, cycles: usize) -> usize {
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let every_ack_durable = fsync == "always";
+    let mut ended: Vec<String> = Vec::new();
     ledger::start_sessions(
         &dir.path().join("data"),
         &dir.path().join("sessionlog.sock"),
@@ -42,6 +125,15 @@ async fn crash_cycles(fsync: &str, cycles: usize) -> usize {
     for cycle in 0..cycles {
         let server = ServerProcess::start_in(dir.path(), fsync).await;
         check_restart(&server, &ledger, every_ack_durable).await;
+        if every_ack_durable {
+            check_ended(&mut server.client().await, &ended).await;
+        }
+        // Ended (and so sealed) before the kill, or not: only a session
+        // whose end was acknowledged is checked.
+        let ending = tokio::spawn(write_and_end(
+            server.client().await,
+            format!("ended-{cycle}"),
+        ));
         // The moment of the kill: after a random number of acknowledgements.
         let kill_after = rand::rng().random_range(5..60);
         let writers = write_until_acked(
@@ -53,11 +145,28 @@ async fn crash_cycles(fsync: &str, cycles: usize) -> usize {
             kill_after,
         )
         .await;
-        server.kill().await;
+        // Half the time the kill waits for the end, so it lands while
+        // that session is being sealed; else it may come before the end.
+        if rand::rng().random_bool(0.5) {
+            let ended_now = ending.await.expect("the ending task");
+            assert!(
+                ended_now.is_ok(),
+                "the ended session's writes: {ended_now:?}"
+            );
+            ended.push(format!("ended-{cycle}"));
+            server.kill().await;
+        } else {
+            server.kill().await;
+            // Its calls fail or finish: either way it is not checked.
+            let _ = ending.await;
+        }
         join_writers(writers).await;
     }
     let server = ServerProcess::start_in(dir.path(), fsync).await;
     let verified = check_restart(&server, &ledger, every_ack_durable).await;
+    if every_ack_durable {
+        check_ended(&mut server.client().await, &ended).await;
+    }
     server.kill().await;
     verified.found
 }

@@ -2,7 +2,9 @@
 //! writers, varied batch sizes) and followers that connect at random
 //! cursors and moments, some dropping their stream and resuming from their
 //! last cursor. Each follower must see exactly the seqs after its cursor,
-//! in order, once.
+//! in order, once; also while the log is sealed under the followers (a
+//! threshold of one byte: every append queues a seal of all before it,
+//! and the end a seal of the rest).
 
 use std::time::Duration;
 
@@ -95,8 +97,17 @@ async fn run_follower(mut client: Client, session_id: String, plan: FollowerPlan
     }
 }
 
-async fn check(plan: Plan) {
-    let server = TestServer::start().await;
+/// `plan` on a server that seals an active log past `seal_active_after`
+/// unsealed bytes, when given (else the default).
+async fn check(plan: Plan, seal_active_after: Option<u64>) {
+    let server = TestServer::builder()
+        .configure(|settings| {
+            if let Some(bytes) = seal_active_after {
+                settings.seal_active_after = bytes;
+            }
+        })
+        .start()
+        .await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "model").await;
     let (appended_tx, appended_rx) = watch::channel(0usize);
@@ -151,6 +162,16 @@ proptest! {
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(check(plan));
+        runtime.block_on(check(plan, None));
+    }
+
+    #[test]
+    fn followers_see_every_seq_once_while_the_log_is_sealed(plan in plans()) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(check(plan, Some(1)));
     }
 }

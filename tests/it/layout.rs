@@ -1,6 +1,8 @@
 //! Stores written by earlier layouts: a layout-1 store (an entry per key)
 //! opens without a migration, reads the same, takes appends as blocks, and
-//! survives a restart; layout-2 and layout-3 stores are marked 4; a layout
+//! survives a restart, and its logs are sealed (compressed) without a
+//! change to what reads return; layouts 2 and 3 are marked 4 (a log's
+//! counters then move into its last block with the next append); a layout
 //! this version does not know is refused.
 
 use prost::Message;
@@ -110,15 +112,16 @@ async fn an_unknown_layout_is_refused_with_its_name() {
     assert!(err.to_string().contains("\"9\""), "{err}");
 }
 
-/// Layout 3 added the clean-shutdown mark, layout 4 the counters in a log's
-/// last block. An older binary would ignore the one and read the other as
-/// corruption, so opening an older store marks it 4, which they refuse.
+/// Layout 3 added the clean-shutdown mark, which a layout-2 binary would
+/// ignore (and could append behind counters the mark vouches for); layout
+/// 4 added sealed blocks, which a layout-3 binary cannot read. So opening a
+/// layout-2 or -3 store marks it 4, which those binaries refuse by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn older_stores_are_marked_four_on_open() {
-    for older in [b"2", b"3"] {
+async fn layout_two_and_three_stores_are_marked_four_on_open() {
+    for old in [&b"2"[..], b"3"] {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            marked_db(dir.path(), older).flush().expect("flush");
+            marked_db(dir.path(), old).flush().expect("flush");
         }
         let server = common::TestServer::builder()
             .data_dir(dir.path())
@@ -130,4 +133,74 @@ async fn older_stores_are_marked_four_on_open() {
         let layout = db.get(b"sessionlog.format").expect("read").expect("marked");
         assert_eq!(layout.as_ref(), b"4");
     }
+}
+
+/// The values of a session's log tree below the metadata keys.
+fn log_values(dir: &std::path::Path, session_id: &str) -> Vec<Vec<u8>> {
+    let db = sled::open(dir).expect("reopen");
+    let log = db.open_tree(format!("log/{session_id}")).expect("log");
+    log.range([0u8; 8]..[0x80, 0, 0, 0, 0, 0, 0, 0])
+        .map(|item| item.expect("value").1.to_vec())
+        .collect()
+}
+
+/// A layout-1 log (an entry per key) once its session ends is sealed into
+/// compressed blocks; it reads the same, before and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_one_log_is_sealed_once_its_session_ends_and_reads_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_layout_one(dir.path(), 3000);
+    let unsealed = log_values(dir.path(), "old");
+    assert_eq!(unsealed.len(), 3000);
+
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let before = common::read_all(&mut client, "old").await;
+    client
+        .end_session(sessionlog::pb::EndSessionRequest {
+            session_id: "old".into(),
+            reason: "done".into(),
+        })
+        .await
+        .expect("end");
+    let sessions = server.sessions.clone();
+    tokio::task::spawn_blocking(move || sessions.wait_sealer_idle())
+        .await
+        .expect("sealed");
+    let sealed_read = common::read_all(&mut client, "old").await;
+    assert_eq!(sealed_read[..3000], before[..]);
+    assert_eq!(sealed_read.len(), 3001);
+    server.shutdown().await;
+
+    let sealed = log_values(dir.path(), "old");
+    assert!(
+        sealed.len() * 20 < unsealed.len(),
+        "{} values",
+        sealed.len()
+    );
+    // A last run of only the end entry's small block may not compress. A
+    // sealed run that ends with the log's last block starts with the
+    // counters that block carried (field 2, under 128 bytes).
+    let is_sealed = |value: &&Vec<u8>| match value.as_slice() {
+        [b'Z', ..] => true,
+        [0x12, len, rest @ ..] => rest.get(usize::from(*len)) == Some(&b'Z'),
+        _ => false,
+    };
+    let plain = sealed.iter().filter(|value| !is_sealed(value));
+    assert!(plain.count() <= 1);
+    let on_disk = |values: &[Vec<u8>]| values.iter().map(Vec::len).sum::<usize>();
+    assert!(on_disk(&sealed) * 4 < on_disk(&unsealed));
+
+    let server = common::TestServer::builder()
+        .data_dir(dir.path())
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    assert_eq!(common::read_all(&mut client, "old").await, sealed_read);
+    server.shutdown().await;
 }

@@ -24,6 +24,9 @@ use super::process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionlog");
 pub(crate) const SESSIONS: [&str; 2] = ["crash-a", "crash-b"];
+/// Far below the default, so the writers' active sessions are sealed over
+/// and over between the kills (a few KiB per cycle).
+const SEAL_ACTIVE_AFTER: &str = "4KiB";
 
 pub(crate) struct ServerProcess {
     child: Child,
@@ -39,6 +42,7 @@ impl ServerProcess {
             .arg(data_dir)
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
+            .args(["--seal-active-after", SEAL_ACTIVE_AFTER])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .kill_on_drop(true)
