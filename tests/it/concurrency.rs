@@ -236,7 +236,8 @@ fn new_entry(message: String) -> NewEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_given_up_mid_flight_land_whole_or_not_at_all_and_seqs_stay_contiguous() {
-    let server = TestServer::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::builder().data_dir(data.path()).start().await;
     let mut client = server.client().await;
     let id = start_session(&mut client, "given-up").await;
 
@@ -318,8 +319,15 @@ async fn appends_given_up_mid_flight_land_whole_or_not_at_all_and_seqs_stay_cont
     for writer in writers {
         acked.extend(writer.await.expect("writer task"));
     }
-    // Calls given up on may still be finishing their writes; the session's
-    // write lock is free only once they have (an append takes it).
+    // A call given up on through the client may still reach the server
+    // after its writer has moved on (the request was sent, the answer not
+    // awaited), so it can land after any append made now. A clean stop
+    // finishes every call the server took, and nothing lands after it; the
+    // restart also checks what is stored against the counters it loads.
+    drop(client);
+    server.shutdown().await;
+    let server = TestServer::builder().data_dir(data.path()).start().await;
+    let mut client = server.client().await;
     let last = server
         .sessions
         .append(AppendBatch {
