@@ -10,10 +10,11 @@
 //!
 //! Invariants: an append is answered only once it is applied and published,
 //! or refused whole; its session's lock is released only after that; an
-//! answer says whether its own append landed. A panic while committing a group drops
-//! that group's answers (its callers get `TaskFailed`); one from the
-//! group's write on also fails the store (see `FailOnPanic`), since what
-//! landed may not be published. The committer goes on with the next group.
+//! answer says whether its own append landed. A panic while committing a
+//! group drops that group's answers (its callers get `TaskFailed`); one
+//! from the group's write on also fails the store (see `FailOnPanic`),
+//! since what landed may not be published. The committer goes on with the
+//! next group.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
