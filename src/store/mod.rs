@@ -16,6 +16,7 @@ mod health;
 mod keys;
 mod log;
 mod query;
+mod reclaim;
 pub mod schema;
 mod seal;
 #[cfg(test)]
@@ -47,17 +48,22 @@ pub(crate) use verify::without_panics;
 const SESSIONS_TREE: &str = "sessions";
 /// Marks a sled database as a sessionlog store, and which layout it has.
 const FORMAT_KEY: &[u8] = b"sessionlog.format";
-const FORMAT_VERSION: &[u8] = b"4";
+const FORMAT_VERSION: &[u8] = b"5";
 /// Layout 1 kept an entry per key; layout 2 reads those as blocks of one;
 /// layout 3 adds the clean-shutdown mark and the counters it vouches for;
 /// layout 4 keeps a log's counters in its last block and adds sealed
-/// (compressed) blocks and each log's seal mark (see `block` and `seal`).
-/// Opening an older store only rewrites the marker (its logs are sealed
+/// (compressed) blocks and each log's seal mark (see `block` and `seal`);
+/// layout 5 is sled's table of trees kept as a base and links to it (the
+/// vendored sled's patch), which an older binary's sled would read without
+/// the links, missing the logs created since the table was last written
+/// whole. Opening an older store only rewrites the marker (its logs are sealed
 /// afterwards, in the background), and from then on an older binary
 /// refuses it: one that ignored the mark could append and leave the mark
 /// vouching for counters that are no longer the last, and one before
-/// layout 4 would read neither counters in a block nor a sealed block.
-const UPGRADABLE_FROM: [&[u8]; 3] = [b"1", b"2", b"3"];
+/// layout 4 would read neither counters in a block nor a sealed block; one
+/// before layout 5 would miss logs. The marker is in sled's default tree,
+/// which is always in the table's base, so every older binary reads it.
+const UPGRADABLE_FROM: [&[u8]; 4] = [b"1", b"2", b"3", b"4"];
 /// Set by a clean shutdown after the active sessions' counters were saved
 /// in their records, to a value those records carry; removed, and flushed,
 /// by the next start-up before any write.

@@ -114,11 +114,13 @@ async fn an_unknown_layout_is_refused_with_its_name() {
 
 /// Layout 3 added the clean-shutdown mark, which a layout-2 binary would
 /// ignore (and could append behind counters the mark vouches for); layout
-/// 4 added sealed blocks, which a layout-3 binary cannot read. So opening a
-/// layout-2 or -3 store marks it 4, which those binaries refuse by name.
+/// 4 added sealed blocks, which a layout-3 binary cannot read; layout 5
+/// logs changes to sled's table of trees as links, which a layout-4 binary's
+/// sled does not read. So opening an older store marks it 5, which those
+/// binaries refuse by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layout_two_and_three_stores_are_marked_four_on_open() {
-    for old in [&b"2"[..], b"3"] {
+async fn older_stores_are_marked_five_on_open() {
+    for old in [&b"2"[..], b"3", b"4"] {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             marked_db(dir.path(), old).flush().expect("flush");
@@ -131,7 +133,7 @@ async fn layout_two_and_three_stores_are_marked_four_on_open() {
         server.shutdown().await;
         let db = sled::open(dir.path()).expect("reopen");
         let layout = db.get(b"sessionlog.format").expect("read").expect("marked");
-        assert_eq!(layout.as_ref(), b"4");
+        assert_eq!(layout.as_ref(), b"5");
     }
 }
 
@@ -203,4 +205,58 @@ async fn a_layout_one_log_is_sealed_once_its_session_ends_and_reads_the_same() {
     let mut client = server.client().await;
     assert_eq!(common::read_all(&mut client, "old").await, sealed_read);
     server.shutdown().await;
+}
+
+/// The vendored sled logs each change to its table of trees as a link and
+/// writes the table whole every 256 changes (layout 5): across several
+/// consolidations, creates and drops, a reopened database has exactly the
+/// trees left, each with its own contents, and so has the next one.
+#[test]
+fn sleds_table_of_trees_comes_back_whole_from_its_links() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let open = || {
+        sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .expect("sled")
+    };
+    let name = |i: u32| format!("log/{i:05}");
+    let mut kept = std::collections::BTreeSet::new();
+    {
+        let db = open();
+        for i in 0..700u32 {
+            db.open_tree(name(i))
+                .expect("create")
+                .insert(b"k", &i.to_be_bytes())
+                .expect("insert");
+            kept.insert(i);
+            if i % 7 == 3 {
+                assert!(db.drop_tree(name(i - 3)).expect("drop"));
+                kept.remove(&(i - 3));
+            }
+        }
+        db.flush().expect("flush");
+    }
+    for _ in 0..2 {
+        let db = open();
+        let names: std::collections::BTreeSet<String> = db
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n.to_vec()).ok())
+            .filter(|n| n.starts_with("log/"))
+            .collect();
+        assert_eq!(names, kept.iter().map(|&i| name(i)).collect());
+        for &i in &kept {
+            let value = db.open_tree(name(i)).expect("open").get(b"k").expect("get");
+            assert_eq!(value.as_deref(), Some(&i.to_be_bytes()[..]), "tree {i}");
+        }
+        // The next start sees what this one left, changed by one more tree.
+        db.open_tree(name(9999))
+            .expect("create")
+            .insert(b"k", &9999u32.to_be_bytes())
+            .expect("insert");
+        kept.insert(9999);
+        db.flush().expect("flush");
+    }
 }

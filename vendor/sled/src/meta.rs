@@ -27,6 +27,25 @@ impl Meta {
         self.inner.remove(name)
     }
 
+    /// sessionlog patch: applies one logged change of the table (see
+    /// `PageCache::cas_root_in_meta`).
+    pub(crate) fn apply_link(&mut self, link: &Link) -> Result<()> {
+        match link {
+            Link::Set(name, pid) => {
+                let pid: [u8; 8] = std::convert::TryInto::try_into(
+                    pid.as_ref(),
+                )
+                .map_err(|_| Error::corruption(None))?;
+                self.inner.insert(name.clone(), PageId::from_le_bytes(pid));
+            }
+            Link::Del(name) => {
+                self.inner.remove(name);
+            }
+            _ => return Err(Error::corruption(None)),
+        }
+        Ok(())
+    }
+
     /// Return the current rooted tenants in Meta
     pub(crate) fn tenants(&self) -> BTreeMap<IVec, PageId> {
         self.inner.clone()

@@ -25,6 +25,10 @@ pub(crate) const COUNTER_PID: PageId = 1;
 pub(crate) const BATCH_MANIFEST_PID: PageId = PageId::max_value() - 666;
 
 pub(crate) const PAGE_CONSOLIDATION_THRESHOLD: usize = 10;
+
+/// sessionlog patch: how many changes of the table of trees are logged as
+/// links on the meta page before it is written whole again.
+pub(crate) const META_CONSOLIDATION_THRESHOLD: usize = 256;
 pub(crate) const SEGMENT_CLEANUP_THRESHOLD: usize = 50;
 
 // Allows for around 1 trillion items to be stored

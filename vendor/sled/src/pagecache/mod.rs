@@ -38,7 +38,8 @@ use self::{
     blob_io::{gc_blobs, read_blob, remove_blob, write_blob},
     constants::{
         BATCH_MANIFEST_PID, COUNTER_PID, META_PID,
-        PAGE_CONSOLIDATION_THRESHOLD, SEGMENT_CLEANUP_THRESHOLD,
+        META_CONSOLIDATION_THRESHOLD, PAGE_CONSOLIDATION_THRESHOLD,
+        SEGMENT_CLEANUP_THRESHOLD,
     },
     header::Header,
     iobuf::{roll_iobuf, IoBuf, IoBufs},
@@ -1896,6 +1897,29 @@ impl PageCache {
                 new_meta.del_root(name);
             }
 
+            // sessionlog patch: the change alone goes to the log, as a link
+            // on the meta page, and the whole table only every
+            // META_CONSOLIDATION_THRESHOLD changes. The first table (the
+            // default tree's) is always written whole, so a binary without
+            // this patch, which reads the meta page's base and not its
+            // links, still finds the default tree (and in it the layout
+            // marker that makes sessionlog refuse the store).
+            let consolidate = meta_view.deref().inner.is_empty()
+                || meta_view.0.cache_infos.len()
+                    >= META_CONSOLIDATION_THRESHOLD;
+            if !consolidate {
+                let link = match new {
+                    Some(pid) => {
+                        Link::Set(name.into(), IVec::from(&pid.to_le_bytes()))
+                    }
+                    None => Link::Del(name.into()),
+                };
+                if self.link_meta(meta_view.0, new_meta, &link, guard)? {
+                    return Ok(Ok(()));
+                }
+                continue;
+            }
+
             let new_meta_link = Update::Meta(new_meta);
 
             let res = self.cas_page(
@@ -1916,6 +1940,51 @@ impl PageCache {
                             .into(),
                     ));
                 }
+            }
+        }
+    }
+
+    /// sessionlog patch: appends `link` (one change of the table of trees)
+    /// to the meta page, whose materialized table becomes `new_meta`.
+    /// Returns false when the page changed meanwhile (the caller retries
+    /// from the current table).
+    fn link_meta<'g>(
+        &self,
+        old: PageView<'g>,
+        new_meta: Meta,
+        link: &Link,
+        guard: &'g Guard,
+    ) -> Result<bool> {
+        let log_reservation =
+            self.log.reserve(LogKind::Link, META_PID, link, guard)?;
+        let cache_info = CacheInfo {
+            lsn: log_reservation.lsn(),
+            pointer: log_reservation.pointer(),
+            ts: old.ts() + 1,
+            log_size: log_reservation.reservation_len() as u64,
+        };
+        let mut cache_infos = Vec::with_capacity(old.cache_infos.len() + 1);
+        cache_infos.extend_from_slice(&old.cache_infos);
+        cache_infos.push(cache_info);
+        let page = Owned::new(Page {
+            update: Some(Box::new(Update::Meta(new_meta))),
+            cache_infos,
+        });
+
+        debug_delay();
+        match old.entry.compare_and_set(old.read, page, SeqCst, guard) {
+            Ok(_) => {
+                unsafe {
+                    guard.defer_destroy(old.read);
+                }
+                self.log.iobufs.sa_mark_link(META_PID, cache_info, guard);
+                // after the segment accountant, as in `link`
+                log_reservation.complete()?;
+                Ok(true)
+            }
+            Err(_) => {
+                log_reservation.abort()?;
+                Ok(false)
             }
         }
     }
@@ -2119,8 +2188,22 @@ impl PageCache {
             trace!("installing page for pid {}", pid);
 
             let update = if pid == META_PID || pid == COUNTER_PID {
-                let update =
+                let mut update =
                     self.pull(pid, cache_infos[0].lsn, cache_infos[0].pointer)?;
+                // sessionlog patch: the meta page's links (see
+                // `cas_root_in_meta`), applied in order over its base.
+                if let Update::Meta(meta) = &mut update {
+                    for frag in &cache_infos[1..] {
+                        match self.pull(pid, frag.lsn, frag.pointer)? {
+                            Update::Link(link) => meta.apply_link(&link)?,
+                            _ => {
+                                return Err(Error::corruption(Some(
+                                    frag.pointer,
+                                )))
+                            }
+                        }
+                    }
+                }
                 Some(Box::new(update))
             } else if state.is_free() {
                 Some(Box::new(Update::Free))
