@@ -15,6 +15,8 @@
 #   BENCH_SESSION_ENTRIES=1000    entries in each of them
 #   BENCH_FOOTPRINT_SESSIONS=1000 sessions the log corpus (bench/corpus/) is
 #                             spread over in the footprint workload
+#   BENCH_FOOTPRINT_ENTRIES=1000  entries in each session of the second
+#                             footprint workload (the same sessions, longer)
 #   BENCH_TEMP_DIR=DIR        where the databases go (default: the system's
 #                             temp dir; use the disk you deploy on)
 #   BENCH_OUT=DIR             keep each workload's JSON lines there
@@ -35,6 +37,7 @@ memory_entries=${BENCH_MEMORY_ENTRIES:-1000000}
 sessions=${BENCH_SESSIONS:-10000}
 session_entries=${BENCH_SESSION_ENTRIES:-1000}
 footprint_sessions=${BENCH_FOOTPRINT_SESSIONS:-1000}
+footprint_entries=${BENCH_FOOTPRINT_ENTRIES:-1000}
 bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/sessionlog}
 tool=${BENCH_TOOL:-${CARGO_TARGET_DIR:-target}/release/sessionlog-bench}
 if [[ -n ${BENCH_OUT:-} ]]; then
@@ -85,6 +88,8 @@ bench catch-up follow --catch-up "$catch_up"
 bench memory follow --sessions 1000 --followers 100 --rate 100000 --batch 1000 \
   --count "$memory_entries"
 bench footprint footprint --corpus bench/corpus --sessions "$footprint_sessions"
+bench footprint-long footprint --corpus bench/corpus --sessions "$footprint_sessions" \
+  --entries-per-session "$footprint_entries"
 
 # Retained sessions, once (it writes sessions x entries): fill a server that
 # runs from a directory of ours, end the sessions (as retention keeps them),
@@ -137,13 +142,13 @@ echo "== done in $((SECONDS - started)) s" >&2
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" \
-  "$sessions" "$session_entries" "$footprint_sessions" <<'PY'
+  "$sessions" "$session_entries" "$footprint_sessions" "$footprint_entries" <<'PY'
 import json
 import sys
 from pathlib import Path
 
 (out, runs, duration, catch_up, memory_entries, cores, cpu, commit, sessions, session_entries,
- footprint_sessions) = sys.argv[1:]
+ footprint_sessions, footprint_entries) = sys.argv[1:]
 
 
 def spread(name, key):
@@ -280,6 +285,12 @@ row(f"footprint: the real log corpus ({corpus_mb:.1f} MB, bench/corpus/), a line
     0.25, "0.25 (issue 20 target; aim 0.1)", ("≤ 0.25x", lambda v: v <= 0.25))
 row("same: data dir bytes / raw message byte", "footprint", "disk_per_raw_byte", ratio)
 row("same: ingest entries/s (4 clients)", "footprint", "entries_per_second", rate)
+row(f"footprint, longer sessions: {int(footprint_sessions):,} sessions x {int(footprint_entries):,} "
+    "corpus lines each (read on from each one's place in the corpus), ended, server stopped: "
+    "data dir bytes / encoded entry byte",
+    "footprint-long", "disk_per_encoded_byte", ratio,
+    0.25, "0.25 (issue 20 target; aim 0.1)", ("≤ 0.25x", lambda v: v <= 0.25))
+row("same: data dir bytes / raw message byte", "footprint-long", "disk_per_raw_byte", ratio)
 
 print(f"sessionlog {commit}; {cores} cores ({cpu}), loopback; "
       f"median [min..max] of {runs} runs, {duration} each; ratio = sessionlog / reference")

@@ -1,9 +1,11 @@
 //! `footprint`: what real log text costs on disk. The corpus (real build,
 //! test, service, package-manager and JSON logs in `bench/corpus/`, see its
-//! README) is cut into contiguous runs of lines, one run per session, and
-//! appended one entry per line in batches; the sessions are ended, the
-//! server is stopped cleanly (its last flush), and its data dir is
-//! measured. Reports the disk bytes per encoded entry byte (the protobuf
+//! README) is cut into contiguous runs of lines, one run per session (or,
+//! with `--entries-per-session`, each session reads that many lines on from
+//! its own place in the corpus, wrapping at the end), and appended one
+//! entry per line in batches; the sessions are ended, the server seals
+//! them (the bench waits until its metrics say it is done), it is stopped
+//! cleanly (its last flush), and its data dir is measured. Reports the disk bytes per encoded entry byte (the protobuf
 //! size of the `LogEntry` messages sent) and per raw message byte, beside
 //! the ingest rate. Always a fresh local server: the data dir must be ours
 //! to measure.
@@ -24,6 +26,9 @@ use super::reference;
 use super::report::{self, ResourceUse, RunReport, Unit};
 use super::workload::{self, within};
 use super::{EngineArgs, OutputArgs, TargetArgs};
+
+/// The longest the server may take to seal the ended sessions.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The corpus as this crate ships it.
 const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus");
@@ -49,6 +54,12 @@ pub(super) struct FootprintArgs {
     /// sessions: a larger store of the same shape.
     #[arg(long, default_value_t = 1, value_parser = super::at_least_one())]
     passes: usize,
+    /// Each session gets this many lines instead of its share of the
+    /// corpus: the lines from its share's start on, wrapping at the end
+    /// (longer sessions of the same text; no line is repeated within a
+    /// session while this is at most the corpus).
+    #[arg(long, value_parser = super::at_least_one())]
+    entries_per_session: Option<usize>,
     /// Entries per append.
     #[arg(long, default_value_t = 100, value_parser = super::at_least_one())]
     batch: usize,
@@ -130,11 +141,20 @@ impl Corpus {
     }
 
     /// Session `index` of `sessions` (counted over every pass): its
-    /// contiguous share of the lines.
-    fn share(&self, index: usize, sessions: usize) -> &[Line] {
+    /// contiguous share of the lines, or `per_session` lines from the
+    /// share's start on, wrapping at the corpus's end.
+    fn share(&self, index: usize, sessions: usize, per_session: Option<usize>) -> Vec<&Line> {
         let total = self.lines.len();
         let index = index % sessions;
-        &self.lines[index * total / sessions..(index + 1) * total / sessions]
+        let start = index * total / sessions;
+        match per_session {
+            None => self.lines[start..(index + 1) * total / sessions]
+                .iter()
+                .collect(),
+            Some(count) => (0..count)
+                .map(|offset| &self.lines[(start + offset) % total])
+                .collect(),
+        }
     }
 }
 
@@ -223,11 +243,15 @@ async fn client_appends(
     corpus: Arc<Corpus>,
     sessions: Vec<(String, usize)>,
     total_sessions: usize,
+    per_session: Option<usize>,
     batch: usize,
 ) -> anyhow::Result<Totals> {
     let mut totals = Totals::new();
     for (session_id, index) in sessions {
-        for lines in corpus.share(index, total_sessions).chunks(batch) {
+        for lines in corpus
+            .share(index, total_sessions, per_session)
+            .chunks(batch)
+        {
             let now = SystemTime::now();
             let entries: Vec<pb::LogEntry> = lines.iter().map(|line| entry(line, now)).collect();
             let bytes = workload::payload_bytes(&entries);
@@ -289,6 +313,7 @@ async fn measure(
             corpus.clone(),
             share,
             args.sessions,
+            args.entries_per_session,
             args.batch,
         ));
     }
@@ -307,6 +332,9 @@ async fn measure(
         totals.entries
     );
     workload::end_sessions(&mut control, &sessions).await?;
+    // Ended sessions are what the disk target is about: measured once the
+    // server has sealed them and collected the space that freed.
+    let settled = server.wait_settled(SETTLE_LIMIT).await?;
 
     let mut report = RunReport::new(
         "footprint",
@@ -315,19 +343,17 @@ async fn measure(
             ("corpus_files", json!(corpus.files)),
             ("sessions", json!(args.sessions)),
             ("passes", json!(args.passes)),
+            ("entries_per_session", json!(args.entries_per_session)),
             ("batch", json!(args.batch)),
             ("concurrency", json!(args.concurrency)),
             ("fsync", json!(args.engine.fsync_name())),
             ("server", json!(server.describe())),
         ],
     );
-    let passes = u64::try_from(args.passes).context("--passes")?;
-    let raw_bytes: u64 = passes
-        * corpus
-            .lines
-            .iter()
-            .map(|line| u64::try_from(line.text.len()).unwrap_or(u64::MAX))
-            .sum::<u64>();
+    let raw_bytes: u64 = (0..session_count)
+        .flat_map(|index| corpus.share(index, args.sessions, args.entries_per_session))
+        .map(|line| u64::try_from(line.text.len()).unwrap_or(u64::MAX))
+        .sum();
     report.push(
         "entries",
         "entries (a corpus line each)",
@@ -353,6 +379,12 @@ async fn measure(
         report::approx(totals.bytes),
     );
     report.push_throughput(totals.entries, totals.bytes, elapsed);
+    report.push(
+        "settle_seconds",
+        "sealing and collection after the last end",
+        Unit::Seconds,
+        settled.as_secs_f64(),
+    );
     report
         .figures
         .extend(totals.latency.figures("append", "append latency"));
@@ -517,10 +549,32 @@ mod tests {
             files: 1,
             bytes: 0,
         };
-        let shares: Vec<usize> = (0..3).map(|index| corpus.share(index, 3).len()).collect();
+        let shares: Vec<usize> = (0..3)
+            .map(|index| corpus.share(index, 3, None).len())
+            .collect();
         assert_eq!(shares, [3, 3, 4]);
         // More sessions than lines: some sessions get none.
-        let total: usize = (0..15).map(|index| corpus.share(index, 15).len()).sum();
+        let total: usize = (0..15)
+            .map(|index| corpus.share(index, 15, None).len())
+            .sum();
         assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn longer_sessions_read_on_from_their_share_and_wrap() {
+        let corpus = Corpus {
+            lines: (0..10).map(|n| line(&n.to_string(), "x")).collect(),
+            files: 1,
+            bytes: 0,
+        };
+        let texts = |index| -> Vec<String> {
+            corpus
+                .share(index, 3, Some(5))
+                .iter()
+                .map(|line| line.text.clone())
+                .collect()
+        };
+        assert_eq!(texts(0), ["0", "1", "2", "3", "4"]);
+        assert_eq!(texts(2), ["6", "7", "8", "9", "0"]);
     }
 }

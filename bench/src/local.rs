@@ -86,6 +86,8 @@ struct LocalServer {
     child: Child,
     pid: u32,
     log_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its `/metrics` listener's address, once its log has named it.
+    metrics: Arc<Mutex<Option<String>>>,
     /// Removed on drop, after the child (declared first) is gone; `stop`
     /// hands it over instead.
     data_dir: tempfile::TempDir,
@@ -143,6 +145,37 @@ impl ServerUnderTest {
         self.idle
     }
 
+    /// Waits until a local server's sealer has nothing left to do (its
+    /// metrics read no session waiting to be sealed and no dead space
+    /// being relocated, twice in a row), for at most `limit`; returns how
+    /// long that took.
+    pub(super) async fn wait_settled(&self, limit: Duration) -> anyhow::Result<Duration> {
+        let local = self
+            .local
+            .as_ref()
+            .context("only a local server's backlog can be waited for")?;
+        let started = tokio::time::Instant::now();
+        let mut quiet = 0;
+        while quiet < 2 {
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "the local server was still sealing or relocating after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let address = local
+                .metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let Some(address) = address else { continue };
+            let text = http_get(&address, "/metrics").await?;
+            let idle = gauge(&text, "sessionlog_seal_backlog_sessions") == Some(0.0)
+                && gauge(&text, "sessionlog_store_reclaiming") == Some(0.0);
+            quiet = if idle { quiet + 1 } else { 0 };
+        }
+        Ok(started.elapsed())
+    }
+
     /// Whether the server (and its data) goes away after the run.
     pub(super) fn is_local(&self) -> bool {
         self.local.is_some()
@@ -184,6 +217,7 @@ impl LocalServer {
         command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
             .args(["--fsync", engine.fsync_name()])
@@ -212,14 +246,19 @@ impl LocalServer {
         let pid = child.id().context("the local server exited at once")?;
         let stderr = child.stderr.take().context("stderr is piped")?;
         let log_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let listen = tokio::time::timeout(START_TIMEOUT, serving_address(stderr, log_tail.clone()))
-            .await
-            .map_err(|_| anyhow::anyhow!("the local server did not start within {START_TIMEOUT:?}"))
-            .and_then(|found| found);
+        let metrics = Arc::new(Mutex::new(None));
+        let listen = tokio::time::timeout(
+            START_TIMEOUT,
+            serving_address(stderr, log_tail.clone(), metrics.clone()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the local server did not start within {START_TIMEOUT:?}"))
+        .and_then(|found| found);
         let server = Self {
             child,
             pid,
             log_tail,
+            metrics,
             data_dir,
         };
         match listen {
@@ -275,9 +314,13 @@ impl LocalServer {
 async fn serving_address(
     stderr: ChildStderr,
     log_tail: Arc<Mutex<VecDeque<String>>>,
+    metrics: Arc<Mutex<Option<String>>>,
 ) -> anyhow::Result<String> {
     let mut lines = BufReader::new(stderr).lines();
     let keep = move |line: &str| {
+        if let Some(address) = listen_line(line, "serving metrics") {
+            *metrics.lock().unwrap_or_else(PoisonError::into_inner) = Some(address);
+        }
         let mut tail = log_tail.lock().unwrap_or_else(PoisonError::into_inner);
         if tail.len() == KEPT_LOG_LINES {
             tail.pop_front();
@@ -291,7 +334,7 @@ async fn serving_address(
             .context("cannot read the local server's log")?
             .context("the local server exited before it served")?;
         keep(&line);
-        if let Some(listen) = serving_line(&line) {
+        if let Some(listen) = listen_line(&line, "serving") {
             tokio::spawn(async move {
                 while let Ok(Some(line)) = lines.next_line().await {
                     keep(&line);
@@ -302,14 +345,45 @@ async fn serving_address(
     }
 }
 
-/// The address of a JSON `serving` log line.
-fn serving_line(line: &str) -> Option<String> {
+/// The address of a JSON log line whose message is `message` (`serving`,
+/// `serving metrics`).
+fn listen_line(line: &str, message: &str) -> Option<String> {
     let log: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = log.get("fields")?;
-    if fields.get("message")?.as_str()? != "serving" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
     fields.get("listen")?.as_str().map(str::to_owned)
+}
+
+/// The body of `GET path` from `address` over plain HTTP/1.0.
+async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot reach the local server's metrics at {address}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("the metrics answer has no body")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "GET {path} answered {}",
+        head.lines().next().unwrap_or_default()
+    );
+    Ok(body.to_owned())
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// The `sessionlog` binary a local server runs: `explicit` (--server-bin
@@ -425,10 +499,30 @@ mod tests {
     }
 
     #[test]
-    fn the_serving_line_names_the_address() {
+    fn the_serving_lines_name_the_addresses() {
         let line = r#"{"timestamp":"t","level":"INFO","fields":{"message":"serving","listen":"127.0.0.1:4000"},"target":"sessionlog::server"}"#;
-        assert_eq!(serving_line(line).as_deref(), Some("127.0.0.1:4000"));
-        assert_eq!(serving_line(r#"{"fields":{"message":"store open"}}"#), None);
-        assert_eq!(serving_line("not json"), None);
+        assert_eq!(
+            listen_line(line, "serving").as_deref(),
+            Some("127.0.0.1:4000")
+        );
+        assert_eq!(listen_line(line, "serving metrics"), None);
+        let metrics = r#"{"fields":{"message":"serving metrics","listen":"127.0.0.1:4001"}}"#;
+        assert_eq!(
+            listen_line(metrics, "serving metrics").as_deref(),
+            Some("127.0.0.1:4001")
+        );
+        assert_eq!(
+            listen_line(r#"{"fields":{"message":"store open"}}"#, "serving"),
+            None
+        );
+        assert_eq!(listen_line("not json", "serving"), None);
+    }
+
+    #[test]
+    fn gauges_are_read_by_their_whole_name() {
+        let text = "# HELP x\nsessionlog_followers 1\nsessionlog_seal_backlog_sessions 0\n";
+        assert_eq!(gauge(text, "sessionlog_followers"), Some(1.0));
+        assert_eq!(gauge(text, "sessionlog_seal_backlog_sessions"), Some(0.0));
+        assert_eq!(gauge(text, "sessionlog_seal_backlog"), None);
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Metrics {
     liveness_endings: Family<Reason, Counter>,
     pruned_sessions: Family<Reason, Counter>,
     store_size: Gauge,
+    seal_backlog: Gauge,
+    store_reclaiming: Gauge,
     otlp_records: Family<Outcome, Counter>,
     forward_records: Family<TargetOutcome, Counter>,
     forward_failed_exports: Family<Target, Counter>,
@@ -107,6 +109,8 @@ impl Metrics {
             liveness_endings: Family::default(),
             pruned_sessions: Family::default(),
             store_size: Gauge::default(),
+            seal_backlog: Gauge::default(),
+            store_reclaiming: Gauge::default(),
             otlp_records: Family::default(),
             forward_records: Family::default(),
             forward_failed_exports: Family::default(),
@@ -191,6 +195,16 @@ impl Metrics {
             "Size of the sled database on disk",
             Unit::Bytes,
             metrics.store_size.clone(),
+        );
+        registry.register(
+            "seal_backlog_sessions",
+            "Sessions waiting for their logs to be sealed, or being sealed",
+            metrics.seal_backlog.clone(),
+        );
+        registry.register(
+            "store_reclaiming",
+            "1 while the store relocates pages out of mostly dead sled segments, else 0",
+            metrics.store_reclaiming.clone(),
         );
         registry.register(
             "otlp_records",
@@ -366,6 +380,10 @@ impl Metrics {
             self.store_size
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        self.seal_backlog
+            .set(i64::try_from(state.seal_backlog.sessions).unwrap_or(i64::MAX));
+        self.store_reclaiming
+            .set(i64::from(state.seal_backlog.reclaiming));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -387,4 +405,5 @@ pub(crate) struct Snapshot {
     pub followers: usize,
     /// `None` when the size could not be read.
     pub store_bytes: Option<u64>,
+    pub seal_backlog: crate::sessions::SealBacklog,
 }

@@ -283,6 +283,7 @@ impl Server {
                 ended,
                 followers: *sessions.followers().borrow(),
                 store_bytes: store.size_on_disk().ok(),
+                seal_backlog: sessions.seal_backlog(),
             }
         };
         let store_health = self.store.health().clone();

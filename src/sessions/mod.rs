@@ -38,7 +38,7 @@ pub use lifecycle::END_LOGGER;
 pub(crate) use list::ListQuery;
 pub(crate) use read::{MAX_READ_LIMIT, ReadQuery};
 pub use retention::{PruneReason, RetentionPolicy};
-pub(crate) use seal::DEFAULT_SEAL_ACTIVE_AFTER;
+pub(crate) use seal::{DEFAULT_SEAL_ACTIVE_AFTER, SealBacklog};
 
 /// Where a session stands, as `SessionManager::progress` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +229,11 @@ impl SessionManager {
     #[cfg(any(test, feature = "testing"))]
     pub fn wait_sealer_idle(&self) {
         self.inner.sealer.wait_idle();
+    }
+
+    /// What the sealer has yet to do (for the metrics).
+    pub(crate) fn seal_backlog(&self) -> SealBacklog {
+        self.inner.sealer.backlog()
     }
 
     /// Stops the sealer after the step in progress and waits for it.

@@ -9,13 +9,18 @@
 //! no session lock: appends and followers never wait for it. Deleting a
 //! session waits for at most one step (the store's seal lock).
 //!
+//! Between jobs, and every second when idle, it gives sled's dead space
+//! back for reuse (`Store::reclaim`, in turns of at most
+//! `RECLAIM_BUDGET`); seals come first.
+//!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
 //! the thread stops between steps when asked, and a step in progress lands
 //! whole or not at all (it is one sled batch).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::store::schema::State;
 use crate::store::{SealOutcome, SealTarget, Store};
@@ -25,6 +30,12 @@ use super::handle::SessionHandle;
 /// The default for `--seal-active-after`: an active session is sealed once
 /// this many bytes of its entries are past its seal mark.
 pub(crate) const DEFAULT_SEAL_ACTIVE_AFTER: u64 = 1 << 20;
+
+/// How often an idle sealer gives sled's dead space back for reuse
+/// (`Store::reclaim`), and how long one turn may take: sled's own flusher
+/// spends up to half of its 500 ms period on it.
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+const RECLAIM_BUDGET: Duration = Duration::from_millis(100);
 
 enum Job {
     Seal(Arc<SessionHandle>),
@@ -40,6 +51,26 @@ pub(super) struct Sealer {
     stopping: Arc<AtomicBool>,
     /// 0 until started: nothing is queued before then.
     active_after: AtomicU64,
+    backlog: Arc<Backlog>,
+}
+
+/// What the sealer has yet to do, for the metrics.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Sessions queued or being sealed.
+    sessions: AtomicUsize,
+    /// Set while the last turn of reclaiming used its whole budget, or a
+    /// seal since may have left dead space.
+    reclaiming: AtomicBool,
+}
+
+/// The sealer's backlog at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SealBacklog {
+    /// Sessions waiting to be sealed, or being sealed.
+    pub sessions: usize,
+    /// Whether it is giving sled's dead space back (`Store::reclaim`).
+    pub reclaiming: bool,
 }
 
 #[derive(Debug)]
@@ -62,12 +93,17 @@ impl Sealer {
         }
         let (jobs, queue) = mpsc::channel();
         let stopping = self.stopping.clone();
+        let backlog = self.backlog.clone();
+        backlog.reclaiming.store(true, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name("sealer".to_owned())
-            .spawn(move || run(&store, &queue, &stopping, active_after))?;
+            .spawn(move || run(&store, &queue, &stopping, &backlog, active_after))?;
         for handle in sessions {
             handle.seal.queued.store(true, Ordering::SeqCst);
-            let _ = jobs.send(Job::Seal(handle));
+            self.backlog.sessions.fetch_add(1, Ordering::SeqCst);
+            if jobs.send(Job::Seal(handle)).is_err() {
+                self.backlog.sessions.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         self.active_after
             .store(active_after.max(1), Ordering::SeqCst);
@@ -82,9 +118,24 @@ impl Sealer {
         {
             return;
         }
+        self.backlog.sessions.fetch_add(1, Ordering::SeqCst);
         match self.lock().as_ref() {
             Some(running) if running.jobs.send(Job::Seal(handle.clone())).is_ok() => {}
-            _ => handle.seal.queued.store(false, Ordering::SeqCst),
+            _ => {
+                self.backlog.sessions.fetch_sub(1, Ordering::SeqCst);
+                handle.seal.queued.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// What is left to do; nothing once stopped.
+    pub(super) fn backlog(&self) -> SealBacklog {
+        if self.lock().is_none() {
+            return SealBacklog::default();
+        }
+        SealBacklog {
+            sessions: self.backlog.sessions.load(Ordering::SeqCst),
+            reclaiming: self.backlog.reclaiming.load(Ordering::SeqCst),
         }
     }
 
@@ -132,15 +183,33 @@ impl Sealer {
     }
 }
 
-fn run(store: &Store, queue: &mpsc::Receiver<Job>, stopping: &AtomicBool, active_after: u64) {
+fn run(
+    store: &Store,
+    queue: &mpsc::Receiver<Job>,
+    stopping: &AtomicBool,
+    backlog: &Backlog,
+    active_after: u64,
+) {
+    // Recovery, and every seal, may leave segments queued for cleaning.
+    let mut reclaiming = true;
     loop {
-        let handle = match queue.recv() {
+        backlog.reclaiming.store(reclaiming, Ordering::SeqCst);
+        let wait = if reclaiming {
+            Duration::ZERO
+        } else {
+            RECLAIM_EVERY
+        };
+        let handle = match queue.recv_timeout(wait) {
             Ok(Job::Seal(handle)) => handle,
             Ok(Job::Idle(done)) => {
                 let _ = done.send(());
                 continue;
             }
-            Ok(Job::Stop) | Err(_) => return,
+            Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                reclaiming = !stopping.load(Ordering::SeqCst) && reclaim(store);
+                continue;
+            }
         };
         if stopping.load(Ordering::SeqCst) {
             return;
@@ -149,6 +218,31 @@ fn run(store: &Store, queue: &mpsc::Receiver<Job>, stopping: &AtomicBool, active
             tracing::warn!(session = %handle.id, error = %err, "sealing a session's log failed");
         }
         handle.seal.queued.store(false, Ordering::SeqCst);
+        reclaiming = true;
+        // Reclaiming is marked before the session leaves the backlog, so
+        // the backlog never reads empty between the two.
+        backlog.reclaiming.store(true, Ordering::SeqCst);
+        backlog.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One turn of `Store::reclaim`; whether it used its whole budget (there
+/// may be more to do).
+fn reclaim(store: &Store) -> bool {
+    match store.reclaim(RECLAIM_BUDGET) {
+        Ok(moved) => {
+            if moved > 0 {
+                tracing::trace!(
+                    pages = moved,
+                    "relocated sled pages out of mostly dead segments"
+                );
+            }
+            moved > 0
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "giving sled's dead space back failed");
+            false
+        }
     }
 }
 

@@ -270,6 +270,16 @@ async fn metrics_follow_what_the_server_does() {
         3.0
     );
 
+    // The ended sessions are sealed in the background, and the backlog
+    // drains.
+    let samples = scrape_until(&served.metrics, |s| {
+        value(s, "sessionlog_seal_backlog_sessions") == 0.0
+            && value(s, "sessionlog_store_reclaiming") == 0.0
+    })
+    .await;
+    assert!(value(&samples, "sessionlog_seal_input_bytes_total") > 0.0);
+    assert!(value(&samples, "sessionlog_seal_output_bytes_total") > 0.0);
+
     process::sigterm(&served.child);
     let mut child = served.child;
     assert!(child.wait().await.expect("reaped").success());

@@ -157,6 +157,17 @@ impl Db {
         Ok(tree)
     }
 
+    /// Relocates the live pages of one segment that sled queued for
+    /// cleaning, if it queued any, so the segment can be reused. Returns
+    /// whether there was one (call it again while there is).
+    ///
+    /// sessionlog patch: sled's flusher thread does this between flushes;
+    /// a database opened with `flush_every_ms(None)` has no flusher.
+    #[cfg(all(not(miri), target_os = "linux"))]
+    pub fn collect_garbage_step(&self) -> Result<bool> {
+        self.context.pagecache.attempt_gc()
+    }
+
     /// Remove a disk-backed collection.
     pub fn drop_tree<V: AsRef<[u8]>>(&self, name: V) -> Result<bool> {
         let name_ref = name.as_ref();

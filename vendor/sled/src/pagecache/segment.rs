@@ -1016,6 +1016,11 @@ impl SegmentAccountant {
         let safe = self.free.iter().next().copied();
 
         let lid = if let Some(next) = safe {
+            // sessionlog patch: the pages that were moved out of a freed
+            // segment may still be only in the page cache, and writeback
+            // keeps no order: make them durable before the segment that
+            // held their older copies is overwritten.
+            self.config.file.sync_data()?;
             self.free.remove(&next);
             next
         } else {
@@ -1097,9 +1102,12 @@ impl SegmentAccountant {
         io_fail!(&config, "file truncation");
         threadpool::spawn(move || {
             debug!("truncating file to length {}", at);
+            // sessionlog patch: what was moved out of the cut segments is
+            // made durable before they are cut.
             let res = config
                 .file
-                .set_len(at)
+                .sync_data()
+                .and_then(|_| config.file.set_len(at))
                 .and_then(|_| config.file.sync_all())
                 .map_err(|e| e.into());
             completer.fill(res);
