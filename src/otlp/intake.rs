@@ -26,6 +26,10 @@ use crate::store::schema::StoredEntry;
 use super::census;
 use super::mapping::{self, Record, SessionKeys};
 
+/// How many ended sessions one `--otlp-session-from` key may have before
+/// its records are refused (each export walks them).
+const MAX_KEY_GENERATIONS: u32 = 1_000;
+
 /// OTLP logs in over a `SessionManager`; the gRPC edge serves it as
 /// `LogsService` (`api::otlp`), the HTTP edge as `POST /v1/logs`; both
 /// hand it the encoded export (`export_encoded`), so limits, mapping,
@@ -173,10 +177,39 @@ impl OtlpIntake {
                 .to_owned(),
         );
         for (start, records) in sessions {
-            self.session_records(start, &scopes, records, rejected)
-                .await?;
+            match self.live_generation(start) {
+                Ok(start) => {
+                    self.session_records(start, &scopes, records, rejected)
+                        .await?;
+                }
+                Err(failure) => rejected.add(records.len(), failure.message),
+            }
         }
         Ok(())
+    }
+
+    /// The session that takes a keyed session's records now: the key's
+    /// own id, or, once that session has ended (its lease expired while
+    /// the container was quiet, say), `<id>.2`, `<id>.3`, … the first not
+    /// ended. A container's lines are never refused for an ended session;
+    /// its sessions follow each other under its key.
+    fn live_generation(
+        &self,
+        mut start: crate::pb::StartSessionRequest,
+    ) -> Result<crate::pb::StartSessionRequest, Failure> {
+        let key = start.session_id.clone();
+        for generation in 2..=MAX_KEY_GENERATIONS {
+            match self.sessions.get(&start.session_id) {
+                Ok(view) if !view.is_active() => {
+                    start.session_id = format!("{key}.{generation}");
+                }
+                _ => return Ok(start),
+            }
+        }
+        Err(Failure::new(
+            Code::ResourceExhausted,
+            format!("the sessions of `{key}` ended {MAX_KEY_GENERATIONS} times"),
+        ))
     }
 
     /// Stores one session's records, in order; `scopes` are the resource's

@@ -372,6 +372,21 @@ async fn session_from_attributes_makes_one_session_per_container() {
         common::messages(&read_all(&mut client, "9f2c-11:proxy").await),
         ["proxy 1"]
     );
+    // Once a key's session ended, its records go on in the next one.
+    common::end_session(&mut client, "9f2c-11:web", "lease expired").await;
+    let later = export_of(vec![], vec![record(6, "web 3", in_container("web"))]);
+    let answer = post(
+        http(&server),
+        "/v1/logs",
+        &[PROTOBUF],
+        &later.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(decoded(&answer).partial_success, None);
+    assert_eq!(
+        common::messages(&read_all(&mut client, "9f2c-11:web.2").await),
+        ["web 3"]
+    );
     // A resource's own `session.id` still wins.
     let named = export_of(
         vec![kv("session.id", "named")],
