@@ -59,7 +59,8 @@ pub(super) enum Then {
 enum Transport {
     /// Uncompressed; `Target::export` adds the compression.
     Grpc(Client),
-    Http(HttpExporter),
+    /// Boxed: hyper's client is several times a tonic channel's size.
+    Http(Box<HttpExporter>),
 }
 
 #[derive(Debug)]
@@ -96,7 +97,7 @@ impl Target {
         let transport = if uri.path().is_empty() || uri.path() == "/" {
             Transport::Grpc(grpc_client(url, headers, tls)?)
         } else {
-            Transport::Http(HttpExporter::new(uri, headers, tls)?)
+            Transport::Http(Box::new(HttpExporter::new(uri, headers, tls)?))
         };
         let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
         let id = digest.as_ref()[..16]
@@ -128,7 +129,7 @@ impl Target {
         let compression = self.compression;
         match &self.transport {
             Transport::Http(exporter) => {
-                let exporter = exporter.clone();
+                let exporter = HttpExporter::clone(exporter);
                 Box::pin(async move { exporter.export(&request, compression, attempt).await })
             }
             Transport::Grpc(base) => {
