@@ -21,8 +21,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use tokio_util::sync::CancellationToken;
 
-use super::retry;
-use super::target::{Refusal, Target, Then};
+use super::retry::{self, Refusal, Then};
+use super::target::Target;
 use crate::edge::{entry, session};
 use crate::otlp::outbound;
 use crate::sessions::{MAX_READ_LIMIT, ReadQuery, SessionError, SessionManager, SessionProgress};

@@ -23,8 +23,7 @@ use prost::Message as _;
 use prost::bytes::Bytes;
 
 use super::ForwardCompression;
-use super::retry;
-use super::target::{Refusal, Then};
+use super::retry::{self, Refusal, Then};
 use crate::client::ClientTls;
 
 /// The largest answer read; an `ExportLogsServiceResponse` is tiny, and

@@ -3,12 +3,30 @@
 //! server sends `RetryInfo`), the server's `RetryInfo` delay when given;
 //! over HTTP 429, 502, 503 and 504, with `Retry-After` when given; else an
 //! exponential backoff with jitter, so many sidecars coming back after one
-//! outage do not retry in step.
+//! outage do not retry in step. `Refusal` is what either protocol's
+//! failure comes to.
 
 use std::time::Duration;
 
 use prost::Message;
 use tonic::Code;
+
+/// Why an export did not go through, and what to do about it.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) reason: String,
+    pub(super) then: Then,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    /// Send the same export again after this long.
+    RetryAfter(std::time::Duration),
+    /// The target cannot decompress it: send it again uncompressed, now.
+    Resend,
+    /// The target refused it for good: its records are dropped.
+    Drop,
+}
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(30);

@@ -1,7 +1,7 @@
 //! One forwarding target: its OTLP client, over gRPC or HTTP (connected
 //! lazily, so a target that is down at start-up is retried like one that
 //! goes down later), the headers it gets, its stable id for cursors, and
-//! what each failed export means (`Refusal`), whichever the protocol.
+//! what each failed gRPC export means (`retry::Refusal`).
 
 use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 use super::ForwardCompression;
 use super::http::HttpExporter;
-use super::retry;
+use super::retry::{self, Refusal, Then};
 use crate::client::{ClientTls, Connection};
 
 /// Adds the configured headers to every export.
@@ -35,23 +35,6 @@ impl tonic::service::Interceptor for Headers {
 }
 
 pub(super) type Client = LogsServiceClient<InterceptedService<Channel, Headers>>;
-
-/// Why an export did not go through, and what to do about it.
-#[derive(Debug)]
-pub(super) struct Refusal {
-    pub(super) reason: String,
-    pub(super) then: Then,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Then {
-    /// Send the same export again after this long.
-    RetryAfter(std::time::Duration),
-    /// The target cannot decompress it: send it again uncompressed, now.
-    Resend,
-    /// The target refused it for good: its records are dropped.
-    Drop,
-}
 
 /// How a target is spoken to: OTLP/gRPC (a URL without a path) or
 /// OTLP/HTTP (a URL with one).
