@@ -152,6 +152,8 @@ impl OtlpIntake {
         }
         let mut sessions: Vec<(crate::pb::StartSessionRequest, Vec<(usize, LogRecord)>)> =
             Vec::new();
+        // Each session's place in `sessions`, which keeps first-seen order.
+        let mut places: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut unnamed = 0;
         for (scope, record) in records {
             let Some(start) = self
@@ -162,12 +164,12 @@ impl OtlpIntake {
                 unnamed += 1;
                 continue;
             };
-            match sessions
-                .iter_mut()
-                .find(|(known, _)| known.session_id == start.session_id)
-            {
-                Some((_, records)) => records.push((scope, record)),
-                None => sessions.push((start, vec![(scope, record)])),
+            match places.get(&start.session_id) {
+                Some(&place) => sessions[place].1.push((scope, record)),
+                None => {
+                    places.insert(start.session_id.clone(), sessions.len());
+                    sessions.push((start, vec![(scope, record)]));
+                }
             }
         }
         rejected.add(

@@ -106,7 +106,7 @@ fn describe(attributes: &[KeyValue]) -> pb::StartSessionRequest {
 /// container, `log.file.path` one per file. Each is looked up on the
 /// resource, then on the record.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SessionKeys(Vec<String>);
+pub(crate) struct SessionKeys(std::sync::Arc<[String]>);
 
 /// The attribute that names the app when `service.name` is absent.
 pub(crate) const CONTAINER_NAME: &str = "k8s.container.name";
@@ -117,7 +117,12 @@ const MAX_READABLE_KEY_LEN: usize = 96;
 
 impl SessionKeys {
     pub(crate) fn new(keys: Vec<String>) -> Self {
-        Self(keys.into_iter().filter(|key| !key.is_empty()).collect())
+        Self(
+            keys.into_iter()
+                .filter(|key| !key.is_empty())
+                .collect::<Vec<_>>()
+                .into(),
+        )
     }
 
     pub(crate) fn is_empty(&self) -> bool {
