@@ -3,8 +3,9 @@
 # overlay rendered by `kubectl kustomize` and validated, strictly, against
 # the Kubernetes 1.33 schemas; then .ci/deploy_check.py starts the real
 # server as the Dockerfile and each overlay configure it and checks the
-# probes, grace periods, volumes and scrape settings against it. The tools
-# come from the pinned PyPI packages in deploy/requirements-ci.txt, in the
+# probes, grace periods, volumes and scrape settings against it, and runs
+# the collector overlay's Collector config in the real Collector against
+# it. The tools come from the pinned PyPI packages in deploy/requirements-ci.txt, in the
 # venv target/deploy-venv. Uses target/debug/sessionlog (built by `cargo
 # test`; built here when missing; under $CARGO_TARGET_DIR when that is set).
 # No image is built and nothing is applied to a cluster.
@@ -67,14 +68,19 @@ for kustomization in deploy/kubernetes/*/kustomization.yaml; do
   validate "$dir" "$rendered/$name.yaml"
   overlays+=("$rendered/$name.yaml")
 done
-((${#overlays[@]} >= 2)) || fail "expected the sidecar and standalone overlays, found ${#overlays[@]}"
+((${#overlays[@]} >= 3)) || fail "expected the collector, sidecar and standalone overlays, found ${#overlays[@]}"
 
 if [[ ! -x $server_bin ]]; then
   echo "== deploy: building $server_bin"
   cargo build --locked --bin sessionlog
 fi
 
-echo "== deploy: the Dockerfile and manifests against the real server"
+# The collector overlay's config runs in the real Collector.
+OTELCOL_BINARY=$("$py" -c 'import os, otel_collector
+print(os.path.join(os.path.dirname(otel_collector.__file__), "bin", "otelcol-contrib_linux_amd64"))')
+export OTELCOL_BINARY
+
+echo "== deploy: the Dockerfile and manifests against the real server (and the Collector)"
 timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "${overlays[@]}"
 
 echo "== deploy: the check fails on a probe service name the server does not serve"
@@ -89,4 +95,16 @@ fi
 grep -q "FAILED: .*'sessionlog.v1.Nope' is SERVING" "$rendered/wrong-probe-name.out" ||
   fail "deploy_check.py failed, but not on the wrong name: $(cat "$rendered/wrong-probe-name.out")"
 echo "deploy: a readiness probe for sessionlog.v1.Nope failed the check, as it must"
+echo "== deploy: the check fails on a Collector posting to a port the server does not serve"
+sed 's|endpoint: http://sessionlog:4318|endpoint: http://sessionlog:4319|' \
+  "$rendered/collector.yaml" >"$rendered/wrong-collector-port.yaml"
+grep -q 'sessionlog:4319' "$rendered/wrong-collector-port.yaml" || fail "the wrong port was not put in"
+if timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "$rendered/wrong-collector-port.yaml" \
+  >"$rendered/wrong-collector-port.out" 2>&1; then
+  cat "$rendered/wrong-collector-port.out"
+  fail "deploy_check.py passed a Collector posting to port 4319"
+fi
+grep -q "FAILED: .*Service sessionlog port 4319 reaches" "$rendered/wrong-collector-port.out" ||
+  fail "deploy_check.py failed, but not on the port: $(cat "$rendered/wrong-collector-port.out")"
+echo "deploy: a Collector posting to port 4319 failed the check, as it must"
 echo "== deploy: ok"

@@ -23,6 +23,16 @@ ephemeral on loopback). Then:
   answer on that path; a token file must come from a rendered Secret and
   the server must then refuse calls without a token.
 
+- a pod that runs as root must be a node log reader: every hostPath it
+  mounts is under /var/log and read-only, and it drops every capability;
+- an OpenTelemetry Collector (a container started with --config=) must post
+  to a rendered Service port that reaches the server's
+  SESSIONLOG_HTTP_LISTEN, tail a read-only hostPath, and have every
+  ${env:…} its config names; then the real Collector ($OTELCOL_BINARY) runs
+  that config (its paths moved to the sandbox, its endpoint to the real
+  server started as the overlay configures it) and lines written in the
+  /var/log/pods layout must arrive, one session per container.
+
 Needs PyYAML and grpcio. Prints one line per check; exits 1 on the first
 overlay with failures, after listing them.
 """
@@ -40,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
@@ -172,6 +183,7 @@ class Server:
         self.sandbox = sandbox
         self.listeners = split_list(env.get("SESSIONLOG_LISTEN", DEFAULTS["SESSIONLOG_LISTEN"]))
         self.has_metrics = "SESSIONLOG_METRICS_LISTEN" in env
+        self.has_http = "SESSIONLOG_HTTP_LISTEN" in env
         self.grace_seconds = parse_duration_seconds(
             env.get("SESSIONLOG_SHUTDOWN_GRACE", DEFAULTS["SESSIONLOG_SHUTDOWN_GRACE"])
         )
@@ -181,12 +193,15 @@ class Server:
         self.env["SESSIONLOG_LISTEN"] = ",".join(self.local_listener(a) for a in self.listeners)
         if self.has_metrics:
             self.env["SESSIONLOG_METRICS_LISTEN"] = "127.0.0.1:0"
+        if self.has_http:
+            self.env["SESSIONLOG_HTTP_LISTEN"] = "127.0.0.1:0"
         self.env["SESSIONLOG_LOG_FORMAT"] = "json"
         self.env["RUST_LOG"] = "info"
         self.env = {k: str(v) for k, v in self.env.items()}
         # Listener (as configured) -> the address it really got here.
         self.bound = {}
         self.metrics_address = None
+        self.http_address = None
         self.log = []
         self.process = None
 
@@ -215,7 +230,8 @@ class Server:
         threading.Thread(target=drain, daemon=True).start()
         serving = []
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while len(serving) < len(self.listeners) or (self.has_metrics and not self.metrics_address):
+        while (len(serving) < len(self.listeners) or (self.has_metrics and not self.metrics_address)
+               or (self.has_http and not self.http_address)):
             try:
                 line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
@@ -231,6 +247,8 @@ class Server:
                 serving.append(fields["listen"])
             elif fields.get("message") == "serving metrics":
                 self.metrics_address = fields["listen"]
+            elif fields.get("message") == "serving http":
+                self.http_address = fields["listen"]
         # The server logs its listeners in the order they were given.
         self.bound = dict(zip(self.listeners, serving))
         return self
@@ -508,9 +526,14 @@ def check_overlay(path, binary):
         spec = template["spec"]
         security = spec.get("securityContext", {})
         what = f"{workload['kind']} {workload['metadata']['name']}"
-        report.expect(security.get("runAsNonRoot") is True and security.get("runAsUser", 0) != 0
-                      and security.get("seccompProfile", {}).get("type") == "RuntimeDefault",
-                      f"{what}: non-root with the RuntimeDefault seccomp profile")
+        report.expect(security.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+                      f"{what}: the RuntimeDefault seccomp profile")
+        if security.get("runAsUser", 0) == 0 and is_node_log_reader(spec):
+            report.ok(f"{what}: runs as root only to read the nodes' log files "
+                      "(hostPaths under /var/log, read-only; no capabilities)")
+        else:
+            report.expect(security.get("runAsNonRoot") is True and security.get("runAsUser", 0) != 0,
+                          f"{what}: non-root")
         for container in spec.get("initContainers", []) + spec.get("containers", []):
             context = container.get("securityContext", {})
             report.expect(context.get("allowPrivilegeEscalation") is False
@@ -520,8 +543,190 @@ def check_overlay(path, binary):
                 servers += 1
                 check_server_container(report, workload, template, claims, container,
                                        configmaps, secrets, binary)
+            elif collector_config_path(container):
+                check_collector(report, docs, workload, spec, container, configmaps, secrets, binary)
     report.expect(servers > 0, "the overlay runs a sessionlog server")
     return report
+
+
+# --- an OpenTelemetry Collector in front of the server ----------------------
+
+COLLECTOR_SECONDS = 60
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def is_node_log_reader(spec):
+    """Whether a pod only needs root to read the kubelet's log files: it
+    mounts hostPaths, all under /var/log and read-only, and every container
+    drops every capability and cannot escalate."""
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in spec.get("volumes", []) if "hostPath" in v}
+    if not host_paths or not all(p == "/var/log" or p.startswith("/var/log/") for p in host_paths.values()):
+        return False
+    for container in spec.get("initContainers", []) + spec.get("containers", []):
+        context = container.get("securityContext", {})
+        if context.get("capabilities", {}).get("drop") != ["ALL"] or context.get("capabilities", {}).get("add"):
+            return False
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] in host_paths and not mount.get("readOnly"):
+                return False
+    return True
+
+
+def collector_config_path(container):
+    for arg in container.get("command", []) + container.get("args", []):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def collector_config(spec, container, configmaps, report, name):
+    """The Collector's config: the ConfigMap key its --config file is."""
+    path = PurePosixPath(collector_config_path(container))
+    mount = mount_of(container, str(path))
+    volume = next((v for v in spec.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    configmap = configmaps.get(volume.get("configMap", {}).get("name"))
+    if not report.expect(configmap is not None, f"{name}: --config={path} is a rendered ConfigMap's file"):
+        return None
+    key = str(path.relative_to(mount["mountPath"]))
+    if not report.expect(key in configmap.get("data", {}), f"{name}: the ConfigMap has {key}"):
+        return None
+    return yaml.safe_load(configmap["data"][key])
+
+
+def server_workload(docs):
+    for workload, template, claims in pod_templates(docs):
+        for container in template["spec"].get("containers", []):
+            if is_server(container):
+                return workload, template, claims, container
+    return None
+
+
+def check_collector(report, docs, workload, spec, container, configmaps, secrets, binary):
+    name = f"{workload['kind']} {workload['metadata']['name']}, container {container['name']}"
+    config = collector_config(spec, container, configmaps, report, name)
+    if config is None:
+        return
+    env_names = {e["name"] for e in container.get("env", [])}
+    for reference in sorted(set(ENV_REFERENCE.findall(json.dumps(config)))):
+        report.expect(reference in env_names, f"{name}: ${{env:{reference}}} is set in its env")
+    pipeline = config["service"]["pipelines"]["logs"]
+    exporter = config["exporters"][pipeline["exporters"][0]]
+    receiver = config["receivers"][pipeline["receivers"][0]]
+    found = server_workload(docs)
+    if not report.expect(found is not None, f"{name}: the overlay has a server to post to"):
+        return
+    server_load, server_template, claims, server_container = found
+    server_env = container_env(server_container, configmaps, report)
+    # The endpoint names a Service port whose target is the server's HTTP port.
+    match = re.fullmatch(r"http://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:(\d+)/?", exporter.get("endpoint", ""))
+    if report.expect(match is not None, f"{name}: the endpoint {exporter.get('endpoint')} is http://SERVICE:PORT"):
+        service = next((d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == match[1]), None)
+        port = next((p for p in (service or {}).get("spec", {}).get("ports", [])
+                     if p["port"] == int(match[2])), None)
+        target = port and port.get("targetPort")
+        container_port = next((p["containerPort"] for p in server_container.get("ports", [])
+                               if target in (p.get("name"), p["containerPort"])), None)
+        http_listen = server_env.get("SESSIONLOG_HTTP_LISTEN")
+        report.expect(http_listen is not None and container_port == split_host_port(http_listen)[1]
+                      and not is_loopback(split_host_port(http_listen)[0]),
+                      f"{name}: Service {match[1]} port {match[2]} reaches the server's "
+                      f"SESSIONLOG_HTTP_LISTEN ({http_listen})")
+    for pattern in receiver.get("include", []):
+        mount = mount_of(container, pattern.split("*")[0])
+        report.expect(mount is not None and mount.get("readOnly") is True,
+                      f"{name}: {pattern} is on a read-only mount")
+    report.expect("SESSIONLOG_OTLP_SESSION_FROM" in server_env,
+                  f"{name}: the server names sessions of tailed lines (SESSIONLOG_OTLP_SESSION_FROM)")
+    collector_bin = os.environ.get("OTELCOL_BINARY")
+    if not report.expect(bool(collector_bin), f"{name}: $OTELCOL_BINARY names a Collector to run"):
+        return
+    try:
+        run_collector(report, name, collector_bin, config, receiver, exporter, pipeline,
+                      server_template, claims, server_container, server_env, secrets, binary)
+    except CheckFailed as err:
+        report.fail(f"{name}: {err}")
+
+
+def run_collector(report, name, collector_bin, config, receiver, exporter, pipeline,
+                  server_template, claims, server_container, server_env, secrets, binary):
+    """The real Collector with this config against the real server as the
+    overlay configures it: lines in the pods' layout arrive, one session per
+    container, with the container's name as the app."""
+    sandbox = Sandbox(tempfile.mkdtemp(prefix="deploy-check-"))
+    token = base64.b16encode(os.urandom(16)).decode().lower()
+    collector = None
+    try:
+        prepare_volumes(sandbox, server_container, server_template["spec"].get("volumes", []),
+                        claims, secrets, report)
+        token_file = server_env.get("SESSIONLOG_AUTH_TOKEN_FILE")
+        if token_file:
+            # The overlay's placeholder holds no token: add the one the
+            # Collector is given here.
+            with open(sandbox.path(token_file), "a", encoding="utf-8") as tokens:
+                tokens.write(f"\n{token}\n")
+        pods = sandbox.path("/var/log/pods")
+        uid, container_name = "0c1d2e3f-4a5b-6c7d-8e9f-000000000001", "app"
+        log_dir = pods / f"shop_web-0_{uid}" / container_name
+        log_dir.mkdir(parents=True)
+        lines = [f"line {n}" for n in range(1, 21)]
+        (log_dir / "0.log").write_text("".join(
+            f"2025-01-01T00:00:00.{n:09d}Z stdout F {text}\n" for n, text in enumerate(lines, 1)))
+        with Server(binary, server_env, sandbox) as server:
+            local = dict(config)
+            local["receivers"] = {pipeline["receivers"][0]: dict(
+                receiver, start_at="beginning", poll_interval="50ms",
+                include=[str(sandbox.path(p)) for p in receiver["include"]],
+                exclude=[str(sandbox.path(p)) for p in receiver.get("exclude", [])])}
+            local["exporters"] = {pipeline["exporters"][0]: dict(
+                exporter, endpoint=f"http://{server.http_address}",
+                retry_on_failure={"enabled": True, "initial_interval": "100ms", "max_interval": "1s"})}
+            local["service"] = dict(config["service"], telemetry={"metrics": {"level": "none"}})
+            config_path = sandbox.root.parent / "collector.json"
+            config_path.write_text(json.dumps(local))
+            env = {k: v for k, v in os.environ.items() if k != "OTELCOL_BINARY"}
+            env["SESSIONLOG_TOKEN"] = token
+            collector_log = open(sandbox.root.parent / "collector.log", "w", encoding="utf-8")
+            collector = subprocess.Popen([collector_bin, f"--config={config_path}"], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=collector_log,
+                                         stderr=subprocess.STDOUT)
+            session_id = f"{uid}:{container_name}"
+            got, app = wait_for_entries(server, token, session_id, len(lines))
+            report.expect(got == lines, f"{name}: the real Collector's lines arrive in order in "
+                          f"session {session_id}", f"got {got}")
+            report.expect(app == container_name, f"{name}: the session's app is the container's name",
+                          f"app {app!r}")
+            collector.send_signal(signal.SIGTERM)
+            report.expect(collector.wait(timeout=30) == 0, f"{name}: the Collector stops cleanly")
+            report.expect(server.stop() == 0, f"{name}: the server exits 0 on SIGTERM")
+    finally:
+        if collector is not None and collector.poll() is None:
+            collector.kill()
+            collector.wait()
+        shutil.rmtree(sandbox.root.parent, ignore_errors=True)
+
+
+def wait_for_entries(server, token, session_id, count):
+    """Polls the HTTP API (the Collector exports on its own schedule) until
+    the session holds `count` entries; their messages and the app name."""
+    deadline = time.monotonic() + COLLECTOR_SECONDS
+    request = lambda path: urllib.request.Request(  # noqa: E731
+        f"http://{server.http_address}{path}", headers={"Authorization": f"Bearer {token}"})
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request(f"/api/v1/sessions/{session_id}/entries"),
+                                        timeout=CALL_TIMEOUT_SECONDS) as response:
+                entries = json.loads(response.read())["entries"]
+            if len(entries) >= count:
+                with urllib.request.urlopen(request(f"/api/v1/sessions/{session_id}"),
+                                            timeout=CALL_TIMEOUT_SECONDS) as response:
+                    app = json.loads(response.read())["app_name"]
+                return [entry["message"] for entry in entries], app
+        except urllib.error.HTTPError as err:
+            if err.code != 404:
+                raise CheckFailed(f"GET entries of {session_id}: {err.code} {err.read()[:200]!r}")
+        time.sleep(0.2)
+    raise CheckFailed(f"session {session_id} did not get {count} entries within {COLLECTOR_SECONDS} s "
+                      f"(server log: {server.log[-5:]})")
 
 
 # --- the Dockerfile ---------------------------------------------------------

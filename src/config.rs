@@ -224,6 +224,16 @@ pub struct ServeConfig {
     #[arg(long, env = "SESSIONLOG_OTLP_LEASE", default_value = "10m", value_parser = parse_duration)]
     pub otlp_lease: Duration,
 
+    /// For OTLP records whose resource has no `session.id` (a Collector
+    /// tailing log files sends none): the resource or record attributes
+    /// whose values make the session, comma-separated, e.g.
+    /// `k8s.pod.uid,k8s.container.name` (one session per pod container) or
+    /// `log.file.path` (one per file). The app name is `service.name`,
+    /// else `k8s.container.name`. Unset: such records take their session
+    /// from `service.instance.id`, and are rejected without one.
+    #[arg(long, env = "SESSIONLOG_OTLP_SESSION_FROM", value_delimiter = ',')]
+    pub otlp_session_from: Vec<String>,
+
     /// Forward every session's start, entries and end to this OTLP/gRPC
     /// endpoint (`http://host:port` or `https://host:port`: a Collector, or
     /// another sessionlog), at least once and in order per session.
@@ -414,6 +424,7 @@ impl From<&ServeConfig> for ServerSettings {
             shutdown_grace: config.shutdown_grace,
             liveness_interval: config.liveness_interval,
             otlp_lease: Some(config.otlp_lease).filter(|lease| !lease.is_zero()),
+            otlp_session_from: config.otlp_session_from.clone(),
             retention: config.retention_policy(),
             retention_interval: config.retention_interval,
             seal_active_after: config.seal_active_after,

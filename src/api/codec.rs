@@ -18,9 +18,6 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 use super::wire::EncodedExport;
 
-/// How much of prost's error text a status keeps.
-const MAX_DETAIL_CHARS: usize = 200;
-
 /// The codec the generated code uses (see `build.rs`).
 #[derive(Debug)]
 pub(crate) struct Codec<T, U> {
@@ -121,15 +118,4 @@ impl Decoder for UndecodedExport {
     }
 }
 
-/// What prost says of bytes that do not decode, cut to its end: prost
-/// names the whole path to the fault, deep nesting makes that kilobytes
-/// long, and its end says what went wrong.
-pub(super) fn decode_fault(detail: &str) -> String {
-    let tail = detail
-        .char_indices()
-        .rev()
-        .nth(MAX_DETAIL_CHARS)
-        .map_or(detail, |(start, _)| &detail[start..]);
-    let ellipsis = if tail.len() < detail.len() { "…" } else { "" };
-    format!("{ellipsis}{tail}")
-}
+pub(super) use crate::edge::request::decode_fault;

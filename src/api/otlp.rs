@@ -1,16 +1,12 @@
 //! `opentelemetry.proto.collector.logs.v1.LogsService` on the gRPC port:
-//! each export arrives encoded; its records are counted on the bytes
-//! (`--max-otlp-records`) before it is decoded, then it goes to the OTLP
-//! intake (`otlp`), and its failure becomes a status in the one place that
+//! each export arrives encoded and goes as it is to the OTLP intake
+//! (`otlp`), which counts its records on the bytes (`--max-otlp-records`)
+//! before decoding it; its failure becomes a status in the one place that
 //! maps them (`status`).
 
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use prost::Message;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use tonic::{Request, Response, Status};
 
-use super::codec::decode_fault;
 use super::wire::EncodedExport;
 use crate::otlp::OtlpIntake;
 use crate::pb::otlp_intake::logs_service_server::LogsService;
@@ -33,16 +29,8 @@ impl LogsService for OtlpService {
         &self,
         request: Request<EncodedExport>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let bytes = request.into_inner().bytes;
-        self.intake.check_records(&bytes)?;
-        let request = ExportLogsServiceRequest::decode(bytes).map_err(|err| {
-            Status::invalid_argument(format!(
-                "the message is not valid protobuf: {}",
-                decode_fault(&err.to_string())
-            ))
-        })?;
         self.intake
-            .export(request)
+            .export_encoded(request.into_inner().bytes)
             .await
             .map(Response::new)
             .map_err(Status::from)

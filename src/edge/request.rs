@@ -17,6 +17,22 @@ pub(crate) const MAX_BATCH_ID_LEN: usize = 128;
 
 const PAGE_TOKEN_PREFIX: &str = "s1.";
 
+/// How much of prost's error text a message keeps.
+const MAX_DETAIL_CHARS: usize = 200;
+
+/// What prost says of bytes that do not decode, cut to its end: prost
+/// names the whole path to the fault, deep nesting makes that kilobytes
+/// long, and its end says what went wrong.
+pub(crate) fn decode_fault(detail: &str) -> String {
+    let tail = detail
+        .char_indices()
+        .rev()
+        .nth(MAX_DETAIL_CHARS)
+        .map_or(detail, |(start, _)| &detail[start..]);
+    let ellipsis = if tail.len() < detail.len() { "…" } else { "" };
+    format!("{ellipsis}{tail}")
+}
+
 /// A required session id.
 pub(crate) fn session_id(id: &str) -> Result<&str, RequestError> {
     if id.is_empty() {

@@ -15,11 +15,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use tokio_util::sync::CancellationToken;
 
-use super::retry;
+use super::retry::{self, Refusal, Then};
 use super::target::Target;
 use crate::edge::{entry, session};
 use crate::otlp::outbound;
@@ -93,6 +95,11 @@ impl Forwarder {
             oldest_pending: None,
             handed,
         })
+    }
+
+    /// `otlp/grpc` or `otlp/http`, for the log.
+    pub(super) fn protocol(&self) -> &'static str {
+        self.target.protocol()
     }
 
     pub(super) async fn run(mut self, stop: CancellationToken) {
@@ -269,8 +276,10 @@ impl Forwarder {
         let mut attempt = 0u32;
         let mut stopping = false;
         loop {
-            let mut client = self.target.client();
-            let call = tokio::time::timeout(EXPORT_TIMEOUT, client.export(export.request.clone()));
+            let call = tokio::time::timeout(
+                EXPORT_TIMEOUT,
+                self.target.export(export.request.clone(), attempt),
+            );
             tokio::pin!(call);
             let answered = tokio::select! {
                 answered = &mut call => answered,
@@ -286,79 +295,62 @@ impl Forwarder {
                 }
             };
             let sent = answered.unwrap_or_else(|_| {
-                Err(tonic::Status::deadline_exceeded(format!(
-                    "the target did not answer within {EXPORT_TIMEOUT:?}"
-                )))
+                Err(Refusal {
+                    reason: format!("the target did not answer within {EXPORT_TIMEOUT:?}"),
+                    then: Then::RetryAfter(retry::backoff(attempt)),
+                })
             });
             if stopping && sent.is_err() {
                 return false;
             }
             match sent {
                 Ok(response) => {
-                    let rejected = response
-                        .get_ref()
-                        .partial_success
-                        .as_ref()
-                        .map_or(0, |partial| {
-                            u64::try_from(partial.rejected_log_records).unwrap_or(0)
-                        });
-                    let metrics = crate::metrics::get();
-                    metrics.forwarded(
-                        &self.target.url,
-                        "exported",
-                        (export.records as u64).saturating_sub(rejected),
-                    );
-                    metrics.forwarded(&self.target.url, "rejected", rejected);
-                    if let Some(partial) = response.into_inner().partial_success
-                        && partial.rejected_log_records > 0
-                    {
-                        tracing::warn!(
-                            target = %self.target.url,
-                            rejected = partial.rejected_log_records,
-                            reason = %partial.error_message,
-                            "the target rejected some forwarded records; they are not sent again"
-                        );
-                    }
+                    self.acknowledged(&export, response);
                     break;
                 }
-                Err(status) if self.target.refuses_compression(&status) => {}
-                Err(status) => match retry::delay(&status, attempt) {
-                    Some(delay) => {
-                        crate::metrics::get().forward_failed(&self.target.url);
-                        // Stuck on this export: what waits keeps growing.
-                        let sessions = self.sessions.progress();
-                        self.report_lag(&sessions);
-                        if attempt.is_multiple_of(10) {
-                            tracing::warn!(
-                                target = %self.target.url,
-                                code = ?status.code(),
-                                error = %status.message(),
-                                retry_in = ?delay,
-                                "forwarding failed; retrying"
-                            );
-                        }
-                        attempt = attempt.saturating_add(1);
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = stop.cancelled() => return false,
-                        }
-                    }
-                    None => {
-                        tracing::error!(
+                Err(Refusal {
+                    reason,
+                    then: Then::Resend,
+                }) => self.target.stop_compressing(&reason),
+                Err(Refusal {
+                    reason,
+                    then: Then::RetryAfter(delay),
+                }) => {
+                    crate::metrics::get().forward_failed(&self.target.url);
+                    // Stuck on this export: what waits keeps growing.
+                    let sessions = self.sessions.progress();
+                    self.report_lag(&sessions);
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(
                             target = %self.target.url,
-                            code = ?status.code(),
-                            error = %status.message(),
-                            records = export.records,
-                            "the target refused an export; its records are dropped, not retried"
+                            error = %reason,
+                            retry_in = ?delay,
+                            "forwarding failed; retrying"
                         );
-                        crate::metrics::get().forwarded(
-                            &self.target.url,
-                            "dropped",
-                            export.records as u64,
-                        );
-                        break;
                     }
-                },
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return false,
+                    }
+                }
+                Err(Refusal {
+                    reason,
+                    then: Then::Drop,
+                }) => {
+                    tracing::error!(
+                        target = %self.target.url,
+                        error = %reason,
+                        records = export.records,
+                        "the target refused an export; its records are dropped, not retried"
+                    );
+                    crate::metrics::get().forwarded(
+                        &self.target.url,
+                        "dropped",
+                        export.records as u64,
+                    );
+                    break;
+                }
             }
         }
         let (store, target_id, cursors) = (
@@ -385,6 +377,31 @@ impl Forwarder {
         }
         self.cursors.extend(export.cursors);
         !stopping
+    }
+
+    /// Counts what the target took and what it rejected (`partial_success`:
+    /// rejected records are not sent again).
+    fn acknowledged(&self, export: &Export, response: ExportLogsServiceResponse) {
+        let rejected = response.partial_success.as_ref().map_or(0, |partial| {
+            u64::try_from(partial.rejected_log_records).unwrap_or(0)
+        });
+        let metrics = crate::metrics::get();
+        metrics.forwarded(
+            &self.target.url,
+            "exported",
+            (export.records as u64).saturating_sub(rejected),
+        );
+        metrics.forwarded(&self.target.url, "rejected", rejected);
+        if let Some(partial) = response.partial_success
+            && partial.rejected_log_records > 0
+        {
+            tracing::warn!(
+                target = %self.target.url,
+                rejected = partial.rejected_log_records,
+                reason = %partial.error_message,
+                "the target rejected some forwarded records; they are not sent again"
+            );
+        }
     }
 
     /// Drops the cursors of sessions no longer in the store (pruned or

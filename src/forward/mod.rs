@@ -8,6 +8,7 @@
 //! for a target.
 
 mod forwarder;
+mod http;
 mod retry;
 mod target;
 
@@ -24,7 +25,8 @@ pub(crate) use target::parse_header;
 /// Where and how to forward.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardSettings {
-    /// OTLP/gRPC endpoints: `http://host:port` or `https://host:port`.
+    /// OTLP endpoints: `http(s)://host:port` (OTLP/gRPC), or with a path,
+    /// `http(s)://host:port/v1/logs` (OTLP/HTTP).
     pub targets: Vec<String>,
     /// Sent with every export (e.g. `authorization`).
     pub headers: Vec<(String, String)>,
@@ -134,14 +136,7 @@ pub(crate) fn prepare(
     let targets = settings
         .targets
         .iter()
-        .map(|url| {
-            target::Target::new(
-                url,
-                &settings.headers,
-                &tls,
-                settings.compression.encoding(),
-            )
-        })
+        .map(|url| target::Target::new(url, &settings.headers, &tls, settings.compression))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let handed = std::sync::Arc::new(Handed::default());
     let forwarders = targets
@@ -172,7 +167,7 @@ impl Forwarding {
         self.forwarders
             .into_iter()
             .map(|(url, forwarder)| {
-                tracing::info!(target = %url, "forwarding to an OTLP endpoint");
+                tracing::info!(target = %url, protocol = forwarder.protocol(), "forwarding to an OTLP endpoint");
                 tokio::spawn(forwarder.run(stop.clone()))
             })
             .collect()

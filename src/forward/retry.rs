@@ -1,13 +1,32 @@
 //! When a failed export is tried again, as the OTLP specification says:
-//! the retryable codes (and RESOURCE_EXHAUSTED only when the server sends
-//! `RetryInfo`), the server's `RetryInfo` delay when given, else an
+//! over gRPC the retryable codes (and RESOURCE_EXHAUSTED only when the
+//! server sends `RetryInfo`), the server's `RetryInfo` delay when given;
+//! over HTTP 429, 502, 503 and 504, with `Retry-After` when given; else an
 //! exponential backoff with jitter, so many sidecars coming back after one
-//! outage do not retry in step.
+//! outage do not retry in step. `Refusal` is what either protocol's
+//! failure comes to.
 
 use std::time::Duration;
 
 use prost::Message;
 use tonic::Code;
+
+/// Why an export did not go through, and what to do about it.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) reason: String,
+    pub(super) then: Then,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    /// Send the same export again after this long.
+    RetryAfter(std::time::Duration),
+    /// The target cannot decompress it: send it again uncompressed, now.
+    Resend,
+    /// The target refused it for good: its records are dropped.
+    Drop,
+}
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(30);
@@ -43,6 +62,21 @@ pub(super) fn delay(status: &tonic::Status, attempt: u32) -> Option<Duration> {
         _ => false,
     };
     retryable.then(|| asked.unwrap_or_else(|| backoff(attempt)).min(MAX_DELAY))
+}
+
+/// How long to wait before posting an OTLP/HTTP export again, or `None`
+/// when it must not be (the specification's retryable statuses are 429,
+/// 502, 503 and 504; every other failure is for good). The server's
+/// `Retry-After` (in seconds) sets the delay when given, capped like the
+/// backoff.
+pub(super) fn http_delay(status: u16, retry_after: Option<&str>, attempt: u32) -> Option<Duration> {
+    if !matches!(status, 429 | 502 | 503 | 504) {
+        return None;
+    }
+    let asked = retry_after
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Some(asked.unwrap_or_else(|| backoff(attempt)).min(MAX_DELAY))
 }
 
 /// 100 ms doubling per attempt up to 30 s, each scaled by a random factor
@@ -108,6 +142,21 @@ mod tests {
         assert_eq!(delay(&status, 3), Some(Duration::from_secs(7)));
         let status = with_retry_info(Code::Unavailable, 3600);
         assert_eq!(delay(&status, 0), Some(MAX_DELAY));
+    }
+
+    #[test]
+    fn http_statuses_retry_as_the_otlp_specification_says() {
+        assert_eq!(http_delay(503, Some("7"), 0), Some(Duration::from_secs(7)));
+        assert_eq!(http_delay(429, Some("86400"), 0), Some(MAX_DELAY));
+        for status in [502, 504] {
+            let delay = http_delay(status, None, 0).expect("retried");
+            assert!(delay <= Duration::from_millis(150), "{status}");
+        }
+        let dated = http_delay(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"), 0);
+        assert!(dated.is_some_and(|delay| delay <= Duration::from_millis(150)));
+        for status in [400, 401, 403, 404, 413, 500] {
+            assert_eq!(http_delay(status, Some("1"), 0), None, "{status}");
+        }
     }
 
     #[test]

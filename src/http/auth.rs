@@ -4,10 +4,11 @@
 //! headers, so the SSE routes (and only they) also take `?access_token=`;
 //! this server logs no request URLs, and the console's pages send
 //! `Referrer-Policy: no-referrer`, so the token is not written anywhere by
-//! sessionlog. The console's static files need no token.
+//! sessionlog. The console's static files need no token. `POST /v1/logs`
+//! (OTLP) takes the header only, and renders its refusal itself.
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -43,20 +44,36 @@ async fn check(
     request: Request,
     next: Next,
 ) -> Response {
+    match verdict(auth, presented) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => HttpError::from(refused).into_response(),
+    }
+}
+
+/// Whether the header's token lets a request through; for a route that
+/// renders its own refusals (`POST /v1/logs` answers in OTLP's encoding).
+pub(super) fn authorize(auth: &TokenAuth, headers: &HeaderMap) -> Result<(), Failure> {
+    verdict(auth, header_bearer(headers))
+}
+
+fn verdict(auth: &TokenAuth, presented: Option<Vec<u8>>) -> Result<(), Failure> {
     if !auth.is_required() {
-        return next.run(request).await;
+        return Ok(());
     }
     let refused = match presented {
-        Some(token) if auth.accepts(&token) => return next.run(request).await,
+        Some(token) if auth.accepts(&token) => return Ok(()),
         Some(_) => "the bearer token is not valid",
         None => "this server needs `Authorization: Bearer <token>`",
     };
-    HttpError::from(Failure::new(Code::Unauthenticated, refused)).into_response()
+    Err(Failure::new(Code::Unauthenticated, refused))
 }
 
 fn bearer(request: &Request) -> Option<Vec<u8>> {
-    request
-        .headers()
+    header_bearer(request.headers())
+}
+
+fn header_bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
         .map(<[u8]>::to_vec)

@@ -97,6 +97,54 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// The HTTP status of a failed OTLP/HTTP export (`POST /v1/logs`), as
+/// the OTLP specification has exporters read it: whatever a retry may cure
+/// is 503 (with `Retry-After`), which exporters retry; a limit no retry
+/// passes is 413; the rest are 4xx/500, which they drop.
+pub(super) fn otlp_status(failure: &Failure) -> StatusCode {
+    if failure.retryable() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match failure.code {
+        Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::Aborted | Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The `Retry-After` of an OTLP/HTTP refusal: the failure's own delay, or
+/// one second for any 503 or 429 (the exporter backs off from there).
+pub(super) fn retry_after_seconds(failure: &Failure, status: StatusCode) -> Option<u64> {
+    match failure.retry_after {
+        Some(delay) => Some(delay.as_secs().max(1)),
+        None => matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+        .then_some(1),
+    }
+}
+
+/// The `google.rpc.Code` number of a contract code, for the
+/// `google.rpc.Status` body of a failed OTLP/HTTP export.
+pub(super) fn grpc_code_number(code: Code) -> i32 {
+    match code {
+        Code::InvalidArgument => 3,
+        Code::NotFound => 5,
+        Code::AlreadyExists => 6,
+        Code::ResourceExhausted => 8,
+        Code::FailedPrecondition => 9,
+        Code::Aborted => 10,
+        Code::Internal => 13,
+        Code::Unavailable => 14,
+        Code::Unauthenticated => 16,
+    }
+}
+
 /// A request for a host this server does not answer for (`Host` check):
 /// 421 Misdirected Request, with the error body of `INVALID_ARGUMENT`.
 pub(super) fn misdirected(message: String) -> Response {
@@ -122,6 +170,30 @@ mod tests {
         for (code, status) in cases {
             assert_eq!(http_status(code).as_u16(), status, "{code:?}");
         }
+    }
+
+    #[test]
+    fn otlp_refusals_say_whether_to_retry() {
+        let unavailable = Failure::new(Code::Unavailable, "disk");
+        assert_eq!(otlp_status(&unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            retry_after_seconds(&unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            Some(1)
+        );
+        let over = Failure::new(Code::ResourceExhausted, "too many records");
+        assert_eq!(otlp_status(&over), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            retry_after_seconds(&over, StatusCode::PAYLOAD_TOO_LARGE),
+            None
+        );
+        let busy = HttpError::from(RequestError::TooManyStreams {
+            reason: "busy".into(),
+        })
+        .0;
+        assert_eq!(otlp_status(&busy), StatusCode::SERVICE_UNAVAILABLE);
+        let bad = Failure::new(Code::InvalidArgument, "not protobuf");
+        assert_eq!(otlp_status(&bad), StatusCode::BAD_REQUEST);
+        assert_eq!(grpc_code_number(Code::Unavailable), 14);
     }
 
     #[test]

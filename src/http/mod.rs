@@ -1,15 +1,17 @@
 //! The HTTP edge (`--http-listen`): a JSON read API under `/api/v1`, SSE
-//! follow and watch streams, and the web console at `/`. A third edge
+//! follow and watch streams, the web console at `/`, and OTLP/HTTP logs in
+//! at `/v1/logs` (through the `otlp` edge's intake). A third edge
 //! beside `api` (gRPC) and `otlp`: it calls `sessions` as they do and
 //! shares their validation, limits, tokens and stream counts (`edge`).
-//! Errors become HTTP statuses in exactly one place (`error`). No tonic and
-//! no generated wire types here.
+//! Errors become HTTP statuses in exactly one place (`error`). No tonic
+//! here; OTLP's generated messages only in `otlp`, which decodes them.
 
 mod assets;
 mod auth;
 mod error;
 mod host;
 mod json;
+mod otlp;
 pub(crate) mod query;
 mod routes;
 mod sse;
@@ -19,9 +21,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::edge::{Limits, StreamCounter, TokenAuth};
+use crate::otlp::OtlpIntake;
 use crate::sessions::SessionManager;
 pub(crate) use host::AllowedHosts;
 
@@ -37,6 +40,8 @@ pub(crate) struct HttpEdge {
     auth: TokenAuth,
     keep_alive: Duration,
     allowed_hosts: AllowedHosts,
+    /// `POST /v1/logs` goes here; without it the route answers 404.
+    otlp: Option<OtlpIntake>,
 }
 
 impl HttpEdge {
@@ -55,6 +60,7 @@ impl HttpEdge {
             auth,
             keep_alive: DEFAULT_KEEP_ALIVE,
             allowed_hosts: AllowedHosts::new(None, &[]),
+            otlp: None,
         }
     }
 
@@ -67,6 +73,13 @@ impl HttpEdge {
     /// Without tokens, requests must name one of `allowed_hosts` in `Host`.
     pub(crate) fn with_allowed_hosts(mut self, allowed_hosts: AllowedHosts) -> Self {
         self.allowed_hosts = allowed_hosts;
+        self
+    }
+
+    /// OTLP/HTTP exports (`POST /v1/logs`) go to `intake`, the gRPC
+    /// `LogsService`'s own.
+    pub(crate) fn with_otlp(mut self, intake: OtlpIntake) -> Self {
+        self.otlp = Some(intake);
         self
     }
 
@@ -89,6 +102,7 @@ impl HttpEdge {
             .route("/", get(assets::index))
             .route("/assets/console.js", get(assets::script))
             .route("/assets/console.css", get(assets::style))
+            .route("/v1/logs", post(otlp::export))
             .merge(streams)
             .merge(reads)
             .fallback(routes::unknown_route)

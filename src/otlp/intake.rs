@@ -14,7 +14,9 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
+use prost::Message as _;
 
 use crate::edge::{Code, Failure, Limits, entry, request, session};
 use crate::sessions::{AppendBatch, SessionError, SessionManager};
@@ -22,10 +24,16 @@ use crate::store::NewEntry;
 use crate::store::schema::StoredEntry;
 
 use super::census;
-use super::mapping::{self, Record};
+use super::mapping::{self, Record, SessionKeys};
+
+/// How many ended sessions one `--otlp-session-from` key may have before
+/// its records are refused (each export walks them).
+const MAX_KEY_GENERATIONS: u32 = 1_000;
 
 /// OTLP logs in over a `SessionManager`; the gRPC edge serves it as
-/// `LogsService` (`api::otlp`).
+/// `LogsService` (`api::otlp`), the HTTP edge as `POST /v1/logs`; both
+/// hand it the encoded export (`export_encoded`), so limits, mapping,
+/// leases and batch ids are the same whichever way an export came.
 #[derive(Debug, Clone)]
 pub(crate) struct OtlpIntake {
     sessions: SessionManager,
@@ -33,6 +41,9 @@ pub(crate) struct OtlpIntake {
     /// The lease given to sessions this service starts, so a session whose
     /// exporter goes quiet ends (`lease expired`) instead of staying active.
     lease: Option<Duration>,
+    /// `--otlp-session-from`: the session of a record whose resource has
+    /// no `session.id`.
+    keys: SessionKeys,
 }
 
 impl OtlpIntake {
@@ -41,7 +52,34 @@ impl OtlpIntake {
             sessions,
             limits: Arc::new(limits),
             lease,
+            keys: SessionKeys::default(),
         }
+    }
+
+    /// Records whose resource has no `session.id` get their session from
+    /// these attributes (`--otlp-session-from`).
+    pub(crate) fn with_session_keys(mut self, keys: Vec<String>) -> Self {
+        self.keys = SessionKeys::new(keys);
+        self
+    }
+
+    /// One encoded `ExportLogsServiceRequest`, whichever edge it came by:
+    /// counted (`check_records`), decoded, stored (`export`).
+    pub(crate) async fn export_encoded(
+        &self,
+        export: prost::bytes::Bytes,
+    ) -> Result<ExportLogsServiceResponse, Failure> {
+        self.check_records(&export)?;
+        let request = ExportLogsServiceRequest::decode(export).map_err(|err| {
+            Failure::new(
+                Code::InvalidArgument,
+                format!(
+                    "the message is not valid protobuf: {}",
+                    request::decode_fault(&err.to_string())
+                ),
+            )
+        })?;
+        self.export(request).await
     }
 
     /// Refuses an export (an encoded `ExportLogsServiceRequest`) of more
@@ -50,7 +88,7 @@ impl OtlpIntake {
     /// is decoded. Bytes the count cannot walk are refused too, never
     /// passed on to the decode: anything the count skips (values nested
     /// past its depth, say) is what the decode would build uncounted.
-    pub(crate) fn check_records(&self, export: &[u8]) -> Result<(), Failure> {
+    fn check_records(&self, export: &[u8]) -> Result<(), Failure> {
         let max = census::Census {
             records: self.limits.max_otlp_records,
             values: self.limits.max_otlp_values(),
@@ -88,34 +126,120 @@ impl OtlpIntake {
     }
 
     /// Stores one resource's records; rejected records go to `rejected`,
-    /// a failure worth retrying is returned.
+    /// a failure worth retrying is returned. The resource names one
+    /// session, unless it has no `session.id` and `--otlp-session-from`
+    /// is set: then each record's attributes name its session, and each
+    /// session's records are stored in the order they came.
     async fn resource(&self, logs: ResourceLogs, rejected: &mut Rejected) -> Result<(), Failure> {
-        let records: usize = logs.scope_logs.iter().map(|s| s.log_records.len()).sum();
-        let start = match mapping::session(logs.resource.as_ref()) {
-            Ok(start) => start,
-            Err(err) => {
-                rejected.add(records, err.to_string());
-                return Ok(());
+        let resource = logs.resource;
+        let mut scopes = Vec::with_capacity(logs.scope_logs.len());
+        let mut records = Vec::new();
+        for (index, scope_logs) in logs.scope_logs.into_iter().enumerate() {
+            scopes.push(scope_logs.scope);
+            records.extend(scope_logs.log_records.into_iter().map(|r| (index, r)));
+        }
+        if self.keys.is_empty() || mapping::names_session(resource.as_ref()) {
+            return match mapping::session(resource.as_ref()) {
+                Ok(start) => {
+                    self.session_records(start, &scopes, records, rejected)
+                        .await
+                }
+                Err(err) => {
+                    rejected.add(records.len(), err.to_string());
+                    Ok(())
+                }
+            };
+        }
+        let mut sessions: Vec<(crate::pb::StartSessionRequest, Vec<(usize, LogRecord)>)> =
+            Vec::new();
+        // Each session's place in `sessions`, which keeps first-seen order.
+        let mut places: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut unnamed = 0;
+        for (scope, record) in records {
+            let Some(start) = self
+                .keys
+                .session(resource.as_ref(), &record.attributes)
+                .or_else(|| mapping::session(resource.as_ref()).ok())
+            else {
+                unnamed += 1;
+                continue;
+            };
+            match places.get(&start.session_id) {
+                Some(&place) => sessions[place].1.push((scope, record)),
+                None => {
+                    places.insert(start.session_id.clone(), sessions.len());
+                    sessions.push((start, vec![(scope, record)]));
+                }
             }
-        };
+        }
+        rejected.add(
+            unnamed,
+            "the record has no `session.id` resource attribute and none of the attributes \
+             of `--otlp-session-from`"
+                .to_owned(),
+        );
+        for (start, records) in sessions {
+            match self.live_generation(start) {
+                Ok(start) => {
+                    self.session_records(start, &scopes, records, rejected)
+                        .await?;
+                }
+                Err(failure) => rejected.add(records.len(), failure.message),
+            }
+        }
+        Ok(())
+    }
+
+    /// The session that takes a keyed session's records now: the key's
+    /// own id, or, once that session has ended (its lease expired while
+    /// the container was quiet, say), `<id>.2`, `<id>.3`, … the first not
+    /// ended. A container's lines are never refused for an ended session;
+    /// its sessions follow each other under its key.
+    fn live_generation(
+        &self,
+        mut start: crate::pb::StartSessionRequest,
+    ) -> Result<crate::pb::StartSessionRequest, Failure> {
+        let key = start.session_id.clone();
+        for generation in 2..=MAX_KEY_GENERATIONS {
+            match self.sessions.get(&start.session_id) {
+                Ok(view) if !view.is_active() => {
+                    start.session_id = format!("{key}.{generation}");
+                }
+                _ => return Ok(start),
+            }
+        }
+        Err(Failure::new(
+            Code::ResourceExhausted,
+            format!("the sessions of `{key}` ended {MAX_KEY_GENERATIONS} times"),
+        ))
+    }
+
+    /// Stores one session's records, in order; `scopes` are the resource's
+    /// scopes, which each record names by index.
+    async fn session_records(
+        &self,
+        start: crate::pb::StartSessionRequest,
+        scopes: &[Option<InstrumentationScope>],
+        records: Vec<(usize, LogRecord)>,
+        rejected: &mut Rejected,
+    ) -> Result<(), Failure> {
         let session_id = start.session_id.clone();
         if let Err(failure) = self.ensure_session(start).await {
-            return rejected.unless_retryable(records, failure);
+            return rejected.unless_retryable(records.len(), failure);
         }
         let mut pending = Vec::new();
-        for scope_logs in logs.scope_logs {
-            for record in scope_logs.log_records {
-                match mapping::record(scope_logs.scope.as_ref(), record) {
-                    Record::Started => {}
-                    Record::Entry(entry) => match entry::stored_entry(entry, &self.limits) {
-                        Ok(entry) => pending.push(entry),
-                        Err(err) => rejected.add(1, Failure::from(err).message),
-                    },
-                    Record::Ended { reason } => {
-                        self.append(&session_id, std::mem::take(&mut pending), rejected)
-                            .await?;
-                        self.end(&session_id, &reason, rejected).await?;
-                    }
+        for (scope, record) in records {
+            let scope = scopes.get(scope).and_then(Option::as_ref);
+            match mapping::record(scope, record) {
+                Record::Started => {}
+                Record::Entry(entry) => match entry::stored_entry(entry, &self.limits) {
+                    Ok(entry) => pending.push(entry),
+                    Err(err) => rejected.add(1, Failure::from(err).message),
+                },
+                Record::Ended { reason } => {
+                    self.append(&session_id, std::mem::take(&mut pending), rejected)
+                        .await?;
+                    self.end(&session_id, &reason, rejected).await?;
                 }
             }
         }

@@ -47,13 +47,32 @@ pub(crate) enum Record {
 
 /// The session a resource's records belong to, as a start request.
 pub(crate) fn session(resource: Option<&Resource>) -> Result<pb::StartSessionRequest, NoSessionId> {
-    let attributes = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-    let text = |key: &str| attribute(attributes, key).map(text_of).unwrap_or_default();
+    let attributes = resource_attributes(resource);
     let session_id = [SESSION_ID, SERVICE_INSTANCE_ID]
         .into_iter()
-        .map(text)
+        .map(|key| attribute(attributes, key).map(text_of).unwrap_or_default())
         .find(|id| !id.is_empty())
         .ok_or(NoSessionId)?;
+    Ok(pb::StartSessionRequest {
+        session_id,
+        ..describe(attributes)
+    })
+}
+
+/// Whether the resource has a `session.id` of its own, which always wins
+/// over `--otlp-session-from`.
+pub(crate) fn names_session(resource: Option<&Resource>) -> bool {
+    attribute(resource_attributes(resource), SESSION_ID)
+        .is_some_and(|value| !text_of(value).is_empty())
+}
+
+fn resource_attributes(resource: Option<&Resource>) -> &[KeyValue] {
+    resource.map(|r| r.attributes.as_slice()).unwrap_or(&[])
+}
+
+/// Everything a start request takes from resource attributes but the id.
+fn describe(attributes: &[KeyValue]) -> pb::StartSessionRequest {
+    let text = |key: &str| attribute(attributes, key).map(text_of).unwrap_or_default();
     let client_pid = match attribute(attributes, PROCESS_PID).and_then(|v| v.value.as_ref()) {
         Some(AnyKind::IntValue(pid)) => u32::try_from(*pid).unwrap_or(0),
         Some(AnyKind::StringValue(pid)) => pid.parse().unwrap_or(0),
@@ -68,8 +87,8 @@ pub(crate) fn session(resource: Option<&Resource>) -> Result<pb::StartSessionReq
             })
             .collect(),
     };
-    Ok(pb::StartSessionRequest {
-        session_id,
+    pb::StartSessionRequest {
+        session_id: String::new(),
         app_name: text(SERVICE_NAME),
         mode: text(MODE),
         platform: text(PLATFORM),
@@ -78,7 +97,113 @@ pub(crate) fn session(resource: Option<&Resource>) -> Result<pb::StartSessionReq
         job_id: text(JOB_ID),
         metadata: (!metadata.fields.is_empty()).then_some(metadata),
         lease_ttl: None,
-    })
+    }
+}
+
+/// `--otlp-session-from`: the attributes whose values make the session of
+/// a record whose resource has no `session.id` (a Collector tailing files
+/// sends none): `k8s.pod.uid,k8s.container.name` gives one session per pod
+/// container, `log.file.path` one per file. Each is looked up on the
+/// resource, then on the record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionKeys(std::sync::Arc<[String]>);
+
+/// The attribute that names the app when `service.name` is absent.
+pub(crate) const CONTAINER_NAME: &str = "k8s.container.name";
+
+/// The longest readable part of a session id made from attribute values
+/// that do not fit the id alphabet; a hash of the whole follows it.
+const MAX_READABLE_KEY_LEN: usize = 96;
+
+impl SessionKeys {
+    pub(crate) fn new(keys: Vec<String>) -> Self {
+        Self(
+            keys.into_iter()
+                .filter(|key| !key.is_empty())
+                .collect::<Vec<_>>()
+                .into(),
+        )
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The session of a record, from the keys' values; `None` when the
+    /// record and its resource carry none of them. The id is the values
+    /// joined by `:` when that is a valid session id; otherwise (a file
+    /// path has `/`) the same with every other character made `_`, cut to
+    /// a readable length, and a hash of the values after it, so two
+    /// values never share a session. The values are kept in the
+    /// session's metadata under the keys' names.
+    pub(crate) fn session(
+        &self,
+        resource: Option<&Resource>,
+        record: &[KeyValue],
+    ) -> Option<pb::StartSessionRequest> {
+        let resource = resource_attributes(resource);
+        let lookup = |key: &str| attribute(resource, key).or_else(|| attribute(record, key));
+        let values: Vec<(&str, String)> = self
+            .0
+            .iter()
+            .filter_map(|key| {
+                let text = text_of(lookup(key)?);
+                (!text.is_empty()).then_some((key.as_str(), text))
+            })
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        let joined = values
+            .iter()
+            .map(|(_, value)| value.as_str())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut start = describe(resource);
+        if start.app_name.is_empty() {
+            start.app_name = lookup(CONTAINER_NAME).map(text_of).unwrap_or_default();
+        }
+        let metadata = start.metadata.get_or_insert_with(Struct::default);
+        for (key, text) in &values {
+            metadata.fields.insert(
+                (*key).to_owned(),
+                Value {
+                    kind: Some(Kind::StringValue(text.clone())),
+                },
+            );
+        }
+        start.session_id = key_session_id(&joined);
+        Some(start)
+    }
+}
+
+/// `joined` if it is a valid session id, else its readable part and a hash.
+fn key_session_id(joined: &str) -> String {
+    if crate::sessions::ids::is_valid_id(joined) {
+        return joined.to_owned();
+    }
+    let readable: String = joined
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let readable = readable.trim_matches('_');
+    let readable = &readable[..readable.len().min(MAX_READABLE_KEY_LEN)];
+    let digest = ring::digest::digest(&ring::digest::SHA256, joined.as_bytes());
+    let hash: String = digest.as_ref()[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    if readable.is_empty() {
+        hash
+    } else {
+        format!("{readable}-{hash}")
+    }
 }
 
 /// One record of a scope.
@@ -421,6 +546,43 @@ mod tests {
             text_of(&body),
             r#"{"big":9223372036854775807,"count":7,"ratio":0.5,"raw":"/wA=","whole":7.0}"#
         );
+    }
+
+    #[test]
+    fn session_keys_make_a_session_per_value_when_the_resource_names_none() {
+        let keys = SessionKeys::new(vec!["k8s.pod.uid".into(), "k8s.container.name".into()]);
+        let resource = Resource {
+            attributes: vec![kv("k8s.pod.uid", text("0f1e-22"))],
+            ..Default::default()
+        };
+        let record = [kv("k8s.container.name", text("web"))];
+        let start = keys.session(Some(&resource), &record).expect("a session");
+        assert_eq!(start.session_id, "0f1e-22:web");
+        assert_eq!(start.app_name, "web");
+        let metadata = start.metadata.expect("metadata").fields;
+        assert_eq!(
+            metadata["k8s.pod.uid"].kind,
+            Some(Kind::StringValue("0f1e-22".into()))
+        );
+        assert!(keys.session(None, &[]).is_none());
+        assert!(!names_session(Some(&resource)));
+    }
+
+    #[test]
+    fn key_values_outside_the_id_alphabet_get_a_hash() {
+        let keys = SessionKeys::new(vec!["log.file.path".into()]);
+        let id = |path: &str| {
+            keys.session(None, &[kv("log.file.path", text(path))])
+                .expect("a session")
+                .session_id
+        };
+        let a = id("/var/log/a/b.log");
+        assert!(a.starts_with("var_log_a_b.log-"), "{a}");
+        assert_ne!(a, id("/var/log/a_b.log"));
+        assert!(crate::sessions::ids::is_valid_id(&a));
+        let long = id(&"/x".repeat(200));
+        assert!(crate::sessions::ids::is_valid_id(&long), "{long}");
+        assert!(crate::sessions::ids::is_valid_id(&id("//")));
     }
 
     #[test]

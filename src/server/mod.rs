@@ -83,6 +83,7 @@ pub struct Server {
     /// The cap on open connections of each listener.
     max_connections: usize,
     forwarding: Forwarding,
+    otlp_intake: OtlpIntake,
 }
 
 impl Server {
@@ -144,11 +145,12 @@ impl Server {
             streams.clone(),
         )))
         .max_decoding_message_size(limits.max_message_bytes);
-        let otlp = compressed!(LogsServiceServer::new(OtlpService::new(OtlpIntake::new(
-            sessions.clone(),
-            limits.clone(),
-            settings.otlp_lease,
-        ))))
+        // One intake behind gRPC's `LogsService` and HTTP's `/v1/logs`.
+        let otlp_intake = OtlpIntake::new(sessions.clone(), limits.clone(), settings.otlp_lease)
+            .with_session_keys(settings.otlp_session_from.clone());
+        let otlp = compressed!(LogsServiceServer::new(OtlpService::new(
+            otlp_intake.clone()
+        )))
         .max_decoding_message_size(limits.max_message_bytes);
         // Health answers without a token (probes carry none); the rest do not.
         let routes = Routes::default()
@@ -170,6 +172,7 @@ impl Server {
             http_listener: listeners.http,
             max_connections,
             forwarding,
+            otlp_intake,
         })
     }
 
@@ -308,6 +311,7 @@ impl Server {
             self.auth.clone(),
         )
         .with_keep_alive(self.settings.sse_keep_alive)
+        .with_otlp(self.otlp_intake.clone())
         .with_allowed_hosts(http::AllowedHosts::new(
             listener.local_addr().ok().map(|addr| addr.ip()),
             &self.settings.http_allowed_hosts,

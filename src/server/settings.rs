@@ -32,6 +32,10 @@ pub struct ServerSettings {
     pub liveness_interval: Duration,
     /// The lease of sessions an OTLP export starts; `None`: no lease.
     pub otlp_lease: Option<Duration>,
+    /// The attributes that name the session of an OTLP record whose
+    /// resource has no `session.id` (`--otlp-session-from`); empty: such
+    /// records go by `service.instance.id`, or are rejected.
+    pub otlp_session_from: Vec<String>,
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
     /// Seal an active session's log once this many bytes of its entries
@@ -94,6 +98,7 @@ impl ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             liveness_interval: Duration::from_secs(5),
             otlp_lease: Some(Duration::from_secs(600)),
+            otlp_session_from: Vec::new(),
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(60),
             seal_active_after: crate::sessions::DEFAULT_SEAL_ACTIVE_AFTER,

@@ -1,7 +1,8 @@
 //! Forwarding to a second sessionlog (which takes OTLP in) as the central
 //! target: every entry arrives once and in order, with the session's
 //! attributes, and the session ends there too; after the target was down
-//! for a while; and across a restart of the forwarding server.
+//! for a while; and across a restart of the forwarding server. Over
+//! OTLP/HTTP too (a URL with a path), with its retry rules.
 
 use std::time::Duration;
 
@@ -424,4 +425,173 @@ async fn a_session_with_a_steady_backlog_does_not_starve_the_others() {
     drop(exports_rx);
     sidecar.shutdown().await;
     target.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_with_a_path_forwards_over_otlp_http_once_in_order() {
+    let central = TestServer::builder().http().start().await;
+    let http = central.http_addr.expect("started with http");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sidecar = forwarding_server(dir.path(), &format!("http://{http}/v1/logs")).await;
+    let mut client = sidecar.client().await;
+    start_forwarded(&mut client, "fwd-http").await;
+    append_range(&mut client, "fwd-http", 0..1_000).await;
+    common::end_session(&mut client, "fwd-http", "exit code 0").await;
+    let messages = central_log(&central, "fwd-http", 0, true).await;
+    assert_log(
+        &messages,
+        &expected(1_000, true),
+        "every entry once, in order, over OTLP/HTTP",
+    );
+    sidecar.shutdown().await;
+    central.shutdown().await;
+}
+
+/// One request an OTLP/HTTP target received: when, its
+/// `Content-Encoding`, and its records' bodies.
+#[derive(Debug)]
+struct Posted {
+    at: std::time::Instant,
+    encoding: String,
+    bodies: Vec<String>,
+}
+
+/// A stand-in OTLP/HTTP target on loopback that answers each request with
+/// what `answer` says for it and its index (status, `Retry-After`),
+/// closing each connection after its answer; every request goes to the
+/// channel.
+async fn scripted_target(
+    answer: impl Fn(usize, &Posted) -> (u16, Option<&'static str>) + Send + 'static,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Posted>,
+) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message as _;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (posted_tx, posted_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut index = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut reader = BufReader::new(stream);
+            let (mut length, mut encoding) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "content-encoding" => encoding = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).await.is_err() {
+                continue;
+            }
+            let plain = match encoding.as_str() {
+                "gzip" => {
+                    let mut plain = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(body.as_slice()),
+                        &mut plain,
+                    )
+                    .expect("gzip");
+                    plain
+                }
+                _ => body,
+            };
+            let export = ExportLogsServiceRequest::decode(plain.as_slice()).expect("protobuf");
+            let bodies = export
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .flat_map(|s| &s.log_records)
+                .filter(|record| record.event_name.is_empty())
+                .filter_map(|record| match record.body.as_ref()?.value.as_ref()? {
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(text) => {
+                        Some(text.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let posted = Posted {
+                at: std::time::Instant::now(),
+                encoding,
+                bodies,
+            };
+            let (status, retry_after) = answer(index, &posted);
+            index += 1;
+            let _ = posted_tx.send(posted);
+            let mut answer =
+                format!("HTTP/1.1 {status} Scripted\r\nContent-Length: 0\r\nConnection: close\r\n");
+            if let Some(seconds) = retry_after {
+                answer.push_str(&format!("Retry-After: {seconds}\r\n"));
+            }
+            answer.push_str("\r\n");
+            let _ = reader.get_mut().write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, posted_rx)
+}
+
+async fn next_post(posted: &mut tokio::sync::mpsc::UnboundedReceiver<Posted>) -> Posted {
+    tokio::time::timeout(Duration::from_secs(30), posted.recv())
+        .await
+        .expect("a post in time")
+        .expect("the target runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_retries_503_after_retry_after_and_drops_what_400_refuses() {
+    let (addr, mut posted) = scripted_target(|index, posted| {
+        if index == 0 {
+            (503, Some("1"))
+        } else if posted.bodies.iter().any(|body| body == "three") {
+            (400, None)
+        } else {
+            (200, None)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sidecar = forwarding_server(dir.path(), &format!("http://{addr}/v1/logs")).await;
+    let mut client = sidecar.client().await;
+    start_forwarded(&mut client, "fwd-scripted").await;
+    common::append(&mut client, "fwd-scripted", &["one", "two"]).await;
+
+    // The first export holds the start and maybe the entries; read until
+    // the entries arrived, and check the 503 made the same export come
+    // again no sooner than `Retry-After`.
+    let refused = next_post(&mut posted).await;
+    assert_eq!(refused.encoding, "gzip");
+    let retried = next_post(&mut posted).await;
+    assert_eq!(retried.bodies, refused.bodies, "the same export again");
+    assert!(
+        retried.at - refused.at >= Duration::from_millis(950),
+        "retried after {:?}",
+        retried.at - refused.at
+    );
+    let mut seen = retried.bodies;
+    while seen != ["one", "two"] {
+        seen = next_post(&mut posted).await.bodies;
+    }
+    // The export of `three` is refused for good (400): not sent again.
+    common::append(&mut client, "fwd-scripted", &["three"]).await;
+    assert_eq!(next_post(&mut posted).await.bodies, ["three"]);
+    common::append(&mut client, "fwd-scripted", &["four"]).await;
+    assert_eq!(next_post(&mut posted).await.bodies, ["four"]);
+    sidecar.shutdown().await;
 }

@@ -28,6 +28,7 @@ mod lifecycle;
 mod liveness;
 mod model;
 mod otlp;
+mod otlp_http;
 mod paging;
 mod restart;
 mod retention;

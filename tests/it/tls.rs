@@ -1,5 +1,5 @@
 //! TLS and mutual TLS on TCP listeners, from the Rust client, and
-//! forwarding over TLS.
+//! forwarding over TLS (OTLP/gRPC, and OTLP/HTTP through a TLS front).
 
 use std::path::Path;
 
@@ -164,6 +164,132 @@ async fn forwarding_over_https_with_a_header_reaches_a_central_server_that_needs
         }
     }
     assert_eq!(messages, ["one", "two", "three", "Session ended: done"]);
+    sidecar.shutdown().await;
+    central.shutdown().await;
+}
+
+/// A TLS front on loopback for `backend` (plain TCP), with a certificate
+/// for `localhost` from `pki`; its port.
+async fn tls_front(pki: &Pki, backend: std::net::SocketAddr) -> u16 {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (cert, key) = pki.issue("front", &["localhost"]);
+    let chain = CertificateDer::pem_file_iter(&cert)
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert pem");
+    let key = PrivateKeyDer::from_pem_file(&key).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_over_otlp_https_trusts_the_ca_file_and_sends_the_header() {
+    let pki = Pki::new();
+    let tokens = pki.path("tokens");
+    std::fs::write(&tokens, "central-token\n").expect("write tokens");
+    let central = TestServer::builder()
+        .http()
+        .configure(|settings| settings.auth_token_file = Some(tokens.clone()))
+        .start()
+        .await;
+    let port = tls_front(&pki, central.http_addr.expect("http")).await;
+    let ca = pki.path("ca.pem");
+    let sidecar = TestServer::builder()
+        .configure(|settings| {
+            settings.forward.targets = vec![format!("https://localhost:{port}/v1/logs")];
+            settings.forward.ca_file = Some(ca.clone());
+            settings.forward.headers = vec![(
+                "authorization".to_owned(),
+                "Bearer central-token".to_owned(),
+            )];
+            settings.forward.linger = std::time::Duration::from_millis(1);
+        })
+        .start()
+        .await;
+    let mut client = sidecar.client().await;
+    client
+        .start_session(request::start("over-otlp-https"))
+        .await
+        .expect("start");
+    common::append(&mut client, "over-otlp-https", &["one", "two"]).await;
+    common::end_session(&mut client, "over-otlp-https", "done").await;
+
+    // The central server has it, ended, once the sidecar's exports landed.
+    std::fs::write(pki.path("token"), "central-token\n").expect("write token");
+    let mut central_client = Connection::connect(&central.url(), Some(&pki.path("token")))
+        .await
+        .expect("connect")
+        .sessions();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        // Follow needs the session: wait for the first export to start it.
+        let mut events = central_client
+            .watch_sessions(pb::WatchSessionsRequest {
+                include_existing: true,
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        while let Some(event) = tokio_stream::StreamExt::next(&mut events).await {
+            if event
+                .expect("event")
+                .session
+                .is_some_and(|session| session.id == "over-otlp-https")
+            {
+                break;
+            }
+        }
+        let mut stream = central_client
+            .follow(pb::FollowRequest {
+                session_id: "over-otlp-https".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("follow")
+            .into_inner();
+        let mut messages = Vec::new();
+        while let Some(event) = tokio_stream::StreamExt::next(&mut stream).await {
+            match event.expect("event").event {
+                Some(pb::follow_response::Event::Batch(batch)) => {
+                    messages.extend(batch.entries.into_iter().map(|e| e.message));
+                }
+                Some(pb::follow_response::Event::Ended(_)) => return messages,
+                _ => {}
+            }
+        }
+        messages
+    })
+    .await
+    .expect("the central server got the session in time");
+    assert_eq!(ended, ["one", "two", "Session ended: done"]);
     sidecar.shutdown().await;
     central.shutdown().await;
 }

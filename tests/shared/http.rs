@@ -103,6 +103,58 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
     .expect("an answer within 10 s")
 }
 
+/// A whole answer with a binary body.
+#[derive(Debug)]
+pub(crate) struct BinaryAnswer {
+    pub(crate) status: u16,
+    /// Lower-cased names.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl BinaryAnswer {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `POST path` with `headers` and `body`; the whole answer within 10 s.
+#[allow(dead_code)] // not every suite posts
+pub(crate) async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> BinaryAnswer {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let mut request = format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        stream.write_all(body).await.expect("body");
+        let mut reader = BufReader::new(stream);
+        let (status, headers) = read_head(&mut reader).await;
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body).await.expect("body");
+        BinaryAnswer {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+    .expect("an answer within 10 s")
+}
+
 /// One SSE event: the fields `curl -N` shows.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SseEvent {
