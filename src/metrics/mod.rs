@@ -381,9 +381,8 @@ impl Metrics {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         self.seal_backlog
-            .set(i64::try_from(state.seal_backlog.sessions).unwrap_or(i64::MAX));
-        self.store_reclaiming
-            .set(i64::from(state.seal_backlog.reclaiming));
+            .set(i64::try_from(state.seal_backlog).unwrap_or(i64::MAX));
+        self.store_reclaiming.set(i64::from(state.reclaiming));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -405,5 +404,8 @@ pub(crate) struct Snapshot {
     pub followers: usize,
     /// `None` when the size could not be read.
     pub store_bytes: Option<u64>,
-    pub seal_backlog: crate::sessions::SealBacklog,
+    /// Sessions waiting to be sealed, or being sealed.
+    pub seal_backlog: usize,
+    /// Whether the store is relocating pages out of mostly dead segments.
+    pub reclaiming: bool,
 }

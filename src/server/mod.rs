@@ -281,12 +281,14 @@ impl Server {
         let store = self.store.clone();
         let snapshot = move || {
             let (active, ended) = sessions.state_counts();
+            let backlog = sessions.seal_backlog();
             metrics::Snapshot {
                 active,
                 ended,
                 followers: *sessions.followers().borrow(),
                 store_bytes: store.size_on_disk().ok(),
-                seal_backlog: sessions.seal_backlog(),
+                seal_backlog: backlog.sessions,
+                reclaiming: backlog.reclaiming,
             }
         };
         let store_health = self.store.health().clone();
