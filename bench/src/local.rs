@@ -168,9 +168,18 @@ impl ServerUnderTest {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             let Some(address) = address else { continue };
-            let text = http_get(&address, "/metrics").await?;
-            let idle = gauge(&text, "sessionlog_seal_backlog_sessions") == Some(0.0)
-                && gauge(&text, "sessionlog_store_reclaiming") == Some(0.0);
+            let text = tokio::time::timeout(Duration::from_secs(5), http_get(&address, "/metrics"))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the local server's /metrics did not answer within 5 s")
+                })??;
+            let [sessions, reclaiming] = ["sessionlog_seal_backlog_sessions", "sessionlog_store_reclaiming"]
+                .map(|name| {
+                    gauge(&text, name).with_context(|| {
+                        format!("the local server's metrics have no `{name}` (a server older than this bench?)")
+                    })
+                });
+            let idle = sessions? == 0.0 && reclaiming? == 0.0;
             quiet = if idle { quiet + 1 } else { 0 };
         }
         Ok(started.elapsed())

@@ -59,8 +59,8 @@ pub(super) struct Sealer {
 struct Backlog {
     /// Sessions queued or being sealed.
     sessions: AtomicUsize,
-    /// Set while the last turn of reclaiming used its whole budget, or a
-    /// seal since may have left dead space.
+    /// Set during a turn of reclaiming, and between turns while the last
+    /// one ran out of budget or a seal since may have left dead space.
     reclaiming: AtomicBool,
 }
 
@@ -94,6 +94,7 @@ impl Sealer {
         let (jobs, queue) = mpsc::channel();
         let stopping = self.stopping.clone();
         let backlog = self.backlog.clone();
+        backlog.sessions.store(0, Ordering::SeqCst);
         backlog.reclaiming.store(true, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name("sealer".to_owned())
@@ -194,8 +195,10 @@ fn run(
     let mut reclaiming = true;
     loop {
         backlog.reclaiming.store(reclaiming, Ordering::SeqCst);
+        // After a turn that had more to do, the next one starts after as
+        // long again (or a job): at most half of the time goes to it.
         let wait = if reclaiming {
-            Duration::ZERO
+            RECLAIM_BUDGET
         } else {
             RECLAIM_EVERY
         };
@@ -207,7 +210,11 @@ fn run(
             }
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
-                reclaiming = !stopping.load(Ordering::SeqCst) && reclaim(store);
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                backlog.reclaiming.store(true, Ordering::SeqCst);
+                reclaiming = reclaim(store);
                 continue;
             }
         };
@@ -226,18 +233,22 @@ fn run(
     }
 }
 
-/// One turn of `Store::reclaim`; whether it used its whole budget (there
-/// may be more to do).
+/// One turn of `Store::reclaim`; whether there is more to do. None while
+/// the store has failed or stalled (its health says why, once).
 fn reclaim(store: &Store) -> bool {
+    if store.health().failure().is_some() {
+        return false;
+    }
     match store.reclaim(RECLAIM_BUDGET) {
-        Ok(moved) => {
-            if moved > 0 {
+        Ok(done) => {
+            if done.pages > 0 || done.segments > 0 {
                 tracing::trace!(
-                    pages = moved,
-                    "relocated sled pages out of mostly dead segments"
+                    pages = done.pages,
+                    segments = done.segments,
+                    "relocated sled pages out of mostly dead segments and gave free segments back"
                 );
             }
-            moved > 0
+            done.more
         }
         Err(err) => {
             tracing::warn!(error = %err, "giving sled's dead space back failed");

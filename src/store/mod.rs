@@ -544,8 +544,13 @@ impl Store {
     /// dropped the pages, so a retry could report success for lost data.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.write(|| {
+            // Segments sled freed before this sync may be reused once it
+            // is done (see vendor/sled/PATCH.md).
+            let freed = self.db.free_generation();
             self.db.flush()?;
-            self.syncer.sync().map_err(StoreError::Io)
+            self.syncer.sync().map_err(StoreError::Io)?;
+            self.db.note_durable(freed);
+            Ok(())
         })
     }
 

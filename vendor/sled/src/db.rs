@@ -163,9 +163,48 @@ impl Db {
     ///
     /// sessionlog patch: sled's flusher thread does this between flushes;
     /// a database opened with `flush_every_ms(None)` has no flusher.
-    #[cfg(all(not(miri), target_os = "linux"))]
+    #[cfg(all(
+        not(miri),
+        any(
+            windows,
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "dragonfly",
+            target_os = "freebsd",
+            target_os = "openbsd",
+            target_os = "netbsd",
+        )
+    ))]
     pub fn collect_garbage_step(&self) -> Result<bool> {
         self.context.pagecache.attempt_gc()
+    }
+
+    /// Gives the disk blocks of segments sled freed (and has not reused)
+    /// back to the filesystem, as holes in the file; syncs the log first.
+    /// Returns how many segments it punched.
+    ///
+    /// sessionlog patch: sled cuts its file only when its last segments
+    /// are free, so after a burst the file held its largest size. Linux
+    /// only; elsewhere it punches nothing.
+    pub fn punch_free_segments(&self) -> Result<usize> {
+        self.context.pagecache.punch_free_segments()
+    }
+
+    /// How many segments sled has freed so far. Read it before syncing the
+    /// log file, and pass it to `note_durable` once the sync succeeded.
+    ///
+    /// sessionlog patch: a freed segment is reused only once a sync that
+    /// started after its free has completed (the newer copies of what it
+    /// held must be durable before it is overwritten); sled syncs itself
+    /// before reusing one that no such sync covers.
+    pub fn free_generation(&self) -> u64 {
+        self.context.pagecache.free_generation()
+    }
+
+    /// Says that a sync of the log file that started after `generation`
+    /// (from `free_generation`) has completed.
+    pub fn note_durable(&self, generation: u64) {
+        self.context.pagecache.note_durable(generation)
     }
 
     /// Remove a disk-backed collection.

@@ -26,9 +26,12 @@ pub(crate) const BATCH_MANIFEST_PID: PageId = PageId::max_value() - 666;
 
 pub(crate) const PAGE_CONSOLIDATION_THRESHOLD: usize = 10;
 
-/// sessionlog patch: how many changes of the table of trees are logged as
-/// links on the meta page before it is written whole again.
-pub(crate) const META_CONSOLIDATION_THRESHOLD: usize = 256;
+/// sessionlog patch: the meta page is written whole again once it has a
+/// base and this many links less one. A snapshot stores a page's frags
+/// with a one-byte count (base included), so a page may never carry more
+/// than 254 links.
+pub(crate) const META_CONSOLIDATION_THRESHOLD: usize = 128;
+const _: () = assert!(META_CONSOLIDATION_THRESHOLD <= 255);
 pub(crate) const SEGMENT_CLEANUP_THRESHOLD: usize = 50;
 
 // Allows for around 1 trillion items to be stored

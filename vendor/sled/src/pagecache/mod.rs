@@ -875,6 +875,36 @@ impl PageCache {
         ret
     }
 
+    /// sessionlog patch: gives the blocks of free segments back to the
+    /// filesystem, after making the log durable (what was moved out of
+    /// them must outlive them). Returns how many segments it punched.
+    pub(crate) fn punch_free_segments(&self) -> Result<usize> {
+        let (candidates, generation) =
+            self.log.iobufs.with_sa(|sa| sa.unpunched_free());
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        // Segments freed before this sync had their pages' newer copies
+        // written before they were freed; those still free afterwards
+        // were not reused, so no one writes to them while they are
+        // punched under the accountant's lock.
+        self.config.file.sync_data()?;
+        Ok(self.log.iobufs.with_sa(|sa| {
+            sa.note_durable(generation);
+            sa.punch(&candidates)
+        }))
+    }
+
+    /// sessionlog patch: see `SegmentAccountant::free_generation`.
+    pub(crate) fn free_generation(&self) -> u64 {
+        self.log.iobufs.with_sa(|sa| sa.free_generation())
+    }
+
+    /// sessionlog patch: see `SegmentAccountant::note_durable`.
+    pub(crate) fn note_durable(&self, generation: u64) {
+        self.log.iobufs.with_sa(|sa| sa.note_durable(generation))
+    }
+
     /// Initiate an atomic sequence of writes to the
     /// underlying log. Returns a `RecoveryGuard` which,
     /// when dropped, will record the current max reserved

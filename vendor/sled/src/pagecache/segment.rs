@@ -96,6 +96,15 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
+    /// sessionlog patch: free segments whose blocks were given back to the
+    /// filesystem (`punch`).
+    punched: BTreeSet<LogOffset>,
+    /// sessionlog patch: frees counted so far, when each free segment was
+    /// freed, and how many of the frees a completed sync of the log came
+    /// after (see `next`).
+    free_generation: u64,
+    freed_at: BTreeMap<LogOffset, u64>,
+    durable_generation: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -485,6 +494,10 @@ impl SegmentAccountant {
             segment_cleaner,
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
+            punched: BTreeSet::default(),
+            free_generation: 0,
+            freed_at: BTreeMap::default(),
+            durable_generation: 0,
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -689,6 +702,8 @@ impl SegmentAccountant {
         assert!(!self.free.contains(&lid), "double-free of a segment occurred");
 
         self.free.insert(lid);
+        self.free_generation += 1;
+        self.freed_at.insert(lid, self.free_generation);
 
         // remove the old ordering from our list
         if let Segment::Free(Free { previous_lsn: Some(last_lsn) }) =
@@ -1000,6 +1015,63 @@ impl SegmentAccountant {
         Ok(lid)
     }
 
+    /// sessionlog patch: the free segments whose blocks the filesystem
+    /// still holds, and the frees counted so far.
+    pub(super) fn unpunched_free(&self) -> (Vec<LogOffset>, u64) {
+        (
+            self.free.difference(&self.punched).copied().collect(),
+            self.free_generation,
+        )
+    }
+
+    /// sessionlog patch: the frees counted so far; read it before a sync
+    /// of the log and pass it to `note_durable` once the sync is done.
+    pub(super) fn free_generation(&self) -> u64 {
+        self.free_generation
+    }
+
+    /// sessionlog patch: a sync of the log that started after the first
+    /// `generation` frees has completed, so the newer copies of what those
+    /// segments held are durable and they may be overwritten.
+    pub(super) fn note_durable(&mut self, generation: u64) {
+        self.durable_generation = self.durable_generation.max(generation);
+    }
+
+    /// sessionlog patch: gives the blocks of each of `segments` that is
+    /// still free back to the filesystem (a hole in the file, which reads
+    /// as zeros: an invalid segment header, as in a segment never written).
+    /// The caller makes the log durable first: the newer copies of what the
+    /// segments held must not be lost with them. Returns how many it punched.
+    #[cfg(target_os = "linux")]
+    pub(super) fn punch(&mut self, segments: &[LogOffset]) -> usize {
+        use std::os::unix::io::AsRawFd;
+        let mut punched = 0;
+        for &lid in segments {
+            if !self.free.contains(&lid) || self.punched.contains(&lid) {
+                continue;
+            }
+            let ret = unsafe {
+                libc::fallocate(
+                    self.config.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    lid as libc::off_t,
+                    self.config.segment_size as libc::off_t,
+                )
+            };
+            // a filesystem without holes keeps the blocks; not retried
+            self.punched.insert(lid);
+            if ret == 0 {
+                punched += 1;
+            }
+        }
+        punched
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn punch(&mut self, _segments: &[LogOffset]) -> usize {
+        0
+    }
+
     /// Returns the next offset to write a new segment in.
     pub(super) fn next(&mut self, lsn: Lsn) -> Result<LogOffset> {
         let _measure = Measure::new(&M.accountant_next);
@@ -1016,12 +1088,19 @@ impl SegmentAccountant {
         let safe = self.free.iter().next().copied();
 
         let lid = if let Some(next) = safe {
-            // sessionlog patch: the pages that were moved out of a freed
-            // segment may still be only in the page cache, and writeback
-            // keeps no order: make them durable before the segment that
-            // held their older copies is overwritten.
-            self.config.file.sync_data()?;
+            // sessionlog patch: the newer copies of the pages a freed
+            // segment held may still be only in the page cache, and
+            // writeback keeps no order: they must be durable before the
+            // segment is overwritten. Any sync of the log that started
+            // after the free will do (`note_durable`); only when none has
+            // is one made here, under this lock.
+            let freed_at = self.freed_at.remove(&next).unwrap_or(u64::MAX);
+            if freed_at > self.durable_generation {
+                self.config.file.sync_data()?;
+                self.durable_generation = self.free_generation;
+            }
             self.free.remove(&next);
+            self.punched.remove(&next);
             next
         } else {
             self.bump_tip()?
@@ -1092,6 +1171,8 @@ impl SegmentAccountant {
         );
 
         self.tip = at;
+        self.punched.remove(&at);
+        self.freed_at.remove(&at);
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
