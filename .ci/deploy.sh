@@ -83,28 +83,29 @@ export OTELCOL_BINARY
 echo "== deploy: the Dockerfile and manifests against the real server (and the Collector)"
 timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "${overlays[@]}"
 
+# must_fail NAME WHAT SED SOURCE INSERTED EXPECTED: deploy_check.py must
+# fail, on EXPECTED (a grep pattern), for SOURCE changed by SED (which must
+# put INSERTED in).
+must_fail() {
+  local name=$1 what=$2 sed_expr=$3 source=$4 inserted=$5 expected=$6
+  sed "$sed_expr" "$source" >"$rendered/$name.yaml"
+  grep -q "$inserted" "$rendered/$name.yaml" || fail "$name: the change was not put in"
+  if timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "$rendered/$name.yaml" \
+    >"$rendered/$name.out" 2>&1; then
+    cat "$rendered/$name.out"
+    fail "deploy_check.py passed $what"
+  fi
+  grep -q "$expected" "$rendered/$name.out" ||
+    fail "deploy_check.py failed, but not on $what: $(cat "$rendered/$name.out")"
+  echo "deploy: $what failed the check, as it must"
+}
+
 echo "== deploy: the check fails on a probe service name the server does not serve"
-sed 's/service: sessionlog\.v1\.SessionLog$/service: sessionlog.v1.Nope/' \
-  "$rendered/sidecar.yaml" >"$rendered/wrong-probe-name.yaml"
-grep -q 'sessionlog.v1.Nope' "$rendered/wrong-probe-name.yaml" || fail "the wrong name was not put in"
-if timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "$rendered/wrong-probe-name.yaml" \
-  >"$rendered/wrong-probe-name.out" 2>&1; then
-  cat "$rendered/wrong-probe-name.out"
-  fail "deploy_check.py passed a probe for sessionlog.v1.Nope"
-fi
-grep -q "FAILED: .*'sessionlog.v1.Nope' is SERVING" "$rendered/wrong-probe-name.out" ||
-  fail "deploy_check.py failed, but not on the wrong name: $(cat "$rendered/wrong-probe-name.out")"
-echo "deploy: a readiness probe for sessionlog.v1.Nope failed the check, as it must"
+must_fail wrong-probe-name "a readiness probe for sessionlog.v1.Nope" \
+  's/service: sessionlog\.v1\.SessionLog$/service: sessionlog.v1.Nope/' "$rendered/sidecar.yaml" \
+  'sessionlog.v1.Nope' "FAILED: .*'sessionlog.v1.Nope' is SERVING"
 echo "== deploy: the check fails on a Collector posting to a port the server does not serve"
-sed 's|endpoint: http://sessionlog:4318|endpoint: http://sessionlog:4319|' \
-  "$rendered/collector.yaml" >"$rendered/wrong-collector-port.yaml"
-grep -q 'sessionlog:4319' "$rendered/wrong-collector-port.yaml" || fail "the wrong port was not put in"
-if timeout 300 "$py" .ci/deploy_check.py "$server_bin" Dockerfile "$rendered/wrong-collector-port.yaml" \
-  >"$rendered/wrong-collector-port.out" 2>&1; then
-  cat "$rendered/wrong-collector-port.out"
-  fail "deploy_check.py passed a Collector posting to port 4319"
-fi
-grep -q "FAILED: .*Service sessionlog port 4319 reaches" "$rendered/wrong-collector-port.out" ||
-  fail "deploy_check.py failed, but not on the port: $(cat "$rendered/wrong-collector-port.out")"
-echo "deploy: a Collector posting to port 4319 failed the check, as it must"
+must_fail wrong-collector-port "a Collector posting to port 4319" \
+  's|endpoint: http://sessionlog:4318|endpoint: http://sessionlog:4319|' "$rendered/collector.yaml" \
+  'sessionlog:4319' "FAILED: .*Service sessionlog port 4319 reaches"
 echo "== deploy: ok"

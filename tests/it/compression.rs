@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use sessionlog::pb;
@@ -29,6 +29,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::common;
 use crate::common::follow::{follow, next_event, request as follow_request};
+use crate::common::request::kv;
 use crate::common::{TestServer, entry, read_all, start_session};
 
 const ENCODINGS: [(CompressionEncoding, &str); 2] = [
@@ -172,16 +173,6 @@ async fn health_and_reflection_take_compressed_requests() {
         );
     }
     server.shutdown().await;
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(AnyKind::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
 }
 
 fn export_request(session_id: &str, bodies: &[String]) -> ExportLogsServiceRequest {

@@ -20,20 +20,11 @@ use sessionlog::pb;
 
 use crate::common;
 use crate::common::http::{BinaryAnswer, post};
+use crate::common::request::kv;
 use crate::common::{TestServer, get_session, read_all};
 
 const PROTOBUF: (&str, &str) = ("Content-Type", "application/x-protobuf");
 const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(AnyKind::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn record(n: u64, body: &str, attributes: Vec<KeyValue>) -> LogRecord {
     LogRecord {

@@ -72,3 +72,16 @@ pub(crate) fn read(session_id: &str) -> pb::ReadRequest {
         ..Default::default()
     }
 }
+
+/// An OTLP attribute with a string value.
+pub(crate) fn kv(key: &str, value: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
