@@ -24,6 +24,17 @@ pub const END_LOGGER: &str = "sessions";
 /// The reason recorded when a forced delete ends an active session.
 pub(crate) const DELETED_REASON: &str = "deleted";
 
+/// What `delete_ended` did.
+#[derive(Debug, Default)]
+pub(super) struct DeletedSessions {
+    /// Gone from memory, and from the store unless `failed` says otherwise.
+    pub deleted: Vec<String>,
+    /// Left as they were: gone already, still active, or shutting down.
+    pub skipped: Vec<(String, SessionError)>,
+    /// Why the store may still hold `deleted` (a restart brings them back).
+    pub failed: Option<SessionError>,
+}
+
 impl SessionManager {
     /// Creates an active session from `draft` (its id, when empty, is
     /// generated). Time and state fields of `draft` are ignored.
@@ -240,8 +251,92 @@ impl SessionManager {
             }
             self.end_locked(handle, DELETED_REASON)?;
         }
-        // Gone for new calls first, then from disk: a call that gets
-        // the handle now sees `NotFound`, never half a session.
+        self.forget_locked(handle);
+        Ok(self.store().delete_session(&handle.id)?)
+    }
+
+    /// Deletes ended sessions (retention's path): one hop to the blocking
+    /// pool and one store batch for all of `ids`, instead of one of each
+    /// per session, then one durability wait. Holds the lifecycle lock
+    /// throughout, so callers pass a bounded number.
+    pub(super) async fn delete_ended(&self, ids: Vec<String>) -> DeletedSessions {
+        let lifecycle = self.lifecycle_guard().await;
+        let mut outcome = DeletedSessions::default();
+        let mut locked = Vec::with_capacity(ids.len());
+        for id in ids {
+            let locking = match self.handle(&id) {
+                Ok(handle) => self
+                    .write_guard(&handle)
+                    .await
+                    .map(|writing| (handle, writing)),
+                Err(err) => Err(err),
+            };
+            match locking {
+                Ok(pair) => locked.push(pair),
+                Err(err) => outcome.skipped.push((id, err)),
+            }
+        }
+        if locked.is_empty() {
+            return outcome;
+        }
+        let manager = self.clone();
+        let result = blocking(move || {
+            let mut outcome = outcome;
+            manager.delete_ended_locked(locked, lifecycle, &mut outcome);
+            Ok(outcome)
+        })
+        .await;
+        let mut outcome = match result {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                // The blocking pool refused the job: nothing was deleted.
+                return DeletedSessions {
+                    failed: Some(err),
+                    ..DeletedSessions::default()
+                };
+            }
+        };
+        if outcome.failed.is_none()
+            && let Err(err) = self.inner.durability.wait_durable().await
+        {
+            outcome.failed = Some(err.into());
+        }
+        outcome
+    }
+
+    /// `delete_ended`'s blocking part: each ended session leaves memory,
+    /// then their records and logs leave the store together.
+    fn delete_ended_locked(
+        &self,
+        locked: Vec<(Arc<SessionHandle>, OwnedMutexGuard<()>)>,
+        _lifecycle: OwnedMutexGuard<()>,
+        outcome: &mut DeletedSessions,
+    ) {
+        for (handle, _writing) in &locked {
+            match handle.view() {
+                Ok(view) if view.is_active() => {
+                    let session_id = handle.id.clone();
+                    outcome
+                        .skipped
+                        .push((handle.id.clone(), SessionError::Active { session_id }));
+                }
+                Ok(_) => {
+                    self.forget_locked(handle);
+                    outcome.deleted.push(handle.id.clone());
+                }
+                Err(err) => outcome.skipped.push((handle.id.clone(), err)),
+            }
+        }
+        if let Err(err) = self.store().delete_sessions(&outcome.deleted) {
+            outcome.failed = Some(err.into());
+        }
+    }
+
+    /// Removes `handle`'s session from memory and tells watchers, before
+    /// its store deletion: a call that gets the handle now sees
+    /// `NotFound`, never half a session. The caller holds the lifecycle
+    /// lock and the session's write lock.
+    fn forget_locked(&self, handle: &Arc<SessionHandle>) {
         self.inner.events.publish(|| {
             let mut state = handle.state();
             state.deleted = true;
@@ -259,7 +354,6 @@ impl SessionManager {
             WatchEvent::Deleted(last_view)
         });
         self.inner.watched.remove(&handle.id);
-        Ok(self.store().delete_session(&handle.id)?)
     }
 
     /// Ends `handle`'s session. Blocking: the caller holds its write lock,

@@ -4,9 +4,13 @@
 //! every forwarding target is kept, unless the store is over `max_bytes`:
 //! then it goes too, and the loss is logged and counted.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use super::{SessionError, SessionManager};
+
+/// How many sessions one deletion batch takes (see `enforce_retention`).
+const PRUNE_BATCH: usize = 256;
 
 /// Limits on what is kept; `None` does not limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,7 +72,10 @@ impl SessionManager {
             }
         }
         ended.sort();
-        let mut pruned = Vec::new();
+        // Decided first, deleted in batches: each batch is one hop to the
+        // blocking pool and one store write, and holds the lifecycle lock
+        // (starts wait) only for its own sessions.
+        let mut plan = Vec::new();
         for (ended_at, id, size_bytes) in ended {
             let too_old = policy
                 .max_age
@@ -95,18 +102,40 @@ impl SessionManager {
                 );
                 crate::metrics::get().pruned_unforwarded();
             }
-            match self.delete(&id, false).await {
-                Ok(()) => {
-                    tracing::info!(session_id = %id, reason = reason.as_str(), "pruned session");
-                    crate::metrics::get().pruned(reason.as_str());
-                    count -= 1;
-                    bytes = bytes.saturating_sub(size_bytes);
-                    pruned.push((id, reason));
+            count -= 1;
+            bytes = bytes.saturating_sub(size_bytes);
+            plan.push((id, reason));
+        }
+        let mut pruned = Vec::with_capacity(plan.len());
+        for batch in plan.chunks(PRUNE_BATCH) {
+            let reasons: HashMap<&str, PruneReason> = batch
+                .iter()
+                .map(|(id, reason)| (id.as_str(), *reason))
+                .collect();
+            let outcome = self
+                .delete_ended(batch.iter().map(|(id, _)| id.clone()).collect())
+                .await;
+            for (id, err) in &outcome.skipped {
+                if !matches!(err, SessionError::NotFound { .. }) {
+                    tracing::warn!(session_id = %id, error = %err, "retention could not prune a session");
                 }
-                Err(SessionError::NotFound { .. }) => {}
-                Err(err) => {
-                    tracing::warn!(session_id = %id, error = %err, "retention could not prune a session")
-                }
+            }
+            if let Some(err) = &outcome.failed {
+                tracing::warn!(
+                    sessions = outcome.deleted.len(),
+                    error = %err,
+                    "retention could not prune sessions from the store; they come back at the next start"
+                );
+                continue;
+            }
+            for id in outcome.deleted {
+                let reason = reasons
+                    .get(id.as_str())
+                    .copied()
+                    .unwrap_or(PruneReason::Count);
+                tracing::info!(session_id = %id, reason = reason.as_str(), "pruned session");
+                crate::metrics::get().pruned(reason.as_str());
+                pruned.push((id, reason));
             }
         }
         pruned

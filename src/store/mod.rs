@@ -491,11 +491,26 @@ impl Store {
     /// Removes a session's record, then its log. A crash in between leaves
     /// an orphan log that `load_sessions` drops; never a record without log.
     pub fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
+        self.delete_sessions(&[session_id.to_owned()])
+    }
+
+    /// Removes sessions' records in one batch, then their logs. A crash
+    /// in between leaves orphan logs that `load_sessions` drops.
+    pub fn delete_sessions(&self, session_ids: &[String]) -> Result<(), StoreError> {
+        if session_ids.is_empty() {
+            return Ok(());
+        }
         self.write(|| {
-            self.sessions.remove(session_id.as_bytes())?;
+            let mut records = sled::Batch::default();
+            for session_id in session_ids {
+                records.remove(session_id.as_bytes());
+            }
+            self.sessions.apply_batch(records)?;
             let _sealing = self.seal_guard();
-            self.db
-                .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+            for session_id in session_ids {
+                self.db
+                    .drop_tree(format!("{LOG_TREE_PREFIX}{session_id}"))?;
+            }
             Ok(())
         })
     }

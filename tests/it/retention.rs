@@ -215,3 +215,39 @@ async fn the_retention_task_prunes_and_watchers_and_followers_see_the_end() {
     assert!(!exists(&mut client, &id).await);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn pruning_more_than_one_batch_takes_the_oldest_and_they_stay_gone_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
+    let mut client = server.client().await;
+    // More than one deletion batch (256) of ended sessions.
+    let ended = ended_sessions(&mut client, 300).await;
+    let policy = RetentionPolicy {
+        max_sessions: Some(20),
+        ..RetentionPolicy::default()
+    };
+    let pruned = server.sessions.enforce_retention(policy).await;
+    let expected: Vec<(String, PruneReason)> = ended[..280]
+        .iter()
+        .map(|id| (id.clone(), PruneReason::Count))
+        .collect();
+    assert_eq!(pruned, expected, "oldest ended first, across batches");
+    drop(client);
+    server.shutdown().await;
+
+    let server = TestServer::builder().data_dir(dir.path()).start().await;
+    let mut client = server.client().await;
+    let listed = client
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let mut kept: Vec<String> = listed.sessions.into_iter().map(|s| s.id).collect();
+    kept.sort();
+    let mut expected_kept = ended[280..].to_vec();
+    expected_kept.sort();
+    assert_eq!(kept, expected_kept, "what is left after the restart");
+    assert!(!exists(&mut client, &ended[0]).await);
+    server.shutdown().await;
+}

@@ -2,9 +2,15 @@ use crate::*;
 
 /// A simple map that can be used to store metadata
 /// for the pagecache tenant.
+///
+/// sessionlog patch: a persistent map, so the copy every change of the
+/// table makes (the meta page is replaced, never edited in place) shares
+/// all but the changed path with the old table instead of copying every
+/// tree's entry: with tens of thousands of trees, cloning a `BTreeMap` per
+/// tree created or dropped dominated dropping many trees.
 #[derive(Clone, Debug, Eq, PartialEq, Default)]
 pub struct Meta {
-    pub(crate) inner: BTreeMap<IVec, PageId>,
+    pub(crate) inner: imbl::OrdMap<IVec, PageId>,
 }
 
 impl Meta {
@@ -48,7 +54,7 @@ impl Meta {
 
     /// Return the current rooted tenants in Meta
     pub(crate) fn tenants(&self) -> BTreeMap<IVec, PageId> {
-        self.inner.clone()
+        self.inner.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     pub(crate) fn rss(&self) -> u64 {

@@ -331,7 +331,7 @@ impl Serialize for Meta {
     }
 
     fn deserialize(buf: &mut &[u8]) -> Result<Self> {
-        Ok(Meta { inner: deserialize_sequence(buf)? })
+        Ok(Meta { inner: deserialize_sequence::<(IVec, u64), _>(buf)? })
     }
 }
 
@@ -951,11 +951,16 @@ mod qc {
 
     impl Arbitrary for Meta {
         fn arbitrary<G: Gen>(g: &mut G) -> Meta {
-            Meta { inner: Arbitrary::arbitrary(g) }
+            let inner: BTreeMap<IVec, PageId> = Arbitrary::arbitrary(g);
+            Meta { inner: inner.into_iter().collect() }
         }
 
         fn shrink(&self) -> Box<dyn Iterator<Item = Meta>> {
-            Box::new(self.inner.shrink().map(|inner| Meta { inner }))
+            Box::new(
+                self.tenants()
+                    .shrink()
+                    .map(|inner| Meta { inner: inner.into_iter().collect() }),
+            )
         }
     }
 
