@@ -280,7 +280,9 @@ class LogWriter:
             except grpc.RpcError as rpc_error:
                 error = Error.from_rpc(rpc_error)
             except grpc.FutureCancelledError:
-                raise Error(grpc.StatusCode.CANCELLED, "the writer's close timeout passed") from None
+                raise Error(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the writer's close timeout passed"
+                ) from None
             except ValueError as closed:  # grpcio's "closed channel"
                 raise Error(grpc.StatusCode.CANCELLED, str(closed)) from None
             if not is_transient(error) or self._deadline.is_set():
