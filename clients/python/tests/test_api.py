@@ -310,3 +310,25 @@ def test_a_closed_client_refuses_calls(server: ServerProcess) -> None:
     with pytest.raises(sessionlog.Error) as raised:
         closed.get_session("x")
     assert raised.value.code == grpc.StatusCode.CANCELLED
+
+
+def test_closing_the_client_ends_a_follow_with_cancelled(server: ServerProcess) -> None:
+    closing = server.client()
+    session = closing.start_session(app_name="closing")
+    outcome: queue.Queue[object] = queue.Queue()
+
+    def follow() -> None:
+        try:
+            for event in closing.follow(session.id):
+                outcome.put(event)
+        except sessionlog.Error as error:
+            outcome.put(error)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    assert isinstance(outcome.get(timeout=10), CaughtUp)
+    closing.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    error = outcome.get(timeout=1)
+    assert isinstance(error, sessionlog.Error) and error.code == grpc.StatusCode.CANCELLED

@@ -280,7 +280,8 @@ class Client:
         (0.1 s, doubling to 5 s), yields `Reconnecting` and resumes after
         the last cursor it got: no entry is skipped or repeated. Other
         errors, or transient ones lasting `give_up_after` seconds, raise
-        `Error`. Closing the iterator (or the client) ends the stream.
+        `Error`. Closing the iterator ends the stream; closing the client
+        makes the iterator raise `Error` with CANCELLED.
         """
         cursor = self._follow_cursor(
             session_id, after_seq, tail, min_level, logger_prefixes, contains, max_batch,

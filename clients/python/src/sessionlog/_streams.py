@@ -174,7 +174,9 @@ def follow(
             error = Error.from_rpc(rpc_error)
         finally:
             call.cancel()
-        time.sleep(cursor.lost(error))
+        delay = cursor.lost(error)
+        stub()  # a closed client ends the follow here, with CANCELLED
+        time.sleep(delay)
         yield Reconnecting(cursor.request.after_seq, error)
 
 
