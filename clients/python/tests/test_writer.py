@@ -124,3 +124,54 @@ def test_large_entries_stay_under_the_message_and_receive_limits(
             for entry in event.entries
         ]
         assert followed == [f"{n:02d}" for n in range(12)] + ["Se"]
+
+
+class LostAnswer(grpc.RpcError):
+    """What a connection cut after the server stored the batch looks like."""
+
+
+class AnswerLostOnce:
+    """A stub whose first Append reaches the server but whose answer is lost."""
+
+    class _Failed:
+        def result(self) -> None:
+            raise LostAnswer("the connection dropped before the answer")
+
+        def cancel(self) -> bool:
+            return False
+
+    def __init__(self, client: sessionlog.Client) -> None:
+        self.real = client._stub()
+        self.appends: list[str] = []
+        outer = self
+
+        class Append:
+            def future(self, request: object, **options: object) -> object:
+                outer.appends.append(request.batch_id)  # type: ignore[attr-defined]
+                answer = outer.real.append.future(request, **options)
+                if len(outer.appends) == 1:
+                    answer.result()  # stored on the server
+                    return AnswerLostOnce._Failed()
+                return answer
+
+        self.append = Append()
+
+
+def test_a_batch_whose_answer_was_lost_is_retried_with_its_id_and_stored_once(
+    client: sessionlog.Client,
+) -> None:
+    session = client.start_session(app_name="lost-answer")
+    stub = AnswerLostOnce(client)
+    writer = sessionlog.LogWriter(
+        lambda: stub,  # type: ignore[arg-type,return-value]
+        client._connection.metadata,
+        session.id,
+        None,
+        WriterOptions(linger=0.5),
+    )
+    for n in range(3):
+        writer.write(f"entry {n}")
+    report = writer.close(timeout=10)
+    assert len(stub.appends) == 2 and stub.appends[0] == stub.appends[1], stub.appends
+    assert (report.stored, report.lost, report.last_seq, report.error) == (3, 0, 3, None)
+    assert [e.message for e in client.read(session.id).entries] == [f"entry {n}" for n in range(3)]
