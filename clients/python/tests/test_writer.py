@@ -94,16 +94,17 @@ def test_an_entry_over_the_servers_entry_limit_is_dropped_not_fatal(
 def test_large_entries_stay_under_the_message_and_receive_limits(
     server: ServerProcess,
 ) -> None:
-    """12 entries of 900 KiB: the writer splits them into Appends of at most
+    """20 entries of 900 KiB (18 MiB, more than the server's 16 MiB
+    `--max-message-size`): the writer splits them into Appends of at most
     4 MiB, and reads and follows over channels with grpcio's default 4 MiB
     receive limit get every one of them (the server's pages stay under it)."""
     size = 900 << 10
     with server.client(server.unix_address) as client:
         with client.writer(app_name="large") as writer:
-            for n in range(12):
+            for n in range(20):
                 assert writer.write(Entry(f"{n:02d}" + "x" * size, fields={"n": n}))
         report = writer.report()
-        assert (report.stored, report.lost, report.error) == (12, 0, None)
+        assert (report.stored, report.lost, report.error) == (20, 0, None)
 
         pages = []
         cursor = 0
@@ -113,8 +114,8 @@ def test_large_entries_stay_under_the_message_and_receive_limits(
                 break
             pages.append([entry.seq for entry in page.entries])
             cursor = page.next_cursor
-        assert [seq for page in pages for seq in page] == list(range(1, 13))
-        assert len(pages) >= 3, f"pages of {[len(p) for p in pages]} entries: over 4 MiB each?"
+        assert [seq for page in pages for seq in page] == list(range(1, 21))
+        assert len(pages) >= 5, f"pages of {[len(p) for p in pages]} entries: over 4 MiB each?"
 
         client.end_session(writer.session_id)
         followed = [
@@ -123,7 +124,7 @@ def test_large_entries_stay_under_the_message_and_receive_limits(
             if isinstance(event, Batch)
             for entry in event.entries
         ]
-        assert followed == [f"{n:02d}" for n in range(12)] + ["Se"]
+        assert followed == [f"{n:02d}" for n in range(20)] + ["Se"]
 
 
 class LostAnswer(grpc.RpcError):

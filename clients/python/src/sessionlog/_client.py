@@ -379,9 +379,9 @@ class Client:
                 session_id, app_name, mode, platform, client_pid, parent_session_id, job_id,
                 metadata, lease_ttl,
             )  # fmt: skip
-        elif app_name or mode or platform or client_pid or parent_session_id or job_id:
-            raise ValueError("session details are for a new session, not an existing one")
-        elif metadata or lease_ttl is not None:
+        elif any((app_name, mode, platform, client_pid, parent_session_id, job_id, metadata)) or (
+            lease_ttl is not None
+        ):
             raise ValueError("session details are for a new session, not an existing one")
         self._stub()  # fails now when the client is closed
         writer = LogWriter(

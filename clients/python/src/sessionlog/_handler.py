@@ -46,6 +46,12 @@ def level_of(levelno: int) -> Level:
     return Level.TRACE
 
 
+def program_name() -> str:
+    """This program's file name; `python` under `python -c` or a REPL."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name and name not in ("-c", "-m", "-") else "python"
+
+
 def _otel_ids() -> Callable[[], tuple[bytes, bytes]]:
     """How to read the current span's ids: OpenTelemetry's API when it is
     installed, else nothing."""
@@ -97,7 +103,7 @@ class Handler(logging.Handler):
             self.writer: LogWriter = self.client.writer(session_id, options=options)
         else:
             start.setdefault("client_pid", os.getpid())
-            name = app_name if app_name is not None else os.path.basename(sys.argv[0] or "python")
+            name = app_name if app_name is not None else program_name()
             self.writer = self.client.writer(
                 options=options,
                 app_name=name,

@@ -229,6 +229,8 @@ class LogWriter:
                     self._changed.notify_all()
         except Error as error:
             self._stop(error)
+        except Exception as unexpected:  # a bug here must not hang flush and close
+            self._stop(Error(grpc.StatusCode.INTERNAL, f"the log writer failed: {unexpected!r}"))
 
     def _gather(self) -> list[pb.LogEntry] | None:
         """The next batch: the first entry, then what arrives within
