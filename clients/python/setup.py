@@ -65,17 +65,18 @@ class BuildWithProto(build_py):
     """build_py, then protoc on ../../proto into the build directory."""
 
     def run(self) -> None:
-        super().run()
         if not (PROTO_ROOT / PROTO_FILE).is_file():
             raise missing_checkout()
+        out = Path(self.build_lib)
+        # Nothing from an earlier build (a module since removed, code
+        # generated from an older proto) may survive into this one.
+        shutil.rmtree(out / "sessionlog", ignore_errors=True)
+        super().run()
         from grpc_tools import protoc
         import grpc_tools
 
         well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
-        out = Path(self.build_lib)
         generated = out / "sessionlog" / "v1"
-        # Nothing from an earlier build may survive into this one.
-        shutil.rmtree(generated, ignore_errors=True)
         generated.mkdir(parents=True)
         arguments = [
             "grpc_tools.protoc",
