@@ -156,6 +156,8 @@ def test_read_pages_tails_and_filters(client: sessionlog.Client) -> None:
     odd = client.read(session.id, logger_prefixes="mod1")
     assert [entry.seq for entry in odd.entries] == [1, 3, 5, 7, 9]
     assert [entry.seq for entry in client.read(session.id, contains="line 1").entries] == [1, 10]
+    assert [e.seq for e in client.read_all(session.id, after_seq=4)] == list(range(5, 11))
+    assert [e.seq for e in client.read_all(session.id, min_level="error")] == [3, 6, 9]
     with pytest.raises(ValueError, match="unknown level"):
         client.read(session.id, min_level="loud")
 

@@ -86,9 +86,5 @@ def test_a_writer_stores_each_entry_once_across_a_restart(server: ServerProcess)
         assert (report.stored, report.dropped, report.lost, report.error) == (1_500, 0, 0, None)
         assert report.last_seq == 1_500
 
-        stored = []
-        cursor = 0
-        while page := client.read(writer.session_id, after_seq=cursor).entries:
-            stored.extend((entry.seq, entry.message) for entry in page)
-            cursor = page[-1].seq
+        stored = [(entry.seq, entry.message) for entry in client.read_all(writer.session_id)]
     assert stored == [(n + 1, f"entry {n}") for n in range(1_500)]

@@ -26,14 +26,7 @@ def test_a_writer_stores_every_entry_once_in_order(client: sessionlog.Client) ->
     assert report.error is None
     session = client.get_session(writer.session_id)
     assert session.app_name == "writer" and session.metadata == {"k": "v"}
-    messages = []
-    cursor = 0
-    while True:
-        page = client.read(writer.session_id, after_seq=cursor)
-        if not page.entries:
-            break
-        messages.extend(entry.message for entry in page.entries)
-        cursor = page.next_cursor
+    messages = [entry.message for entry in client.read_all(writer.session_id)]
     assert messages == [f"entry {n}" for n in range(2_000)]
     assert not writer.write("after close") and writer.report().dropped == 1
 

@@ -251,6 +251,9 @@ class Client:
         filter_ = log_filter(min_level, logger_prefixes, contains, **more_filter)
         if filter_ is not None:
             request.filter.CopyFrom(filter_)
+        return self._read(request)
+
+    def _read(self, request: pb.ReadRequest) -> ReadResult:
         response = self._call(self._stub().read, request)
         return ReadResult(
             entries=[Entry.from_pb(entry) for entry in response.entries],
@@ -258,6 +261,29 @@ class Client:
             last_seq=response.last_seq,
             state=state_from_pb(response.state),
         )
+
+    def read_all(
+        self,
+        session_id: str,
+        after_seq: int = 0,
+        *,
+        min_level: LevelLike | None = None,
+        logger_prefixes: Sequence[str] | str = (),
+        contains: str = "",
+        **more_filter: str | bool,
+    ) -> Iterator[Entry]:
+        """Every entry after `after_seq` up to the session's last seq as of
+        each page, reading page after page as the iterator is consumed."""
+        request = pb.ReadRequest(session_id=session_id, after_seq=after_seq)
+        filter_ = log_filter(min_level, logger_prefixes, contains, **more_filter)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        while True:
+            page = self._read(request)
+            yield from page.entries
+            if page.next_cursor <= request.after_seq or page.next_cursor >= page.last_seq:
+                return
+            request.after_seq = page.next_cursor
 
     def follow(
         self,
