@@ -38,6 +38,13 @@ if [[ ! -x $server_bin ]]; then
   cargo build --locked --bin sessionlog
 fi
 
+# tests/test_tls.py makes its certificates with the openssl command line.
+if ! command -v openssl >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  timeout 600 apt-get update -qq
+  timeout 900 apt-get install -y -qq openssl >/dev/null
+fi
+
 echo "== python: pytest (clients/python/tests, against $server_bin)"
 server_abs=$(absolute "$server_bin")
 (cd clients/python && SESSIONLOG_BIN=$server_abs timeout 300 "$py_abs" -m pytest -q -p no:cacheprovider)

@@ -35,8 +35,9 @@ def server_binary() -> Path:
 
 
 class ServerProcess:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra_args: str) -> None:
         self.directory = directory
+        self.extra_args = extra_args
         self.socket = directory / "sessionlog.sock"
         self.token_file = directory / "token"
         self.token_file.write_text(f"# the tests' token\n{TOKEN}\n", encoding="utf-8")
@@ -69,6 +70,7 @@ class ServerProcess:
                 "--auth-token-file", str(self.token_file),
                 "--log-format", "json",
                 "--shutdown-grace", "5s",
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
