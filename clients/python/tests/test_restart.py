@@ -5,6 +5,7 @@ and a writer stores each entry once, in order."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import queue
 import threading
 
@@ -80,11 +81,16 @@ def test_a_writer_stores_each_entry_once_across_a_restart(server: ServerProcess)
             assert writer.write(f"entry {n}")
         assert not writer.flush(timeout=0.3), "stored while the server was down?"
         server.start()
+        restarted_at = datetime.datetime.now(datetime.timezone.utc)
         for n in range(1_000, 1_500):
             assert writer.write(f"entry {n}")
         report = writer.close(timeout=WAIT_SECONDS)
         assert (report.stored, report.dropped, report.lost, report.error) == (1_500, 0, 0, None)
         assert report.last_seq == 1_500
 
-        stored = [(entry.seq, entry.message) for entry in client.read_all(writer.session_id)]
-    assert stored == [(n + 1, f"entry {n}") for n in range(1_500)]
+        entries = list(client.read_all(writer.session_id))
+    assert [(entry.seq, entry.message) for entry in entries] == [
+        (n + 1, f"entry {n}") for n in range(1_500)
+    ]
+    # Stamped when written, not when the server got them after the restart.
+    assert entries[999].timestamp is not None and entries[999].timestamp < restarted_at

@@ -120,7 +120,8 @@ class LogWriter:
     # The producer side ------------------------------------------------------
 
     def write(self, entry: EntryLike, timeout: float = 0.0) -> bool:
-        """Buffers `entry` (an Entry, or a message at info level) for sending.
+        """Buffers `entry` (an Entry, or a message at info level) for sending;
+        an entry without a timestamp gets the current time.
 
         Returns False, and counts the entry as dropped, when the buffer is
         full, the entry is larger than `max_entry_bytes`, or the writer is
@@ -128,7 +129,11 @@ class LogWriter:
         returns at once; otherwise it waits up to `timeout` seconds for room.
         Raises TypeError or ValueError for an entry that cannot be encoded.
         """
-        return self._write_pb(entry_to_pb(entry), timeout)
+        message = entry_to_pb(entry)
+        if not message.HasField("timestamp"):
+            # Now, not when the server gets it: it may be down for a while.
+            message.timestamp.GetCurrentTime()
+        return self._write_pb(message, timeout)
 
     def _write_pb(self, message: pb.LogEntry, timeout: float = 0.0) -> bool:
         size = message.ByteSize() + ENTRY_FRAMING_BYTES
