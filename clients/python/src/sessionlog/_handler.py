@@ -1,0 +1,166 @@
+"""`Handler`: a `logging.Handler` that ships records into a session through
+a `LogWriter`, so logging never waits for the server (a full buffer drops
+and counts, see `LogWriter.write`).
+
+A record becomes an entry: its level mapped (below DEBUG is trace, 50 and
+up critical), `record.name` as logger, the handler's formatted text as the
+message (by default the message with its args applied, then the exception
+and stack text), `record.msg` as the format template when the record has
+args, the args (a list under `args`, or a mapping's keys) and `extra=`
+values as fields, and the trace and span ids of OpenTelemetry's current
+span when `opentelemetry-api` is installed. Records of grpcio's own
+loggers are not shipped: shipping them could log the shipping.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+
+from sessionlog._client import Client
+from sessionlog._types import Entry, Level, as_text
+from sessionlog._writer import LogWriter, WriterOptions, WriterReport
+
+# What every LogRecord has; other attributes came from `extra=`.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None, None))
+) | {"message", "asctime", "taskName"}
+
+_QUIET_LOGGERS = ("grpc",)
+
+
+def level_of(levelno: int) -> Level:
+    if levelno >= logging.CRITICAL:
+        return Level.CRITICAL
+    if levelno >= logging.ERROR:
+        return Level.ERROR
+    if levelno >= logging.WARNING:
+        return Level.WARN
+    if levelno >= logging.INFO:
+        return Level.INFO
+    if levelno >= logging.DEBUG:
+        return Level.DEBUG
+    return Level.TRACE
+
+
+def program_name() -> str:
+    """This program's file name; `python` under `python -c` or a REPL."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name and name not in ("-c", "-m", "-") else "python"
+
+
+def _otel_ids() -> Callable[[], tuple[bytes, bytes]]:
+    """How to read the current span's ids: OpenTelemetry's API when it is
+    installed, else nothing."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return lambda: (b"", b"")
+
+    def current() -> tuple[bytes, bytes]:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return b"", b""
+        return context.trace_id.to_bytes(16, "big"), context.span_id.to_bytes(8, "big")
+
+    return current
+
+
+class Handler(logging.Handler):
+    """Ships log records into a session.
+
+    With `session_id` it writes to that existing session; otherwise it
+    starts one (in the background, retried while the server is down) with
+    `app_name` (default: the program's name), this process's pid (so the
+    server ends it once the process is gone, where it can see the pid),
+    and `start` (job_id, metadata, lease_ttl, ...). Without `client`, it
+    makes one from the environment (SESSIONLOG_SERVER, ...) and closes it
+    on `close`. `close` (which `logging.shutdown` calls at exit) sends what
+    is buffered within `close_timeout` seconds; it does not end the session.
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        session_id: str | None = None,
+        app_name: str | None = None,
+        *,
+        level: int | str = logging.NOTSET,
+        options: WriterOptions | None = None,
+        close_timeout: float = 5.0,
+        **start: object,
+    ) -> None:
+        super().__init__(level)
+        self._own_client = client is None
+        self.client = client if client is not None else Client()
+        self.close_timeout = close_timeout
+        if session_id is not None:
+            if start or app_name is not None:
+                raise ValueError("session details are for a new session, not an existing one")
+            self.writer: LogWriter = self.client.writer(session_id, options=options)
+        else:
+            start.setdefault("client_pid", os.getpid())
+            name = app_name if app_name is not None else program_name()
+            self.writer = self.client.writer(
+                options=options,
+                app_name=name,
+                **start,  # type: ignore[arg-type]
+            )
+        self.session_id = self.writer.session_id
+        self._ids = _otel_ids()
+        self._report: WriterReport | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".", 1)[0] in _QUIET_LOGGERS:
+            return
+        try:
+            # Fields are converted leniently: any value is kept, as text
+            # when it is not JSON-like.
+            self.writer._write_pb(self.entry(record).to_pb(as_text))
+        except Exception:
+            self.handleError(record)
+
+    def entry(self, record: logging.LogRecord) -> Entry:
+        """The entry `record` becomes."""
+        fields: dict[str, object] = {}
+        template = ""
+        if record.args:
+            template = str(record.msg)
+            if isinstance(record.args, Mapping):
+                fields.update((str(key), value) for key, value in record.args.items())
+            else:
+                fields["args"] = list(record.args)
+        fields.update(
+            (key, value) for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES
+        )
+        trace_id, span_id = self._ids()
+        return Entry(
+            message=self.format(record),
+            level=level_of(record.levelno),
+            logger=record.name,
+            fields=fields,
+            format=template,
+            timestamp=datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc),
+            trace_id=trace_id,
+            span_id=span_id,
+        )
+
+    def flush(self) -> None:
+        """Waits (up to `close_timeout`) until what was logged is stored."""
+        self.writer.flush(self.close_timeout)
+
+    def close(self) -> None:
+        if self._report is None:
+            self._report = self.writer.close(self.close_timeout)
+            if self._own_client:
+                self.client.close()
+        super().close()
+
+    @property
+    def report(self) -> WriterReport:
+        """What the writer did (in all, once closed)."""
+        return self._report if self._report is not None else self.writer.report()
+

@@ -1,0 +1,346 @@
+"""The Python side of the API's messages: enums, `Session`, `Entry`, and the
+conversions to and from the generated protobuf classes. Nothing here talks
+to a server.
+
+Structured values (entry fields, session metadata) are JSON-like: `None`,
+`bool`, `int`, `float`, `str`, lists and string-keyed dicts. Protobuf keeps
+every number as a double, so an integral number reads back as an `int` and
+integers beyond 2**53 lose precision.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+
+from sessionlog.v1 import sessionlog_pb2 as pb
+
+JsonValue = Union[None, bool, int, float, str, list["JsonValue"], dict[str, "JsonValue"]]
+"""A value of an entry's fields or a session's metadata."""
+
+Fields = dict[str, JsonValue]
+
+
+class Level(str, enum.Enum):
+    """An entry's level; the names are the command line's (`"warn"`, ...)."""
+
+    UNSPECIFIED = "unspecified"
+    TRACE = "trace"
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SessionState(str, enum.Enum):
+    UNSPECIFIED = "unspecified"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+LevelLike = Union[Level, str]
+"""A `Level` or its name, in any case (`"warn"`, `"WARN"`; `"warning"` too)."""
+
+_LEVEL_TO_PB = {
+    Level.UNSPECIFIED: pb.LEVEL_UNSPECIFIED,
+    Level.TRACE: pb.LEVEL_TRACE,
+    Level.DEBUG: pb.LEVEL_DEBUG,
+    Level.INFO: pb.LEVEL_INFO,
+    Level.WARN: pb.LEVEL_WARN,
+    Level.ERROR: pb.LEVEL_ERROR,
+    Level.CRITICAL: pb.LEVEL_CRITICAL,
+}
+_LEVEL_FROM_PB: dict[int, Level] = {int(number): level for level, number in _LEVEL_TO_PB.items()}
+_STATE_TO_PB = {
+    SessionState.UNSPECIFIED: pb.SESSION_STATE_UNSPECIFIED,
+    SessionState.ACTIVE: pb.SESSION_STATE_ACTIVE,
+    SessionState.ENDED: pb.SESSION_STATE_ENDED,
+}
+_STATE_FROM_PB: dict[int, SessionState] = {
+    int(number): state for state, number in _STATE_TO_PB.items()
+}
+
+
+def level(value: LevelLike) -> Level:
+    """`value` as a `Level`; ValueError names the accepted ones."""
+    if isinstance(value, Level):
+        return value
+    name = value.lower()
+    if name == "warning":
+        return Level.WARN
+    try:
+        return Level(name)
+    except ValueError:
+        names = ", ".join(level.value for level in Level)
+        raise ValueError(f"unknown level {value!r}; one of {names}") from None
+
+
+def level_to_pb(value: LevelLike) -> pb.Level:
+    return _LEVEL_TO_PB[level(value)]
+
+
+def level_from_pb(number: int) -> Level:
+    return _LEVEL_FROM_PB.get(number, Level.UNSPECIFIED)
+
+
+def state_to_pb(value: SessionState | str | None) -> pb.SessionState:
+    """None and `"all"` are every state (the API's unspecified)."""
+    if value is None or value == "all":
+        return pb.SESSION_STATE_UNSPECIFIED
+    try:
+        return _STATE_TO_PB[SessionState(str(value).lower())]
+    except ValueError:
+        raise ValueError(f"unknown state {value!r}; one of active, ended, all") from None
+
+
+def state_from_pb(number: int) -> SessionState:
+    return _STATE_FROM_PB.get(number, SessionState.UNSPECIFIED)
+
+
+# Values ---------------------------------------------------------------------
+
+Converter = Callable[[object], JsonValue]
+"""Turns a value of another type into a JSON-like one, or raises TypeError."""
+
+
+def refuse(value: object) -> JsonValue:
+    raise TypeError(
+        f"{type(value).__name__} is not a field value "
+        "(None, bool, int, float, str, list or dict of them, datetime)"
+    )
+
+
+def as_text(value: object) -> JsonValue:
+    """The lenient converter: anything else as its `str`."""
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not lose the record
+        return f"<unprintable {type(value).__name__}>"
+
+
+MAX_DEPTH = 32
+
+
+def to_value(value: object, other: Converter = refuse, depth: int = 0) -> struct_pb2.Value:
+    """A protobuf `Value`: dicts, lists and tuples nest; datetimes become
+    ISO 8601 text; other types go through `other`."""
+    out = struct_pb2.Value()
+    if depth > MAX_DEPTH:  # a cycle, or deeper than any server accepts
+        out.string_value = "<nested too deep>"
+        return out
+    if value is None:
+        out.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, (int, float)):
+        out.number_value = float(value)
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, Mapping):
+        out.struct_value.CopyFrom(to_struct(value, other, depth + 1))
+    elif isinstance(value, (list, tuple)):
+        out.list_value.values.extend(to_value(item, other, depth + 1) for item in value)
+    elif isinstance(value, (datetime.datetime, datetime.date)):
+        out.string_value = value.isoformat()
+    else:
+        return to_value(other(value), refuse, depth + 1)
+    return out
+
+
+def to_struct(
+    values: Mapping[str, object] | None, other: Converter = refuse, depth: int = 0
+) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    for key, value in (values or {}).items():
+        out.fields[str(key)].CopyFrom(to_value(value, other, depth))
+    return out
+
+
+def from_value(value: struct_pb2.Value) -> JsonValue:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < 2**63 else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [from_value(item) for item in value.list_value.values]
+    return None
+
+
+def from_struct(struct: struct_pb2.Struct) -> Fields:
+    return {key: from_value(value) for key, value in struct.fields.items()}
+
+
+# Time -----------------------------------------------------------------------
+
+
+def to_timestamp(when: datetime.datetime) -> timestamp_pb2.Timestamp:
+    """A naive datetime is taken as local time, as `datetime.timestamp` does."""
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(when.astimezone(datetime.timezone.utc))
+    return out
+
+
+def from_timestamp(timestamp: timestamp_pb2.Timestamp) -> datetime.datetime:
+    return timestamp.ToDatetime(tzinfo=datetime.timezone.utc)
+
+
+def to_duration(value: datetime.timedelta | float) -> duration_pb2.Duration:
+    """A timedelta, or seconds."""
+    if not isinstance(value, datetime.timedelta):
+        value = datetime.timedelta(seconds=value)
+    out = duration_pb2.Duration()
+    out.FromTimedelta(value)
+    return out
+
+
+# Messages -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session as the server reports it; times are UTC datetimes."""
+
+    id: str
+    app_name: str = ""
+    mode: str = ""
+    platform: str = ""
+    client_pid: int = 0
+    parent_session_id: str = ""
+    job_id: str = ""
+    metadata: Fields = field(default_factory=dict)
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    ended_at: datetime.datetime | None = None
+    state: SessionState = SessionState.UNSPECIFIED
+    end_reason: str = ""
+    last_seq: int = 0
+    entry_count: int = 0
+    size_bytes: int = 0
+    lease_ttl: datetime.timedelta | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state is SessionState.ACTIVE
+
+    @classmethod
+    def from_pb(cls, message: pb.Session) -> Session:
+        def time(name: str) -> datetime.datetime | None:
+            if not message.HasField(name):
+                return None
+            stamp: timestamp_pb2.Timestamp = getattr(message, name)
+            return from_timestamp(stamp)
+
+        return cls(
+            id=message.id,
+            app_name=message.app_name,
+            mode=message.mode,
+            platform=message.platform,
+            client_pid=message.client_pid,
+            parent_session_id=message.parent_session_id,
+            job_id=message.job_id,
+            metadata=from_struct(message.metadata),
+            created_at=time("created_at"),
+            updated_at=time("updated_at"),
+            ended_at=time("ended_at"),
+            state=state_from_pb(message.state),
+            end_reason=message.end_reason,
+            last_seq=message.last_seq,
+            entry_count=message.entry_count,
+            size_bytes=message.size_bytes,
+            lease_ttl=message.lease_ttl.ToTimedelta() if message.HasField("lease_ttl") else None,
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A log entry. To append, `message` is enough: `seq` is assigned by
+    the server and a missing `timestamp` is the server's receive time."""
+
+    message: str = ""
+    level: LevelLike = Level.INFO
+    logger: str = ""
+    fields: Mapping[str, object] = field(default_factory=dict)
+    format: str = ""
+    timestamp: datetime.datetime | None = None
+    trace_id: bytes = b""
+    span_id: bytes = b""
+    seq: int = 0
+
+    def to_pb(self, other: Converter = refuse) -> pb.LogEntry:
+        out = pb.LogEntry(
+            level=level_to_pb(self.level),
+            logger=self.logger,
+            message=self.message,
+            format=self.format,
+            trace_id=self.trace_id,
+            span_id=self.span_id,
+        )
+        if self.fields:
+            out.fields.CopyFrom(to_struct(self.fields, other))
+        if self.timestamp is not None:
+            out.timestamp.CopyFrom(to_timestamp(self.timestamp))
+        return out
+
+    @classmethod
+    def from_pb(cls, message: pb.LogEntry) -> Entry:
+        return cls(
+            seq=message.seq,
+            timestamp=from_timestamp(message.timestamp) if message.HasField("timestamp") else None,
+            level=level_from_pb(message.level),
+            logger=message.logger,
+            message=message.message,
+            format=message.format,
+            fields=from_struct(message.fields),
+            trace_id=message.trace_id,
+            span_id=message.span_id,
+        )
+
+
+EntryLike = Union[Entry, str]
+"""An `Entry`, or a message to store at info level."""
+
+
+def entry_to_pb(entry: EntryLike) -> pb.LogEntry:
+    if isinstance(entry, str):
+        return pb.LogEntry(level=pb.LEVEL_INFO, message=entry)
+    if isinstance(entry, Entry):
+        return entry.to_pb()
+    raise TypeError(f"an entry is an Entry or a str, not {type(entry).__name__}")
+
+
+def log_filter(
+    min_level: LevelLike | None = None,
+    logger_prefixes: Sequence[str] | str = (),
+    contains: str = "",
+    **more: str | bool,
+) -> pb.LogFilter | None:
+    """The API's LogFilter, or None when nothing filters. `more` passes
+    further LogFilter fields of the proto (such as `regex`) as they are."""
+    if isinstance(logger_prefixes, str):
+        logger_prefixes = [logger_prefixes]
+    if min_level is None and not logger_prefixes and not contains and not more:
+        return None
+    return pb.LogFilter(
+        min_level=level_to_pb(min_level) if min_level is not None else pb.LEVEL_UNSPECIFIED,
+        logger_prefixes=list(logger_prefixes),
+        contains=contains,
+        **more,
+    )
