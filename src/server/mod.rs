@@ -506,6 +506,7 @@ async fn open_store(
 ) -> anyhow::Result<(Store, Durability, Option<JoinHandle<()>>, SessionManager)> {
     let store_options = settings.store.clone();
     let foreign = settings.foreign_store_owner;
+    let opening = std::time::Instant::now();
     let store = tokio::task::spawn_blocking(move || {
         crate::store::without_panics(&store_options.path, || {
             Store::open_with(&store_options, foreign)
@@ -518,6 +519,8 @@ async fn open_store(
     let loader_store = store.clone();
     let loader_durability = durability.clone();
     let dir = settings.store.path.clone();
+    let opened_in = opening.elapsed();
+    let loading = std::time::Instant::now();
     let loaded = tokio::task::spawn_blocking(move || {
         let mut loaded = None;
         crate::store::without_panics(&dir, || {
@@ -535,7 +538,14 @@ async fn open_store(
     };
     match sessions {
         Ok(sessions) => {
-            tracing::info!(sessions = sessions.session_count(), "store open");
+            // Start-up time is mostly these two: sled's recovery, then
+            // reading and checking every session.
+            tracing::info!(
+                sessions = sessions.session_count(),
+                sled_open_ms = opened_in.as_millis() as u64,
+                sessions_load_ms = loading.elapsed().as_millis() as u64,
+                "store open"
+            );
             Ok((store, durability, flusher, sessions))
         }
         Err(err) => {

@@ -206,6 +206,57 @@ pub struct Store {
     seal_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
+/// At most this many threads check sessions at start-up.
+const LOAD_THREADS: usize = 4;
+
+/// `load` over `items` on up to `LOAD_THREADS` threads (start-up is mostly
+/// reading and decompressing each session's first and last block), in
+/// `items`' order; the first error fails the whole load.
+fn load_in_parallel<T: Send, U: Send>(
+    items: Vec<T>,
+    load: impl Fn(T) -> Result<U, StoreError> + Sync,
+) -> Result<Vec<U>, StoreError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, LOAD_THREADS);
+    if threads == 1 || items.len() < 2 * threads {
+        return items.into_iter().map(load).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let mut chunks = Vec::with_capacity(threads);
+    let mut items = items.into_iter();
+    loop {
+        let chunk: Vec<T> = items.by_ref().take(per_thread).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let load = &load;
+    let quiet = verify::quiet_panics();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    verify::inherit_quiet_panics(quiet);
+                    chunk.into_iter().map(load).collect::<Result<Vec<U>, _>>()
+                })
+            })
+            .collect();
+        let mut loaded = Vec::new();
+        for worker in workers {
+            match worker.join() {
+                Ok(part) => loaded.extend(part?),
+                // A panic inside sled while loading: surfaced as the panic
+                // it was, for `without_panics` to report.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(loaded)
+    })
+}
+
 impl Store {
     /// Opens (or creates, owner-only) the database at `options.path`,
     /// refusing a data dir owned by another user.
@@ -280,36 +331,17 @@ impl Store {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(StoreError::Io(err)),
         }
-        let mut loaded = Vec::new();
-        let mut ids = HashSet::new();
+        let mut records = Vec::new();
         for item in self.sessions.iter() {
             let (_, bytes) = item?;
-            let mut record: StoredSession = log::decode(&bytes, "session record")?;
-            let saved = record.shutdown_counters.take();
-            let saved_under = std::mem::take(&mut record.shutdown_mark);
-            let (counters, log) = if record.state() == State::Ended {
-                let counters = record.final_counters.unwrap_or_default();
-                verify::check_log(&record.id, &self.open_log(&record.id)?, &counters)?;
-                (counters, None)
-            } else {
-                let log = self.open_log(&record.id)?;
-                let trusted = mark
-                    .as_ref()
-                    .is_some_and(|mark| !saved_under.is_empty() && mark.as_ref() == saved_under);
-                let counters = match saved {
-                    Some(saved) if trusted => saved,
-                    _ => log.counters()?,
-                };
-                verify::check_log(&record.id, &log, &counters)?;
-                (counters, Some(log))
-            };
-            ids.insert(record.id.clone());
-            loaded.push(LoadedSession {
-                record,
-                counters,
-                log,
-            });
+            records.push(log::decode::<StoredSession>(&bytes, "session record")?);
         }
+        let mark = mark.as_ref().map(|mark| mark.as_ref());
+        let loaded = load_in_parallel(records, |record| self.load_session(record, mark))?;
+        let ids: HashSet<&str> = loaded
+            .iter()
+            .map(|session| session.record.id.as_str())
+            .collect();
         for name in self.db.tree_names() {
             let Some(id) = name.strip_prefix(LOG_TREE_PREFIX.as_bytes()) else {
                 continue;
@@ -333,6 +365,36 @@ impl Store {
             self.flush()?;
         }
         Ok(loaded)
+    }
+
+    /// Opens one stored session's log and checks it against its counters
+    /// (see `load_sessions`); `mark` is the clean-shutdown mark, if any.
+    fn load_session(
+        &self,
+        mut record: StoredSession,
+        mark: Option<&[u8]>,
+    ) -> Result<LoadedSession, StoreError> {
+        let saved = record.shutdown_counters.take();
+        let saved_under = std::mem::take(&mut record.shutdown_mark);
+        let (counters, log) = if record.state() == State::Ended {
+            let counters = record.final_counters.unwrap_or_default();
+            verify::check_log(&record.id, &self.open_log(&record.id)?, &counters)?;
+            (counters, None)
+        } else {
+            let log = self.open_log(&record.id)?;
+            let trusted = mark.is_some_and(|mark| !saved_under.is_empty() && mark == saved_under);
+            let counters = match saved {
+                Some(saved) if trusted => saved,
+                _ => log.counters()?,
+            };
+            verify::check_log(&record.id, &log, &counters)?;
+            (counters, Some(log))
+        };
+        Ok(LoadedSession {
+            record,
+            counters,
+            log,
+        })
     }
 
     /// At a clean shutdown, once nothing can write any more: saves the

@@ -934,8 +934,17 @@ impl SegmentAccountant {
 
         self.max_stabilized_lsn = lsn;
 
+        // sessionlog patch: the free-space check that follows ran once per
+        // deactivated segment, each time counting every segment; recovery
+        // deactivates all segments in one call, which made start-up
+        // quadratic in the file's segment count. Once per call is enough:
+        // it queues at most one segment for cleaning either way.
+        let last = can_deactivate.last().copied();
         for lsn in can_deactivate {
             self.deactivate_segment(lsn)?;
+        }
+        if let Some(lsn) = last {
+            self.queue_tip_cleaning(lsn);
         }
 
         Ok(())
@@ -972,8 +981,12 @@ impl SegmentAccountant {
 
         self.possibly_clean_or_free_segment(idx, lsn)?;
 
-        // if we have a lot of free segments in our whole file,
-        // let's start relocating the current tip to boil it down
+        Ok(())
+    }
+
+    /// If a lot of the whole file is free segments, starts relocating the
+    /// last inactive segment to boil the file down.
+    fn queue_tip_cleaning(&mut self, lsn: Lsn) {
         let free_segs = self.segments.iter().filter(|s| s.is_free()).count();
         let inactive_segs =
             self.segments.iter().filter(|s| s.is_inactive()).count();
@@ -989,8 +1002,6 @@ impl SegmentAccountant {
             let to_clean = self.segments[last_index].inactive_to_draining(lsn);
             self.segment_cleaner.add_pids(segment_start, to_clean);
         }
-
-        Ok(())
     }
 
     fn bump_tip(&mut self) -> Result<LogOffset> {
