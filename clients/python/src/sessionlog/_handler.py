@@ -14,6 +14,7 @@ loggers are not shipped: shipping them could log the shipping.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -21,8 +22,9 @@ import sys
 from collections.abc import Callable, Mapping
 
 from sessionlog._client import Client
-from sessionlog._types import Entry, Level, as_text
-from sessionlog._writer import LogWriter, WriterOptions, WriterReport
+from sessionlog._types import Entry, Level, as_text, to_struct
+from sessionlog._writer import ENTRY_FRAMING_BYTES, LogWriter, WriterOptions, WriterReport
+from sessionlog.v1 import sessionlog_pb2 as pb
 
 # What every LogRecord has; other attributes came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(
@@ -30,6 +32,21 @@ _RECORD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 _QUIET_LOGGERS = ("grpc",)
+
+
+_CUT_MARKER = "…[cut]"
+
+
+def _cut(text: str, max_bytes: int, marker: str = _CUT_MARKER) -> str:
+    """`text` within `max_bytes` UTF-8 bytes: as it is when it fits, else
+    its start (whole characters) and `marker`."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    room = max_bytes - len(marker.encode())
+    if room <= 0:
+        return encoded[:max_bytes].decode(errors="ignore")
+    return encoded[:room].decode(errors="ignore") + marker
 
 
 def level_of(levelno: int) -> Level:
@@ -117,9 +134,7 @@ class Handler(logging.Handler):
         if record.name.split(".", 1)[0] in _QUIET_LOGGERS:
             return
         try:
-            # Fields are converted leniently: any value is kept, as text
-            # when it is not JSON-like.
-            self.writer._write_pb(self.entry(record).to_pb(as_text))
+            self.writer._write_pb(self.entry_pb(record))
         except Exception:
             self.handleError(record)
 
@@ -147,6 +162,47 @@ class Handler(logging.Handler):
             trace_id=trace_id,
             span_id=span_id,
         )
+
+    def entry_pb(self, record: logging.LogRecord) -> pb.LogEntry:
+        """The entry `record` becomes, shrunk into the writer's limits (a
+        record is never dropped for what it holds): the logger name and
+        format cut to their lengths, fields converted leniently (any value
+        kept, as text when it is not JSON-like; containers too deep, or
+        holding themselves, as their `repr`; past the value limit, a marker
+        saying how many were left out), then the message cut, and if need
+        be the fields left out, until the entry fits `max_entry_bytes`."""
+        options = self.writer.options
+        entry = self.entry(record)
+        message = dataclasses.replace(
+            entry,
+            fields={},
+            logger=_cut(entry.logger, options.max_name_bytes, ""),
+            format=_cut(entry.format, options.max_text_bytes),
+        ).to_pb()
+        if entry.fields:
+            message.fields.CopyFrom(
+                to_struct(
+                    entry.fields,
+                    as_text,
+                    lenient=True,
+                    max_levels=options.max_struct_depth,
+                    max_values=options.max_struct_values,
+                )
+            )
+        room = options.max_entry_bytes - ENTRY_FRAMING_BYTES
+        excess = message.ByteSize() - room
+        if excess > 0 and message.fields.ByteSize() > room // 2:
+            size = message.fields.ByteSize()
+            message.ClearField("fields")
+            message.fields.fields["sessionlog.fields_left_out"].string_value = (
+                f"{size} bytes of fields, over the entry limit"
+            )
+            excess = message.ByteSize() - room
+        if excess > 0:
+            # Its length's varint shrinks too, so a cut of `excess` fits.
+            text = message.message
+            message.message = _cut(text, max(len(text.encode()) - excess - 16, 0))
+        return message
 
     def flush(self) -> None:
         """Waits (up to `close_timeout`) until what was logged is stored."""

@@ -130,42 +130,143 @@ def as_text(value: object) -> JsonValue:
         return f"<unprintable {type(value).__name__}>"
 
 
-MAX_DEPTH = 32
+MAX_DEPTH = 15
+"""The deepest a value is ever built, counting a field's own value as 0
+(the server counts it as level 1, and its default `--max-struct-depth` is
+16). Deeper nesting, or a value that contains itself, would also pass
+protobuf's own nesting limit once the entry sits in a request."""
+
+MAX_VALUES = 1_000
+"""The server's default `--max-struct-values`: values in one entry's
+fields, nested ones included."""
+
+_TOO_DEEP = "<nested too deep>"
 
 
-def to_value(value: object, other: Converter = refuse, depth: int = 0) -> struct_pb2.Value:
-    """A protobuf `Value`: dicts, lists and tuples nest; datetimes become
-    ISO 8601 text; other types go through `other`."""
-    out = struct_pb2.Value()
-    if depth > MAX_DEPTH:  # a cycle, or deeper than any server accepts
-        out.string_value = "<nested too deep>"
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ (or one that recurses) must not lose the record
+        return f"<unprintable {type(value).__name__}>"
+
+
+class _Converter:
+    """One conversion of fields: `other` for values of other types, and in
+    `lenient` mode the limits applied by shrinking rather than failing:
+    containers too deep become their text `repr`, a container holding
+    itself becomes text, and past `max_values` the rest is one marker."""
+
+    def __init__(
+        self,
+        other: Converter,
+        lenient: bool = False,
+        max_levels: int = MAX_DEPTH + 1,
+        max_values: int = MAX_VALUES,
+    ) -> None:
+        self.other = other
+        self.lenient = lenient
+        # The deepest index a value may have: a field's value is 0.
+        self.max_depth = max(min(max_levels - 1, MAX_DEPTH), 0)
+        self.left = max_values if lenient else -1  # -1: not counted
+        self.path: set[int] = set()  # ids of the containers being converted
+
+    def struct(self, values: Mapping[str, object] | None, depth: int) -> struct_pb2.Struct:
+        out = struct_pb2.Struct()
+        items = list((values or {}).items())
+        for index, (key, value) in enumerate(items):
+            marker = self._full(len(items) - index)
+            if marker is not None:
+                if marker:
+                    out.fields["..."].string_value = marker
+                break
+            out.fields[str(key)].CopyFrom(self.value(value, depth))
         return out
-    if value is None:
-        out.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, (int, float)):
-        out.number_value = float(value)
-    elif isinstance(value, str):
-        out.string_value = value
-    elif isinstance(value, Mapping):
-        out.struct_value.CopyFrom(to_struct(value, other, depth + 1))
-    elif isinstance(value, (list, tuple)):
-        out.list_value.values.extend(to_value(item, other, depth + 1) for item in value)
-    elif isinstance(value, (datetime.datetime, datetime.date)):
-        out.string_value = value.isoformat()
-    else:
-        return to_value(other(value), refuse, depth + 1)
-    return out
+
+    def _full(self, remaining: int) -> str | None:
+        """None while there is room for the `remaining` items of a
+        container; else what stands for them: a marker that takes the last
+        value left, or nothing when none is."""
+        if self.left < 0 or self.left > 1 or (self.left == 1 and remaining <= 1):
+            return None
+        if self.left == 0:
+            return ""
+        self.left = 0
+        return f"<{remaining} more values>"
+
+    def value(self, value: object, depth: int) -> struct_pb2.Value:
+        out = struct_pb2.Value()
+        counted = self.left > 0
+        if counted:
+            self.left -= 1
+        if value is None:
+            out.null_value = struct_pb2.NULL_VALUE
+        elif isinstance(value, bool):
+            out.bool_value = value
+        elif isinstance(value, (int, float)):
+            out.number_value = float(value)
+        elif isinstance(value, str):
+            out.string_value = value
+        elif isinstance(value, (Mapping, list, tuple)):
+            if id(value) in self.path and not self.lenient:
+                raise ValueError(f"a field value contains itself: {type(value).__name__}")
+            if id(value) in self.path or (value and depth >= self.max_depth):
+                if self.lenient:
+                    out.string_value = _repr(value)
+                elif isinstance(value, Mapping):
+                    # One level past the limit, so that the server (and
+                    # the writer's check) refuse it, naming the limit.
+                    out.struct_value.fields["..."].string_value = _TOO_DEEP
+                else:
+                    out.list_value.values.add().string_value = _TOO_DEEP
+                return out
+            self.path.add(id(value))
+            try:
+                if isinstance(value, Mapping):
+                    out.struct_value.CopyFrom(self.struct(value, depth + 1))
+                else:
+                    items = out.list_value.values
+                    for index, item in enumerate(value):
+                        marker = self._full(len(value) - index)
+                        if marker is not None:
+                            if marker:
+                                items.add().string_value = marker
+                            break
+                        items.append(self.value(item, depth + 1))
+            finally:
+                self.path.discard(id(value))
+        elif isinstance(value, (datetime.datetime, datetime.date)):
+            out.string_value = value.isoformat()
+        else:
+            if counted:
+                self.left += 1  # counted again below
+            return self.value(self.other(value), depth)
+        return out
+
+
+def to_value(value: object, other: Converter = refuse) -> struct_pb2.Value:
+    """A protobuf `Value`: dicts, lists and tuples nest; datetimes become
+    ISO 8601 text; other types go through `other`. Nesting stops one
+    level past `MAX_DEPTH`, with a `"<nested too deep>"` there that the
+    server refuses; ValueError for a value that contains itself."""
+    return _Converter(other).value(value, 0)
 
 
 def to_struct(
-    values: Mapping[str, object] | None, other: Converter = refuse, depth: int = 0
+    values: Mapping[str, object] | None,
+    other: Converter = refuse,
+    *,
+    lenient: bool = False,
+    max_levels: int = MAX_DEPTH + 1,
+    max_values: int = MAX_VALUES,
 ) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    for key, value in (values or {}).items():
-        out.fields[str(key)].CopyFrom(to_value(value, other, depth))
-    return out
+    """A protobuf `Struct` of `values`, as `to_value` converts them. With
+    `lenient`, keeps within the server's limits instead: a container whose
+    values would sit deeper than `max_levels` (the server's
+    `--max-struct-depth`, at most `MAX_DEPTH` + 1), or that holds itself,
+    becomes its `repr`, and past
+    `max_values` values the rest is left out, with a marker saying how
+    many."""
+    return _Converter(other, lenient, max_levels, max_values).struct(values, 0)
 
 
 def from_value(value: struct_pb2.Value) -> JsonValue:

@@ -8,8 +8,16 @@ sends the buffer in order, as batches of at most `max_batch` entries and
 `max_batch_bytes` encoded bytes (far under the server's 16 MiB
 `--max-message-size`), each with a batch id, retrying transient failures
 with the same id, so each entry is stored once through lost answers and
-server restarts. A batch that cannot be stored stops the writer: storing
-later ones would leave a gap in the order the producer wrote.
+server restarts.
+
+`write` drops (and counts) an entry over any of the server's per-entry
+limits (`WriterOptions` holds the server's defaults), so that a batch is
+never refused for one entry; if the server refuses a batch anyway
+(INVALID_ARGUMENT or RESOURCE_EXHAUSTED: its limits are lower than the
+options say), the writer sends its halves on their own down to the entry
+refused alone, counts that one as lost, and goes on. Any other failure
+that is not transient stops the writer: storing later batches would
+leave a gap in the order the producer wrote.
 """
 
 from __future__ import annotations
@@ -42,6 +50,49 @@ class CallOptions(TypedDict):
 # up to 5 bytes (the server's entries are at most a few MiB).
 ENTRY_FRAMING_BYTES = 6
 
+TRACE_ID_BYTES = 16
+SPAN_ID_BYTES = 8
+
+# What the server refuses a batch for, when one of its entries is over a
+# limit (RESOURCE_EXHAUSTED) or breaks a rule (INVALID_ARGUMENT).
+_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def refusal(message: pb.LogEntry, options: WriterOptions) -> str | None:
+    """Why the server, with `options`' limits, would refuse `message`; None
+    when it would store it."""
+    size = message.ByteSize()
+    if size > options.max_entry_bytes:
+        return f"an entry of {size} bytes, at most {options.max_entry_bytes}"
+    if len(message.logger.encode()) > options.max_name_bytes:
+        return f"a logger name longer than {options.max_name_bytes} bytes"
+    if len(message.format.encode()) > options.max_text_bytes:
+        return f"a format longer than {options.max_text_bytes} bytes"
+    if len(message.trace_id) not in (0, TRACE_ID_BYTES):
+        return f"a trace id of {len(message.trace_id)} bytes, not {TRACE_ID_BYTES}"
+    if len(message.span_id) not in (0, SPAN_ID_BYTES):
+        return f"a span id of {len(message.span_id)} bytes, not {SPAN_ID_BYTES}"
+    if message.level not in pb.Level.values():
+        return f"level {message.level}"
+    # The server's walk: every value counts, a field's own value is level 1.
+    pending = [(value, 1) for value in message.fields.fields.values()]
+    values = 0
+    while pending:
+        value, depth = pending.pop()
+        values += 1
+        if values > options.max_struct_values:
+            return f"fields of more than {options.max_struct_values} values"
+        if depth > options.max_struct_depth:
+            return f"fields nested deeper than {options.max_struct_depth} levels"
+        kind = value.WhichOneof("kind")
+        if kind == "struct_value":
+            pending.extend((inner, depth + 1) for inner in value.struct_value.fields.values())
+        elif kind == "list_value":
+            pending.extend((inner, depth + 1) for inner in value.list_value.values)
+        elif kind is None:
+            return "a field value with no kind set"
+    return None
+
 
 @dataclass(frozen=True)
 class WriterOptions:
@@ -52,8 +103,21 @@ class WriterOptions:
     max_batch_bytes: int = 4 << 20
     """The most encoded bytes in one Append (a single entry goes alone)."""
     max_entry_bytes: int = 1 << 20
-    """Larger entries are dropped at `write`: the server's default
-    `--max-entry-size` refuses them, and that would stop the writer."""
+    """Larger entries are dropped at `write` (the server's default
+    `--max-entry-size`). This and the limits below are the server's
+    defaults; `write` drops (and counts) an entry over any of them, since
+    the server would refuse the batch holding it. Set them to the server's
+    flags when it runs with others."""
+    max_name_bytes: int = 256
+    """The longest logger name, in UTF-8 bytes (`--max-name-length`)."""
+    max_text_bytes: int = 64 << 10
+    """The longest format template, in UTF-8 bytes (`--max-text-length`)."""
+    max_struct_depth: int = 16
+    """How deep `fields` may nest, a field's value being level 1
+    (`--max-struct-depth`; the client never builds deeper than 16)."""
+    max_struct_values: int = 1_000
+    """Values in one entry's `fields`, nested ones included
+    (`--max-struct-values`)."""
     linger: float = 0.05
     """Seconds the first entry of a batch waits for company."""
     give_up_after: float | None = None
@@ -75,12 +139,16 @@ class WriterReport:
     or the writer closed or stopped."""
     lost: int
     """Entries accepted into the buffer but never stored (the server
-    refused them, was unavailable past the deadline, or an earlier batch
-    failed)."""
+    refused them, was unavailable past the deadline, or the writer
+    stopped)."""
     last_seq: int
     """The last seq stored."""
     error: Error | None
     """Why the writer stopped early, if it did."""
+    last_refusal: Error | None = None
+    """The server's answer the last time it refused an entry (sent alone,
+    after it refused a batch holding it); the entry counts as lost and the
+    writer goes on."""
 
 
 class LogWriter:
@@ -110,6 +178,7 @@ class LogWriter:
         self._flushing = 0
         self._closing = False
         self._error: Error | None = None
+        self._last_refusal: Error | None = None
         self._deadline = threading.Event()
         self._in_flight: grpc.Future[Any] | None = None
         self._thread = threading.Thread(
@@ -124,8 +193,10 @@ class LogWriter:
         an entry without a timestamp gets the current time.
 
         Returns False, and counts the entry as dropped, when the buffer is
-        full, the entry is larger than `max_entry_bytes`, or the writer is
-        closed or stopped. Never waits for the server: with `timeout` 0 it
+        full, the entry is over one of the options' limits (larger than
+        `max_entry_bytes`, a logger name or format too long, fields too deep
+        or with too many values, a trace or span id of the wrong length),
+        or the writer is closed or stopped. Never waits for the server: with `timeout` 0 it
         returns at once; otherwise it waits up to `timeout` seconds for room.
         Raises TypeError or ValueError for an entry that cannot be encoded.
         """
@@ -136,9 +207,12 @@ class LogWriter:
         return self._write_pb(message, timeout)
 
     def _write_pb(self, message: pb.LogEntry, timeout: float = 0.0) -> bool:
+        # Checked here, not in a batch: one entry the server refuses would
+        # have it refuse the whole batch.
+        refused = refusal(message, self.options)
         size = message.ByteSize() + ENTRY_FRAMING_BYTES
         with self._changed:
-            if size > self.options.max_entry_bytes:
+            if refused is not None:
                 self._dropped += 1
                 return False
             if timeout > 0:
@@ -196,6 +270,7 @@ class LogWriter:
                 lost=self._lost,
                 last_seq=self._last_seq,
                 error=self._error,
+                last_refusal=self._last_refusal,
             )
 
     @property
@@ -221,21 +296,50 @@ class LogWriter:
             if self._start is not None:
                 self._start_session(self._start)
             while (batch := self._gather()) is not None:
-                request = pb.AppendRequest(
-                    session_id=self.session_id, entries=batch, batch_id=_ids.ulid()
-                )
+                self._send(batch)
+        except Error as error:
+            self._stop(error)
+        except Exception as unexpected:  # a bug here must not hang flush and close
+            self._stop(Error(grpc.StatusCode.INTERNAL, f"the log writer failed: {unexpected!r}"))
+
+    def _send(self, batch: list[pb.LogEntry]) -> None:
+        """Stores `batch`. When the server refuses it for what an entry
+        holds (the writer's check passed it, so the server's limits differ
+        from the options'), sends each half on its own, down to the entry it
+        refuses alone, which is counted as lost: one entry must not stop the
+        writer. Other failures raise."""
+        try:
+            request = pb.AppendRequest(
+                session_id=self.session_id, entries=batch, batch_id=_ids.ulid()
+            )
+        except Exception as unencodable:  # protobuf's own limits (nesting)
+            refused = Error(grpc.StatusCode.INVALID_ARGUMENT, f"cannot encode: {unencodable!r}")
+        else:
+            try:
                 response = self._retry(
                     lambda: self._stub().append.future(request, **self._call_options())
                 )
+            except Error as error:
+                if error.code not in _REFUSALS or self._deadline.is_set():
+                    raise
+                refused = error
+            else:
                 with self._changed:
                     self._stored += len(batch)
                     self._finished += len(batch)
                     self._last_seq = response.last_seq
                     self._changed.notify_all()
-        except Error as error:
-            self._stop(error)
-        except Exception as unexpected:  # a bug here must not hang flush and close
-            self._stop(Error(grpc.StatusCode.INTERNAL, f"the log writer failed: {unexpected!r}"))
+                return
+        if len(batch) > 1:
+            half = len(batch) // 2
+            self._send(batch[:half])
+            self._send(batch[half:])
+            return
+        with self._changed:
+            self._lost += 1
+            self._finished += 1
+            self._last_refusal = refused
+            self._changed.notify_all()
 
     def _gather(self) -> list[pb.LogEntry] | None:
         """The next batch: the first entry, then what arrives within
