@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,10 +94,14 @@ class Client:
     # Lifecycle ----------------------------------------------------------------
 
     def close(self, writer_timeout: float = 5.0) -> None:
-        """Closes the writers made by this client (each within
-        `writer_timeout` seconds), then the channel; open streams end."""
-        for writer in list(self._writers):
-            writer.close(writer_timeout)
+        """Closes the writers made by this client, all at once within
+        `writer_timeout` seconds in all, then the channel; open streams end."""
+        writers = list(self._writers)
+        for writer in writers:
+            writer._begin_close()
+        deadline = time.monotonic() + writer_timeout
+        for writer in writers:
+            writer._finish_close(deadline)
         with self._lock:
             channel, self._channel, self._stub_ = self._channel, None, None
         if channel is not None:

@@ -19,6 +19,7 @@ import datetime
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 
 from sessionlog._client import Client
@@ -129,10 +130,13 @@ class Handler(logging.Handler):
         self.session_id = self.writer.session_id
         self._ids = _otel_ids()
         self._report: WriterReport | None = None
+        self._emitted = 0
+        self._timed_out: tuple[float, tuple[int, int, int, int]] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.split(".", 1)[0] in _QUIET_LOGGERS:
             return
+        self._emitted += 1
         try:
             self.writer._write_pb(self.entry_pb(record))
         except Exception:
@@ -204,15 +208,35 @@ class Handler(logging.Handler):
             message.message = _cut(text, max(len(text.encode()) - excess - 16, 0))
         return message
 
+    # logging.shutdown (Python 3.12 on) skips `flush` for a handler that
+    # says so: `close` sends what is buffered anyway, within the one timeout.
+    flushOnClose = False
+
     def flush(self) -> None:
-        """Waits (up to `close_timeout`) until what was logged is stored."""
-        self.writer.flush(self.close_timeout)
+        """Waits (up to `close_timeout`) until what was logged is stored.
+        When it times out, a `close` right after (as `logging.shutdown`
+        does) only gets what is left of that timeout: the two share it."""
+        started = time.monotonic()
+        progress = self._progress()
+        if not self.writer.flush(self.close_timeout):
+            self._timed_out = (started + self.close_timeout, progress)
+
+    def _progress(self) -> tuple[int, int, int, int]:
+        report = self.writer.report()
+        return report.stored, report.dropped, report.lost, self._emitted
 
     def close(self) -> None:
         if self._report is None:
-            self._report = self.writer.close(self.close_timeout)
+            timeout = self.close_timeout
+            if self._timed_out is not None:
+                deadline, progress = self._timed_out
+                # Nothing stored or logged since the flush that timed out:
+                # the server is still away, and the flush spent the time.
+                if progress == self._progress():
+                    timeout = max(deadline - time.monotonic(), 0.0)
+            self._report = self.writer.close(timeout)
             if self._own_client:
-                self.client.close()
+                self.client.close(0.0)
         super().close()
 
     @property

@@ -249,10 +249,19 @@ class LogWriter:
         """Sends what is buffered and stops; later writes are dropped. After
         `timeout` seconds, retries stop and what is unsent counts as lost,
         so close returns within about `timeout` seconds."""
+        self._begin_close()
+        return self._finish_close(time.monotonic() + timeout)
+
+    def _begin_close(self) -> None:
+        """Refuses later writes and has the thread send what is left."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        self._thread.join(timeout)
+
+    def _finish_close(self, deadline: float) -> WriterReport:
+        """Waits for the thread until `deadline` (a `time.monotonic()`),
+        then stops its retries and cancels its call."""
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
         if self._thread.is_alive():
             self._deadline.set()
             with self._changed:
