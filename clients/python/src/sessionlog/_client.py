@@ -7,6 +7,7 @@ the call fails; unary calls have a deadline (`timeout`, 10 s by default).
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 import time
 import weakref
@@ -90,6 +91,19 @@ class Client:
         self._stub_: _rpc.Stub | None = _rpc.Stub(self._channel)
         self._writers: weakref.WeakSet[LogWriter] = weakref.WeakSet()
         self._lock = threading.Lock()
+        _CLIENTS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a child made by os.fork: grpcio's channels do not survive a
+        fork, so an open client gets a new channel (the parent's is left
+        alone: it is the parent's), and its writers start afresh on it."""
+        self._lock = threading.Lock()
+        if self._channel is None:
+            return
+        self._channel = self._connection.channel()
+        self._stub_ = _rpc.Stub(self._channel)
+        for writer in list(self._writers):
+            writer._after_fork_in_child()
 
     # Lifecycle ----------------------------------------------------------------
 
@@ -420,6 +434,18 @@ class Client:
         )
         self._writers.add(writer)
         return writer
+
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _start_request(

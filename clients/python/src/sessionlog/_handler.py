@@ -216,6 +216,8 @@ class Handler(logging.Handler):
         """Waits (up to `close_timeout`) until what was logged is stored.
         When it times out, a `close` right after (as `logging.shutdown`
         does) only gets what is left of that timeout: the two share it."""
+        if not hasattr(self, "writer"):  # __init__ failed, logging still knows it
+            return
         started = time.monotonic()
         progress = self._progress()
         if not self.writer.flush(self.close_timeout):
@@ -226,7 +228,7 @@ class Handler(logging.Handler):
         return report.stored, report.dropped, report.lost, self._emitted
 
     def close(self) -> None:
-        if self._report is None:
+        if hasattr(self, "writer") and self._report is None:
             timeout = self.close_timeout
             if self._timed_out is not None:
                 deadline, progress = self._timed_out

@@ -167,6 +167,10 @@ class LogWriter:
         self._stub = stub
         self._metadata = metadata
         self._start = start
+        self._reset()
+
+    def _reset(self) -> None:
+        """A writer with nothing written yet, and its sending thread."""
         self._changed = threading.Condition()
         self._buffer: deque[tuple[pb.LogEntry, int]] = deque()
         self._accepted = 0
@@ -182,9 +186,21 @@ class LogWriter:
         self._deadline = threading.Event()
         self._in_flight: grpc.Future[Any] | None = None
         self._thread = threading.Thread(
-            target=self._run, name=f"sessionlog-writer-{session_id}", daemon=True
+            target=self._run, name=f"sessionlog-writer-{self.session_id}", daemon=True
         )
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        """In a child made by os.fork, which has none of the parent's
+        threads: a fresh writer on the same session, with its own thread
+        (on the client's new channel) and counts. What the parent had
+        buffered stays the parent's to send; a writer closed before the
+        fork stays closed."""
+        closing = self._closing
+        self._reset()
+        if closing:
+            self._closing = True
+            self._thread.join()
 
     # The producer side ------------------------------------------------------
 
