@@ -5,14 +5,16 @@ path protoc gives `proto/sessionlog/v1/sessionlog.proto`, so it lands inside
 this package. It is made at every build from ../../proto and never committed,
 so an installed package always matches the proto it was built from. The
 version is the server crate's (../../Cargo.toml), and the protobuf runtime
-requirement is the one of the generator the build used: generated code
-refuses to load on an older runtime.
+requirement is the one the generated code checks for when it is imported
+(`ValidateProtobufRuntimeVersion`): at least that version, below the next
+major. An editable install (`pip install -e`) generates into src/ instead.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from setuptools import setup
@@ -46,52 +48,77 @@ def crate_version() -> str:
     return found.group(1)
 
 
-def runtime_requirements() -> list[str]:
-    """grpcio, and the protobuf runtime the code generator asks for (its own
-    dependency on protobuf is the range its generated code loads on)."""
-    from importlib.metadata import PackageNotFoundError, requires
+# The generated module's check of the protobuf runtime it runs on:
+# ValidateProtobufRuntimeVersion(Domain.PUBLIC, major, minor, patch, ...).
+RUNTIME_CHECK = re.compile(
+    r"ValidateProtobufRuntimeVersion\(\s*[\w.]+,\s*(\d+),\s*(\d+),\s*(\d+),"
+)
 
+
+def generate(out: Path) -> Path:
+    """protoc on ../../proto into `out` (sessionlog/v1/ with an __init__.py);
+    the path of the generated module."""
+    if not (PROTO_ROOT / PROTO_FILE).is_file():
+        raise missing_checkout()
     try:
-        tools = requires("grpcio-tools") or []
-    except PackageNotFoundError as error:
-        raise SetupError("sessionlog: the build needs grpcio-tools") from error
-    protobuf = [r.split(";")[0].strip() for r in tools if re.match(r"protobuf\b", r)]
-    if not protobuf:
-        raise SetupError(f"sessionlog: grpcio-tools names no protobuf runtime: {tools}")
-    return ["grpcio>=1.85", *protobuf]
+        from grpc_tools import protoc
+        import grpc_tools
+    except ImportError as error:
+        raise SetupError(
+            "sessionlog: the build needs grpcio-tools (a build requirement: "
+            "`pip install ./clients/python` installs it, unless --no-build-isolation)"
+        ) from error
+
+    well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
+    generated = out / "sessionlog" / "v1"
+    generated.mkdir(parents=True, exist_ok=True)
+    arguments = [
+        "grpc_tools.protoc",
+        f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={well_known}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        str(PROTO_ROOT / PROTO_FILE),
+    ]
+    if protoc.main(arguments) != 0:
+        raise SetupError(f"sessionlog: protoc failed on {PROTO_ROOT / PROTO_FILE}")
+    (generated / "__init__.py").write_text(
+        '"""Generated from proto/sessionlog/v1/sessionlog.proto at build time."""\n',
+        encoding="utf-8",
+    )
+    return generated / "sessionlog_pb2.py"
+
+
+def runtime_requirements() -> list[str]:
+    """grpcio, and the protobuf runtime the generated code checks for at
+    import: at least the version it names, below the next major."""
+    with tempfile.TemporaryDirectory() as scratch:
+        module = generate(Path(scratch)).read_text(encoding="utf-8")
+    found = RUNTIME_CHECK.search(module)
+    if not found:
+        raise SetupError("sessionlog: the generated code names no protobuf runtime version")
+    major, minor, patch = (int(part) for part in found.groups())
+    return ["grpcio>=1.85", f"protobuf>={major}.{minor}.{patch},<{major + 1}"]
 
 
 class BuildWithProto(build_py):
-    """build_py, then protoc on ../../proto into the build directory."""
+    """build_py, then protoc on ../../proto into the build directory; for an
+    editable install (`pip install -e`), into src/ (ignored by git), which
+    is where the installed package is then read from."""
 
     def run(self) -> None:
         if not (PROTO_ROOT / PROTO_FILE).is_file():
             raise missing_checkout()
+        if getattr(self, "editable_mode", False):
+            super().run()
+            generate(HERE / "src")
+            return
         out = Path(self.build_lib)
         # Nothing from an earlier build (a module since removed, code
         # generated from an older proto) may survive into this one.
         shutil.rmtree(out / "sessionlog", ignore_errors=True)
         super().run()
-        from grpc_tools import protoc
-        import grpc_tools
-
-        well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
-        generated = out / "sessionlog" / "v1"
-        generated.mkdir(parents=True)
-        arguments = [
-            "grpc_tools.protoc",
-            f"--proto_path={PROTO_ROOT}",
-            f"--proto_path={well_known}",
-            f"--python_out={out}",
-            f"--pyi_out={out}",
-            str(PROTO_ROOT / PROTO_FILE),
-        ]
-        if protoc.main(arguments) != 0:
-            raise SetupError(f"sessionlog: protoc failed on {PROTO_ROOT / PROTO_FILE}")
-        (generated / "__init__.py").write_text(
-            '"""Generated from proto/sessionlog/v1/sessionlog.proto at build time."""\n',
-            encoding="utf-8",
-        )
+        generate(out)
 
 
 setup(
