@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import sessionlog
+
 SCRIPT = """
 import logging, sys, time
 import sessionlog
@@ -36,3 +38,15 @@ def test_exit_with_the_server_down_waits_one_close_timeout() -> None:
     assert process.returncode == 0, process.stderr
     shutdown = ended - float(process.stdout.split()[0])
     assert 1.5 < shutdown < 2.0 + 1.0, f"exit took {shutdown:.2f} s"
+
+
+def test_client_close_closes_its_writers_under_one_deadline() -> None:
+    client = sessionlog.Client(f"127.0.0.1:{closed_port()}")
+    writers = [client.writer(app_name=f"down-{n}") for n in range(3)]
+    for writer in writers:
+        assert writer.write("never stored")
+    started = time.monotonic()
+    client.close(writer_timeout=1.0)
+    took = time.monotonic() - started
+    assert took < 1.0 + 0.7, f"close took {took:.2f} s for 3 writers"
+    assert [w.report().lost for w in writers] == [1, 1, 1]

@@ -9,6 +9,8 @@ import datetime
 import queue
 import threading
 
+import grpc
+
 import sessionlog
 from sessionlog import Batch, CaughtUp, Ended, Reconnecting
 
@@ -50,6 +52,10 @@ def test_followers_resume_from_their_cursor_across_a_restart(server: ServerProce
             seen[name].append(event)
 
         server.restart()
+        # The channel may be backing off from an attempt made while the
+        # server was stopping; a call then fails at once. Wait for it.
+        assert client._channel is not None
+        grpc.channel_ready_future(client._channel).result(timeout=WAIT_SECONDS)
         client.append(session.id, ["three", "four"])
         client.end_session(session.id, reason="restarted")
         for thread in threads:

@@ -9,7 +9,10 @@ and stack text), `record.msg` as the format template when the record has
 args, the args (a list under `args`, or a mapping's keys) and `extra=`
 values as fields, and the trace and span ids of OpenTelemetry's current
 span when `opentelemetry-api` is installed. Records of grpcio's own
-loggers are not shipped: shipping them could log the shipping.
+loggers are not shipped: shipping them could log the shipping. A record is
+never dropped for what it holds: `entry_pb` shrinks it into the writer's
+limits. At exit, `logging.shutdown`'s flush and close share one
+`close_timeout`.
 """
 
 from __future__ import annotations

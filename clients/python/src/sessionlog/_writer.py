@@ -320,6 +320,7 @@ class LogWriter:
         try:
             if self._start is not None:
                 self._start_session(self._start)
+                self._start = None  # a child forked from now on need not start it
             while (batch := self._gather()) is not None:
                 self._send(batch)
         except Error as error:
