@@ -234,19 +234,42 @@ fn load_in_parallel<T: Send, U: Send>(
     }
     let load = &load;
     let quiet = verify::quiet_panics();
+    let load_chunk = move |chunk: Vec<T>| {
+        verify::inherit_quiet_panics(quiet);
+        chunk.into_iter().map(load).collect::<Result<Vec<U>, _>>()
+    };
     std::thread::scope(|scope| {
-        let workers: Vec<_> = chunks
+        // A thread that cannot be started (a process or thread limit)
+        // leaves its chunk to this one: slower, never a refused store.
+        let mut spawned = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (keep, give) = std::sync::mpsc::sync_channel(1);
+            let started = std::thread::Builder::new()
+                .name("load-sessions".to_owned())
+                // The chunk goes over a channel once the thread runs: a
+                // closure that failed to start would drop it with itself.
+                .spawn_scoped(scope, move || load_chunk(give.recv().unwrap_or_default()));
+            match started {
+                Ok(worker) => {
+                    // The receiver lives until the worker has it.
+                    let _ = keep.send(chunk);
+                    spawned.push(Ok(worker));
+                }
+                Err(_) => spawned.push(Err(chunk)),
+            }
+        }
+        // Every worker is joined before the outcome is decided, so the
+        // first failure in record order is the one reported.
+        let outcomes: Vec<std::thread::Result<Result<Vec<U>, StoreError>>> = spawned
             .into_iter()
-            .map(|chunk| {
-                scope.spawn(move || {
-                    verify::inherit_quiet_panics(quiet);
-                    chunk.into_iter().map(load).collect::<Result<Vec<U>, _>>()
-                })
+            .map(|spawned| match spawned {
+                Ok(worker) => worker.join(),
+                Err(chunk) => Ok(load_chunk(chunk)),
             })
             .collect();
         let mut loaded = Vec::new();
-        for worker in workers {
-            match worker.join() {
+        for outcome in outcomes {
+            match outcome {
                 Ok(part) => loaded.extend(part?),
                 // A panic inside sled while loading: surfaced as the panic
                 // it was, for `without_panics` to report.
