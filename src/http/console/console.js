@@ -1,11 +1,16 @@
 // The sessionlog web console: plain JavaScript, no build step, no
-// dependencies. Two views, chosen by the URL hash: the sessions list
-// (#/), kept live by the watch stream, and one session (#/sessions/ID),
-// followed live over SSE. Every value from the server goes into the page
-// as text (textContent), never as markup.
+// dependencies. Three views, chosen by the URL hash: the sessions list
+// (#/), kept live by the watch stream; one session (#/sessions/ID),
+// followed live over SSE, or opened around one entry
+// (#/sessions/ID?seq=N); and search across sessions (#/search?QUERY, the
+// query being the search API's own). Every value from the server goes
+// into the page as text (textContent), never as markup; colours in
+// messages become styled spans built with DOM calls.
 'use strict';
 
 const TAIL = 1000; // a session view starts with the last TAIL entries
+const AROUND_BEFORE = 100; // a view opened at a seq starts this many entries before it
+const PAGE = 300; // entries per page when paging around a seq
 const MAX_ROWS = 5000; // older rows leave the DOM so large sessions stay smooth
 const MAX_LIST = 500; // the most sessions the list renders
 
@@ -58,6 +63,7 @@ async function api(path) {
     if (!response.ok) {
       const error = new Error((body.error && body.error.message) || response.statusText);
       error.status = response.status;
+      error.code = (body.error && body.error.code) || '';
       throw error;
     }
     return body;
@@ -79,6 +85,130 @@ function setLive(state) {
 
 function shortTime(iso) {
   return iso ? iso.slice(11, 23) : '';
+}
+
+// ---- colours: SGR sequences in a message become styled spans ----
+//
+// Programs run under `sessionlog run` log terminal colours. SGR sequences
+// (ESC [ ... m) set the style of the text after them; every other escape
+// sequence (cursor moves, erases, titles, ...) is dropped from the display.
+// The text goes in as text nodes; a style is a class (the 16 named colours,
+// bold, ...) or a CSSOM colour (256-colour and truecolor), never markup.
+
+const COLOURS_KEY = 'sessionlog.colours';
+// CSI (ESC [ or U+009B) with its parameters; OSC, DCS, SOS, PM and APC
+// strings up to BEL or ST (or the end); any other ESC with its final byte.
+const ESCAPE = /(?:\x1b\[|\x9b)([0-?]*)([ -/]*)([@-~]|$)|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -/]*[0-~]?/g;
+const CUBE = [0, 95, 135, 175, 215, 255];
+
+function plainStyle() {
+  return { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, inverse: false };
+}
+
+// One of the 256 colours: 0-15 stay palette indexes (the stylesheet's), the
+// rest become rgb() strings.
+function colour256(n) {
+  if (!Number.isInteger(n) || n < 0 || n > 255) return null;
+  if (n < 16) return n;
+  if (n >= 232) {
+    const grey = 8 + (n - 232) * 10;
+    return `rgb(${grey}, ${grey}, ${grey})`;
+  }
+  const i = n - 16;
+  return `rgb(${CUBE[Math.floor(i / 36)]}, ${CUBE[Math.floor(i / 6) % 6]}, ${CUBE[i % 6]})`;
+}
+
+// The colour after a 38 or 48: `5;n` or `2;r;g;b` (the semicolon form, which
+// consumes the following parameters) or `5:n`, `2:r:g:b`, `2:cs:r:g:b` (the
+// colon form). Returns the colour (null: leave as is) and the parameters used.
+function extendedColour(args, colon) {
+  const byte = (text) => {
+    const n = Number(text === '' ? 0 : text);
+    return Number.isInteger(n) && n >= 0 && n <= 255 ? n : null;
+  };
+  if (args[0] === '5') return { colour: colour256(Number(args[1])), used: 2 };
+  if (args[0] === '2') {
+    const rgb = colon && args.length >= 5 ? args.slice(2, 5) : args.slice(1, 4);
+    const [r, g, b] = rgb.map(byte);
+    const valid = rgb.length === 3 && r !== null && g !== null && b !== null;
+    return { colour: valid ? `rgb(${r}, ${g}, ${b})` : null, used: 4 };
+  }
+  return { colour: null, used: 1 };
+}
+
+function applySgr(style, parameters) {
+  const codes = parameters === '' ? ['0'] : parameters.split(';');
+  for (let i = 0; i < codes.length; i += 1) {
+    const [head, ...sub] = codes[i].split(':');
+    const code = head === '' ? 0 : Number(head);
+    if (code === 0) Object.assign(style, plainStyle());
+    else if (code === 1) style.bold = true;
+    else if (code === 2) style.dim = true;
+    else if (code === 3) style.italic = true;
+    else if (code === 4) style.underline = true;
+    else if (code === 7) style.inverse = true;
+    else if (code === 22) style.bold = style.dim = false;
+    else if (code === 23) style.italic = false;
+    else if (code === 24) style.underline = false;
+    else if (code === 27) style.inverse = false;
+    else if (code >= 30 && code <= 37) style.fg = code - 30;
+    else if (code === 39) style.fg = null;
+    else if (code >= 40 && code <= 47) style.bg = code - 40;
+    else if (code === 49) style.bg = null;
+    else if (code >= 90 && code <= 97) style.fg = code - 90 + 8;
+    else if (code >= 100 && code <= 107) style.bg = code - 100 + 8;
+    else if (code === 38 || code === 48) {
+      const colon = sub.length > 0;
+      const { colour, used } = extendedColour(colon ? sub : codes.slice(i + 1), colon);
+      if (!colon) i += used;
+      if (colour !== null) style[code === 38 ? 'fg' : 'bg'] = colour;
+    }
+  }
+}
+
+// A span for `text` in `style`, or a bare text node when it has none.
+function styled(text, style) {
+  let { fg, bg } = style;
+  if (style.inverse) [fg, bg] = [bg === null ? 'bg' : bg, fg === null ? 'fg' : fg];
+  const classes = [];
+  if (typeof fg === 'number' || fg === 'bg') classes.push('ansi-fg-' + fg);
+  if (typeof bg === 'number' || bg === 'fg') classes.push('ansi-bg-' + bg);
+  for (const flag of ['bold', 'dim', 'italic', 'underline']) if (style[flag]) classes.push('ansi-' + flag);
+  const rgbFg = typeof fg === 'string' && fg.startsWith('rgb') ? fg : '';
+  const rgbBg = typeof bg === 'string' && bg.startsWith('rgb') ? bg : '';
+  if (!classes.length && !rgbFg && !rgbBg) return document.createTextNode(text);
+  const span = el('span', ['ansi', ...classes].join(' '), text);
+  if (rgbFg) span.style.color = rgbFg;
+  if (rgbBg) span.style.backgroundColor = rgbBg;
+  return span;
+}
+
+// The nodes that show `message`: its text with escape sequences removed,
+// split into spans where SGR sequences change the style.
+function messageNodes(message) {
+  const nodes = [];
+  const style = plainStyle();
+  let from = 0;
+  for (const match of message.matchAll(ESCAPE)) {
+    if (match.index > from) nodes.push(styled(message.slice(from, match.index), style));
+    from = match.index + match[0].length;
+    if (match[3] === 'm' && match[2] === '' && /^[0-9;:]*$/.test(match[1])) applySgr(style, match[1]);
+  }
+  if (from < message.length) nodes.push(styled(message.slice(from), style));
+  return nodes;
+}
+
+// The header's colours toggle: off strips every message's styling (the
+// stylesheet overrides the spans), kept in localStorage across visits.
+function showColours(on) {
+  document.body.classList.toggle('plain', !on);
+  $('colours').checked = on;
+}
+
+function toggleColours() {
+  const on = $('colours').checked;
+  localStorage.setItem(COLOURS_KEY, on ? 'on' : 'off');
+  showColours(on);
 }
 
 // ---- the sessions list ----
@@ -190,28 +320,48 @@ function sessionRow(session, depth) {
 
 // ---- one session, followed live ----
 
+// `around`: the seq the view was opened at (0: none, the view starts with
+// the last TAIL entries and follows); `firstSeq`: the view holds entries
+// after it only (older ones can be loaded); `generation` tells a page
+// that arrives after the view moved on to drop itself.
 const view = {
   id: '', source: null, cursor: null, lastSeq: 0, rows: 0, trimmed: 0, duplicates: 0,
-  paused: false, ended: false, follow: true, dropped: false,
+  paused: false, ended: false, follow: true, dropped: false, around: 0, firstSeq: 0, generation: 0,
 };
 
-async function openSession(id) {
+async function openSession(id, around) {
   Object.assign(view, {
     id, source: null, cursor: null, lastSeq: 0, rows: 0, trimmed: 0, duplicates: 0,
-    paused: false, ended: false, follow: true, dropped: false,
+    paused: false, ended: false, follow: !around, dropped: false, around, firstSeq: 0,
+    generation: view.generation + 1,
   });
   $('session-view').hidden = false;
   $('crumb').textContent = id;
   $('pause').textContent = 'Pause';
+  showDownloads(id);
   clearEntries();
   banner('');
+  const generation = view.generation;
+  let session;
   try {
-    showMeta(await api('/api/v1/sessions/' + encodeURIComponent(id)));
+    session = await api(sessionPath(id));
   } catch (error) {
     banner('failed', error.status === 404 ? `Session ${id} does not exist.` : error.message);
     return;
   }
-  follow();
+  if (generation !== view.generation) return;
+  showMeta(session);
+  start();
+}
+
+function sessionPath(id) {
+  return '/api/v1/sessions/' + encodeURIComponent(id);
+}
+
+// Live from the last TAIL entries, or a page around the seq asked for.
+function start() {
+  if (view.around) openAround();
+  else follow();
 }
 
 function showMeta(session) {
@@ -233,9 +383,12 @@ function clearEntries() {
   $('entries').replaceChildren();
   $('entries').dataset.duplicates = '0';
   $('trimmed').hidden = true;
+  $('older').hidden = true;
+  $('newer').hidden = true;
   view.rows = 0;
   view.trimmed = 0;
   view.lastSeq = 0;
+  view.firstSeq = 0;
 }
 
 function filterParams() {
@@ -251,6 +404,8 @@ function filterParams() {
 // itself and sends the last batch id as Last-Event-ID: the server resumes
 // right after it, so nothing is missed or repeated.
 function follow() {
+  $('pause').disabled = false;
+  $('newer').hidden = true;
   const params = filterParams();
   if (view.cursor !== null) params.set('after', view.cursor);
   else params.set('tail', TAIL);
@@ -313,6 +468,174 @@ function stopFollowing() {
   view.source = null;
 }
 
+// ---- one session, opened around a seq (#/sessions/ID?seq=N) ----
+//
+// A page of entries from AROUND_BEFORE before the seq, with the seq's row
+// highlighted and scrolled into the middle. Older and newer pages load on
+// request; once a page reaches the newest entry the view follows live from
+// there, as a plain session view does. Until then Pause has nothing to
+// pause, and Jump to end opens the live view.
+
+function entriesPath(params) {
+  return sessionPath(view.id) + '/entries?' + params;
+}
+
+async function openAround() {
+  const generation = view.generation;
+  $('pause').disabled = true;
+  $('status').textContent = 'loading…';
+  const after = Math.max(0, view.around - AROUND_BEFORE - 1);
+  const params = filterParams();
+  params.set('after', after);
+  params.set('limit', PAGE);
+  let page;
+  try {
+    page = await api(entriesPath(params));
+  } catch (error) {
+    if (generation === view.generation) banner('failed', error.message);
+    return;
+  }
+  if (generation !== view.generation) return;
+  view.firstSeq = after;
+  $('older').hidden = after === 0;
+  addEntries(page.entries);
+  view.cursor = page.next_cursor;
+  highlight(view.around);
+  pageArrived(page);
+}
+
+// After a page: live from its end when it reached the newest entry, else
+// a button for the next one.
+function pageArrived(page) {
+  if (page.next_cursor >= page.last_seq) {
+    follow();
+    return;
+  }
+  $('status').textContent = `around seq ${view.around}`;
+  $('newer').textContent = `Load newer entries (${page.last_seq - page.next_cursor} more stored)`;
+  $('newer').hidden = false;
+}
+
+function highlight(seq) {
+  const row = $('entries').querySelector(`.row[data-seq="${seq}"]`);
+  if (!row) {
+    notice(`Entry ${seq} is not shown: it does not exist or the filters hide it.`);
+    return;
+  }
+  row.classList.add('target');
+  row.scrollIntoView({ block: 'center' });
+}
+
+async function loadNewer() {
+  const generation = view.generation;
+  const params = filterParams();
+  params.set('after', view.cursor);
+  params.set('limit', PAGE);
+  $('newer').disabled = true;
+  try {
+    const page = await api(entriesPath(params));
+    if (generation !== view.generation) return;
+    addEntries(page.entries);
+    view.cursor = page.next_cursor;
+    pageArrived(page);
+  } catch (error) {
+    if (generation === view.generation) banner('failed', error.message);
+  } finally {
+    $('newer').disabled = false;
+  }
+}
+
+// Entries in (from, firstSeq], paged until the cursor passes firstSeq (a
+// page may stop early at the response size limit), put above the rows
+// shown without moving what is on screen.
+async function loadOlder() {
+  const generation = view.generation;
+  const until = view.firstSeq;
+  const from = Math.max(0, until - PAGE);
+  const older = [];
+  $('older').disabled = true;
+  try {
+    for (let cursor = from; cursor < until;) {
+      const params = filterParams();
+      params.set('after', cursor);
+      params.set('limit', until - cursor);
+      const page = await api(entriesPath(params));
+      if (generation !== view.generation) return;
+      older.push(...page.entries.filter((entry) => entry.seq <= until));
+      if (!page.entries.length || page.next_cursor <= cursor) break;
+      cursor = page.next_cursor;
+    }
+  } catch (error) {
+    if (generation === view.generation) banner('failed', error.message);
+    return;
+  } finally {
+    $('older').disabled = false;
+  }
+  // What was first stays where it was on screen (measured, since Chrome's
+  // scroll anchoring may already have moved it).
+  const log = $('log');
+  const anchor = $('entries').firstChild;
+  const offset = anchor ? anchor.offsetTop - log.scrollTop : 0;
+  $('entries').prepend(...older.map(entryRow));
+  view.rows += older.length;
+  view.firstSeq = from;
+  $('older').hidden = from === 0;
+  if (anchor) log.scrollTop = anchor.offsetTop - offset;
+}
+
+// ---- downloads ----
+//
+// The links are plain links to the export route: without tokens the
+// browser streams the file to disk. With a token the route needs the
+// Authorization header, which a link cannot send, so a click fetches the
+// export with it and saves the answer (the browser holds it meanwhile).
+
+function exportPath(id, format) {
+  return sessionPath(id) + '/export?format=' + format;
+}
+
+function showDownloads(id) {
+  $('download').href = exportPath(id, 'text');
+  $('download-ndjson').href = exportPath(id, 'ndjson');
+}
+
+async function download(event) {
+  if (!token()) return; // the link itself works
+  event.preventDefault();
+  const link = event.currentTarget;
+  const status = $('status').textContent;
+  $('status').textContent = 'downloading…';
+  try {
+    for (;;) {
+      const response = await fetch(link.getAttribute('href'), {
+        headers: { Authorization: 'Bearer ' + token() }, cache: 'no-store',
+      });
+      if (response.status === 401) {
+        await askForToken('That token was refused.');
+        continue;
+      }
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        throw new Error((body.error && body.error.message) || response.statusText);
+      }
+      const disposition = response.headers.get('Content-Disposition') || '';
+      const named = disposition.match(/filename="?([^";]+)"?/);
+      const save = el('a');
+      save.href = URL.createObjectURL(await response.blob());
+      save.download = named ? named[1] : view.id + (link.id === 'download' ? '.log' : '.ndjson');
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(save.href), 60_000);
+      break;
+    }
+    $('status').textContent = status;
+  } catch (error) {
+    $('status').textContent = status;
+    banner('failed', 'Download failed: ' + error.message);
+  }
+}
+
 function addEntries(entries) {
   const log = $('log');
   const atEnd = view.follow;
@@ -335,6 +658,11 @@ function addEntries(entries) {
     view.trimmed += 1;
   }
   if (view.trimmed) notice(`${view.trimmed} older entries are not shown (the view keeps the last ${MAX_ROWS}).`);
+  if (view.trimmed && view.around && container.firstChild) {
+    // Paging around a seq: Load older continues right above what is left.
+    view.firstSeq = Number(container.firstChild.dataset.seq) - 1;
+    $('older').hidden = false;
+  }
   if (atEnd) log.scrollTop = log.scrollHeight;
 }
 
@@ -363,13 +691,19 @@ function entryRow(entry) {
     };
     msg.append(toggle);
   }
-  msg.append(document.createTextNode(entry.message));
-  row.append(
-    el('span', 'seq', entry.seq), el('span', 'time', shortTime(entry.timestamp)),
-    el('span', 'lvl lvl-' + entry.level, entry.level.toUpperCase()), el('span', 'logger', entry.logger), msg,
-  );
-  row.querySelector('.logger').title = entry.logger;
+  msg.append(...messageNodes(entry.message));
+  row.append(...entryCells(entry, msg));
   return row;
+}
+
+// seq, time, level and logger cells, then `msg`.
+function entryCells(entry, msg) {
+  const logger = el('span', 'logger', entry.logger);
+  logger.title = entry.logger;
+  return [
+    el('span', 'seq', entry.seq), el('span', 'time', shortTime(entry.timestamp)),
+    el('span', 'lvl lvl-' + entry.level, entry.level.toUpperCase()), logger, msg,
+  ];
 }
 
 function detailText(entry) {
@@ -392,7 +726,7 @@ function banner(kind, text) {
 }
 
 function togglePause() {
-  if (view.ended) return;
+  if (view.ended || $('pause').disabled) return;
   view.paused = !view.paused;
   $('pause').textContent = view.paused ? 'Resume' : 'Pause';
   if (view.paused) {
@@ -408,27 +742,187 @@ function togglePause() {
 
 function refilter() {
   stopFollowing();
+  view.generation += 1;
   view.cursor = null;
   view.ended = false;
   view.paused = false;
+  view.follow = !view.around;
   $('pause').textContent = 'Pause';
   clearEntries();
   banner('');
-  follow();
+  start();
+}
+
+// Jump to end: the newest entry; from a page around a seq, the live view.
+function jumpToEnd() {
+  if (view.around && $('pause').disabled) {
+    location.hash = '#/sessions/' + encodeURIComponent(view.id);
+    return;
+  }
+  view.follow = true;
+  $('log').scrollTop = $('log').scrollHeight;
+}
+
+// ---- search across sessions (#/search?QUERY) ----
+//
+// The hash's query is the search API's query (contains or regex,
+// ignore_case, level, logger, app, job, state, since, until, limit), so a
+// search can be shared and reloaded. Hits arrive newest session first, seq
+// ascending within one; each session's hits are shown under its app, job
+// and state, and each hit opens the session view at its seq.
+
+const SEARCH_FIELDS = { level: 's-level', logger: 's-logger', app: 's-app', job: 's-job', state: 's-state',
+  since: 's-since', until: 's-until', limit: 's-limit' };
+const search = { generation: 0 };
+
+function openSearch(params) {
+  $('search-view').hidden = false;
+  $('crumb').textContent = 'search';
+  $('s-regex').checked = params.has('regex');
+  $('s-text').value = params.get('regex') ?? params.get('contains') ?? '';
+  $('s-icase').checked = params.get('ignore_case') === 'true';
+  for (const [key, id] of Object.entries(SEARCH_FIELDS)) $(id).value = params.get(key) ?? '';
+  $('s-text').focus();
+  search.generation += 1;
+  if ([...params.keys()].length) runSearch(params);
+  else showSearch('', 'Search every session: text, a regex, filters.', []);
+}
+
+function searchParams() {
+  const params = new URLSearchParams();
+  if ($('s-text').value) params.set($('s-regex').checked ? 'regex' : 'contains', $('s-text').value);
+  if ($('s-icase').checked) params.set('ignore_case', 'true');
+  for (const [key, id] of Object.entries(SEARCH_FIELDS)) {
+    if ($(id).value.trim()) params.set(key, $(id).value.trim());
+  }
+  return params;
+}
+
+function submitSearch(event) {
+  event.preventDefault();
+  const hash = '#/search?' + searchParams();
+  if (location.hash === hash) route(); // the same search again: run it anyway
+  else location.hash = hash;
+}
+
+function showSearch(error, summary, groups) {
+  $('search-error').textContent = error;
+  $('search-error').hidden = !error;
+  $('search-summary').textContent = summary;
+  $('search-results').replaceChildren(...groups);
+}
+
+async function runSearch(params) {
+  const generation = search.generation;
+  showSearch('', 'searching…', []);
+  let answer;
+  try {
+    answer = await api('/api/v1/search?' + params);
+  } catch (error) {
+    if (generation === search.generation) {
+      showSearch((error.code ? error.code + ': ' : '') + error.message, '', []);
+    }
+    return;
+  }
+  if (generation !== search.generation) return;
+  const groups = [];
+  for (const hit of answer.hits || []) {
+    const last = groups[groups.length - 1];
+    if (last && last.id === hit.session_id) last.entries.push(hit.entry);
+    else groups.push({ id: hit.session_id, entries: [hit.entry] });
+  }
+  showSearch('', searchSummary(answer, groups.length), groups.map(hitGroup));
+  describeSessions(groups.map((group) => group.id), generation);
+}
+
+function searchSummary(answer, sessions) {
+  const hits = (answer.hits || []).length;
+  const scanned = answer.summary || {};
+  let text = `${hits} ${hits === 1 ? 'hit' : 'hits'} in ${sessions} ${sessions === 1 ? 'session' : 'sessions'}`;
+  text += ` (scanned ${scanned.sessions_scanned ?? 0} sessions, ${scanned.entries_scanned ?? 0} entries,`;
+  text += ` ${megabytes(scanned.bytes_scanned ?? 0)})`;
+  if (scanned.limit_reached) text += '; the limit was reached: narrow the search or raise the limit';
+  return text;
+}
+
+function megabytes(bytes) {
+  return (Number(bytes) / 1e6).toFixed(Number(bytes) < 1e5 ? 2 : 1) + ' MB';
+}
+
+function hitGroup(group) {
+  const node = el('div', 'hit-group');
+  node.dataset.session = group.id;
+  const head = el('div', 'hit-head');
+  const link = el('a', 'id', group.id);
+  link.href = '#/sessions/' + encodeURIComponent(group.id);
+  head.append(link, el('span', 'about'), el('span', 'muted', `${group.entries.length} ${group.entries.length === 1 ? 'hit' : 'hits'}`));
+  const hits = el('div', 'hits');
+  for (const entry of group.entries) {
+    const row = el('a', 'row hit level-' + entry.level);
+    row.href = `#/sessions/${encodeURIComponent(group.id)}?seq=${entry.seq}`;
+    row.dataset.seq = entry.seq;
+    const msg = el('span', 'msg');
+    msg.append(...messageNodes(entry.message));
+    row.append(...entryCells(entry, msg));
+    hits.append(row);
+  }
+  node.append(head, hits);
+  return node;
+}
+
+// Each group's app, job and state, from the sessions API, a few at a time.
+async function describeSessions(ids, generation) {
+  const queue = [...ids];
+  const worker = async () => {
+    while (queue.length && generation === search.generation) {
+      const id = queue.shift();
+      let about;
+      try {
+        about = sessionAbout(await api(sessionPath(id)));
+      } catch (error) {
+        about = [el('span', 'muted', error.status === 404 ? 'deleted' : error.message)];
+      }
+      const group = [...$('search-results').children].find((node) => node.dataset.session === id);
+      if (group && generation === search.generation) group.querySelector('.about').replaceChildren(...about);
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+}
+
+function sessionAbout(session) {
+  const parts = [];
+  if (session.app_name) parts.push(el('span', 'muted', 'app '), el('b', 'app', session.app_name));
+  if (session.job_id) parts.push(el('span', 'muted', ' job '), el('b', 'job', session.job_id));
+  parts.push(document.createTextNode(' '), el('span', 'state state-' + session.state, session.state));
+  return parts;
 }
 
 // ---- routing and wiring ----
 
+// `#/sessions/ID?seq=N`, `#/search?QUERY` or the list.
 function route() {
   stopFollowing();
+  view.generation += 1;
+  search.generation += 1;
   if (list.stream) list.stream.close();
   list.stream = null;
   $('list-view').hidden = true;
   $('session-view').hidden = true;
+  $('search-view').hidden = true;
   setLive('');
-  const match = location.hash.match(/^#\/sessions\/(.+)$/);
-  if (match) openSession(decodeURIComponent(match[1]));
-  else openList();
+  const hash = location.hash.replace(/^#/, '');
+  const mark = hash.indexOf('?');
+  const path = mark < 0 ? hash : hash.slice(0, mark);
+  const params = new URLSearchParams(mark < 0 ? '' : hash.slice(mark + 1));
+  const session = path.match(/^\/sessions\/(.+)$/);
+  if (session) {
+    const seq = Number(params.get('seq'));
+    openSession(decodeURIComponent(session[1]), Number.isInteger(seq) && seq > 0 ? seq : 0);
+  } else if (path === '/search') {
+    openSearch(params);
+  } else {
+    openList();
+  }
 }
 
 function debounce(fn, ms) {
@@ -445,10 +939,13 @@ document.addEventListener('DOMContentLoaded', () => {
   $('f-logger').addEventListener('input', debounce(refilter, 300));
   $('f-text').addEventListener('input', debounce(refilter, 300));
   $('pause').addEventListener('click', togglePause);
-  $('jump').addEventListener('click', () => {
-    view.follow = true;
-    $('log').scrollTop = $('log').scrollHeight;
-  });
+  $('jump').addEventListener('click', jumpToEnd);
+  $('older').addEventListener('click', loadOlder);
+  $('newer').addEventListener('click', loadNewer);
+  for (const id of ['download', 'download-ndjson']) $(id).addEventListener('click', download);
+  $('search-form').addEventListener('submit', submitSearch);
+  $('colours').addEventListener('change', toggleColours);
+  showColours(localStorage.getItem(COLOURS_KEY) !== 'off');
   $('log').addEventListener('scroll', () => {
     const log = $('log');
     view.follow = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
