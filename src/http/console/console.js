@@ -777,7 +777,7 @@ const search = { generation: 0 };
 
 function openSearch(params) {
   $('search-view').hidden = false;
-  $('crumb').textContent = 'search';
+  $('crumb').textContent = '';
   $('s-regex').checked = params.has('regex');
   $('s-text').value = params.get('regex') ?? params.get('contains') ?? '';
   $('s-icase').checked = params.get('ignore_case') === 'true';
