@@ -432,6 +432,7 @@ try {
     assert.equal(new URL(page.url()).hash, `#/sessions/${needle}?seq=25`);
     assert.ok(await inSight(page, '#entries .row.target'), 'the entry is scrolled into sight');
     assert.equal(await page.locator('#entries .row.target').count(), 1);
+    await page.screenshot({ path: path.join(artifacts, 'session-at-seq.png') });
     await page.waitForSelector('#status:text("live")');
     await cli(['append', needle], lines(31, 31));
     await waitForLastSeq(page, 31);
