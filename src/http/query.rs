@@ -1,5 +1,6 @@
 //! Query strings into the rules' queries. Parameters are named as in the
 //! issue's routes (`after`, `limit`, `tail`, `level`, `logger`, `contains`,
+//! `ignore_case`, `regex`,
 //! `state`, `app`, `job`, `parent`, `page_size`, `page_token`); an unknown
 //! one or a malformed value is a 400 naming the parameter, so a typo is
 //! not silently ignored. Limits and ids are checked by `edge` as for gRPC.
@@ -8,7 +9,7 @@ use crate::display::level_from_name;
 use crate::edge::Limits;
 use crate::edge::RequestError;
 use crate::edge::error::invalid;
-use crate::edge::request::{decode_page_token, entry_filter, optional_id, session_id};
+use crate::edge::request::{TextQuery, decode_page_token, entry_filter, optional_id, session_id};
 use crate::sessions::{FollowQuery, ListQuery, ReadQuery, WatchQuery};
 use crate::store::EntryFilter;
 use crate::store::schema::{Level, State};
@@ -16,7 +17,7 @@ use crate::store::schema::{Level, State};
 /// The token parameter the SSE routes accept (EventSource sends no headers).
 pub(super) const ACCESS_TOKEN: &str = "access_token";
 
-const FILTER_KEYS: [&str; 3] = ["level", "logger", "contains"];
+const FILTER_KEYS: [&str; 5] = ["level", "logger", "contains", "ignore_case", "regex"];
 
 /// The decoded `key=value` pairs of a query string.
 #[derive(Debug, Default)]
@@ -106,12 +107,12 @@ impl Params {
                     )
                 })?,
         };
-        entry_filter(
-            min_level,
-            self.all("logger"),
-            self.text("contains").to_owned(),
-            limits,
-        )
+        let text = TextQuery {
+            contains: self.text("contains").to_owned(),
+            ignore_case: self.flag("ignore_case")?,
+            regex: self.text("regex").to_owned(),
+        };
+        entry_filter(min_level, self.all("logger"), &text, limits)
     }
 
     fn state(&self) -> Result<Option<State>, RequestError> {
@@ -237,7 +238,14 @@ mod tests {
         assert_eq!(query.after_seq, 3);
         assert_eq!(query.filter.min_level, Level::Warn);
         assert_eq!(query.filter.logger_prefixes, ["net", "db"]);
-        assert_eq!(query.filter.contains, "a b");
+        let text = query.filter.text.expect("a text filter");
+        assert!(text.is_match(b"xa by"));
+        assert!(!text.is_match(b"A B"));
+        let folded = read_query("s1", Some("contains=a%20b&ignore_case=true"), &Limits::default())
+            .expect("valid");
+        assert!(folded.filter.text.expect("text").is_match(b"A B"));
+        let err = read_query("s1", Some("regex=%28"), &Limits::default()).expect_err("regex");
+        assert!(err.to_string().contains("regular expression"), "{err}");
     }
 
     #[test]
