@@ -5,13 +5,15 @@
 //! one or a malformed value is a 400 naming the parameter, so a typo is
 //! not silently ignored. Limits and ids are checked by `edge` as for gRPC.
 
-use crate::display::level_from_name;
+use std::time::SystemTime;
+
+use crate::display::{level_from_name, time_from_text};
 use crate::edge::Limits;
 use crate::edge::RequestError;
 use crate::edge::error::invalid;
 use crate::edge::request::{TextQuery, decode_page_token, entry_filter, optional_id, session_id};
-use crate::sessions::{FollowQuery, ListQuery, ReadQuery, WatchQuery};
-use crate::store::EntryFilter;
+use crate::sessions::{FollowQuery, ListQuery, ReadQuery, SearchQuery, WatchQuery};
+use crate::store::{EntryFilter, TimeRange};
 use crate::store::schema::{Level, State};
 
 /// The token parameter the SSE routes accept (EventSource sends no headers).
@@ -115,6 +117,20 @@ impl Params {
         entry_filter(min_level, self.all("logger"), &text, limits)
     }
 
+    /// A time as `display::time_from_text` reads it, in nanoseconds since
+    /// the epoch.
+    fn time(&self, key: &'static str, now: SystemTime) -> Result<Option<i128>, RequestError> {
+        let text = self.text(key);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let at = time_from_text(text, now).map_err(|reason| invalid(key, reason))?;
+        Ok(Some(match at.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
+            Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+        }))
+    }
+
     fn state(&self) -> Result<Option<State>, RequestError> {
         match self.text("state") {
             "" | "all" => Ok(None),
@@ -208,6 +224,51 @@ pub(crate) fn follow_query(
         query.tail = 0;
     }
     Ok(query)
+}
+
+/// `GET /api/v1/search?contains=&regex=&ignore_case=&level=&logger=&app=&job=&state=&since=&until=&limit=`.
+pub(crate) fn search_query(raw: Option<&str>, limits: &Limits) -> Result<SearchQuery, RequestError> {
+    let own = ["app", "job", "state", "since", "until", "limit"];
+    let params = Params::parse(raw, &keys(own, true))?;
+    let (app_name, job_id) = params.names(limits)?;
+    let now = SystemTime::now();
+    Ok(SearchQuery {
+        sessions: ListQuery {
+            state: params.state()?,
+            app_name,
+            job_id,
+            ..ListQuery::default()
+        },
+        time: TimeRange {
+            since_nanos: params.time("since", now)?,
+            until_nanos: params.time("until", now)?,
+        },
+        filter: params.filter(limits)?,
+        limit: params.number("limit")?.unwrap_or(0),
+        max_bytes: limits.max_response_bytes,
+    })
+}
+
+/// How a session is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportFormat {
+    /// `TIME LEVEL LOGGER: MESSAGE` lines.
+    Text,
+    /// One entry's JSON per line.
+    Ndjson,
+}
+
+/// `GET /api/v1/sessions/{id}/export?format=text|ndjson` (text when absent).
+pub(crate) fn export_format(raw: Option<&str>) -> Result<ExportFormat, RequestError> {
+    let params = Params::parse(raw, &["format", ACCESS_TOKEN])?;
+    match params.text("format") {
+        "" | "text" => Ok(ExportFormat::Text),
+        "ndjson" => Ok(ExportFormat::Ndjson),
+        other => Err(invalid(
+            "format",
+            format!("must be `text` or `ndjson`, not `{other}`"),
+        )),
+    }
 }
 
 /// `GET /api/v1/watch?include_existing=&state=&app=&job=`.
