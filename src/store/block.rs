@@ -155,6 +155,23 @@ fn unseal(value: &[u8]) -> Result<IVec, StoreError> {
     Ok(IVec::from(packed))
 }
 
+/// A block's entries as one plain block: the value past its counters,
+/// decompressed when sealed. `entries` of it slices the same entries as
+/// `entries` of the value, and a scan may look at all their bytes at once.
+pub(crate) fn plain(value: &IVec) -> Result<IVec, StoreError> {
+    match value.split_first() {
+        Some((&SEALED_TAG, _)) => unseal(value),
+        Some((&COUNTERS_TAG, after_tag)) => {
+            let rest = field(after_tag, "counters")?.1;
+            if rest.first() == Some(&SEALED_TAG) {
+                return unseal(rest);
+            }
+            Ok(value.subslice(value.len() - rest.len(), rest.len()))
+        }
+        _ => Ok(value.clone()),
+    }
+}
+
 /// The entries of a block, as slices of its value (of the decompressed
 /// value, for a sealed block: once per call, so once per block read).
 pub(crate) fn entries(value: &IVec) -> Result<Vec<IVec>, StoreError> {

@@ -21,8 +21,11 @@ pub mod schema;
 mod seal;
 #[cfg(test)]
 mod seal_measure;
+mod search;
 mod sync;
+mod text;
 mod verify;
+mod view;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
+pub(crate) use search::{SearchChunk, SearchScan, TimeRange};
+pub(crate) use text::{TextError, TextMatcher, strip_ansi};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 #[cfg(test)]
 pub(crate) use seal::SealMark;
