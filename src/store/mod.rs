@@ -43,7 +43,7 @@ pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
 pub(crate) use search::{SearchChunk, SearchScan, TimeRange};
-pub(crate) use text::{TextError, TextMatcher, strip_ansi};
+pub(crate) use text::{TextError, TextMatcher};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 #[cfg(test)]
 pub(crate) use seal::SealMark;

@@ -22,11 +22,11 @@ use super::view::EntryView;
 /// Entries whose timestamp is in `[since, until)`; `None` is unbounded.
 /// An entry without a timestamp is outside any bound.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct TimeRange {
+pub struct TimeRange {
     /// Nanoseconds since the Unix epoch, inclusive.
-    pub(crate) since_nanos: Option<i128>,
+    pub since_nanos: Option<i128>,
     /// Nanoseconds since the Unix epoch, exclusive.
-    pub(crate) until_nanos: Option<i128>,
+    pub until_nanos: Option<i128>,
 }
 
 impl TimeRange {

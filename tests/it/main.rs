@@ -32,6 +32,7 @@ mod otlp_http;
 mod paging;
 mod restart;
 mod retention;
+mod search;
 mod standard_services;
 mod tls;
 mod tracing_layer;
