@@ -23,6 +23,7 @@ mod follow_slow;
 mod forward;
 mod hostile;
 mod http;
+mod http_search;
 mod layout;
 mod lifecycle;
 mod liveness;
