@@ -61,10 +61,7 @@ impl TextMatcher {
             (false, false) => Some(Literal::Exact(
                 Finder::new(contains.as_bytes()).into_owned(),
             )),
-            (false, true) => Some(Literal::Folded(compile(
-                &regex::escape(contains),
-                true,
-            )?)),
+            (false, true) => Some(Literal::Folded(compile(&regex::escape(contains), true)?)),
         };
         let regex = if regex.is_empty() {
             None

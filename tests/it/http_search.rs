@@ -59,15 +59,30 @@ async fn search_answers_hits_and_summary_as_json() {
     assert!(summary["bytes_scanned"].as_u64().expect("bytes") > 0);
     assert_eq!(summary["limit_reached"], false);
 
-    let answer = get(addr, "/api/v1/search?contains=BOOM&ignore_case=true&limit=1", &[]).await;
+    let answer = get(
+        addr,
+        "/api/v1/search?contains=BOOM&ignore_case=true&limit=1",
+        &[],
+    )
+    .await;
     let body = answer.json();
     assert_eq!(hits_of(&body), vec![(new.clone(), 2)]);
     assert_eq!(body["summary"]["limit_reached"], true);
-    let answer = get(addr, "/api/v1/search?regex=%5Ea%20boom%24&app=new&level=error", &[]).await;
+    let answer = get(
+        addr,
+        "/api/v1/search?regex=%5Ea%20boom%24&app=new&level=error",
+        &[],
+    )
+    .await;
     assert_eq!(hits_of(&answer.json()), vec![(new.clone(), 2)]);
     let answer = get(addr, "/api/v1/search?state=ended&logger=te", &[]).await;
     assert_eq!(hits_of(&answer.json()).len(), 2, "{}", answer.body);
-    let answer = get(addr, "/api/v1/search?since=2000-01-01T00:00:00Z&until=1h", &[]).await;
+    let answer = get(
+        addr,
+        "/api/v1/search?since=2000-01-01T00:00:00Z&until=1h",
+        &[],
+    )
+    .await;
     assert!(hits_of(&answer.json()).is_empty(), "{}", answer.body);
     let answer = get(addr, "/api/v1/search?since=1h", &[]).await;
     assert_eq!(hits_of(&answer.json()).len(), 5);
@@ -126,9 +141,17 @@ async fn search_needs_the_token_like_other_api_routes() {
         .await;
     let addr = server.http_addr.expect("http");
     assert_eq!(get(addr, "/api/v1/search", &[]).await.status, 401);
-    let ok = get(addr, "/api/v1/search", &[("Authorization", "Bearer s3cret")]).await;
+    let ok = get(
+        addr,
+        "/api/v1/search",
+        &[("Authorization", "Bearer s3cret")],
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(get(addr, "/api/v1/sessions/x/export", &[]).await.status, 401);
+    assert_eq!(
+        get(addr, "/api/v1/sessions/x/export", &[]).await.status,
+        401
+    );
 }
 
 /// A GET over HTTP/1.1: the head, and the body's chunks as they came.
@@ -218,7 +241,10 @@ async fn export_streams_a_large_session_as_text_or_ndjson() {
     let (status, headers, chunks) =
         get_chunked(addr, &format!("/api/v1/sessions/{id}/export?format=ndjson")).await;
     assert_eq!(status, 200);
-    assert_eq!(header(&headers, "content-type"), Some("application/x-ndjson"));
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/x-ndjson")
+    );
     assert_eq!(
         header(&headers, "content-disposition"),
         Some(format!("attachment; filename=\"{id}.ndjson\"").as_str())
@@ -233,7 +259,12 @@ async fn export_streams_a_large_session_as_text_or_ndjson() {
         .collect();
     assert_eq!(seqs, (1..=ENTRIES + 1).collect::<Vec<_>>());
 
-    let answer = get(addr, &format!("/api/v1/sessions/{id}/export?format=csv"), &[]).await;
+    let answer = get(
+        addr,
+        &format!("/api/v1/sessions/{id}/export?format=csv"),
+        &[],
+    )
+    .await;
     assert_eq!(answer.status, 400);
     assert!(answer.body.contains("format"), "{}", answer.body);
     let answer = get(addr, "/api/v1/sessions/nope/export", &[]).await;

@@ -9,8 +9,8 @@
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use sessionlog::pb;
 
 use crate::common::{
@@ -26,7 +26,12 @@ async fn search(
     let hits = messages
         .iter()
         .flat_map(|message| &message.hits)
-        .map(|hit| (hit.session_id.clone(), hit.entry.as_ref().expect("entry").seq))
+        .map(|hit| {
+            (
+                hit.session_id.clone(),
+                hit.entry.as_ref().expect("entry").seq,
+            )
+        })
         .collect();
     (hits, summary)
 }
@@ -104,7 +109,12 @@ async fn three_sessions(client: &mut Client) -> [String; 3] {
         &build,
         vec![
             logged(pb::Level::Info, "cargo", "compiling foo", 100),
-            logged(pb::Level::Error, "cargo", "\x1b[31mSEGFAULT\x1b[0m in foo", 101),
+            logged(
+                pb::Level::Error,
+                "cargo",
+                "\x1b[31mSEGFAULT\x1b[0m in foo",
+                101,
+            ),
             logged(pb::Level::Warn, "cargo.lint", "unused variable", 102),
         ],
     )
@@ -116,7 +126,12 @@ async fn three_sessions(client: &mut Client) -> [String; 3] {
         &test,
         vec![
             logged(pb::Level::Info, "runner", "req 15 ms", 200),
-            logged(pb::Level::Info, "runner", "seg\x1b[1mfault\x1b[0m again", 201),
+            logged(
+                pb::Level::Info,
+                "runner",
+                "seg\x1b[1mfault\x1b[0m again",
+                201,
+            ),
             logged(pb::Level::Debug, "runner.db", "req 250 ms slow", 202),
         ],
     )
@@ -135,7 +150,10 @@ async fn three_sessions(client: &mut Client) -> [String; 3] {
 }
 
 fn hits_of(pairs: &[(&String, u64)]) -> Vec<(String, u64)> {
-    pairs.iter().map(|(id, seq)| ((*id).clone(), *seq)).collect()
+    pairs
+        .iter()
+        .map(|(id, seq)| ((*id).clone(), *seq))
+        .collect()
 }
 
 #[tokio::test]
@@ -262,10 +280,7 @@ async fn the_limit_stops_the_search_and_says_whether_more_match() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let [_, test, deploy] = three_sessions(&mut client).await;
-    let limited = |limit| pb::SearchRequest {
-        limit,
-        ..text("e")
-    };
+    let limited = |limit| pb::SearchRequest { limit, ..text("e") };
     // Matching "e": deploy 1, 2; test 1, 2, 3; build 3 and the end entry.
     let (hits, summary) = search(&mut client, limited(3)).await;
     assert_eq!(hits, hits_of(&[(&deploy, 1), (&deploy, 2), (&test, 1)]));
@@ -343,7 +358,12 @@ async fn the_byte_budget_splits_a_sessions_hits_across_messages() {
     let hits: Vec<(String, u64)> = messages
         .iter()
         .flat_map(|message| &message.hits)
-        .map(|hit| (hit.session_id.clone(), hit.entry.as_ref().expect("entry").seq))
+        .map(|hit| {
+            (
+                hit.session_id.clone(),
+                hit.entry.as_ref().expect("entry").seq,
+            )
+        })
         .collect();
     let mut expected: Vec<(String, u64)> = (1..=30).map(|seq| (big.clone(), seq)).collect();
     expected.push((older.clone(), 1));
@@ -364,7 +384,13 @@ async fn the_byte_budget_splits_a_sessions_hits_across_messages() {
 type ModelEntry = (i32, &'static str, String, u64);
 
 fn model_entries() -> impl Strategy<Value = Vec<Vec<ModelEntry>>> {
-    let word = prop::sample::select(vec!["alpha", "Beta", "gamma", "\x1b[32mal\x1b[0mpha", "delta"]);
+    let word = prop::sample::select(vec![
+        "alpha",
+        "Beta",
+        "gamma",
+        "\x1b[32mal\x1b[0mpha",
+        "delta",
+    ]);
     let message = prop::collection::vec(word, 1..4).prop_map(|words| words.join(" "));
     let logger = prop::sample::select(vec!["net", "net.http", "db"]);
     let one = (1i32..=6, logger, message, 0u64..50);
@@ -419,13 +445,17 @@ fn model_keeps(query: &ModelQuery, entry: &pb::LogEntry) -> bool {
         .as_ref()
         .map_or(0, |at| u64::try_from(at.seconds).expect("positive"));
     let contains = if query.ignore_case {
-        message.to_lowercase().contains(&query.contains.to_lowercase())
+        message
+            .to_lowercase()
+            .contains(&query.contains.to_lowercase())
     } else {
         message.contains(query.contains)
     };
     let regex = regex_lite_match(query, &message);
     entry.level >= query.min_level
-        && query.logger.is_none_or(|prefix| entry.logger.starts_with(prefix))
+        && query
+            .logger
+            .is_none_or(|prefix| entry.logger.starts_with(prefix))
         && query.since.is_none_or(|since| seconds >= since)
         && query.until.is_none_or(|until| seconds < until)
         && contains
@@ -446,7 +476,9 @@ fn regex_lite_match(query: &ModelQuery, message: &str) -> bool {
         "" => true,
         "^alpha" => message.starts_with(&folded("alpha")),
         "a$" => message.ends_with(&folded("a")),
-        r"\bgam" => message.split(' ').any(|word| word.starts_with(&folded("gam"))),
+        r"\bgam" => message
+            .split(' ')
+            .any(|word| word.starts_with(&folded("gam"))),
         // `(?i)` holds for both alternatives.
         "(?i)BETA|delta" => {
             let lower = message.to_lowercase();
@@ -456,7 +488,12 @@ fn regex_lite_match(query: &ModelQuery, message: &str) -> bool {
     }
 }
 
-async fn check_model(client: &mut Client, app: &str, sessions: Vec<Vec<ModelEntry>>, query: ModelQuery) {
+async fn check_model(
+    client: &mut Client,
+    app: &str,
+    sessions: Vec<Vec<ModelEntry>>,
+    query: ModelQuery,
+) {
     let mut ids = Vec::new();
     for entries in sessions {
         let id = start(client, app, "").await;
@@ -501,7 +538,11 @@ async fn check_model(client: &mut Client, app: &str, sessions: Vec<Vec<ModelEntr
             expected.push((id.clone(), entry.seq));
         }
     }
-    let limit = if query.limit == 0 { 1_000 } else { query.limit as usize };
+    let limit = if query.limit == 0 {
+        1_000
+    } else {
+        query.limit as usize
+    };
     let more = expected.len() > limit;
     expected.truncate(limit);
     assert_eq!(hits, expected, "{query:?}");
