@@ -8,6 +8,8 @@ use prost::bytes::Bytes;
 
 use super::codec::decode_fault;
 use super::wire::{EncodedFollowResponse, WireAppendRequest};
+use crate::edge::budget::split_within;
+use crate::edge::entry::log_entry;
 use crate::edge::entry::{level, stored_entry};
 use crate::edge::error::invalid;
 use crate::edge::raw_entry;
@@ -18,15 +20,13 @@ use crate::edge::session::session;
 use crate::edge::{Limits, RequestError};
 use crate::fanout::FollowEvent;
 use crate::pb;
-use crate::edge::budget::split_within;
-use crate::edge::entry::log_entry;
 use crate::sessions::{
     AppendBatch, FollowQuery, ListQuery, ReadQuery, SearchEvent, SearchQuery, SessionError,
     SessionView, WatchEvent, WatchQuery,
 };
-use crate::store::{EntryFilter, StoreError, TimeRange, decode_entry, entry_wire_len};
 use crate::store::NewEntry;
 use crate::store::schema::State;
+use crate::store::{EntryFilter, StoreError, TimeRange, decode_entry, entry_wire_len};
 
 /// An `Append` whose entries are still encoded: each one the edge can vouch
 /// for as it is (see `raw_entry`) is stored in the bytes it came in; the

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::sessions::ids::is_valid_id;
 use std::sync::Arc;
 
-use crate::store::{EntryFilter, TextError, TextMatcher};
 use crate::store::schema::Level;
+use crate::store::{EntryFilter, TextError, TextMatcher};
 
 use super::error::{RequestError, invalid};
 use super::limits::Limits;

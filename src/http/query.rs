@@ -13,8 +13,8 @@ use crate::edge::RequestError;
 use crate::edge::error::invalid;
 use crate::edge::request::{TextQuery, decode_page_token, entry_filter, optional_id, session_id};
 use crate::sessions::{FollowQuery, ListQuery, ReadQuery, SearchQuery, WatchQuery};
-use crate::store::{EntryFilter, TimeRange};
 use crate::store::schema::{Level, State};
+use crate::store::{EntryFilter, TimeRange};
 
 /// The token parameter the SSE routes accept (EventSource sends no headers).
 pub(super) const ACCESS_TOKEN: &str = "access_token";
@@ -227,7 +227,10 @@ pub(crate) fn follow_query(
 }
 
 /// `GET /api/v1/search?contains=&regex=&ignore_case=&level=&logger=&app=&job=&state=&since=&until=&limit=`.
-pub(crate) fn search_query(raw: Option<&str>, limits: &Limits) -> Result<SearchQuery, RequestError> {
+pub(crate) fn search_query(
+    raw: Option<&str>,
+    limits: &Limits,
+) -> Result<SearchQuery, RequestError> {
     let own = ["app", "job", "state", "since", "until", "limit"];
     let params = Params::parse(raw, &keys(own, true))?;
     let (app_name, job_id) = params.names(limits)?;
@@ -302,8 +305,12 @@ mod tests {
         let text = query.filter.text.expect("a text filter");
         assert!(text.is_match(b"xa by"));
         assert!(!text.is_match(b"A B"));
-        let folded = read_query("s1", Some("contains=a%20b&ignore_case=true"), &Limits::default())
-            .expect("valid");
+        let folded = read_query(
+            "s1",
+            Some("contains=a%20b&ignore_case=true"),
+            &Limits::default(),
+        )
+        .expect("valid");
         assert!(folded.filter.text.expect("text").is_match(b"A B"));
         let err = read_query("s1", Some("regex=%28"), &Limits::default()).expect_err("regex");
         assert!(err.to_string().contains("regular expression"), "{err}");

@@ -42,12 +42,12 @@ pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
-pub(crate) use search::{SearchChunk, SearchScan, TimeRange};
-pub(crate) use text::{TextError, TextMatcher, strip_ansi};
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 #[cfg(test)]
 pub(crate) use seal::SealMark;
 pub(crate) use seal::{SealOutcome, SealTarget};
+pub(crate) use search::{SearchChunk, SearchScan, TimeRange};
+pub(crate) use text::{TextError, TextMatcher};
 pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";

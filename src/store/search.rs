@@ -22,11 +22,11 @@ use super::view::EntryView;
 /// Entries whose timestamp is in `[since, until)`; `None` is unbounded.
 /// An entry without a timestamp is outside any bound.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct TimeRange {
+pub struct TimeRange {
     /// Nanoseconds since the Unix epoch, inclusive.
-    pub(crate) since_nanos: Option<i128>,
+    pub since_nanos: Option<i128>,
     /// Nanoseconds since the Unix epoch, exclusive.
-    pub(crate) until_nanos: Option<i128>,
+    pub until_nanos: Option<i128>,
 }
 
 impl TimeRange {
@@ -110,8 +110,7 @@ impl LogTree {
                 }
                 if !skip_text && scan.keeps(&bytes)? {
                     let weight = entry_wire_len(bytes.len());
-                    if !chunk.hits.is_empty() && hit_bytes.saturating_add(weight) > scan.max_bytes
-                    {
+                    if !chunk.hits.is_empty() && hit_bytes.saturating_add(weight) > scan.max_bytes {
                         // Not examined as far as the cursor goes: the next
                         // chunk starts with it.
                         return Ok(chunk);
@@ -262,7 +261,10 @@ mod tests {
         };
         let first = log.search(0, 40, &scan).expect("search");
         assert_eq!(seqs(&first), vec![1, 10, 11]);
-        assert_eq!((first.cursor, first.entries_scanned, first.done), (11, 11, false));
+        assert_eq!(
+            (first.cursor, first.entries_scanned, first.done),
+            (11, 11, false)
+        );
         let rest = log.search(first.cursor, 40, &scan).expect("search");
         assert_eq!(seqs(&rest), vec![12, 13, 14]);
         let all = SearchScan {
@@ -271,7 +273,10 @@ mod tests {
         };
         let tail = log.search(14, 40, &all).expect("search");
         assert_eq!(seqs(&tail), vec![15, 16, 17, 18, 19]);
-        assert_eq!((tail.cursor, tail.entries_scanned, tail.done), (40, 26, true));
+        assert_eq!(
+            (tail.cursor, tail.entries_scanned, tail.done),
+            (40, 26, true)
+        );
         // The time range: timestamps are 100 + seq - 1 seconds.
         let ranged = SearchScan {
             time: TimeRange {
@@ -280,7 +285,10 @@ mod tests {
             },
             ..all
         };
-        assert_eq!(seqs(&log.search(0, 40, &ranged).expect("search")), vec![11, 12, 13]);
+        assert_eq!(
+            seqs(&log.search(0, 40, &ranged).expect("search")),
+            vec![11, 12, 13]
+        );
         cancel.store(true, Ordering::Relaxed);
         let cancelled = log.search(0, 40, &all).expect("search");
         assert!(!cancelled.done);

@@ -61,10 +61,7 @@ impl TextMatcher {
             (false, false) => Some(Literal::Exact(
                 Finder::new(contains.as_bytes()).into_owned(),
             )),
-            (false, true) => Some(Literal::Folded(compile(
-                &regex::escape(contains),
-                true,
-            )?)),
+            (false, true) => Some(Literal::Folded(compile(&regex::escape(contains), true)?)),
         };
         let regex = if regex.is_empty() {
             None
@@ -128,7 +125,7 @@ fn has_no_look_around(pattern: &str) -> bool {
 /// final byte; OSC, DCS and the other strings up to BEL or `ESC \`; and
 /// two- or three-byte escapes), borrowed when it has none. A sequence cut
 /// off by the end of the text is dropped whole.
-pub fn strip_ansi(text: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn strip_ansi(text: &[u8]) -> Cow<'_, [u8]> {
     let Some(first) = memchr::memchr(ESC, text) else {
         return Cow::Borrowed(text);
     };
