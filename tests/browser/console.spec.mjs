@@ -267,6 +267,18 @@ try {
     await page.fill('#f-text', 'entry 7');
     await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 7);
     assert.deepEqual((await rows(page)).map((row) => row.seq), [7, 70, 71, 72, 73, 74, 75]);
+    await page.fill('#f-text', 'ENTRY 7');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 0);
+    await page.check('#f-icase');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 7);
+    await page.uncheck('#f-icase');
+    await page.check('#f-regex');
+    await page.fill('#f-text', '^entry 7[0-2]$');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 3);
+    assert.deepEqual((await rows(page)).map((row) => row.seq), [70, 71, 72]);
+    await page.fill('#f-text', 'entry (7');
+    assert.match(await waitForBanner(page, 'failed'), /regular expression|regex/);
+    await page.uncheck('#f-regex');
     await page.fill('#f-text', '');
     await waitForLastSeq(page, 75);
     await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 75);

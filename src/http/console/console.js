@@ -395,7 +395,8 @@ function filterParams() {
   const params = new URLSearchParams();
   if ($('f-level').value) params.set('level', $('f-level').value);
   if ($('f-logger').value.trim()) params.set('logger', $('f-logger').value.trim());
-  if ($('f-text').value) params.set('contains', $('f-text').value);
+  if ($('f-text').value) params.set($('f-regex').checked ? 'regex' : 'contains', $('f-text').value);
+  if ($('f-icase').checked) params.set('ignore_case', 'true');
   return params;
 }
 
@@ -716,7 +717,7 @@ function togglePause() {
   }
 }
 
-function refilter() {
+async function refilter() {
   stopFollowing();
   view.generation += 1;
   view.cursor = null;
@@ -726,7 +727,25 @@ function refilter() {
   $('pause').textContent = 'Pause';
   clearEntries();
   banner('');
+  if (!(await filtersValid())) return;
   start();
+}
+
+// An invalid regex refuses the follow stream, and EventSource reports no
+// reason (it would retry forever): ask a one-entry page first, which
+// answers with the error's message.
+async function filtersValid() {
+  if (!$('f-regex').checked || !$('f-text').value) return true;
+  const generation = view.generation;
+  const params = filterParams();
+  params.set('limit', 1);
+  try {
+    await api(entriesPath(params));
+    return generation === view.generation;
+  } catch (error) {
+    if (generation === view.generation) banner('failed', error.message);
+    return false;
+  }
 }
 
 // Jump to end: the newest entry; from a page around a seq, the live view.
@@ -914,6 +933,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('f-level').addEventListener('change', refilter);
   $('f-logger').addEventListener('input', debounce(refilter, 300));
   $('f-text').addEventListener('input', debounce(refilter, 300));
+  for (const id of ['f-regex', 'f-icase']) $(id).addEventListener('change', refilter);
   $('pause').addEventListener('click', togglePause);
   $('jump').addEventListener('click', jumpToEnd);
   $('older').addEventListener('click', loadOlder);
