@@ -359,7 +359,8 @@ function sessionPath(id) {
 }
 
 // Live from the last TAIL entries, or a page around the seq asked for.
-function start() {
+async function start() {
+  if (!(await filtersValid())) return;
   if (view.around) openAround();
   else follow();
 }
@@ -717,7 +718,7 @@ function togglePause() {
   }
 }
 
-async function refilter() {
+function refilter() {
   stopFollowing();
   view.generation += 1;
   view.cursor = null;
@@ -727,7 +728,6 @@ async function refilter() {
   $('pause').textContent = 'Pause';
   clearEntries();
   banner('');
-  if (!(await filtersValid())) return;
   start();
 }
 
