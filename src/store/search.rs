@@ -3,7 +3,7 @@
 //! bytes of hits), with what the chunk examined. Built for scanning a lot
 //! and keeping little: each block is read (and decompressed) once, its
 //! bytes are checked for the text as a whole before any entry is looked
-//! at (see `TextMatcher::may_match_within`), and entries are matched on
+//! at (see `rules_out_text`), and entries are matched on
 //! their encoded fields, never decoded. Blocks are looked up afresh one
 //! by one, as `Scan` does, so sealing under a search changes nothing it
 //! sees. A chunk stops early, incomplete, once `cancel` is set.
@@ -17,6 +17,7 @@ use super::block;
 use super::keys;
 use super::log::LogTree;
 use super::query::{EntryFilter, entry_wire_len};
+use super::text::has_escape;
 use super::view::EntryView;
 
 /// Entries whose timestamp is in `[since, until)`; `None` is unbounded.
@@ -95,12 +96,7 @@ impl LogTree {
             let Some((first, plain, entries)) = self.block_from(want, through_seq)? else {
                 break;
             };
-            // Whether the block's bytes rule out the text for all of it.
-            let skip_text = scan
-                .filter
-                .text
-                .as_ref()
-                .is_some_and(|text| !text.may_match_within(&plain));
+            let skip_text = rules_out_text(scan.filter, &plain, &entries)?;
             for (seq, bytes) in (first..).zip(entries) {
                 if seq < want {
                     continue;
@@ -167,6 +163,30 @@ impl LogTree {
             None => Ok(None),
         }
     }
+}
+
+/// Whether no entry of a block can pass the text filter: the block's
+/// bytes do not match as a whole, the filter is blind to what surrounds a
+/// match (`TextMatcher::is_local`), and no message in the block has an
+/// escape byte (those are matched stripped, which can join a match). The
+/// messages are looked at only when the block holds an escape byte at all
+/// (a length or a timestamp byte often is one).
+fn rules_out_text(filter: &EntryFilter, plain: &[u8], entries: &[IVec]) -> Result<bool, StoreError> {
+    let Some(text) = filter.text.as_ref() else {
+        return Ok(false);
+    };
+    if !text.is_local() || text.matches_unstripped(plain) {
+        return Ok(false);
+    }
+    if !has_escape(plain) {
+        return Ok(true);
+    }
+    for bytes in entries {
+        if has_escape(EntryView::parse(bytes)?.message) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A block's first seq, its plain bytes, and its entries sliced from them.

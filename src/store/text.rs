@@ -1,8 +1,7 @@
 //! Matching a message's text: `contains` (optionally ignoring case) and a
 //! regular expression, compiled once per request, on the message with its
-//! ANSI escape sequences removed. Also the one sound shortcut a scan may
-//! take over a whole block: when the block's bytes hold no escape byte,
-//! no message in it can match unless the block's bytes do somewhere.
+//! ANSI escape sequences removed. Also what lets a scan skip a whole
+//! block soundly (`is_local`).
 
 use std::borrow::Cow;
 
@@ -90,17 +89,25 @@ impl TextMatcher {
             && self.regex.as_ref().is_none_or(|regex| regex.is_match(text))
     }
 
-    /// `false` only when no message whose bytes lie within `haystack` can
-    /// match: a scan may then skip every entry of a block whose bytes
-    /// `haystack` is. Sound only without escape bytes (a message with one
-    /// is matched stripped) and for expressions that look at nothing
-    /// around their match; otherwise this says `true`.
-    pub fn may_match_within(&self, haystack: &[u8]) -> bool {
-        if !self.local || memchr::memchr(ESC, haystack).is_some() {
-            return true;
-        }
+    /// Whether a match inside a message is always a match inside any
+    /// bytes that hold the message (no anchors or word boundaries, which
+    /// depend on what surrounds it): then bytes that do not match hold no
+    /// matching message, unless one of their messages is matched stripped
+    /// (has an escape byte). A scan uses it to skip whole blocks.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// Whether `haystack` itself matches, escape sequences and all.
+    pub fn matches_unstripped(&self, haystack: &[u8]) -> bool {
         self.matches_plain(haystack)
     }
+}
+
+/// Whether `text` holds an escape byte (a message that is matched
+/// stripped).
+pub(crate) fn has_escape(text: &[u8]) -> bool {
+    memchr::memchr(ESC, text).is_some()
 }
 
 fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, TextError> {
@@ -243,23 +250,20 @@ mod tests {
     }
 
     #[test]
-    fn block_shortcut_is_sound() {
-        let literal = TextMatcher::new("boom", false, "")
+    fn only_expressions_blind_to_their_surroundings_are_local() {
+        let literal = TextMatcher::new("boom", true, "bo+m")
             .expect("valid")
             .expect("some");
-        assert!(!literal.may_match_within(b"\x05hello\x05world"));
-        assert!(literal.may_match_within(b"\x04boom"));
-        // An escape byte anywhere (a length byte of 27, say) turns it off.
-        assert!(literal.may_match_within(b"\x1bhello"));
-        // Anchors look at what surrounds the message: never skipped.
-        let anchored = TextMatcher::new("", false, "^boom$")
-            .expect("valid")
-            .expect("some");
-        assert!(anchored.may_match_within(b"\x04boom\x05other"));
-        assert!(anchored.is_match(b"boom"));
-        let word = TextMatcher::new("", true, r"\bboom")
-            .expect("valid")
-            .expect("some");
-        assert!(word.may_match_within(b"aboom"));
+        assert!(literal.is_local());
+        assert!(!literal.matches_unstripped(b"\x05hello\x05world"));
+        assert!(literal.matches_unstripped(b"\x04BOOM"));
+        for pattern in ["^boom$", r"\bboom", "(?m)boom$"] {
+            let anchored = TextMatcher::new("", false, pattern)
+                .expect("valid")
+                .expect("some");
+            assert!(!anchored.is_local(), "{pattern}");
+            assert!(anchored.is_match(b"boom"));
+        }
+        assert!(has_escape(b"a\x1b[0m") && !has_escape(b"plain"));
     }
 }
