@@ -406,7 +406,7 @@ try {
       'newest session first');
     const about = `#search-results .hit-group[data-session="${needle}"] .about`;
     await page.waitForFunction((selector) => /finder.*ci-60.*active/.test(document.querySelector(selector).textContent), about);
-    assert.match(await page.textContent('#search-summary'), /^2 hits in 2 sessions \(scanned \d+ sessions/);
+    assert.match(await page.textContent('#search-summary'), /^2 hits in 2 sessions \(scanned \d+ sessions, \d+ entries, [\d.]+ (bytes|kB|MB)\)$/);
     await page.screenshot({ path: path.join(artifacts, 'search.png') });
 
     await page.reload();

@@ -75,13 +75,15 @@ function searchSummary(answer, sessions) {
   const scanned = answer.summary || {};
   let text = `${hits} ${hits === 1 ? 'hit' : 'hits'} in ${sessions} ${sessions === 1 ? 'session' : 'sessions'}`;
   text += ` (scanned ${scanned.sessions_scanned ?? 0} sessions, ${scanned.entries_scanned ?? 0} entries,`;
-  text += ` ${megabytes(scanned.bytes_scanned ?? 0)})`;
+  text += ` ${sizeText(Number(scanned.bytes_scanned ?? 0))})`;
   if (scanned.limit_reached) text += '; the limit was reached: narrow the search or raise the limit';
   return text;
 }
 
-function megabytes(bytes) {
-  return (Number(bytes) / 1e6).toFixed(Number(bytes) < 1e5 ? 2 : 1) + ' MB';
+function sizeText(bytes) {
+  if (bytes < 1e3) return `${bytes} bytes`;
+  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} kB`;
+  return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 function hitGroup(group) {
