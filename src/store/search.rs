@@ -4,7 +4,7 @@
 //! and keeping little: each block is read (and decompressed) once, its
 //! bytes are checked for the text as a whole before any entry is looked
 //! at (see `rules_out_text`), and entries are matched on
-//! their encoded fields, never decoded. Blocks are looked up afresh one
+//! their encoded fields, never decoded; only hits are copied. Blocks are looked up afresh one
 //! by one, as `Scan` does, so sealing under a search changes nothing it
 //! sees. A chunk stops early, incomplete, once `cancel` is set.
 
@@ -88,15 +88,37 @@ impl LogTree {
             ..SearchChunk::default()
         };
         let mut hit_bytes = 0usize;
+        // Sealed blocks are unpacked into this, one after another.
+        let mut buffer = Vec::new();
         while chunk.cursor < through_seq {
             if scan.cancel.load(Ordering::Relaxed) {
                 return Ok(chunk);
             }
             let want = chunk.cursor + 1;
-            let Some((first, plain, entries)) = self.block_from(want, through_seq)? else {
-                break;
+            let Some((first, value)) = self.block_at(want)? else {
+                // Nothing at or below `want`: the log starts later.
+                match self.first_block_after(want, through_seq)? {
+                    Some(next) => {
+                        chunk.cursor = next - 1;
+                        continue;
+                    }
+                    None => break,
+                }
             };
-            let skip_text = rules_out_text(scan.filter, &plain, &entries)?;
+            let plain = block::plain_in(&value, &mut buffer)?;
+            let entries = block::entry_slices(plain)?;
+            let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+            if first.saturating_add(count) <= want {
+                // A gap (trimmed entries): on from the next block.
+                match self.first_block_after(want, through_seq)? {
+                    Some(next) => {
+                        chunk.cursor = next - 1;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let skip_text = rules_out_text(scan.filter, plain, &entries)?;
             for (seq, bytes) in (first..).zip(entries) {
                 if seq < want {
                     continue;
@@ -104,15 +126,16 @@ impl LogTree {
                 if seq > through_seq {
                     break;
                 }
-                if !skip_text && scan.keeps(&bytes)? {
+                if !skip_text && scan.keeps(bytes)? {
                     let weight = entry_wire_len(bytes.len());
-                    if !chunk.hits.is_empty() && hit_bytes.saturating_add(weight) > scan.max_bytes {
+                    if !chunk.hits.is_empty() && hit_bytes.saturating_add(weight) > scan.max_bytes
+                    {
                         // Not examined as far as the cursor goes: the next
                         // chunk starts with it.
                         return Ok(chunk);
                     }
                     hit_bytes = hit_bytes.saturating_add(weight);
-                    chunk.hits.push(bytes.clone());
+                    chunk.hits.push(IVec::from(bytes));
                 }
                 chunk.entries_scanned += 1;
                 chunk.bytes_scanned += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -122,44 +145,35 @@ impl LogTree {
                     return Ok(chunk);
                 }
             }
-            if chunk.cursor < want {
-                // A block with nothing from `want` on (a damaged key order):
-                // step past it rather than loop.
-                chunk.cursor = want;
-            }
         }
         chunk.cursor = chunk.cursor.max(through_seq);
         chunk.done = true;
         Ok(chunk)
     }
 
-    /// The block holding `seq`, or else the first one after it within
-    /// `through_seq`: its first seq, its plain bytes and its entries.
-    fn block_from(&self, seq: u64, through_seq: u64) -> Result<Option<Block>, StoreError> {
-        let tree = self.tree();
-        if let Some(item) = tree.range(..=keys::entry_key(seq)).next_back() {
-            let (key, value) = item?;
-            let first = block_seq(&key)?;
-            let plain = block::plain(&value)?;
-            let entries = block::entries(&plain)?;
-            let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
-            if first.saturating_add(count) > seq {
-                return Ok(Some((first, plain, entries)));
+    /// The last block whose first seq is at most `seq` (the block holding
+    /// `seq`, when one does): its first seq and its value.
+    fn block_at(&self, seq: u64) -> Result<Option<(u64, IVec)>, StoreError> {
+        match self.tree().range(..=keys::entry_key(seq)).next_back() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some((block_seq(&key)?, value)))
             }
+            None => Ok(None),
         }
+    }
+
+    /// The first seq of the first block after `seq`, within `through_seq`.
+    fn first_block_after(&self, seq: u64, through_seq: u64) -> Result<Option<u64>, StoreError> {
         let Some(next) = seq.checked_add(1).filter(|next| *next <= through_seq) else {
             return Ok(None);
         };
-        match tree
+        match self
+            .tree()
             .range(keys::entry_key(next)..=keys::entry_key(through_seq))
             .next()
         {
-            Some(item) => {
-                let (key, value) = item?;
-                let plain = block::plain(&value)?;
-                let entries = block::entries(&plain)?;
-                Ok(Some((block_seq(&key)?, plain, entries)))
-            }
+            Some(item) => Ok(Some(block_seq(&item?.0)?)),
             None => Ok(None),
         }
     }
@@ -171,7 +185,7 @@ impl LogTree {
 /// escape byte (those are matched stripped, which can join a match). The
 /// messages are looked at only when the block holds an escape byte at all
 /// (a length or a timestamp byte often is one).
-fn rules_out_text(filter: &EntryFilter, plain: &[u8], entries: &[IVec]) -> Result<bool, StoreError> {
+fn rules_out_text(filter: &EntryFilter, plain: &[u8], entries: &[&[u8]]) -> Result<bool, StoreError> {
     let Some(text) = filter.text.as_ref() else {
         return Ok(false);
     };
@@ -188,9 +202,6 @@ fn rules_out_text(filter: &EntryFilter, plain: &[u8], entries: &[IVec]) -> Resul
     }
     Ok(true)
 }
-
-/// A block's first seq, its plain bytes, and its entries sliced from them.
-type Block = (u64, IVec, Vec<IVec>);
 
 impl SearchScan<'_> {
     fn keeps(&self, bytes: &[u8]) -> Result<bool, StoreError> {
