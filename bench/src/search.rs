@@ -188,7 +188,11 @@ async fn measure(
             }],
             ..Default::default()
         };
-        within(|| "cannot append the marker".to_owned(), control.append(request)).await?;
+        within(
+            || "cannot append the marker".to_owned(),
+            control.append(request),
+        )
+        .await?;
     }
     workload::end_sessions(&mut control, &sessions).await?;
     let settled = server.wait_settled(SETTLE_LIMIT).await?;
@@ -213,14 +217,24 @@ async fn measure(
             ("server", json!(server.describe())),
         ],
     );
-    report.push("entries", "entries stored", Unit::Count, report::approx(entries));
+    report.push(
+        "entries",
+        "entries stored",
+        Unit::Count,
+        report::approx(entries),
+    );
     report.push(
         "encoded_entry_bytes",
         "encoded entry bytes",
         Unit::Count,
         report::approx(bytes),
     );
-    report.push("load_seconds", "appending them", Unit::Seconds, load_seconds);
+    report.push(
+        "load_seconds",
+        "appending them",
+        Unit::Seconds,
+        load_seconds,
+    );
     report.push(
         "settle_seconds",
         "sealing after the last end",

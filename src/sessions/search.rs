@@ -68,6 +68,10 @@ pub struct SearchSummary {
     pub limit_reached: bool,
 }
 
+/// Sorts sessions newest first: `created_at` descending, then id
+/// descending.
+type NewestFirst = Reverse<((i64, i32), String)>;
+
 /// One session to search, up to the seq it had published.
 #[derive(Debug, Clone)]
 struct Target {
@@ -141,7 +145,7 @@ impl SessionManager {
 
     /// The sessions `query` selects, newest first.
     fn search_targets(&self, query: &ListQuery) -> Vec<Target> {
-        let mut targets: Vec<(Reverse<(i64, i32)>, Reverse<String>, Target)> = self
+        let mut targets: Vec<(NewestFirst, Target)> = self
             .sessions_read()
             .values()
             .filter_map(|handle| {
@@ -154,8 +158,7 @@ impl SessionManager {
                     .created_at
                     .map_or((0, 0), |at| (at.seconds, at.nanos));
                 Some((
-                    Reverse(created),
-                    Reverse(view.record.id.clone()),
+                    Reverse((created, view.record.id.clone())),
                     Target {
                         handle: handle.clone(),
                         through_seq: view.counters.last_seq,
@@ -163,8 +166,8 @@ impl SessionManager {
                 ))
             })
             .collect();
-        targets.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        targets.into_iter().map(|(_, _, target)| target).collect()
+        targets.sort_by(|a, b| a.0.cmp(&b.0));
+        targets.into_iter().map(|(_, target)| target).collect()
     }
 }
 

@@ -177,7 +177,10 @@ thread_local! {
 /// `plain` for a scan that reads many blocks: a sealed block is unpacked
 /// into `buffer`, which the caller reuses from block to block, with this
 /// thread's decompression context; anything else is borrowed as it is.
-pub(crate) fn plain_in<'a>(value: &'a [u8], buffer: &'a mut Vec<u8>) -> Result<&'a [u8], StoreError> {
+pub(crate) fn plain_in<'a>(
+    value: &'a [u8],
+    buffer: &'a mut Vec<u8>,
+) -> Result<&'a [u8], StoreError> {
     let sealed = match value.split_first() {
         Some((&SEALED_TAG, _)) => value,
         Some((&COUNTERS_TAG, after_tag)) => {

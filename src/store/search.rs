@@ -128,8 +128,7 @@ impl LogTree {
                 }
                 if !skip_text && scan.keeps(bytes)? {
                     let weight = entry_wire_len(bytes.len());
-                    if !chunk.hits.is_empty() && hit_bytes.saturating_add(weight) > scan.max_bytes
-                    {
+                    if !chunk.hits.is_empty() && hit_bytes.saturating_add(weight) > scan.max_bytes {
                         // Not examined as far as the cursor goes: the next
                         // chunk starts with it.
                         return Ok(chunk);
@@ -185,7 +184,11 @@ impl LogTree {
 /// escape byte (those are matched stripped, which can join a match). The
 /// messages are looked at only when the block holds an escape byte at all
 /// (a length or a timestamp byte often is one).
-fn rules_out_text(filter: &EntryFilter, plain: &[u8], entries: &[&[u8]]) -> Result<bool, StoreError> {
+fn rules_out_text(
+    filter: &EntryFilter,
+    plain: &[u8],
+    entries: &[&[u8]],
+) -> Result<bool, StoreError> {
     let Some(text) = filter.text.as_ref() else {
         return Ok(false);
     };

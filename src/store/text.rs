@@ -32,7 +32,7 @@ pub struct TextMatcher {
 
 #[derive(Debug)]
 enum Literal {
-    Exact(Finder<'static>),
+    Exact(Box<Finder<'static>>),
     /// `contains` ignoring case: as a regex of the escaped text, which
     /// folds case as Unicode does.
     Folded(Regex),
@@ -57,9 +57,9 @@ impl TextMatcher {
         let mut local = true;
         let contains = match (contains.is_empty(), ignore_case) {
             (true, _) => None,
-            (false, false) => Some(Literal::Exact(
+            (false, false) => Some(Literal::Exact(Box::new(
                 Finder::new(contains.as_bytes()).into_owned(),
-            )),
+            ))),
             (false, true) => Some(Literal::Folded(compile(&regex::escape(contains), true)?)),
         };
         let regex = if regex.is_empty() {
