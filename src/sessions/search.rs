@@ -8,8 +8,10 @@
 //! until it knows whether one more exists (`limit_reached`); a few
 //! sessions are searched at once on the blocking pool (no more than
 //! `MAX_PARALLEL`), each chunk within the response budget, so memory stays
-//! at a few chunks whatever the store holds. No lock is taken: appends and
-//! followers never wait for a search. Dropping the stream (the client went
+//! at a few chunks whatever the store holds. No lock is held while a log
+//! is read (opening an ended session's log takes its write lock, which no
+//! append needs any more): appends and followers never wait for a search.
+//! Dropping the stream (the client went
 //! away) or shutting down stops the chunks in progress at their next block.
 
 use std::cmp::Reverse;
