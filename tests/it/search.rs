@@ -583,3 +583,51 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_search_its_client_stops_reading_holds_up_no_append_and_no_other_search() {
+    const BUDGET: usize = 8 * 1024;
+    let server = TestServer::builder()
+        .configure(|settings| settings.limits.max_response_bytes = BUDGET)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let id = start(&mut client, "busy", "").await;
+    let message = format!("needle {}", "x".repeat(1000));
+    for _ in 0..4 {
+        let entries = (0..50).map(|_| entry(message.clone())).collect();
+        append_entries(&mut client, &id, entries).await;
+    }
+    // A search of 200 hits in messages of about 7 entries: one is read,
+    // the rest wait on the client, which stops reading.
+    let mut unread = client
+        .search(text("needle"))
+        .await
+        .expect("search")
+        .into_inner();
+    let first = unread.message().await.expect("a message").expect("hits");
+    assert!(!first.hits.is_empty());
+    let within = Duration::from_secs(10);
+    let appended = tokio::time::timeout(
+        within,
+        append_entries(&mut client, &id, vec![entry("needle after")]),
+    )
+    .await
+    .expect("an append while a search waits on its client");
+    assert_eq!(appended.last_seq, 201);
+    let (hits, summary) = tokio::time::timeout(
+        within,
+        search(
+            &mut client,
+            pb::SearchRequest {
+                limit: 1,
+                ..text("after")
+            },
+        ),
+    )
+    .await
+    .expect("another search meanwhile");
+    assert_eq!(hits, vec![(id.clone(), 201)]);
+    assert!(!summary.limit_reached);
+    drop(unread);
+}
