@@ -5,8 +5,10 @@
 //! ended and sealed (the bench waits for the server's sealer); then each
 //! search runs `--repeat` times: a common term (with the largest limit, so
 //! it scans far) and the rare marker (it scans everything). Reports the
-//! median seconds of each, what it examined, and MB/s of encoded entries
-//! examined (the summary's `bytes_scanned` over the time).
+//! median seconds of each, what it examined, MB/s of encoded entries
+//! examined (the summary's `bytes_scanned` over the time), and the
+//! server's CPU time per search (on a busy machine, what the time would
+//! be with its cores to itself is about that over the cores).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -98,6 +100,9 @@ struct Timed {
     seconds: f64,
     hits: u64,
     summary: pb::SearchSummary,
+    /// The server's CPU time per search, over all the repeats (when its
+    /// pid is known).
+    server_cpu_seconds: Option<f64>,
 }
 
 async fn search_once(client: &mut Client, contains: &str, limit: u32) -> anyhow::Result<Timed> {
@@ -122,22 +127,31 @@ async fn search_once(client: &mut Client, contains: &str, limit: u32) -> anyhow:
         seconds,
         hits,
         summary,
+        server_cpu_seconds: None,
     })
 }
 
 /// Runs the search `repeat` times; the run with the median time.
 async fn median_search(
+    server: &ServerUnderTest,
     client: &mut Client,
     contains: &str,
     limit: u32,
     repeat: usize,
 ) -> anyhow::Result<Timed> {
+    let before = server.sample()?;
     let mut runs = Vec::with_capacity(repeat);
     for _ in 0..repeat {
         runs.push(search_once(client, contains, limit).await?);
     }
+    let after = server.sample()?;
     runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    Ok(runs[runs.len() / 2])
+    let mut median = runs[runs.len() / 2];
+    if let (Some(before), Some(after)) = (before, after) {
+        let repeats = f64::from(u32::try_from(repeat).unwrap_or(u32::MAX));
+        median.server_cpu_seconds = Some((after.cpu_seconds - before.cpu_seconds) / repeats);
+    }
+    Ok(median)
 }
 
 async fn measure(
@@ -198,8 +212,8 @@ async fn measure(
     let settled = server.wait_settled(SETTLE_LIMIT).await?;
 
     let mut client = server.connect().await?.sessions();
-    let common = median_search(&mut client, &args.common, 100_000, args.repeat).await?;
-    let rare = median_search(&mut client, RARE_MARKER, 0, args.repeat).await?;
+    let common = median_search(server, &mut client, &args.common, 100_000, args.repeat).await?;
+    let rare = median_search(server, &mut client, RARE_MARKER, 0, args.repeat).await?;
     anyhow::ensure!(
         rare.hits == u64::try_from(args.rare_sessions.min(args.sessions)).unwrap_or(u64::MAX),
         "the rare search found {} hits, not one per marked session",
@@ -273,6 +287,14 @@ fn push_search(report: &mut RunReport, name: &str, timed: &Timed) {
         Unit::Count,
         report::approx(timed.summary.sessions_scanned),
     );
+    if let Some(cpu) = timed.server_cpu_seconds {
+        report.push(
+            &format!("{name}_server_cpu_seconds"),
+            &label("server CPU time per search"),
+            Unit::Seconds,
+            cpu,
+        );
+    }
     let megabytes = report::approx(timed.summary.bytes_scanned) / 1e6;
     report.push(
         &format!("{name}_mb_per_second"),

@@ -18,7 +18,7 @@ use super::keys;
 use super::log::LogTree;
 use super::query::{EntryFilter, entry_wire_len};
 use super::text::has_escape;
-use super::view::EntryView;
+use super::view::{EntryView, message_of};
 
 /// Entries whose timestamp is in `[since, until)`; `None` is unbounded.
 /// An entry without a timestamp is outside any bound.
@@ -199,7 +199,7 @@ fn rules_out_text(
         return Ok(true);
     }
     for bytes in entries {
-        if has_escape(EntryView::parse(bytes)?.message) {
+        if has_escape(message_of(bytes)?) {
             return Ok(false);
         }
     }

@@ -43,6 +43,21 @@ impl<'a> EntryView<'a> {
     }
 }
 
+/// Only the message of an encoded `StoredEntry` (its last, as `parse`
+/// reads it): every other field is stepped over, not read.
+pub(crate) fn message_of(bytes: &[u8]) -> Result<&[u8], StoreError> {
+    let mut message: &[u8] = &[];
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (tag, wire_type) = decode_key(&mut rest).map_err(fault)?;
+        match (tag, wire_type) {
+            (5, WireType::LengthDelimited) => message = delimited(&mut rest)?,
+            (_, wire_type) => skip(wire_type, &mut rest)?,
+        }
+    }
+    Ok(message)
+}
+
 /// A `google.protobuf.Timestamp`'s bytes as nanoseconds since the epoch.
 fn timestamp_nanos(mut bytes: &[u8]) -> Result<i128, StoreError> {
     let (mut seconds, mut nanos) = (0i64, 0i32);
@@ -128,6 +143,7 @@ mod tests {
         assert_eq!(view.logger, b"net.http");
         assert_eq!(view.message, "slow ü".as_bytes());
         assert_eq!(view.timestamp_nanos, Some(-2_000_000_000 + 5));
+        assert_eq!(message_of(&bytes).expect("parses"), "slow ü".as_bytes());
         let bare = StoredEntry::default().encode_to_vec();
         let view = EntryView::parse(&bare).expect("parses");
         assert_eq!((view.level, view.timestamp_nanos), (0, None));
