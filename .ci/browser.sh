@@ -6,6 +6,7 @@
 # by `cargo test`; built here when missing; under $CARGO_TARGET_DIR when
 # that is set). Screenshots go to
 # target/browser-artifacts/ (sessions.png, session-live.png, console.png,
+# fields.png, colours.png, search.png, session-at-seq.png,
 # and failure.png when a step fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."

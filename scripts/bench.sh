@@ -17,6 +17,8 @@
 #                             spread over in the footprint workload
 #   BENCH_FOOTPRINT_ENTRIES=1000  entries in each session of the second
 #                             footprint workload (the same sessions, longer)
+#   BENCH_SEARCH_SESSIONS=1000   sessions of the search workload
+#   BENCH_SEARCH_ENTRIES=1000     entries in each of them (corpus lines)
 #   BENCH_TEMP_DIR=DIR        where the databases go (default: the system's
 #                             temp dir; use the disk you deploy on)
 #   BENCH_OUT=DIR             keep each workload's JSON lines there
@@ -38,6 +40,8 @@ sessions=${BENCH_SESSIONS:-10000}
 session_entries=${BENCH_SESSION_ENTRIES:-1000}
 footprint_sessions=${BENCH_FOOTPRINT_SESSIONS:-1000}
 footprint_entries=${BENCH_FOOTPRINT_ENTRIES:-1000}
+search_sessions=${BENCH_SEARCH_SESSIONS:-1000}
+search_entries=${BENCH_SEARCH_ENTRIES:-1000}
 bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/sessionlog}
 tool=${BENCH_TOOL:-${CARGO_TARGET_DIR:-target}/release/sessionlog-bench}
 if [[ -n ${BENCH_OUT:-} ]]; then
@@ -90,6 +94,8 @@ bench memory follow --sessions 1000 --followers 100 --rate 100000 --batch 1000 \
 bench footprint footprint --corpus bench/corpus --sessions "$footprint_sessions"
 bench footprint-long footprint --corpus bench/corpus --sessions "$footprint_sessions" \
   --entries-per-session "$footprint_entries"
+bench search search --corpus bench/corpus --sessions "$search_sessions" \
+  --entries-per-session "$search_entries"
 
 # Retained sessions, once (it writes sessions x entries): fill a server that
 # runs from a directory of ours, end the sessions (as retention keeps them),
@@ -142,13 +148,14 @@ echo "== done in $((SECONDS - started)) s" >&2
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" \
-  "$sessions" "$session_entries" "$footprint_sessions" "$footprint_entries" <<'PY'
+  "$sessions" "$session_entries" "$footprint_sessions" "$footprint_entries" "$search_sessions" \
+  "$search_entries" <<'PY'
 import json
 import sys
 from pathlib import Path
 
 (out, runs, duration, catch_up, memory_entries, cores, cpu, commit, sessions, session_entries,
- footprint_sessions, footprint_entries) = sys.argv[1:]
+ footprint_sessions, footprint_entries, search_sessions, search_entries) = sys.argv[1:]
 
 
 def spread(name, key):
@@ -176,6 +183,10 @@ def us(value):
 
 def mib(value):
     return f"{value:.1f}", " MiB"
+
+
+def megabytes(value):
+    return f"{value:,.0f}", " MB/s"
 
 
 def ratio(value):
@@ -291,6 +302,14 @@ row(f"footprint, longer sessions: {int(footprint_sessions):,} sessions x {int(fo
     "footprint-long", "disk_per_encoded_byte", ratio,
     0.25, "0.25 (issue 20 target; aim 0.1)", ("≤ 0.25x", lambda v: v <= 0.25))
 row("same: data dir bytes / raw message byte", "footprint-long", "disk_per_raw_byte", ratio)
+search_mb = spread("search", "encoded_entry_bytes")[0] / 1e6
+row(f"search: the corpus in {int(search_sessions):,} sealed sessions x {int(search_entries):,} entries "
+    f"({search_mb:.0f} MB encoded), `contains` a common term (limit 100,000): time",
+    "search", "common_seconds", seconds, target=("≤ 1 s", lambda v: v <= 1))
+row("same: encoded MB examined per second", "search", "common_mb_per_second", megabytes)
+row("same, a rare term (5 sessions): time", "search", "rare_seconds", seconds,
+    target=("≤ 0.1 s", lambda v: v <= 0.1))
+row("same: encoded MB examined per second", "search", "rare_mb_per_second", megabytes)
 
 print(f"sessionlog {commit}; {cores} cores ({cpu}), loopback; "
       f"median [min..max] of {runs} runs, {duration} each; ratio = sessionlog / reference")

@@ -40,6 +40,22 @@ pub(crate) fn time_text(timestamp: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// A point in time given as RFC 3339 in UTC (`2026-01-02T03:04:05Z`, the
+/// `Z` and fractions optional) or as a duration before `now` (`90s`,
+/// `1h 30m`); the error says which forms are taken.
+pub(crate) fn time_from_text(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let text = text.trim();
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(at);
+    }
+    humantime::parse_duration(text)
+        .ok()
+        .and_then(|ago| now.checked_sub(ago))
+        .ok_or_else(|| {
+            format!("must be an RFC 3339 time or a duration ago such as `1h`, not `{text}`")
+        })
+}
+
 /// Like `90s` or `1h 30m`; empty when unset or zero.
 pub(crate) fn duration_text(duration: Option<&prost_types::Duration>) -> String {
     duration

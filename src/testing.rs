@@ -121,7 +121,8 @@ pub fn decode_stored_entry(bytes: &[u8]) -> bool {
 /// parameter (as the router hands it over, percent-decoded), the rest for
 /// the raw query; `last_event_id` is the follow route's `Last-Event-ID`
 /// header. Returns the routes that accepted it, of `get` (a session, which
-/// takes no parameters), `list`, `read`, `follow` and `watch`.
+/// takes no parameters), `list`, `read`, `follow`, `watch`, `search` and
+/// `export`.
 pub fn http_query(path_and_query: &str, last_event_id: Option<&str>) -> Vec<&'static str> {
     let limits = Limits::default();
     let (id, raw) = match path_and_query.split_once('?') {
@@ -137,6 +138,8 @@ pub fn http_query(path_and_query: &str, last_event_id: Option<&str>) -> Vec<&'st
             query::follow_query(id, raw, last_event_id, &limits).is_ok(),
         ),
         ("watch", query::watch_query(raw, &limits).is_ok()),
+        ("search", query::search_query(raw, &limits).is_ok()),
+        ("export", query::export_format(raw).is_ok()),
     ]
     .into_iter()
     .filter_map(|(route, accepted)| accepted.then_some(route))
@@ -178,13 +181,17 @@ mod tests {
     fn http_queries_are_accepted_by_the_routes_that_take_them() {
         assert_eq!(
             http_query("s1", None),
-            ["get", "list", "read", "follow", "watch"]
+            ["get", "list", "read", "follow", "watch", "search", "export"]
         );
         assert_eq!(
             http_query("s1?after=3&level=warn", None),
             ["read", "follow"]
         );
-        assert_eq!(http_query("s1?state=ended", None), ["list", "watch"]);
+        assert_eq!(
+            http_query("s1?state=ended", None),
+            ["list", "watch", "search"]
+        );
+        assert_eq!(http_query("s1?format=ndjson", None), ["export"]);
         assert_eq!(http_query("s1?after=x", Some("4")), Vec::<&str>::new());
         assert_eq!(http_query("s1?tail=2", Some("4")), ["read", "follow"]);
     }

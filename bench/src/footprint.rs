@@ -31,7 +31,7 @@ use super::{EngineArgs, OutputArgs, TargetArgs};
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The corpus as this crate ships it.
-const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus");
+pub(super) const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus");
 
 #[derive(Debug, clap::Args)]
 pub(super) struct FootprintArgs {
@@ -82,7 +82,7 @@ pub(super) async fn run(args: FootprintArgs) -> anyhow::Result<()> {
 
 /// One line of the corpus and where it came from.
 #[derive(Debug)]
-struct Line {
+pub(super) struct Line {
     text: String,
     /// The file's name without its extension (`postgresql`, `dpkg`).
     kind: Arc<str>,
@@ -90,14 +90,14 @@ struct Line {
 
 /// Every non-empty line of the corpus files, files in name order.
 #[derive(Debug)]
-struct Corpus {
-    lines: Vec<Line>,
+pub(super) struct Corpus {
+    pub(super) lines: Vec<Line>,
     files: usize,
     bytes: u64,
 }
 
 impl Corpus {
-    fn load(dir: &Path) -> anyhow::Result<Self> {
+    pub(super) fn load(dir: &Path) -> anyhow::Result<Self> {
         let mut paths = Vec::new();
         for item in std::fs::read_dir(dir)
             .with_context(|| format!("cannot read the corpus directory {}", dir.display()))?
@@ -238,7 +238,7 @@ async fn one_run(args: &FootprintArgs, corpus: Arc<Corpus>) -> anyhow::Result<Ru
 }
 
 /// One client's sessions, appended one after the other.
-async fn client_appends(
+pub(super) async fn client_appends(
     mut client: Client,
     corpus: Arc<Corpus>,
     sessions: Vec<(String, usize)>,

@@ -3,7 +3,7 @@
 //! append-to-receive for many followers (and `--catch-up` a history read),
 //! `store` writes the same entries straight into sled as the storage
 //! baseline, `floor` times small calls that touch no store, `footprint`
-//! measures the disk real log text takes. Unless `--server` names one, every run gets a fresh local
+//! measures the disk real log text takes, `search` how fast `Search` scans it. Unless `--server` names one, every run gets a fresh local
 //! server (the `sessionlog` binary's `serve`, found as `local` says) in a
 //! temporary directory, so its CPU and memory are read from /proc. Owns the
 //! bench's flags and its runs; uses only the product's public client
@@ -19,6 +19,7 @@ mod latency;
 mod local;
 mod reference;
 mod report;
+mod search;
 mod store;
 mod workload;
 
@@ -66,6 +67,9 @@ enum Workload {
     /// entry per line over many sessions, which are ended; the server is
     /// stopped and its data dir measured against the bytes sent.
     Footprint(footprint::FootprintArgs),
+    /// Search speed: the corpus over many sessions, sealed; a common and
+    /// a rare term searched across all of them: seconds and MB/s examined.
+    Search(search::SearchArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +101,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             Workload::Store(args) => store::run(args).await,
             Workload::Floor(args) => floor::run(args).await,
             Workload::Footprint(args) => footprint::run(args).await,
+            Workload::Search(args) => search::run(args).await,
         }
     };
     // Ctrl-C drops the run instead of ending the process where it stands,

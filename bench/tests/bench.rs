@@ -476,3 +476,30 @@ async fn footprint_appends_the_corpus_and_measures_the_data_dir() {
     assert_eq!(run["references"][0]["value"], 0.25);
     assert_eq!(run["references"][0]["target"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_scans_every_sealed_session_and_finds_the_marker() {
+    let output = bench(&[
+        "search",
+        "--json",
+        "--sessions",
+        "20",
+        "--entries-per-session",
+        "30",
+        "--repeat",
+        "1",
+        "--concurrency",
+        "2",
+    ])
+    .await;
+    let run = &objects(&output)[0];
+    assert_eq!(run["bench"], "search");
+    assert_eq!(number(run, "entries"), 600.0);
+    // Every entry, the 5 markers and the 20 end entries are examined.
+    for search in ["common", "rare"] {
+        assert_eq!(number(run, &format!("{search}_entries_scanned")), 625.0);
+        assert_eq!(number(run, &format!("{search}_sessions_scanned")), 20.0);
+        assert!(number(run, &format!("{search}_mb_per_second")) > 0.0);
+    }
+    assert_eq!(number(run, "rare_hits"), 5.0);
+}

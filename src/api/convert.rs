@@ -8,22 +8,25 @@ use prost::bytes::Bytes;
 
 use super::codec::decode_fault;
 use super::wire::{EncodedFollowResponse, WireAppendRequest};
+use crate::edge::budget::split_within;
+use crate::edge::entry::log_entry;
 use crate::edge::entry::{level, stored_entry};
 use crate::edge::error::invalid;
 use crate::edge::raw_entry;
 use crate::edge::request::{
-    MAX_BATCH_ID_LEN, decode_page_token, entry_filter, optional_id, session_id,
+    MAX_BATCH_ID_LEN, TextQuery, decode_page_token, entry_filter, optional_id, session_id,
 };
 use crate::edge::session::session;
 use crate::edge::{Limits, RequestError};
 use crate::fanout::FollowEvent;
 use crate::pb;
 use crate::sessions::{
-    AppendBatch, FollowQuery, ListQuery, ReadQuery, SessionView, WatchEvent, WatchQuery,
+    AppendBatch, FollowQuery, ListQuery, ReadQuery, SearchEvent, SearchQuery, SessionError,
+    SessionView, WatchEvent, WatchQuery,
 };
-use crate::store::EntryFilter;
 use crate::store::NewEntry;
 use crate::store::schema::State;
+use crate::store::{EntryFilter, StoreError, TimeRange, decode_entry, entry_wire_len};
 
 /// An `Append` whose entries are still encoded: each one the edge can vouch
 /// for as it is (see `raw_entry`) is stored in the bytes it came in; the
@@ -85,10 +88,15 @@ fn filter(filter: Option<pb::LogFilter>, limits: &Limits) -> Result<EntryFilter,
     let Some(filter) = filter else {
         return Ok(EntryFilter::default());
     };
+    let text = TextQuery {
+        contains: filter.contains,
+        ignore_case: filter.ignore_case,
+        regex: filter.regex,
+    };
     entry_filter(
         level(filter.min_level, "filter.min_level")?,
         filter.logger_prefixes,
-        filter.contains,
+        &text,
         limits,
     )
 }
@@ -178,6 +186,86 @@ pub(crate) fn list_query(
         after_id: decode_page_token(&request.page_token)?,
         max_bytes: limits.max_response_bytes,
     })
+}
+
+pub(crate) fn search_query(
+    request: pb::SearchRequest,
+    limits: &Limits,
+) -> Result<SearchQuery, RequestError> {
+    optional_id("parent_session_id", &request.parent_session_id)?;
+    limits.name("app_name", &request.app_name)?;
+    limits.name("job_id", &request.job_id)?;
+    let time = TimeRange {
+        since_nanos: request
+            .since
+            .map(|at| timestamp_nanos(&at, "since"))
+            .transpose()?,
+        until_nanos: request
+            .until
+            .map(|at| timestamp_nanos(&at, "until"))
+            .transpose()?,
+    };
+    Ok(SearchQuery {
+        sessions: ListQuery {
+            state: state_filter(request.state, "state")?,
+            app_name: request.app_name,
+            job_id: request.job_id,
+            parent_session_id: request.parent_session_id,
+            ..ListQuery::default()
+        },
+        time,
+        filter: filter(request.filter, limits)?,
+        limit: request.limit,
+        max_bytes: limits.max_response_bytes,
+    })
+}
+
+fn timestamp_nanos(at: &prost_types::Timestamp, field: &'static str) -> Result<i128, RequestError> {
+    if !(0..1_000_000_000).contains(&at.nanos) {
+        return Err(invalid(field, "has nanos outside 0..1e9"));
+    }
+    Ok(i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos))
+}
+
+/// A search's event as the messages that carry it: hits in messages
+/// within `max_bytes` each, the summary in a message of its own.
+pub(super) fn search_responses(
+    event: SearchEvent,
+    max_bytes: usize,
+) -> Result<Vec<pb::SearchResponse>, SessionError> {
+    match event {
+        SearchEvent::Hits {
+            session_id,
+            entries,
+        } => {
+            let hits = entries
+                .iter()
+                .map(|bytes| {
+                    Ok(pb::SearchHit {
+                        session_id: session_id.to_string(),
+                        entry: Some(log_entry(decode_entry(bytes)?)),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let groups = split_within(hits, max_bytes, |hit| entry_wire_len(hit.encoded_len()));
+            Ok(groups
+                .into_iter()
+                .map(|hits| pb::SearchResponse {
+                    hits,
+                    summary: None,
+                })
+                .collect())
+        }
+        SearchEvent::Done(summary) => Ok(vec![pb::SearchResponse {
+            hits: Vec::new(),
+            summary: Some(pb::SearchSummary {
+                sessions_scanned: summary.sessions_scanned,
+                entries_scanned: summary.entries_scanned,
+                bytes_scanned: summary.bytes_scanned,
+                limit_reached: summary.limit_reached,
+            }),
+        }]),
+    }
 }
 
 /// `UNSPECIFIED` means every state.

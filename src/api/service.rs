@@ -244,4 +244,26 @@ impl SessionLog for SessionLogService {
         });
         Ok(Response::new(Box::pin(responses)))
     }
+
+    type SearchStream = ResponseStream<pb::SearchResponse>;
+
+    /// Counted against the stream limit like a follow; dropped by the
+    /// client, it stops scanning.
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<Self::SearchStream>, Status> {
+        let query = convert::search_query(request.into_inner(), &self.limits)?;
+        let permit = self.streams.acquire(None, &self.limits)?;
+        let max_bytes = self.limits.max_response_bytes;
+        let responses = self.sessions.search(query).flat_map(move |event| {
+            let _open = &permit;
+            let messages = event.and_then(|event| convert::search_responses(event, max_bytes));
+            futures::stream::iter(match messages {
+                Ok(messages) => messages.into_iter().map(Ok).collect(),
+                Err(err) => vec![Err(Status::from(err))],
+            })
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
 }

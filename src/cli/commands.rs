@@ -233,12 +233,22 @@ pub(super) async fn end(args: EndArgs) -> anyhow::Result<()> {
     print_session(&args.client, &session)
 }
 
-/// `ls --state` values.
+/// `ls --state` and `grep --state` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum StateArg {
+pub(super) enum StateArg {
     Active,
     Ended,
     All,
+}
+
+impl StateArg {
+    pub(super) fn to_pb(self) -> pb::SessionState {
+        match self {
+            Self::Active => pb::SessionState::Active,
+            Self::Ended => pb::SessionState::Ended,
+            Self::All => pb::SessionState::Unspecified,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,11 +265,7 @@ pub(super) struct ListArgs {
 
 pub(super) async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.client).await?;
-    let state = match args.state {
-        StateArg::Active => pb::SessionState::Active,
-        StateArg::Ended => pb::SessionState::Ended,
-        StateArg::All => pb::SessionState::Unspecified,
-    };
+    let state = args.state.to_pb();
     if !args.client.json {
         print_line(print::SESSION_HEADER)?;
     }
@@ -320,28 +326,41 @@ pub(super) struct ReadArgs {
     #[arg(long, default_value_t = 0)]
     limit: u32,
     /// The last N entries instead.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "all")]
     tail: u32,
+    /// Every entry up to the session's last one as of the first page,
+    /// page after page (--limit entries each).
+    #[arg(long)]
+    all: bool,
 }
 
 pub(super) async fn read(args: ReadArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.client).await?;
-    let page = client
-        .read(pb::ReadRequest {
-            session_id: args.session_id,
-            after_seq: args.after,
-            limit: args.limit,
-            filter: None,
-            tail: args.tail,
-        })
-        .await?
-        .into_inner();
-    for entry in &page.entries {
-        if args.client.json {
-            print_line(&print::entry_json(entry).to_string())?;
-        } else {
-            print_line(&print::entry_text(entry, Escapes::None))?;
+    let mut after_seq = args.after;
+    let mut through_seq = None;
+    loop {
+        let page = client
+            .read(pb::ReadRequest {
+                session_id: args.session_id.clone(),
+                after_seq,
+                limit: args.limit,
+                filter: None,
+                tail: args.tail,
+            })
+            .await?
+            .into_inner();
+        let last = *through_seq.get_or_insert(page.last_seq);
+        for entry in page.entries.iter().filter(|entry| entry.seq <= last) {
+            if args.client.json {
+                print_line(&print::entry_json(entry).to_string())?;
+            } else {
+                print_line(&print::entry_text(entry, Escapes::None))?;
+            }
         }
+        // A cursor that does not move has nothing more to give.
+        if !args.all || page.next_cursor >= last || page.next_cursor <= after_seq {
+            return Ok(());
+        }
+        after_seq = page.next_cursor;
     }
-    Ok(())
 }

@@ -4,6 +4,7 @@
 //! a non-zero exit.
 
 mod commands;
+mod grep;
 mod print;
 mod run;
 mod serve;
@@ -43,8 +44,10 @@ enum Command {
     Ls(commands::ListArgs),
     /// Show one session.
     Show(commands::ShowArgs),
-    /// Print one page of entries.
+    /// Print one page of entries (every page with --all).
     Read(commands::ReadArgs),
+    /// Find entries across sessions, newest session first.
+    Grep(grep::GrepArgs),
     /// Print entries; with -f, follow live ones until the session ends.
     Tail(tail::TailArgs),
     /// Print session events as they happen.
@@ -162,6 +165,7 @@ pub fn main() -> ExitCode {
             Command::Ls(args) => commands::list(args).await,
             Command::Show(args) => commands::show(args).await,
             Command::Read(args) => commands::read(args).await,
+            Command::Grep(args) => grep::grep(args).await,
             Command::Tail(args) => tail::tail(args).await,
             Command::Watch(args) => tail::watch(args).await,
         }

@@ -100,6 +100,30 @@ pub(super) fn entry_text(entry: &pb::LogEntry, escapes: Escapes) -> String {
     safe(&line, escapes).into_owned()
 }
 
+/// A search hit: `entry_json` with the session's id first.
+pub(super) fn hit_json(session_id: &str, entry: &pb::LogEntry) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("session_id".to_owned(), Value::from(session_id));
+    if let Value::Object(fields) = entry_json(entry) {
+        object.extend(fields);
+    }
+    Value::Object(object)
+}
+
+/// A search hit: `SESSION SEQ TIME LEVEL LOGGER: MESSAGE`, every control
+/// character escaped.
+pub(super) fn hit_text(session_id: &str, entry: &pb::LogEntry) -> String {
+    let line = format!(
+        "{session_id} {} {} {} {}: {}",
+        entry.seq,
+        time_text(entry.timestamp.as_ref()),
+        level_name(entry.level).to_uppercase(),
+        entry.logger,
+        entry.message
+    );
+    safe(&line, Escapes::None).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,7 @@ impl TailArgs {
                 .into(),
             logger_prefixes: self.loggers.clone(),
             contains: self.grep.clone().unwrap_or_default(),
+            ..pb::LogFilter::default()
         }
     }
 }

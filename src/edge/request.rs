@@ -6,8 +6,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::sessions::ids::is_valid_id;
-use crate::store::EntryFilter;
+use std::sync::Arc;
+
 use crate::store::schema::Level;
+use crate::store::{EntryFilter, TextError, TextMatcher};
 
 use super::error::{RequestError, invalid};
 use super::limits::Limits;
@@ -54,19 +56,37 @@ pub(crate) fn optional_id(field: &'static str, id: &str) -> Result<(), RequestEr
     }
 }
 
-/// An entry filter, checked against the limits.
+/// The text part of an entry filter, as every edge receives it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TextQuery {
+    pub(crate) contains: String,
+    pub(crate) ignore_case: bool,
+    pub(crate) regex: String,
+}
+
+/// An entry filter, checked against the limits, its text filter compiled
+/// (once, for the whole request).
 pub(crate) fn entry_filter(
     min_level: Level,
     logger_prefixes: Vec<String>,
-    contains: String,
+    text: &TextQuery,
     limits: &Limits,
 ) -> Result<EntryFilter, RequestError> {
     limits.prefixes(&logger_prefixes)?;
-    limits.text("filter.contains", &contains)?;
+    limits.text("filter.contains", &text.contains)?;
+    limits.text("filter.regex", &text.regex)?;
+    let matcher = TextMatcher::new(&text.contains, text.ignore_case, &text.regex).map_err(
+        |TextError::Regex { detail }| {
+            invalid(
+                "filter.regex",
+                format!("is not a valid regular expression: {detail}"),
+            )
+        },
+    )?;
     Ok(EntryFilter {
         min_level,
         logger_prefixes,
-        contains,
+        text: matcher.map(Arc::new),
     })
 }
 

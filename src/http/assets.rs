@@ -1,5 +1,7 @@
 //! The web console's files, embedded in the binary (no build step, no
-//! separate web server): `/` and `/assets/*`. Each answer carries its
+//! separate web server): `/` and `/assets/*`. The script is kept in one
+//! file per view and served as one (`console.js` first: it holds
+//! `'use strict'` and the helpers the others use). Each answer carries its
 //! content type, a restrictive `Content-Security-Policy` (scripts, styles
 //! and connections from this origin only, nothing inline, no framing),
 //! `Referrer-Policy: no-referrer`, and `Cache-Control: no-cache` with an
@@ -12,7 +14,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 const INDEX_HTML: &str = include_str!("console/index.html");
-const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_JS: &str = concat!(
+    include_str!("console/console.js"),
+    include_str!("console/colours.js"),
+    include_str!("console/list.js"),
+    include_str!("console/session.js"),
+    include_str!("console/around.js"),
+    include_str!("console/search.js"),
+);
 const CONSOLE_CSS: &str = include_str!("console/console.css");
 
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

@@ -9,11 +9,13 @@
 mod assets;
 mod auth;
 mod error;
+mod export;
 mod host;
 mod json;
 mod otlp;
 pub(crate) mod query;
 mod routes;
+mod search;
 mod sse;
 
 use std::sync::Arc;
@@ -93,10 +95,13 @@ impl HttpEdge {
             .route("/api/v1/sessions", get(routes::list))
             .route("/api/v1/sessions/{id}", get(routes::get))
             .route("/api/v1/sessions/{id}/entries", get(routes::entries))
+            .route("/api/v1/search", get(search::search))
             .route_layer(from_fn_with_state(auth.clone(), auth::header_token));
         let streams = Router::new()
             .route("/api/v1/sessions/{id}/follow", get(sse::follow))
             .route("/api/v1/watch", get(sse::watch))
+            // A download link cannot send a header: `?access_token=` too.
+            .route("/api/v1/sessions/{id}/export", get(export::export))
             .route_layer(from_fn_with_state(auth, auth::header_or_query_token));
         Router::new()
             .route("/", get(assets::index))

@@ -1,22 +1,25 @@
 //! Query strings into the rules' queries. Parameters are named as in the
 //! issue's routes (`after`, `limit`, `tail`, `level`, `logger`, `contains`,
+//! `ignore_case`, `regex`,
 //! `state`, `app`, `job`, `parent`, `page_size`, `page_token`); an unknown
 //! one or a malformed value is a 400 naming the parameter, so a typo is
 //! not silently ignored. Limits and ids are checked by `edge` as for gRPC.
 
-use crate::display::level_from_name;
+use std::time::SystemTime;
+
+use crate::display::{level_from_name, time_from_text};
 use crate::edge::Limits;
 use crate::edge::RequestError;
 use crate::edge::error::invalid;
-use crate::edge::request::{decode_page_token, entry_filter, optional_id, session_id};
-use crate::sessions::{FollowQuery, ListQuery, ReadQuery, WatchQuery};
-use crate::store::EntryFilter;
+use crate::edge::request::{TextQuery, decode_page_token, entry_filter, optional_id, session_id};
+use crate::sessions::{FollowQuery, ListQuery, ReadQuery, SearchQuery, WatchQuery};
 use crate::store::schema::{Level, State};
+use crate::store::{EntryFilter, TimeRange};
 
 /// The token parameter the SSE routes accept (EventSource sends no headers).
 pub(super) const ACCESS_TOKEN: &str = "access_token";
 
-const FILTER_KEYS: [&str; 3] = ["level", "logger", "contains"];
+const FILTER_KEYS: [&str; 5] = ["level", "logger", "contains", "ignore_case", "regex"];
 
 /// The decoded `key=value` pairs of a query string.
 #[derive(Debug, Default)]
@@ -106,12 +109,26 @@ impl Params {
                     )
                 })?,
         };
-        entry_filter(
-            min_level,
-            self.all("logger"),
-            self.text("contains").to_owned(),
-            limits,
-        )
+        let text = TextQuery {
+            contains: self.text("contains").to_owned(),
+            ignore_case: self.flag("ignore_case")?,
+            regex: self.text("regex").to_owned(),
+        };
+        entry_filter(min_level, self.all("logger"), &text, limits)
+    }
+
+    /// A time as `display::time_from_text` reads it, in nanoseconds since
+    /// the epoch.
+    fn time(&self, key: &'static str, now: SystemTime) -> Result<Option<i128>, RequestError> {
+        let text = self.text(key);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let at = time_from_text(text, now).map_err(|reason| invalid(key, reason))?;
+        Ok(Some(match at.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
+            Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+        }))
     }
 
     fn state(&self) -> Result<Option<State>, RequestError> {
@@ -209,6 +226,54 @@ pub(crate) fn follow_query(
     Ok(query)
 }
 
+/// `GET /api/v1/search?contains=&regex=&ignore_case=&level=&logger=&app=&job=&state=&since=&until=&limit=`.
+pub(crate) fn search_query(
+    raw: Option<&str>,
+    limits: &Limits,
+) -> Result<SearchQuery, RequestError> {
+    let own = ["app", "job", "state", "since", "until", "limit"];
+    let params = Params::parse(raw, &keys(own, true))?;
+    let (app_name, job_id) = params.names(limits)?;
+    let now = SystemTime::now();
+    Ok(SearchQuery {
+        sessions: ListQuery {
+            state: params.state()?,
+            app_name,
+            job_id,
+            ..ListQuery::default()
+        },
+        time: TimeRange {
+            since_nanos: params.time("since", now)?,
+            until_nanos: params.time("until", now)?,
+        },
+        filter: params.filter(limits)?,
+        limit: params.number("limit")?.unwrap_or(0),
+        max_bytes: limits.max_response_bytes,
+    })
+}
+
+/// How a session is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportFormat {
+    /// `TIME LEVEL LOGGER: MESSAGE` lines.
+    Text,
+    /// One entry's JSON per line.
+    Ndjson,
+}
+
+/// `GET /api/v1/sessions/{id}/export?format=text|ndjson` (text when absent).
+pub(crate) fn export_format(raw: Option<&str>) -> Result<ExportFormat, RequestError> {
+    let params = Params::parse(raw, &["format", ACCESS_TOKEN])?;
+    match params.text("format") {
+        "" | "text" => Ok(ExportFormat::Text),
+        "ndjson" => Ok(ExportFormat::Ndjson),
+        other => Err(invalid(
+            "format",
+            format!("must be `text` or `ndjson`, not `{other}`"),
+        )),
+    }
+}
+
 /// `GET /api/v1/watch?include_existing=&state=&app=&job=`.
 pub(crate) fn watch_query(raw: Option<&str>, limits: &Limits) -> Result<WatchQuery, RequestError> {
     let own = ["include_existing", "state", "app", "job", ACCESS_TOKEN];
@@ -237,7 +302,18 @@ mod tests {
         assert_eq!(query.after_seq, 3);
         assert_eq!(query.filter.min_level, Level::Warn);
         assert_eq!(query.filter.logger_prefixes, ["net", "db"]);
-        assert_eq!(query.filter.contains, "a b");
+        let text = query.filter.text.expect("a text filter");
+        assert!(text.is_match(b"xa by"));
+        assert!(!text.is_match(b"A B"));
+        let folded = read_query(
+            "s1",
+            Some("contains=a%20b&ignore_case=true"),
+            &Limits::default(),
+        )
+        .expect("valid");
+        assert!(folded.filter.text.expect("text").is_match(b"A B"));
+        let err = read_query("s1", Some("regex=%28"), &Limits::default()).expect_err("regex");
+        assert!(err.to_string().contains("regular expression"), "{err}");
     }
 
     #[test]

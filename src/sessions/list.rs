@@ -43,7 +43,7 @@ pub struct ListPage {
 }
 
 impl ListQuery {
-    fn matches(&self, view: &SessionView) -> bool {
+    pub(super) fn matches(&self, view: &SessionView) -> bool {
         let record = &view.record;
         self.state.is_none_or(|state| record.state() == state)
             && (self.app_name.is_empty() || record.app_name == self.app_name)

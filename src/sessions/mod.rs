@@ -1,5 +1,5 @@
 //! The rules: session lifecycle, seq assignment, dedupe and reads, on top of
-//! the store. Holds one `SessionHandle` per session (no log entries in
+//! the store, and search across sessions. Holds one `SessionHandle` per session (no log entries in
 //! memory). Never sees protobuf API types; the API layer converts.
 //! Store calls run on the blocking pool, each write with its locks and its
 //! in-memory change (docs/architecture.md, "Blocking work and async workers").
@@ -17,6 +17,7 @@ mod process;
 mod read;
 mod retention;
 mod seal;
+mod search;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,7 @@ pub(crate) use list::ListQuery;
 pub(crate) use read::{MAX_READ_LIMIT, ReadQuery};
 pub use retention::{PruneReason, RetentionPolicy};
 pub(crate) use seal::{DEFAULT_SEAL_ACTIVE_AFTER, SealBacklog};
+pub(crate) use search::{SearchEvent, SearchQuery, SearchSummary};
 
 /// Where a session stands, as `SessionManager::progress` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -138,8 +138,8 @@ pub(super) fn seal(packed: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(Some(sealed))
 }
 
-/// The packed block inside a sealed one.
-fn unseal(value: &[u8]) -> Result<IVec, StoreError> {
+/// The length a sealed block names and its zstd frame.
+fn sealed_parts(value: &[u8]) -> Result<(usize, &[u8]), StoreError> {
     let mut rest = value.get(1..).unwrap_or_default();
     let len = decode_varint(&mut rest)
         .map_err(|err| corrupt(&format!("a sealed block's length: {err}")))?;
@@ -147,12 +147,86 @@ fn unseal(value: &[u8]) -> Result<IVec, StoreError> {
         .ok()
         .filter(|len| (1..=MAX_SEALED_RAW_BYTES).contains(len))
         .ok_or_else(|| corrupt("a sealed block names an impossible length"))?;
-    let packed = zstd::bulk::decompress(rest, len)
-        .map_err(|err| corrupt(&format!("a sealed block does not decompress: {err}")))?;
+    Ok((len, rest))
+}
+
+/// Checks what a sealed block unpacked to.
+fn check_unsealed(packed: &[u8], len: usize) -> Result<(), StoreError> {
     if packed.len() != len || packed.first() != Some(&BLOCK_TAG) {
         return Err(corrupt("a sealed block holds something other than a block"));
     }
+    Ok(())
+}
+
+/// The packed block inside a sealed one.
+fn unseal(value: &[u8]) -> Result<IVec, StoreError> {
+    let (len, frame) = sealed_parts(value)?;
+    let packed = zstd::bulk::decompress(frame, len)
+        .map_err(|err| corrupt(&format!("a sealed block does not decompress: {err}")))?;
+    check_unsealed(&packed, len)?;
     Ok(IVec::from(packed))
+}
+
+thread_local! {
+    /// A decompression context per thread, for scans that unseal block
+    /// after block (making one costs about as much as a small block).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `plain` for a scan that reads many blocks: a sealed block is unpacked
+/// into `buffer`, which the caller reuses from block to block, with this
+/// thread's decompression context; anything else is borrowed as it is.
+pub(crate) fn plain_in<'a>(
+    value: &'a [u8],
+    buffer: &'a mut Vec<u8>,
+) -> Result<&'a [u8], StoreError> {
+    let sealed = match value.split_first() {
+        Some((&SEALED_TAG, _)) => value,
+        Some((&COUNTERS_TAG, after_tag)) => {
+            let rest = field(after_tag, "counters")?.1;
+            if rest.first() != Some(&SEALED_TAG) {
+                return Ok(rest);
+            }
+            rest
+        }
+        _ => return Ok(value),
+    };
+    let (len, frame) = sealed_parts(sealed)?;
+    buffer.clear();
+    buffer.reserve(len);
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(StoreError::Io)?);
+        }
+        let decompressor = slot.as_mut().expect("set just above");
+        decompressor
+            .decompress_to_buffer(frame, buffer)
+            .map(drop)
+            .map_err(|err| corrupt(&format!("a sealed block does not decompress: {err}")))
+    })?;
+    check_unsealed(buffer, len)?;
+    Ok(buffer.as_slice())
+}
+
+/// The entries of a plain block (see `plain_in`), as slices of it.
+pub(crate) fn entry_slices(plain: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let mut rest = match plain.first() {
+        Some(&LEGACY_ENTRY_TAG) => return Ok(vec![plain]),
+        Some(&BLOCK_TAG) => plain,
+        _ => return Err(corrupt("a log value is neither a block nor an entry")),
+    };
+    let mut entries = Vec::new();
+    while let Some((&tag, after_tag)) = rest.split_first() {
+        if tag != BLOCK_TAG {
+            return Err(corrupt("a block holds something other than entries"));
+        }
+        let (entry, after) = field(after_tag, "entry")?;
+        entries.push(entry);
+        rest = after;
+    }
+    Ok(entries)
 }
 
 /// The entries of a block, as slices of its value (of the decompressed

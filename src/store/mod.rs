@@ -21,8 +21,11 @@ pub mod schema;
 mod seal;
 #[cfg(test)]
 mod seal_measure;
+mod search;
 mod sync;
+mod text;
 mod verify;
+mod view;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -43,6 +46,8 @@ use schema::{LogCounters, State, StoredEntry, StoredSession};
 #[cfg(test)]
 pub(crate) use seal::SealMark;
 pub(crate) use seal::{SealOutcome, SealTarget};
+pub(crate) use search::{SearchChunk, SearchScan, TimeRange};
+pub(crate) use text::{TextError, TextMatcher};
 pub(crate) use verify::without_panics;
 
 const SESSIONS_TREE: &str = "sessions";

@@ -6,22 +6,28 @@
 //! cursor is the last seq it examined, so paging on from it has no gap and
 //! no duplicate wherever the page stopped.
 
+use std::sync::Arc;
+
 use prost::encoding::encoded_len_varint;
 use sled::IVec;
 
 use super::StoreError;
 use super::log::{LogTree, decode_entry};
 use super::schema::{Level, StoredEntry};
+use super::text::TextMatcher;
+use super::view::EntryView;
 
-/// An entry filter; the default keeps everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// An entry filter; the default keeps everything. Cheap to clone: the
+/// compiled text filter is shared.
+#[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
     /// Keep entries at this level or above; `Unspecified` keeps all.
     pub min_level: Level,
     /// Keep entries whose logger starts with one of these; empty keeps all.
     pub logger_prefixes: Vec<String>,
-    /// Keep entries whose message contains this text; empty keeps all.
-    pub contains: String,
+    /// Keep entries whose message, ANSI escapes removed, matches this
+    /// (`contains`, `regex`, `ignore_case`); `None` keeps all.
+    pub text: Option<Arc<TextMatcher>>,
 }
 
 impl EntryFilter {
@@ -29,18 +35,35 @@ impl EntryFilter {
     pub fn is_empty(&self) -> bool {
         self.min_level == Level::Unspecified
             && self.logger_prefixes.is_empty()
-            && self.contains.is_empty()
+            && self.text.is_none()
     }
 
-    /// Whether `entry` passes.
-    pub fn matches(&self, entry: &StoredEntry) -> bool {
-        (self.min_level == Level::Unspecified || entry.level >= self.min_level as i32)
+    /// Whether the entry whose fields `view` reads passes: the one rule
+    /// every reader of entries (pages, tails, followers, search) applies.
+    pub(crate) fn keeps(&self, view: &EntryView<'_>) -> bool {
+        (self.min_level == Level::Unspecified || view.level >= self.min_level as i32)
             && (self.logger_prefixes.is_empty()
                 || self
                     .logger_prefixes
                     .iter()
-                    .any(|prefix| entry.logger.starts_with(prefix.as_str())))
-            && (self.contains.is_empty() || entry.message.contains(self.contains.as_str()))
+                    .any(|prefix| view.logger.starts_with(prefix.as_bytes())))
+            && self
+                .text
+                .as_ref()
+                .is_none_or(|text| text.is_match(view.message))
+    }
+
+    /// Whether the encoded entry `bytes` passes.
+    pub fn matches_encoded(&self, bytes: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.is_empty() || self.keeps(&EntryView::parse(bytes)?))
+    }
+
+    /// Whether `entry` passes.
+    #[cfg(test)]
+    pub fn matches(&self, entry: &StoredEntry) -> bool {
+        use prost::Message as _;
+        self.matches_encoded(&entry.encode_to_vec())
+            .expect("an encoded entry reads back")
     }
 }
 
@@ -98,7 +121,7 @@ pub(crate) fn page_of(
     let mut last_examined = after_seq;
     for (scanned, item) in items.enumerate() {
         let (seq, bytes) = item?;
-        if keep_all || filter.matches(&decode_entry(&bytes)?) {
+        if keep_all || filter.matches_encoded(&bytes)? {
             let weight = entry_wire_len(bytes.len());
             if !entries.is_empty() && bytes_kept.saturating_add(weight) > limits.max_bytes {
                 // This entry is not examined yet as far as the cursor
@@ -184,7 +207,7 @@ impl LogTree {
         let mut first_kept = None;
         for item in self.scan(after_seq, through_seq).rev().take(max_scanned) {
             let (seq, bytes) = item?;
-            if keep_all || filter.matches(&decode_entry(&bytes)?) {
+            if keep_all || filter.matches_encoded(&bytes)? {
                 first_kept = Some(seq);
                 kept += 1;
                 if kept >= max_entries {
@@ -319,7 +342,9 @@ mod tests {
     fn any_logger_prefix_and_contains_must_match() {
         let filter = EntryFilter {
             logger_prefixes: vec!["net.".to_owned(), "db".to_owned()],
-            contains: "timeout".to_owned(),
+            text: TextMatcher::new("timeout", false, "")
+                .expect("valid")
+                .map(Arc::new),
             ..EntryFilter::default()
         };
         assert!(filter.matches(&entry(Level::Info, "net.http", "read timeout")));

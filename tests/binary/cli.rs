@@ -234,6 +234,85 @@ async fn serve_with_a_bad_flag_exits_with_one_error_line_before_serving() {
 /// in any text command; `tail --color always` lets colour codes through
 /// and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grep_finds_entries_across_sessions_and_read_all_prints_every_page() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let old = start_session(&mut client, "old").await;
+    append(&mut client, &old, &["disk Full", "ok", "x1", "x2", "x3"]).await;
+    end_session(&mut client, &old, "done").await;
+    let new = start_session(&mut client, "new").await;
+    append(&mut client, &new, &["\x1b[31mdisk\x1b[0m full here"]).await;
+
+    let found = run(&server, &["grep", "full"], "").await;
+    assert_eq!(found.code, Some(0), "{}", found.stderr);
+    let lines: Vec<&str> = found.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", found.stdout);
+    assert!(lines[0].starts_with(&format!("{new} 1 20")), "{}", lines[0]);
+    assert!(
+        lines[0].ends_with(" INFO test: \\x1b[31mdisk\\x1b[0m full here"),
+        "{}",
+        lines[0]
+    );
+
+    let folded = run(&server, &["grep", "-i", "FULL", "--json"], "").await;
+    let hits: Vec<serde_json::Value> = folded
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let found: Vec<(String, u64)> = hits
+        .iter()
+        .map(|hit| {
+            (
+                hit["session_id"].as_str().expect("id").to_owned(),
+                hit["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect();
+    assert_eq!(found, vec![(new.clone(), 1), (old.clone(), 1)]);
+    assert_eq!(hits[1]["message"], "disk Full");
+    assert_eq!(hits[1]["level"], "info");
+
+    let regex = run(
+        &server,
+        &[
+            "grep", "--regex", r"^x\d$", "--app", "old", "--since", "1h", "--limit", "2",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(regex.code, Some(0), "{}", regex.stderr);
+    let seqs: Vec<&str> = regex
+        .stdout
+        .lines()
+        .map(|line| line.split(' ').nth(1).expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec!["3", "4"]);
+    assert!(
+        regex.stderr.contains("more entries match"),
+        "{}",
+        regex.stderr
+    );
+    let none = run(&server, &["grep", "x1", "--until", "1h"], "").await;
+    assert_eq!((none.code, none.stdout.as_str()), (Some(0), ""));
+    let bad = run(&server, &["grep", "--regex", "(x"], "").await;
+    assert_ne!(bad.code, Some(0));
+    assert!(bad.stderr.contains("INVALID_ARGUMENT"), "{}", bad.stderr);
+
+    let all = run(&server, &["read", &old, "--all", "--limit", "2"], "").await;
+    assert_eq!(all.code, Some(0), "{}", all.stderr);
+    let seqs: Vec<&str> = all
+        .stdout
+        .lines()
+        .map(|line| line.split_whitespace().next().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec!["1", "2", "3", "4", "5", "6"]);
+    let one_page = run(&server, &["read", &old, "--limit", "2"], "").await;
+    assert_eq!(one_page.stdout.lines().count(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_shows_terminal_controls_from_entries_escaped() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -253,6 +332,7 @@ async fn text_output_shows_terminal_controls_from_entries_escaped() {
         vec!["tail", "-f", id.as_str()],
         vec!["show", id.as_str()],
         vec!["ls"],
+        vec!["grep", ""],
     ] {
         let output = run(&server, &args, "").await;
         assert_eq!(output.code, Some(0), "{args:?}: {}", output.stderr);

@@ -11,7 +11,7 @@
 //   CHROMIUM         the browser (default /usr/bin/chromium)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -122,6 +122,29 @@ async function assertEntries(page, last) {
   assert.deepEqual(seqs, range(1, last), 'every entry once, in seq order');
   shown.forEach((row) => assert.equal(row.message, `entry ${row.seq}`));
   assert.equal(await page.$eval('#entries', (node) => node.dataset.duplicates), '0');
+}
+
+// The computed style of the node `selector` finds, as [color, background-color, font-weight].
+async function look(page, selector) {
+  return page.$eval(selector, (node) => {
+    const style = getComputedStyle(node);
+    return [style.color, style.backgroundColor, style.fontWeight];
+  });
+}
+
+// Whether the node `selector` finds is inside the visible part of #log.
+async function inSight(page, selector) {
+  return page.$eval(selector, (node) => {
+    const row = node.getBoundingClientRect();
+    const log = document.getElementById('log').getBoundingClientRect();
+    return row.top >= log.top && row.bottom <= log.bottom;
+  });
+}
+
+// Clicks `selector`, which must start a download; the file's text.
+async function downloaded(page, selector) {
+  const [file] = await Promise.all([page.waitForEvent('download', { timeout: WAIT }), page.click(selector)]);
+  return readFileSync(await file.path(), 'utf8');
 }
 
 async function waitForBanner(page, kind) {
@@ -244,6 +267,18 @@ try {
     await page.fill('#f-text', 'entry 7');
     await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 7);
     assert.deepEqual((await rows(page)).map((row) => row.seq), [7, 70, 71, 72, 73, 74, 75]);
+    await page.fill('#f-text', 'ENTRY 7');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 0);
+    await page.check('#f-icase');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 7);
+    await page.uncheck('#f-icase');
+    await page.check('#f-regex');
+    await page.fill('#f-text', '^entry 7[0-2]$');
+    await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 3);
+    assert.deepEqual((await rows(page)).map((row) => row.seq), [70, 71, 72]);
+    await page.fill('#f-text', 'entry (7');
+    assert.match(await waitForBanner(page, 'failed'), /regular expression|regex/);
+    await page.uncheck('#f-regex');
     await page.fill('#f-text', '');
     await waitForLastSeq(page, 75);
     await page.waitForFunction(() => document.querySelectorAll('#entries .row').length === 75);
@@ -293,8 +328,143 @@ try {
     assert.equal(await warn.locator('.fields').count(), 0, 'and fold again');
   });
 
+  let coloured;
+  await step('SGR colours show as styled text, other escapes are dropped, the toggle strips them', async () => {
+    coloured = await cli(['start', '--app', 'painter', '--job', 'ci-50']);
+    await cli(['append', coloured], [
+      '\x1b[31mred alert\x1b[0m plain \x1b[1;38;5;208mbold orange\x1b[0m \x1b[48;2;0;0;255mon blue\x1b[0m'
+        + '\x1b]0;a title\x07\x1b[2K done <img src=x>',
+      '\x1b[92mbright green\x1b[39m and \x1b[4:3mnot a colour\x1b[m',
+    ].join('\n') + '\n');
+    await page.goto(`${console_}/#/sessions/${coloured}`);
+    await waitForLastSeq(page, 2);
+    const [first, second] = await rows(page);
+    assert.equal(first.message, 'red alert plain bold orange on blue done <img src=x>', 'escapes gone, markup as text');
+    assert.equal(second.message, 'bright green and not a colour');
+    assert.equal(await page.locator('#entries img').count(), 0, 'a message never becomes markup');
+    const red = '#entries .row[data-seq="1"] .msg .ansi-fg-1';
+    assert.equal(await page.textContent(red), 'red alert');
+    assert.equal((await look(page, red))[0], 'rgb(198, 40, 40)', 'red text is red');
+    const orange = await page.$eval('#entries .row[data-seq="1"] .msg .ansi-bold', (node) => node.textContent);
+    assert.equal(orange, 'bold orange');
+    assert.deepEqual((await look(page, '#entries .row[data-seq="1"] .msg .ansi-bold')).filter((_, i) => i !== 1),
+      ['rgb(255, 135, 0)', '700'], '256-colour 208 is orange, and bold');
+    assert.equal((await look(page, '#entries .row[data-seq="2"] .msg .ansi-fg-10'))[0], 'rgb(67, 160, 71)');
+    const blue = await page.$$eval('#entries .row[data-seq="1"] .msg span', (spans) => spans
+      .filter((span) => getComputedStyle(span).backgroundColor === 'rgb(0, 0, 255)').map((span) => span.textContent));
+    assert.deepEqual(blue, ['on blue'], 'a truecolor background');
+    await page.screenshot({ path: path.join(artifacts, 'colours.png') });
+    // The parser itself, on the forms a line above does not use: each piece
+    // as [text, classes, inline colour, inline background].
+    const pieces = await page.evaluate((messages) => messages.map((message) => messageNodes(message).map((node) => [
+      node.textContent, node.className || '', (node.style && node.style.color) || '', (node.style && node.style.backgroundColor) || '',
+    ])), [
+      '\x1b[38:2::10:20:30mcolon rgb\x1b[39m\x1b[48:5:196mcolon 256\x1b[0m',
+      '\x1b[1;31mbold red\x1b[22m red\x1b[7m reversed\x1b[27;49m end',
+      '\x1b[7minverse default\x1b[0m \x1b[38;5;300mout of range\x1b[m \x1b[38;5;244mgrey',
+      'cut \x1b[31', 'lone \x1b', '\x1b[?25lhidden cursor\x1b[?25h \x9b31mC1 CSI', '\x1b(Bcharset \x1b7saved',
+    ]);
+    assert.deepEqual(pieces, [
+      [['colon rgb', 'ansi', 'rgb(10, 20, 30)', ''], ['colon 256', 'ansi', '', 'rgb(255, 0, 0)']],
+      [['bold red', 'ansi ansi-fg-1 ansi-bold', '', ''], [' red', 'ansi ansi-fg-1', '', ''],
+        [' reversed', 'ansi ansi-fg-bg ansi-bg-1', '', ''], [' end', 'ansi ansi-fg-1', '', '']],
+      [['inverse default', 'ansi ansi-fg-bg ansi-bg-fg', '', ''], [' ', '', '', ''], ['out of range', '', '', ''],
+        [' ', '', '', ''], ['grey', 'ansi', 'rgb(128, 128, 128)', '']],
+      [['cut ', '', '', '']], [['lone ', '', '', '']], [['hidden cursor', '', '', ''], [' ', '', '', ''],
+        ['C1 CSI', 'ansi ansi-fg-1', '', '']], [['charset ', '', '', ''], ['saved', '', '', '']],
+    ]);
+
+    await page.click('#colours');
+    const plain = (await look(page, '#entries .row[data-seq="1"] .msg'))[0];
+    assert.equal((await look(page, red))[0], plain, 'without colours the red text looks like the rest');
+    assert.deepEqual((await look(page, '#entries .row[data-seq="1"] .msg .ansi-bold')).slice(0, 1), [plain]);
+    await page.reload();
+    await waitForLastSeq(page, 2);
+    assert.equal(await page.isChecked('#colours'), false, 'the choice is kept');
+    assert.equal((await look(page, red))[0], plain);
+    await page.click('#colours');
+    assert.equal((await look(page, red))[0], 'rgb(198, 40, 40)');
+  });
+
+  let needle;
+  let needleCaps;
+  await step('a search finds entries across sessions, grouped by session, from a shareable URL', async () => {
+    needle = await cli(['start', '--app', 'finder', '--job', 'ci-60']);
+    await cli(['append', needle], lines(1, 24) + 'found the needle here\n' + lines(26, 30));
+    needleCaps = await cli(['start', '--app', 'finder', '--job', 'ci-61']);
+    await cli(['append', needleCaps], 'a NEEDLE in capitals\n' + lines(2, 3));
+    await page.goto(`${console_}/#/search`);
+    await page.fill('#s-text', 'needle');
+    await page.check('#s-icase');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelectorAll('#search-results .hit-group').length === 2);
+    assert.equal(new URL(page.url()).hash, '#/search?contains=needle&ignore_case=true');
+    const groups = async () => page.$$eval('#search-results .hit-group', (nodes) => nodes.map((node) => ({
+      id: node.dataset.session, seqs: [...node.querySelectorAll('.hit')].map((hit) => Number(hit.dataset.seq)),
+    })));
+    assert.deepEqual(await groups(), [{ id: needleCaps, seqs: [1] }, { id: needle, seqs: [25] }],
+      'newest session first');
+    const about = `#search-results .hit-group[data-session="${needle}"] .about`;
+    await page.waitForFunction((selector) => /finder.*ci-60.*active/.test(document.querySelector(selector).textContent), about);
+    assert.match(await page.textContent('#search-summary'), /^2 hits in 2 sessions \(scanned \d+ sessions, \d+ entries, [\d.]+ (bytes|kB|MB)\)$/);
+    await page.screenshot({ path: path.join(artifacts, 'search.png') });
+
+    await page.reload();
+    await page.waitForFunction(() => document.querySelectorAll('#search-results .hit-group').length === 2);
+    assert.deepEqual(await groups(), [{ id: needleCaps, seqs: [1] }, { id: needle, seqs: [25] }], 'the URL is the search');
+    assert.equal(await page.inputValue('#s-text'), 'needle');
+    assert.equal(await page.isChecked('#s-icase'), true);
+
+    // A filter, a regex, an invalid regex, and ANSI-stripped matching shown in colour.
+    await page.fill('#s-job', 'ci-61');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelectorAll('#search-results .hit-group').length === 1);
+    assert.deepEqual(await groups(), [{ id: needleCaps, seqs: [1] }]);
+    await page.fill('#s-job', '');
+    await page.uncheck('#s-icase');
+    await page.check('#s-regex');
+    await page.fill('#s-text', 'ne+dle \\w+');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelectorAll('#search-results .hit-group').length === 1);
+    assert.deepEqual(await groups(), [{ id: needle, seqs: [25] }]);
+    await page.fill('#s-text', '(unclosed');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForSelector('#search-error', { state: 'visible' });
+    assert.match(await page.textContent('#search-error'), /^INVALID_ARGUMENT: .*(regex|regular expression)/i);
+    assert.equal(await page.locator('#search-results .hit-group').count(), 0);
+    await page.goto(`${console_}/#/search?contains=alert+plain`);
+    await page.waitForSelector(`#search-results .hit-group[data-session="${coloured}"] .hit[data-seq="1"]`);
+    assert.equal((await look(page, '#search-results .hit .msg .ansi-fg-1'))[0], 'rgb(198, 40, 40)');
+  });
+
+  await step('a hit opens its session at that entry, highlighted, then live', async () => {
+    await page.goto(`${console_}/#/search?contains=needle&ignore_case=true`);
+    await page.click(`#search-results .hit-group[data-session="${needle}"] .hit[data-seq="25"]`);
+    await page.waitForSelector('#entries .row.target[data-seq="25"]');
+    assert.equal(new URL(page.url()).hash, `#/sessions/${needle}?seq=25`);
+    assert.ok(await inSight(page, '#entries .row.target'), 'the entry is scrolled into sight');
+    assert.equal(await page.locator('#entries .row.target').count(), 1);
+    await page.screenshot({ path: path.join(artifacts, 'session-at-seq.png') });
+    await page.waitForSelector('#status:text("live")');
+    await cli(['append', needle], lines(31, 31));
+    await waitForLastSeq(page, 31);
+    assert.deepEqual((await rows(page)).map((row) => row.seq), range(1, 31), 'the page around 25, then live');
+  });
+
+  await step('Download links the export; it saves the whole session as text or ndjson', async () => {
+    assert.equal(await page.getAttribute('#download', 'href'), `/api/v1/sessions/${needle}/export?format=text`);
+    assert.equal(await page.getAttribute('#download-ndjson', 'href'), `/api/v1/sessions/${needle}/export?format=ndjson`);
+    const text = (await downloaded(page, '#download')).trimEnd().split('\n');
+    assert.equal(text.length, 31);
+    assert.match(text[24], / stdin: found the needle here$/);
+    const ndjson = (await downloaded(page, '#download-ndjson')).trimEnd().split('\n').map((line) => JSON.parse(line));
+    assert.deepEqual(ndjson.map((entry) => entry.seq), range(1, 31));
+    assert.equal(ndjson[24].message, 'found the needle here');
+  });
+
+  let large;
   await step('a large session keeps the last 5,000 rows in the page', async () => {
-    const large = await cli(['start', '--app', 'large']);
+    large = await cli(['start', '--app', 'large']);
     await page.goto(`${console_}/#/sessions/${large}`);
     await page.waitForSelector('#status:text("live")');
     await cli(['append', large], lines(1, 6000));
@@ -304,6 +474,30 @@ try {
     assert.deepEqual([shown[0].seq, shown.at(-1).seq], [1001, 6000]);
     assert.match(await page.textContent('#trimmed'), /^1000 older entries are not shown/);
     assert.equal(await page.$eval('#entries', (node) => node.dataset.duplicates), '0');
+  });
+
+  await step('a session opened at a seq pages around it; Jump to end goes live', async () => {
+    await page.goto(`${console_}/#/sessions/${large}?seq=3000`);
+    await page.waitForSelector('#entries .row.target[data-seq="3000"]');
+    let shown = await rows(page);
+    assert.deepEqual([shown.length, shown[0].seq, shown.at(-1).seq], [300, 2900, 3199]);
+    assert.ok(await inSight(page, '#entries .row.target'));
+    assert.equal(await page.isDisabled('#pause'), true, 'nothing live to pause yet');
+    const top = () => page.$eval('#entries .row[data-seq="2900"]', (row) => Math.round(row.getBoundingClientRect().top));
+    await page.$eval('#log', (log) => { log.scrollTop = 0; });
+    const before = await top();
+    await page.click('#older');
+    await page.waitForFunction(() => document.querySelector('#entries .row').dataset.seq === '2600');
+    assert.equal(await top(), before, 'loading older entries keeps the rows shown where they were');
+    await page.click('#newer');
+    await waitForLastSeq(page, 3499);
+    shown = await rows(page);
+    assert.deepEqual(shown.map((row) => row.seq), range(2600, 3499));
+    await page.click('#jump');
+    await page.waitForSelector('#status:text("live")');
+    assert.equal(new URL(page.url()).hash, `#/sessions/${large}`);
+    shown = await rows(page);
+    assert.deepEqual([shown[0].seq, shown.at(-1).seq], [5001, 6000]);
     assert.deepEqual(pageErrors, [], 'no script errors on the page');
   });
 

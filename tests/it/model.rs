@@ -293,6 +293,7 @@ impl Filter {
             min_level: self.min_level,
             logger_prefixes: self.prefixes.iter().map(|p| (*p).to_owned()).collect(),
             contains: self.contains.to_owned(),
+            ..Default::default()
         })
     }
 }

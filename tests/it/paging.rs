@@ -245,6 +245,7 @@ async fn filters_keep_matching_entries_and_the_cursor_advances_past_skipped_ones
             min_level: pb::Level::Error.into(),
             logger_prefixes: vec!["ui".into(), "net.http".into()],
             contains: "timeout".into(),
+            ..Default::default()
         },
         pb::LogFilter::default(),
     ];
