@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use prost::bytes::Bytes;
 
 use crate::display::{level_name, time_text};
@@ -35,6 +36,9 @@ pub(super) async fn export(
 ) -> Result<Response, HttpError> {
     let format = query::export_format(raw.as_deref())?;
     let view = edge.sessions.get(session_id(&id)?)?;
+    // An export is a stream like a follow: it counts against
+    // --max-streams until its last page is sent.
+    let permit = edge.streams.acquire(None, &edge.limits)?;
     let (content_type, extension) = match format {
         ExportFormat::Text => ("text/plain; charset=utf-8", "log"),
         ExportFormat::Ndjson => ("application/x-ndjson", "ndjson"),
@@ -43,7 +47,10 @@ pub(super) async fn export(
         "attachment; filename=\"{}.{extension}\"",
         file_name(&view.record.id)
     );
-    let pages = pages(edge.sessions.clone(), id, view.counters.last_seq, format);
+    let pages = pages(edge.sessions.clone(), id, view.counters.last_seq, format).map(move |page| {
+        let _open = &permit;
+        page
+    });
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),

@@ -13,14 +13,17 @@
 //! append needs any more): appends and followers never wait for a search.
 //! Dropping the stream (the client went
 //! away) or shutting down stops the chunks in progress at their next block.
+//! All searches together read at most as many chunks at once as there are
+//! cores (`scan_slots`), so however many run, the blocking pool and the
+//! cores stay free for appends.
 
 use std::cmp::Reverse;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures::{Stream, StreamExt};
 use sled::IVec;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::store::{EntryFilter, SearchChunk, SearchScan, Store, TimeRange};
 
@@ -33,6 +36,14 @@ pub(crate) const DEFAULT_SEARCH_LIMIT: usize = 1_000;
 pub(crate) const MAX_SEARCH_LIMIT: usize = 100_000;
 /// The most sessions one search reads at once.
 const MAX_PARALLEL: usize = 4;
+
+/// The chunk reads all searches of the process may run at once: one per
+/// core (see the module doc).
+fn scan_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)))
+}
 
 /// One `Search`.
 #[derive(Debug, Clone, Default)]
@@ -261,6 +272,9 @@ async fn next_chunk(
         Err(err) => return Err(err),
     };
     let (shared, through_seq) = (shared.clone(), target.through_seq);
+    // Never closed: a failed acquire cannot happen, but would only mean
+    // reading without a slot.
+    let _slot = scan_slots().acquire().await.ok();
     let chunk = blocking(move || {
         let max_hits = (shared.limit + 1).saturating_sub(shared.sent.load(Ordering::Relaxed));
         let scan = SearchScan {

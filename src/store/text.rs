@@ -110,9 +110,16 @@ pub(crate) fn has_escape(text: &[u8]) -> bool {
     memchr::memchr(ESC, text).is_some()
 }
 
+/// The most a compiled pattern (and its lazy DFA's cache) may take: a
+/// follower keeps its pattern for as long as it follows, and a pattern that
+/// compiles to more is refused rather than matched slowly.
+const MAX_COMPILED_BYTES: usize = 1 << 20;
+
 fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, TextError> {
     RegexBuilder::new(pattern)
         .case_insensitive(ignore_case)
+        .size_limit(MAX_COMPILED_BYTES)
+        .dfa_size_limit(MAX_COMPILED_BYTES)
         .build()
         .map_err(|err| TextError::Regex {
             detail: err.to_string(),
@@ -207,6 +214,16 @@ mod tests {
 
     fn stripped(text: &str) -> String {
         String::from_utf8(strip_ansi(text.as_bytes()).into_owned()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_pattern_that_compiles_too_large_is_refused_and_a_normal_one_is_not() {
+        // Thousands of Unicode word classes: far past the compiled limit.
+        assert!(matches!(
+            compile(r"\w{2000}", false),
+            Err(TextError::Regex { .. })
+        ));
+        assert!(compile(r"seg(fault|v)\s+at \d+", true).is_ok());
     }
 
     #[test]

@@ -207,15 +207,6 @@ async fn a_layout_one_log_is_sealed_once_its_session_ends_and_reads_the_same() {
     server.shutdown().await;
 }
 
-/// sled opened as the store opens it: no flusher thread of its own.
-fn open_sled(dir: &std::path::Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir)
-        .flush_every_ms(None)
-        .open()
-        .expect("sled opens")
-}
-
 /// The vendored sled logs each change to its table of trees as a link and
 /// writes the table whole every 128 changes (layout 5): across several
 /// consolidations, creates and drops, a reopened database has exactly the
@@ -223,7 +214,7 @@ fn open_sled(dir: &std::path::Path) -> sled::Db {
 #[test]
 fn sleds_table_of_trees_comes_back_whole_from_its_links() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let open = || open_sled(dir.path());
+    let open = || common::open_sled(dir.path());
     let name = |i: u32| format!("log/{i:05}");
     let mut kept = std::collections::BTreeSet::new();
     {
@@ -273,7 +264,7 @@ fn sleds_table_of_trees_comes_back_whole_from_its_links() {
 fn sled_gives_freed_segments_back_and_reopens_whole() {
     use std::os::unix::fs::MetadataExt as _;
     let dir = tempfile::tempdir().expect("temp dir");
-    let open = || open_sled(dir.path());
+    let open = || common::open_sled(dir.path());
     let allocated = || {
         std::fs::metadata(dir.path().join("db"))
             .expect("db file")
@@ -340,7 +331,7 @@ fn sled_gives_freed_segments_back_and_reopens_whole() {
 fn sleds_table_of_trees_reopens_at_every_link_count() {
     for trees in 120..=136u32 {
         let dir = tempfile::tempdir().expect("temp dir");
-        let open = || open_sled(dir.path());
+        let open = || common::open_sled(dir.path());
         {
             let db = open();
             for i in 0..trees {

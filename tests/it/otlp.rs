@@ -373,7 +373,7 @@ async fn a_session_the_store_cannot_serve_is_rejected_and_the_rest_of_the_export
     // Garble the batch record a retry of that export looks up, so the
     // retry meets a store error no retry can cure (INTERNAL inside).
     {
-        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let db = common::open_sled(dir.path());
         let log = db.open_tree("log/otlp-broken").expect("the session's log");
         let batch_records: Vec<_> = log
             .scan_prefix([0xff, b'b'])

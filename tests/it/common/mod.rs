@@ -75,3 +75,25 @@ pub(crate) fn messages(entries: &[pb::LogEntry]) -> Vec<&str> {
 pub(crate) fn seqs(entries: &[pb::LogEntry]) -> Vec<u64> {
     entries.iter().map(|e| e.seq).collect()
 }
+
+/// Opens the sled database in `dir` directly, as the store opens it (no
+/// flusher thread of its own), for a test that inspects or prepares what
+/// the store wrote.
+pub(crate) fn open_sled(dir: &std::path::Path) -> sled::Db {
+    // sled lets go of its file lock when the last of its threads is done
+    // with the database, which can be a moment after the `Db` was dropped
+    // here (the store waits for the lock the same way, see `data_dir`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(err))
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => panic!("sled opens: {err}"),
+        }
+    }
+}
