@@ -3,13 +3,15 @@
 //! append-to-receive for many followers (and `--catch-up` a history read),
 //! `store` writes the same entries straight into sled as the storage
 //! baseline, `floor` times small calls that touch no store, `footprint`
-//! measures the disk real log text takes. Unless `--server` names one, every run gets a fresh local
+//! measures the disk real log text takes, `churn` the disk kept while
+//! retention prunes sessions that come and go. Unless `--server` names one, every run gets a fresh local
 //! server (the `sessionlog` binary's `serve`, found as `local` says) in a
 //! temporary directory, so its CPU and memory are read from /proc. Owns the
 //! bench's flags and its runs; uses only the product's public client
 //! surface (`client`, `pb`, `config::FsyncMode`, `units`), never the
 //! server's code.
 
+mod churn;
 mod figures;
 mod floor;
 mod follow;
@@ -66,6 +68,10 @@ enum Workload {
     /// entry per line over many sessions, which are ended; the server is
     /// stopped and its data dir measured against the bytes sent.
     Footprint(footprint::FootprintArgs),
+    /// Sessions started, filled with corpus lines and ended for the whole
+    /// run while the server's retention prunes the oldest: the data dir
+    /// sampled against the compressed data retained.
+    Churn(churn::ChurnArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +103,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             Workload::Store(args) => store::run(args).await,
             Workload::Floor(args) => floor::run(args).await,
             Workload::Footprint(args) => footprint::run(args).await,
+            Workload::Churn(args) => churn::run(args).await,
         }
     };
     // Ctrl-C drops the run instead of ending the process where it stands,
