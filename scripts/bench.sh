@@ -4,7 +4,8 @@
 # workload BENCH_RUNS times (a fresh local server and database per run), and
 # prints one markdown table to stdout: median [min..max], the reference
 # figure measured elsewhere, sessionlog / reference, the target, and whether
-# the median meets it. Progress goes to stderr. About 5 minutes on 2 cores.
+# the median meets it. Progress goes to stderr. About 5 minutes on 2 cores,
+# plus the churn workload's BENCH_CHURN_DURATION.
 #
 #   BENCH_DURATION=5s         how long each timed workload measures
 #   BENCH_WARMUP=1s           unmeasured load before each ingest run
@@ -19,6 +20,11 @@
 #                             footprint workload (the same sessions, longer)
 #   BENCH_SEARCH_SESSIONS=1000   sessions of the search workload
 #   BENCH_SEARCH_ENTRIES=1000     entries in each of them (corpus lines)
+#   BENCH_CHURN_DURATION=30m  how long the churn workload starts, fills and
+#                             ends sessions (run once, whatever BENCH_RUNS)
+#   BENCH_CHURN_RETAINED=1000 sessions its server's retention keeps
+#   BENCH_CHURN_ENTRIES=1000  corpus lines in each of its sessions
+#   BENCH_CHURN_SAMPLE=10s    how often it measures the data dir
 #   BENCH_TEMP_DIR=DIR        where the databases go (default: the system's
 #                             temp dir; use the disk you deploy on)
 #   BENCH_OUT=DIR             keep each workload's JSON lines there
@@ -42,6 +48,10 @@ footprint_sessions=${BENCH_FOOTPRINT_SESSIONS:-1000}
 footprint_entries=${BENCH_FOOTPRINT_ENTRIES:-1000}
 search_sessions=${BENCH_SEARCH_SESSIONS:-1000}
 search_entries=${BENCH_SEARCH_ENTRIES:-1000}
+churn_duration=${BENCH_CHURN_DURATION:-30m}
+churn_retained=${BENCH_CHURN_RETAINED:-1000}
+churn_entries=${BENCH_CHURN_ENTRIES:-1000}
+churn_sample=${BENCH_CHURN_SAMPLE:-10s}
 bin=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/sessionlog}
 tool=${BENCH_TOOL:-${CARGO_TARGET_DIR:-target}/release/sessionlog-bench}
 if [[ -n ${BENCH_OUT:-} ]]; then
@@ -143,19 +153,40 @@ print(json.dumps({"startup_seconds": ns / 1e9, "rss_mib": kib / 1024, "disk_byte
   rm -rf "$dir"
 }
 retained_sessions
+
+# Churn, once (it runs for BENCH_CHURN_DURATION): sessions started, filled
+# with corpus lines and ended while retention prunes the oldest; the data
+# dir sampled against the compressed data retained. Bounded by its
+# duration plus 10 minutes (4 hours for a duration not in s, m or h).
+churn_limit() {
+  local d=$1
+  case $d in
+    *ms) echo 600 ;;
+    *s) echo $((${d%s} + 600)) ;;
+    *m) echo $((${d%m} * 60 + 600)) ;;
+    *h) echo $((${d%h} * 3600 + 600)) ;;
+    *) echo 14400 ;;
+  esac
+}
+echo "== churn: sessionlog-bench churn --duration $churn_duration --retained $churn_retained" >&2
+timeout "$(churn_limit "$churn_duration")" "$tool" churn --corpus bench/corpus \
+  --duration "$churn_duration" --retained "$churn_retained" \
+  --entries-per-session "$churn_entries" --sample-every "$churn_sample" --server-bin "$bin" \
+  ${temp_dir[@]+"${temp_dir[@]}"} --json >"$out/churn.jsonl" 2>"$out/churn-samples.txt"
 echo "== done in $((SECONDS - started)) s" >&2
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" \
   "$sessions" "$session_entries" "$footprint_sessions" "$footprint_entries" "$search_sessions" \
-  "$search_entries" <<'PY'
+  "$search_entries" "$churn_duration" "$churn_retained" "$churn_entries" <<'PY'
 import json
 import sys
 from pathlib import Path
 
 (out, runs, duration, catch_up, memory_entries, cores, cpu, commit, sessions, session_entries,
- footprint_sessions, footprint_entries, search_sessions, search_entries) = sys.argv[1:]
+ footprint_sessions, footprint_entries, search_sessions, search_entries, churn_duration,
+ churn_retained, churn_entries) = sys.argv[1:]
 
 
 def spread(name, key):
@@ -310,6 +341,15 @@ row("same: encoded MB examined per second", "search", "common_mb_per_second", me
 row("same, a rare term (5 sessions): time", "search", "rare_seconds", seconds,
     target=("≤ 0.1 s", lambda v: v <= 0.1))
 row("same: encoded MB examined per second", "search", "rare_mb_per_second", megabytes)
+row(f"churn, {churn_duration}: sessions of {int(churn_entries):,} corpus lines started, filled "
+    f"and ended by 4 clients while retention keeps {int(churn_retained):,}: data dir "
+    "(allocated) / compressed data retained, max after the first quarter (1 run)",
+    "churn", "allocated_per_compressed_max", ratio,
+    2.0, "2 (issue 20 target)", ("≤ 2x", lambda v: v <= 2))
+row("same: data dir (file sizes) / compressed data retained, max", "churn",
+    "disk_per_compressed_max", ratio, target=("≤ 2x", lambda v: v <= 2))
+row("same: at the end", "churn", "allocated_per_compressed_last", ratio)
+row("same: ingest entries/s", "churn", "entries_per_second", rate)
 
 print(f"sessionlog {commit}; {cores} cores ({cpu}), loopback; "
       f"median [min..max] of {runs} runs, {duration} each; ratio = sessionlog / reference")

@@ -92,8 +92,8 @@ pub(super) struct Line {
 #[derive(Debug)]
 pub(super) struct Corpus {
     pub(super) lines: Vec<Line>,
-    files: usize,
-    bytes: u64,
+    pub(super) files: usize,
+    pub(super) bytes: u64,
 }
 
 impl Corpus {
@@ -143,7 +143,12 @@ impl Corpus {
     /// Session `index` of `sessions` (counted over every pass): its
     /// contiguous share of the lines, or `per_session` lines from the
     /// share's start on, wrapping at the corpus's end.
-    fn share(&self, index: usize, sessions: usize, per_session: Option<usize>) -> Vec<&Line> {
+    pub(super) fn share(
+        &self,
+        index: usize,
+        sessions: usize,
+        per_session: Option<usize>,
+    ) -> Vec<&Line> {
         let total = self.lines.len();
         let index = index % sessions;
         let start = index * total / sessions;
@@ -161,7 +166,7 @@ impl Corpus {
 /// The entry a line becomes: the line is the message; the level is read
 /// from the line where it says one, and the logger is a JSON line's
 /// `target` (or `logger`), else the file it came from.
-fn entry(line: &Line, now: SystemTime) -> pb::LogEntry {
+pub(super) fn entry(line: &Line, now: SystemTime) -> pb::LogEntry {
     let json = line
         .text
         .starts_with('{')
@@ -417,25 +422,36 @@ async fn measure(
 /// counts holes in sparse files as nothing and the tail of the last block
 /// as used).
 #[derive(Debug, Clone, Copy, Default)]
-struct DiskUse {
-    file_bytes: u64,
-    allocated_bytes: u64,
-    files: u64,
+pub(super) struct DiskUse {
+    pub(super) file_bytes: u64,
+    pub(super) allocated_bytes: u64,
+    pub(super) files: u64,
 }
 
 impl DiskUse {
-    fn of(dir: &Path) -> anyhow::Result<Self> {
+    /// A file or directory removed while the walk is under way (a
+    /// running server drops segment files) counts as nothing.
+    pub(super) fn of(dir: &Path) -> anyhow::Result<Self> {
         use std::os::unix::fs::MetadataExt as _;
         let mut total = Self::default();
         let mut pending = vec![dir.to_owned()];
+        let gone = |err: &std::io::Error| err.kind() == std::io::ErrorKind::NotFound;
+        let mut top = true;
         while let Some(dir) = pending.pop() {
-            for item in std::fs::read_dir(&dir)
-                .with_context(|| format!("cannot read the data dir {}", dir.display()))?
-            {
+            let items = match std::fs::read_dir(&dir) {
+                Err(err) if gone(&err) && !top => continue,
+                items => {
+                    items.with_context(|| format!("cannot read the data dir {}", dir.display()))?
+                }
+            };
+            top = false;
+            for item in items {
                 let item = item.with_context(|| format!("cannot list {}", dir.display()))?;
-                let metadata = item
-                    .metadata()
-                    .with_context(|| format!("cannot stat {}", item.path().display()))?;
+                let metadata = match item.metadata() {
+                    Err(err) if gone(&err) => continue,
+                    metadata => metadata
+                        .with_context(|| format!("cannot stat {}", item.path().display()))?,
+                };
                 if metadata.is_dir() {
                     pending.push(item.path());
                 } else {

@@ -107,6 +107,16 @@ pub(super) struct ServerUnderTest {
 impl ServerUnderTest {
     /// Starts a local server, or takes the one `--server` names.
     pub(super) async fn start(target: &TargetArgs) -> anyhow::Result<Self> {
+        Self::start_with(target, &[]).await
+    }
+
+    /// As `start`, with `server_args` added to a local server's `serve`
+    /// flags (a workload's own settings, such as retention); unused with
+    /// `--server`.
+    pub(super) async fn start_with(
+        target: &TargetArgs,
+        server_args: &[String],
+    ) -> anyhow::Result<Self> {
         if let Some(url) = &target.server {
             return Ok(Self {
                 url: url.clone(),
@@ -117,7 +127,7 @@ impl ServerUnderTest {
             });
         }
         let program = server_program(target.server_bin.as_deref())?;
-        let local = LocalServer::start(&program, &target.engine).await?;
+        let local = LocalServer::start(&program, &target.engine, server_args).await?;
         let (url, pid) = (local.url.clone(), local.server.pid);
         // A moment for start-up allocations to settle before "idle" is read.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -150,10 +160,6 @@ impl ServerUnderTest {
     /// being relocated, twice in a row), for at most `limit`; returns how
     /// long that took.
     pub(super) async fn wait_settled(&self, limit: Duration) -> anyhow::Result<Duration> {
-        let local = self
-            .local
-            .as_ref()
-            .context("only a local server's backlog can be waited for")?;
         let started = tokio::time::Instant::now();
         let mut quiet = 0;
         while quiet < 2 {
@@ -162,27 +168,48 @@ impl ServerUnderTest {
                 "the local server was still sealing or relocating after {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let address = local
-                .metrics
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let Some(address) = address else { continue };
-            let text = tokio::time::timeout(Duration::from_secs(5), http_get(&address, "/metrics"))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("the local server's /metrics did not answer within 5 s")
-                })??;
-            let [sessions, reclaiming] = ["sessionlog_seal_backlog_sessions", "sessionlog_store_reclaiming"]
-                .map(|name| {
-                    gauge(&text, name).with_context(|| {
-                        format!("the local server's metrics have no `{name}` (a server older than this bench?)")
-                    })
-                });
+            let Some(text) = self.metrics_text().await? else {
+                continue;
+            };
+            let [sessions, reclaiming] = [
+                "sessionlog_seal_backlog_sessions",
+                "sessionlog_store_reclaiming",
+            ]
+            .map(|name| metric(&text, name));
             let idle = sessions? == 0.0 && reclaiming? == 0.0;
             quiet = if idle { quiet + 1 } else { 0 };
         }
         Ok(started.elapsed())
+    }
+
+    /// A local server's `/metrics` text, or `None` while its log has not
+    /// named the metrics listener yet.
+    pub(super) async fn metrics_text(&self) -> anyhow::Result<Option<String>> {
+        let local = self
+            .local
+            .as_ref()
+            .context("only a local server's metrics are read")?;
+        let address = local
+            .metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(address) = address else {
+            return Ok(None);
+        };
+        let text = tokio::time::timeout(Duration::from_secs(5), http_get(&address, "/metrics"))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the local server's /metrics did not answer within 5 s")
+            })??;
+        Ok(Some(text))
+    }
+
+    /// A local server's database directory, while it runs.
+    pub(super) fn data_dir(&self) -> Option<PathBuf> {
+        self.local
+            .as_ref()
+            .map(|local| local.data_dir.path().join("data"))
     }
 
     /// Whether the server (and its data) goes away after the run.
@@ -220,7 +247,11 @@ struct Started {
 }
 
 impl LocalServer {
-    async fn start(program: &Path, engine: &EngineArgs) -> anyhow::Result<Started> {
+    async fn start(
+        program: &Path,
+        engine: &EngineArgs,
+        server_args: &[String],
+    ) -> anyhow::Result<Started> {
         let data_dir = temp_dir(engine.temp_dir.as_deref())?;
         let mut command = tokio::process::Command::new(program);
         command
@@ -233,6 +264,7 @@ impl LocalServer {
             .arg("--flush-interval")
             .arg(humantime::format_duration(engine.flush_interval).to_string())
             .args(["--cache-size", &engine.cache_size.to_string()])
+            .args(server_args)
             // The "serving" line that names the port is logged at info.
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -385,6 +417,13 @@ async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
         head.lines().next().unwrap_or_default()
     );
     Ok(body.to_owned())
+}
+
+/// An unlabelled metric of the local server's, by its exposed name.
+pub(super) fn metric(text: &str, name: &str) -> anyhow::Result<f64> {
+    gauge(text, name).with_context(|| {
+        format!("the local server's metrics have no `{name}` (a server older than this bench?)")
+    })
 }
 
 /// The value of an unlabelled metric in Prometheus text.

@@ -3,13 +3,16 @@
 //! append-to-receive for many followers (and `--catch-up` a history read),
 //! `store` writes the same entries straight into sled as the storage
 //! baseline, `floor` times small calls that touch no store, `footprint`
-//! measures the disk real log text takes, `search` how fast `Search` scans it. Unless `--server` names one, every run gets a fresh local
+//! measures the disk real log text takes, `search` how fast `Search` scans it,
+//! `churn` the disk kept while retention prunes sessions that come and go.
+//! Unless `--server` names one, every run gets a fresh local
 //! server (the `sessionlog` binary's `serve`, found as `local` says) in a
 //! temporary directory, so its CPU and memory are read from /proc. Owns the
 //! bench's flags and its runs; uses only the product's public client
 //! surface (`client`, `pb`, `config::FsyncMode`, `units`), never the
 //! server's code.
 
+mod churn;
 mod figures;
 mod floor;
 mod follow;
@@ -70,6 +73,10 @@ enum Workload {
     /// Search speed: the corpus over many sessions, sealed; a common and
     /// a rare term searched across all of them: seconds and MB/s examined.
     Search(search::SearchArgs),
+    /// Sessions started, filled with corpus lines and ended for the whole
+    /// run while the server's retention prunes the oldest: the data dir
+    /// sampled against the compressed data retained.
+    Churn(churn::ChurnArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +109,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             Workload::Floor(args) => floor::run(args).await,
             Workload::Footprint(args) => footprint::run(args).await,
             Workload::Search(args) => search::run(args).await,
+            Workload::Churn(args) => churn::run(args).await,
         }
     };
     // Ctrl-C drops the run instead of ending the process where it stands,

@@ -114,3 +114,12 @@ pub(super) const STORAGE_TARGET: [Reference; 1] = [Reference {
     value: 0.25,
     target: true,
 }];
+
+/// Issue 20's target under churn: the data dir at most twice the
+/// compressed data retained.
+pub(super) const CHURN_TARGET: [Reference; 1] = [Reference {
+    key: "allocated_per_compressed_max",
+    what: "issue 20, under churn: data dir (allocated) per compressed byte retained",
+    value: 2.0,
+    target: true,
+}];

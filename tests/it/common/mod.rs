@@ -87,8 +87,10 @@ pub(crate) fn open_sled(dir: &std::path::Path) -> sled::Db {
     loop {
         match sled::Config::new().path(dir).flush_every_ms(None).open() {
             Ok(db) => return db,
+            // sled reports the busy lock as an I/O error of kind `Other`
+            // that names it.
             Err(sled::Error::Io(err))
-                if err.kind() == std::io::ErrorKind::WouldBlock
+                if err.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
