@@ -14,7 +14,7 @@ import datetime
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union, cast
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
@@ -434,7 +434,8 @@ def log_filter(
     **more: str | bool,
 ) -> pb.LogFilter | None:
     """The API's LogFilter, or None when nothing filters. `more` passes
-    further LogFilter fields of the proto (such as `regex`) as they are."""
+    further LogFilter fields of the proto (`regex`, `ignore_case`) as they
+    are."""
     if isinstance(logger_prefixes, str):
         logger_prefixes = [logger_prefixes]
     if min_level is None and not logger_prefixes and not contains and not more:
@@ -443,5 +444,7 @@ def log_filter(
         min_level=level_to_pb(min_level) if min_level is not None else pb.LEVEL_UNSPECIFIED,
         logger_prefixes=list(logger_prefixes),
         contains=contains,
-        **more,
+        # Checked by protobuf when built (an unknown name or a wrong type
+        # raises); typed loosely so fields the proto gains pass through.
+        **cast("dict[str, Any]", more),
     )
