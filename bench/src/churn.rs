@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -182,35 +182,7 @@ async fn client_churns(
         churned.sessions += 1;
         created.fetch_add(1, Ordering::Relaxed);
         for lines in corpus.share(index, shares, Some(per_session)).chunks(batch) {
-            let now = SystemTime::now();
-            let entries: Vec<pb::LogEntry> = lines
-                .iter()
-                .map(|line| footprint::entry(line, now))
-                .collect();
-            let bytes = workload::payload_bytes(&entries);
-            let count = u64::try_from(entries.len()).context("batch size")?;
-            let request = pb::AppendRequest {
-                session_id: session_id.clone(),
-                entries,
-                ..Default::default()
-            };
-            let sent = Instant::now();
-            let answer = within(
-                || format!("append to session `{session_id}` failed"),
-                client.append(request),
-            )
-            .await?;
-            churned.totals.latency.record(sent.elapsed());
-            let stored = (answer.last_seq + 1).saturating_sub(answer.first_seq);
-            anyhow::ensure!(
-                stored == count && !answer.duplicate,
-                "an append of {count} entries to `{session_id}` was answered with seqs {}..={}",
-                answer.first_seq,
-                answer.last_seq
-            );
-            churned.totals.entries += count;
-            churned.totals.bytes += bytes;
-            churned.totals.appends += 1;
+            footprint::append_lines(&mut client, &session_id, lines, &mut churned.totals).await?;
         }
         workload::end_sessions(&mut client, std::slice::from_ref(&session_id)).await?;
     }

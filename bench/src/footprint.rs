@@ -242,6 +242,43 @@ async fn one_run(args: &FootprintArgs, corpus: Arc<Corpus>) -> anyhow::Result<Ru
     Ok(report)
 }
 
+/// Appends `lines` to `session_id` as one batch, one entry per line, and
+/// checks the answer: exactly those entries stored, not a duplicate.
+pub(super) async fn append_lines(
+    client: &mut Client,
+    session_id: &str,
+    lines: &[&Line],
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let now = SystemTime::now();
+    let entries: Vec<pb::LogEntry> = lines.iter().map(|line| entry(line, now)).collect();
+    let bytes = workload::payload_bytes(&entries);
+    let count = u64::try_from(entries.len()).context("batch size")?;
+    let request = pb::AppendRequest {
+        session_id: session_id.to_owned(),
+        entries,
+        ..Default::default()
+    };
+    let sent = Instant::now();
+    let answer = within(
+        || format!("append to session `{session_id}` failed"),
+        client.append(request),
+    )
+    .await?;
+    totals.latency.record(sent.elapsed());
+    let stored = (answer.last_seq + 1).saturating_sub(answer.first_seq);
+    anyhow::ensure!(
+        stored == count && !answer.duplicate,
+        "an append of {count} entries to `{session_id}` was answered with seqs {}..={}",
+        answer.first_seq,
+        answer.last_seq
+    );
+    totals.entries += count;
+    totals.bytes += bytes;
+    totals.appends += 1;
+    Ok(())
+}
+
 /// One client's sessions, appended one after the other.
 pub(super) async fn client_appends(
     mut client: Client,
@@ -257,32 +294,7 @@ pub(super) async fn client_appends(
             .share(index, total_sessions, per_session)
             .chunks(batch)
         {
-            let now = SystemTime::now();
-            let entries: Vec<pb::LogEntry> = lines.iter().map(|line| entry(line, now)).collect();
-            let bytes = workload::payload_bytes(&entries);
-            let count = u64::try_from(entries.len()).context("batch size")?;
-            let request = pb::AppendRequest {
-                session_id: session_id.clone(),
-                entries,
-                ..Default::default()
-            };
-            let sent = Instant::now();
-            let answer = within(
-                || format!("append to session `{session_id}` failed"),
-                client.append(request),
-            )
-            .await?;
-            totals.latency.record(sent.elapsed());
-            let stored = (answer.last_seq + 1).saturating_sub(answer.first_seq);
-            anyhow::ensure!(
-                stored == count && !answer.duplicate,
-                "an append of {count} entries to `{session_id}` was answered with seqs {}..={}",
-                answer.first_seq,
-                answer.last_seq
-            );
-            totals.entries += count;
-            totals.bytes += bytes;
-            totals.appends += 1;
+            append_lines(&mut client, &session_id, lines, &mut totals).await?;
         }
     }
     Ok(totals)
