@@ -352,6 +352,12 @@ async fn measure(
     // Ended sessions are what the disk target is about: measured once the
     // server has sealed them and collected the space that freed.
     let settled = server.wait_settled(SETTLE_LIMIT).await?;
+    // What sled counts live in its log: the floor under the data dir,
+    // the rest being dead space it has not reused yet.
+    let live_bytes = match server.metrics_text().await? {
+        Some(text) => local::metric(&text, "sessionlog_store_live_bytes")?,
+        None => anyhow::bail!("the local server has not named its metrics listener"),
+    };
 
     let mut report = RunReport::new(
         "footprint",
@@ -396,6 +402,20 @@ async fn measure(
         report::approx(totals.bytes),
     );
     report.push_throughput(totals.entries, totals.bytes, elapsed);
+    report.push(
+        "live_bytes",
+        "sled's live bytes, settled",
+        Unit::Count,
+        live_bytes,
+    );
+    if totals.bytes > 0 {
+        report.push(
+            "live_per_encoded_byte",
+            "sled's live bytes / encoded entry byte",
+            Unit::Ratio,
+            live_bytes / report::approx(totals.bytes),
+        );
+    }
     report.push(
         "settle_seconds",
         "sealing and collection after the last end",

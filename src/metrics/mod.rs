@@ -67,6 +67,8 @@ pub(crate) struct Metrics {
     liveness_endings: Family<Reason, Counter>,
     pruned_sessions: Family<Reason, Counter>,
     store_size: Gauge,
+    store_live_bytes: Gauge,
+    store_segments: Family<State, Gauge>,
     seal_backlog: Gauge,
     store_reclaiming: Gauge,
     otlp_records: Family<Outcome, Counter>,
@@ -109,6 +111,8 @@ impl Metrics {
             liveness_endings: Family::default(),
             pruned_sessions: Family::default(),
             store_size: Gauge::default(),
+            store_live_bytes: Gauge::default(),
+            store_segments: Family::default(),
             seal_backlog: Gauge::default(),
             store_reclaiming: Gauge::default(),
             otlp_records: Family::default(),
@@ -195,6 +199,17 @@ impl Metrics {
             "Size of the sled database on disk",
             Unit::Bytes,
             metrics.store_size.clone(),
+        );
+        registry.register_with_unit(
+            "store_live",
+            "Bytes of live pages in sled's log, as sled accounts them (the rest of store_size is dead space sled has yet to reuse)",
+            Unit::Bytes,
+            metrics.store_live_bytes.clone(),
+        );
+        registry.register(
+            "store_segments",
+            "sled's log segments by state: free, active (being written), inactive (written), draining (being relocated)",
+            metrics.store_segments.clone(),
         );
         registry.register(
             "seal_backlog_sessions",
@@ -380,6 +395,21 @@ impl Metrics {
             self.store_size
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        {
+            let usage = state.segments;
+            self.store_live_bytes
+                .set(i64::try_from(usage.live_bytes).unwrap_or(i64::MAX));
+            for (state_name, count) in [
+                ("free", usage.free),
+                ("active", usage.active),
+                ("inactive", usage.inactive),
+                ("draining", usage.draining),
+            ] {
+                self.store_segments
+                    .get_or_create(&State { state: state_name })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
         self.seal_backlog
             .set(i64::try_from(state.seal_backlog).unwrap_or(i64::MAX));
         self.store_reclaiming.set(i64::from(state.reclaiming));
@@ -408,4 +438,16 @@ pub(crate) struct Snapshot {
     pub seal_backlog: usize,
     /// Whether the store is relocating pages out of mostly dead segments.
     pub reclaiming: bool,
+    /// How sled's log file is used.
+    pub segments: SegmentUsage,
+}
+
+/// sled's log segments by state, and the live bytes in them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SegmentUsage {
+    pub free: u64,
+    pub active: u64,
+    pub inactive: u64,
+    pub draining: u64,
+    pub live_bytes: u64,
 }

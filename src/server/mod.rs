@@ -289,6 +289,7 @@ impl Server {
                 store_bytes: store.size_on_disk().ok(),
                 seal_backlog: backlog.sessions,
                 reclaiming: backlog.reclaiming,
+                segments: segment_usage(&store),
             }
         };
         let store_health = self.store.health().clone();
@@ -406,6 +407,7 @@ impl Server {
         let store = self.store.clone();
         let flushing = tokio::task::spawn_blocking(move || {
             store.flush()?;
+            store.give_back_free_segments()?;
             store.record_clean_shutdown()
         });
         let flushed = match tokio::time::timeout(timeout, flushing).await {
@@ -620,4 +622,16 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// The store's segment usage as the metrics report it.
+fn segment_usage(store: &Store) -> metrics::SegmentUsage {
+    let usage = store.segment_usage();
+    metrics::SegmentUsage {
+        free: usage.free,
+        active: usage.active,
+        inactive: usage.inactive,
+        draining: usage.draining,
+        live_bytes: usage.live_bytes,
+    }
 }

@@ -707,6 +707,12 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// How sled's log file is used: segments by state and the bytes of
+    /// live pages in them (the rest of the file is dead space or holes).
+    pub fn segment_usage(&self) -> sled::SegmentUsage {
+        self.db.segment_usage()
+    }
 }
 
 /// Accepts a new database (and marks it) or one this layout wrote. Refuses

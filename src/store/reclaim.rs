@@ -36,17 +36,34 @@ impl Store {
     /// Blocking.
     pub(crate) fn reclaim(&self, budget: Duration) -> Result<Reclaimed, StoreError> {
         let started = Instant::now();
-        self.write(|| {
+        let mut done = self.write(|| {
             let mut done = Reclaimed::default();
             while self.db.collect_garbage_step()? {
                 done.pages += 1;
                 if started.elapsed() >= budget {
                     done.more = true;
-                    return Ok(done);
+                    break;
                 }
             }
-            done.segments = self.db.punch_free_segments()?;
             Ok(done)
-        })
+        })?;
+        if done.more {
+            return Ok(done);
+        }
+        if done.pages > 0 {
+            // A drained segment is freed once the segment its pages moved
+            // to is written out, which a flush does; without one the
+            // frees, and the punch, would wait for later writes.
+            self.flush()?;
+        }
+        done.segments = self.give_back_free_segments()?;
+        Ok(done)
+    }
+
+    /// Punches the blocks of sled's free segments out of its file (after
+    /// syncing it); how many. The final flush at shutdown is followed by
+    /// one, so a stopped store takes what it holds.
+    pub(crate) fn give_back_free_segments(&self) -> Result<usize, StoreError> {
+        self.write(|| Ok(self.db.punch_free_segments()?))
     }
 }

@@ -190,6 +190,14 @@ impl Db {
         self.context.pagecache.punch_free_segments()
     }
 
+    /// How the log file's segments are used: counts by state and the
+    /// bytes of live pages in them.
+    ///
+    /// sessionlog patch: lets the store report sled's space amplification.
+    pub fn segment_usage(&self) -> crate::pagecache::SegmentUsage {
+        self.context.pagecache.segment_usage()
+    }
+
     /// How many segments sled has freed so far. Read it before syncing the
     /// log file, and pass it to `note_durable` once the sync succeeded.
     ///

@@ -315,6 +315,7 @@ pub use self::{
     db::{open, Db},
     iter::Iter,
     ivec::IVec,
+    pagecache::SegmentUsage,
     result::{Error, Result},
     subscriber::{Event, Subscriber},
     transaction::Transactional,

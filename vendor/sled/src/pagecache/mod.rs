@@ -64,6 +64,7 @@ pub use self::{
     },
     disk_pointer::DiskPtr,
     logger::{Log, LogRead},
+    segment::SegmentUsage,
 };
 
 /// The offset of a segment. This equals its `LogOffset` (or the offset of any
@@ -893,6 +894,11 @@ impl PageCache {
             sa.note_durable(generation);
             sa.punch(&candidates)
         }))
+    }
+
+    /// sessionlog patch: see `SegmentAccountant::usage`.
+    pub(crate) fn segment_usage(&self) -> segment::SegmentUsage {
+        self.log.iobufs.with_sa(|sa| sa.usage())
     }
 
     /// sessionlog patch: see `SegmentAccountant::free_generation`.

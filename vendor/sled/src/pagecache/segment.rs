@@ -113,19 +113,19 @@ pub(crate) struct SegmentCleaner {
 }
 
 impl SegmentCleaner {
+    /// sessionlog patch: skips the segments whose pids are all taken and
+    /// returns the next pid of a later one. It returned `None` on the
+    /// first exhausted segment, which a caller reads as "nothing to clean"
+    /// while every later segment's pids still waited.
     pub(crate) fn pop(&self) -> Option<(PageId, LogOffset)> {
         let mut inner = self.inner.lock();
-        let offset = {
-            let (offset, pids) = inner.iter_mut().next()?;
-            if !pids.is_empty() {
-                let pid = pids.iter().next().copied().unwrap();
-                pids.remove(&pid);
-                return Some((pid, *offset));
+        loop {
+            let (&offset, pids) = inner.iter_mut().next()?;
+            if let Some(pid) = pids.pop_first() {
+                return Some((pid, offset));
             }
-            *offset
-        };
-        inner.remove(&offset);
-        None
+            inner.remove(&offset);
+        }
     }
 
     fn add_pids(&self, offset: LogOffset, pids: BTreeSet<PageId>) {
@@ -152,6 +152,33 @@ impl Drop for SegmentAccountant {
         }
     }
 }
+
+/// sessionlog patch: how a log file's segments are used (`Db::segment_usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentUsage {
+    /// The size of one segment, in bytes.
+    pub segment_size: u64,
+    /// Segments free for reuse.
+    pub free: u64,
+    /// Free segments whose blocks were given back to the filesystem.
+    pub punched: u64,
+    /// Segments being written to.
+    pub active: u64,
+    /// Segments written, holding live pages.
+    pub inactive: u64,
+    /// Segments whose live pages are being relocated.
+    pub draining: u64,
+    /// The bytes of the log's live page fragments in active and inactive
+    /// segments, as sled accounts them.
+    pub live_bytes: u64,
+    /// Inactive segments by live share: [0] 0-9%, [1] 10-19%, ... [9] 90-100%.
+    pub inactive_by_decile: [u64; 10],
+}
+
+/// sessionlog patch: how many free segments may wait for a sync of the
+/// log before `next` syncs rather than grow the file (32 MiB of 512 KiB
+/// segments).
+const UNSYNCED_FREE_LIMIT: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 struct Free {
@@ -648,11 +675,16 @@ impl SegmentAccountant {
         for segment_base in to_free {
             self.free_segment(segment_base)?;
             io_fail!(self.config, "zero garbage segment SA");
-            pwrite_all(
-                &self.config.file,
-                &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
-                segment_base,
-            )?;
+            // sessionlog patch: a hole reads as zeros as the write did, and
+            // keeps the file's blocks given back: writing them refilled
+            // every punched segment at each open.
+            if self.punch(&[segment_base]) == 0 {
+                pwrite_all(
+                    &self.config.file,
+                    &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
+                    segment_base,
+                )?;
+            }
         }
 
         // we want to complete all truncations because
@@ -1048,6 +1080,33 @@ impl SegmentAccountant {
         )
     }
 
+    /// sessionlog patch: how the file's segments are used: counts by
+    /// state and the bytes sled accounts live in them.
+    pub(super) fn usage(&self) -> SegmentUsage {
+        let mut usage = SegmentUsage {
+            segment_size: self.config.segment_size as u64,
+            ..SegmentUsage::default()
+        };
+        for segment in &self.segments {
+            match segment {
+                Segment::Free(_) => usage.free += 1,
+                Segment::Active(active) => {
+                    usage.active += 1;
+                    usage.live_bytes += (active.rss - active.deferred_replaced_rss.min(active.rss)) as u64;
+                }
+                Segment::Inactive(inactive) => {
+                    usage.inactive += 1;
+                    usage.live_bytes += inactive.rss as u64;
+                    let pct = inactive.rss * 100 / self.config.segment_size;
+                    usage.inactive_by_decile[(pct / 10).min(9)] += 1;
+                }
+                Segment::Draining(_) => usage.draining += 1,
+            }
+        }
+        usage.punched = self.punched.len() as u64;
+        usage
+    }
+
     /// sessionlog patch: the frees counted so far; read it before a sync
     /// of the log and pass it to `note_durable` once the sync is done.
     pub(super) fn free_generation(&self) -> u64 {
@@ -1109,20 +1168,33 @@ impl SegmentAccountant {
         trace!("evaluating free list {:?} in SA::next", &self.free);
 
         // pop free or add to end
-        let safe = self.free.iter().next().copied();
-
-        let lid = if let Some(next) = safe {
-            // sessionlog patch: the newer copies of the pages a freed
-            // segment held may still be only in the page cache, and
-            // writeback keeps no order: they must be durable before the
-            // segment is overwritten. Any sync of the log that started
-            // after the free will do (`note_durable`); only when none has
-            // is one made here, under this lock.
-            let freed_at = self.freed_at.remove(&next).unwrap_or(u64::MAX);
-            if freed_at > self.durable_generation {
+        //
+        // sessionlog patch: the newer copies of the pages a freed segment
+        // held may still be only in the page cache, and writeback keeps no
+        // order: they must be durable before the segment is overwritten.
+        // Any sync of the log that started after the free will do
+        // (`note_durable`). The lowest such segment is taken; when none is
+        // durable yet, the file grows by a segment instead of syncing
+        // under this lock (the caller's next sync makes the frees
+        // reusable), unless many frees wait, when one sync here covers
+        // them all.
+        let durable_generation = self.durable_generation;
+        let freed_at = &self.freed_at;
+        let durable = self.free.iter().copied().find(|lid| {
+            freed_at.get(lid).is_some_and(|at| *at <= durable_generation)
+        });
+        let safe = match durable {
+            Some(lid) => Some(lid),
+            None if self.free.len() >= UNSYNCED_FREE_LIMIT => {
                 self.config.file.sync_data()?;
                 self.durable_generation = self.free_generation;
+                self.free.iter().next().copied()
             }
+            None => None,
+        };
+
+        let lid = if let Some(next) = safe {
+            self.freed_at.remove(&next);
             self.free.remove(&next);
             self.punched.remove(&next);
             next
