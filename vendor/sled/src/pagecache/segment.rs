@@ -1177,15 +1177,21 @@ impl SegmentAccountant {
         // durable yet, the file grows by a segment instead of syncing
         // under this lock (the caller's next sync makes the frees
         // reusable), unless many frees wait, when one sync here covers
-        // them all.
+        // them all, or unless the new segment's offset would pass its lsn
+        // (a segment's lsn is never below its offset: a log recovered
+        // from its start has lsn 0 with its first segment free).
         let durable_generation = self.durable_generation;
         let freed_at = &self.freed_at;
         let durable = self.free.iter().copied().find(|lid| {
             freed_at.get(lid).is_some_and(|at| *at <= durable_generation)
+                && Lsn::try_from(*lid).map_or(false, |lid| lid <= lsn)
         });
+        let tip_fits = Lsn::try_from(self.tip).map_or(false, |tip| lsn >= tip);
         let safe = match durable {
             Some(lid) => Some(lid),
-            None if self.free.len() >= UNSYNCED_FREE_LIMIT => {
+            None if !self.free.is_empty()
+                && (self.free.len() >= UNSYNCED_FREE_LIMIT || !tip_fits) =>
+            {
                 self.config.file.sync_data()?;
                 self.durable_generation = self.free_generation;
                 self.free.iter().next().copied()
