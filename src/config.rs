@@ -64,7 +64,7 @@ pub struct ServeConfig {
     pub flush_interval: Duration,
 
     /// sled's page cache size.
-    #[arg(long, env = "SESSIONLOG_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, env = "SESSIONLOG_CACHE_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub cache_size: u64,
 
     /// How long open streams may drain after SIGTERM or SIGINT.

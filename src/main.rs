@@ -7,6 +7,15 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc's options, read once at its start (a C string, under the
+// prefixed name tikv-jemalloc-sys builds it with). Dirty pages go back to
+// the system after about 1 s instead of 10 s: the peak RSS of many
+// sessions and followers was mostly large buffers already freed, and
+// returning them at once (0 ms) cost ingest about 60% more CPU.
+// `_RJEM_MALLOC_CONF` in the environment still overrides it.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 20] = b"dirty_decay_ms:1000\0";
+
 fn main() -> std::process::ExitCode {
     sessionlog::cli::main()
 }

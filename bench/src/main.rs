@@ -167,7 +167,7 @@ struct EngineArgs {
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     flush_interval: Duration,
     /// sled's page cache (the local server's --cache-size).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     cache_size: u64,
     /// Where each run's temporary database directory is made (default: the
     /// system's temporary directory). Use the disk you deploy on: on tmpfs

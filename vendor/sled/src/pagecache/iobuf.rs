@@ -1161,7 +1161,13 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
     let old_arc = unsafe { Arc::from_raw(old_ptr) };
 
-    pin().defer(move || drop(old_arc));
+    // sessionlog patch: the old buffer (512 KiB) waits for the epoch to
+    // move on; a local deferral is only run once the thread's bag fills
+    // (64 deferrals), so with many trees written dozens of old buffers
+    // were held. Flushing hands it to the global queue at once.
+    let guard = pin();
+    guard.defer(move || drop(old_arc));
+    guard.flush();
 
     // having held the mutex makes this linearized
     // with the notify below.
