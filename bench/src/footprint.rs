@@ -5,7 +5,8 @@
 //! its own place in the corpus, wrapping at the end), and appended one
 //! entry per line in batches; the sessions are ended, the server seals
 //! them (the bench waits until its metrics say it is done), it is stopped
-//! cleanly (its last flush), and its data dir is measured. Reports the disk bytes per encoded entry byte (the protobuf
+//! cleanly (its last flush), and its data dir is measured. Reports the
+//! disk blocks allocated per encoded entry byte (the protobuf
 //! size of the `LogEntry` messages sent) and per raw message byte, beside
 //! the ingest rate. Always a fresh local server: the data dir must be ours
 //! to measure.
@@ -499,8 +500,10 @@ impl DiskUse {
 }
 
 /// The data dir's size and its ratios to what went in. The headline
-/// figures divide the file sizes (the `du -sb` the retained-sessions
-/// workload reports); the allocated-block ratio is beside them.
+/// figures divide the blocks the filesystem gave it (`du -s`: what fills a
+/// volume); sled's file keeps the size of its largest extent with holes
+/// punched where segments are free, so the file sizes (`du -sb`) are
+/// beside them.
 fn push_disk(report: &mut RunReport, disk: DiskUse) {
     let per = |bytes: u64, key: &str| {
         let of = report.value(key).unwrap_or(0.0);
@@ -513,18 +516,18 @@ fn push_disk(report: &mut RunReport, disk: DiskUse) {
     let figures = [
         (
             "disk_per_encoded_byte",
-            "disk / encoded entry byte",
-            per(disk.file_bytes, "encoded_entry_bytes"),
+            "disk (allocated) / encoded entry byte",
+            per(disk.allocated_bytes, "encoded_entry_bytes"),
         ),
         (
             "disk_per_raw_byte",
-            "disk / raw message byte",
-            per(disk.file_bytes, "raw_message_bytes"),
+            "disk (allocated) / raw message byte",
+            per(disk.allocated_bytes, "raw_message_bytes"),
         ),
         (
-            "allocated_per_encoded_byte",
-            "allocated / encoded entry byte",
-            per(disk.allocated_bytes, "encoded_entry_bytes"),
+            "file_size_per_encoded_byte",
+            "file sizes / encoded entry byte",
+            per(disk.file_bytes, "encoded_entry_bytes"),
         ),
     ];
     report.push(
