@@ -8,7 +8,10 @@
 //! when the last segments are free; the blocks of free segments elsewhere
 //! are given back to the filesystem as holes (the vendored sled's
 //! `punch_free_segments`, which syncs the log first), so the disk a store
-//! takes follows what it holds, not its largest size.
+//! takes follows what it holds, not its largest size. A drained segment
+//! is freed only once later writes record its pages' new copies as stable
+//! (see `give_back_free_segments`); the shutdown's last flush is followed
+//! by a punch too, and sled punches what it finds free at open.
 //!
 //! A relocation is an ordinary sled write: crash-safe as any other, and
 //! under the same fsync policy. A punched segment reads as one never
@@ -17,6 +20,17 @@
 use std::time::{Duration, Instant};
 
 use super::{Store, StoreError};
+
+/// A key in sled's default tree written only to move sled's log on (see
+/// `give_back_free_segments`); its value means nothing.
+const SETTLE_KEY: &[u8] = b"sessionlog.settle";
+
+/// How many drained segments must wait on the log's current segment
+/// before it is ended early to free them. Ending it pads its rest (up to
+/// a segment of dead space, soon relocated and freed in turn, which may
+/// leave a segment or two waiting again): fewer than this stay for the
+/// writes to come, so a paused store settles instead of rolling on.
+const ROLL_FOR_SEGMENTS: usize = 4;
 
 /// What one turn of `Store::reclaim` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,12 +64,6 @@ impl Store {
         if done.more {
             return Ok(done);
         }
-        if done.pages > 0 {
-            // A drained segment is freed once the segment its pages moved
-            // to is written out, which a flush does; without one the
-            // frees, and the punch, would wait for later writes.
-            self.flush()?;
-        }
         done.segments = self.give_back_free_segments()?;
         Ok(done)
     }
@@ -63,7 +71,21 @@ impl Store {
     /// Punches the blocks of sled's free segments out of its file (after
     /// syncing it); how many. The final flush at shutdown is followed by
     /// one, so a stopped store takes what it holds.
+    ///
+    /// sled frees a drained segment once the log is stable past its pages'
+    /// new copies as the header of a later segment records it. While
+    /// writes go on, new segments come by themselves; when they pause, the
+    /// segments drained last (all of a reclaim's, the pages having moved
+    /// into the current segment) would stay allocated. So when enough of
+    /// them wait, the current segment is ended early and a small write
+    /// starts the next.
     pub(crate) fn give_back_free_segments(&self) -> Result<usize, StoreError> {
+        if self.db.segments_awaiting_stable() >= ROLL_FOR_SEGMENTS {
+            self.flush()?;
+            self.write(|| Ok(self.db.roll_segment()?))?;
+            self.write(|| Ok(self.db.insert(SETTLE_KEY, &[])?))?;
+            self.flush()?;
+        }
         self.write(|| Ok(self.db.punch_free_segments()?))
     }
 }

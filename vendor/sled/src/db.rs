@@ -190,6 +190,23 @@ impl Db {
         self.context.pagecache.punch_free_segments()
     }
 
+    /// How many drained segments wait to be freed until the header of a
+    /// segment begun after their pages moved records that move as stable.
+    ///
+    /// sessionlog patch: lets the store write that far when writes pause.
+    pub fn segments_awaiting_stable(&self) -> usize {
+        self.context.pagecache.segments_awaiting_stable()
+    }
+
+    /// Ends the log's current segment (its rest padded) and starts the
+    /// next one, whose header records how far the log is stable.
+    ///
+    /// sessionlog patch: with `segments_awaiting_stable`, frees the
+    /// segments drained last when writes pause.
+    pub fn roll_segment(&self) -> Result<()> {
+        self.context.pagecache.roll_segment()
+    }
+
     /// How the log file's segments are used: counts by state and the
     /// bytes of live pages in them.
     ///

@@ -870,6 +870,18 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
     Ok(header::offset(header))
 }
 
+/// sessionlog patch: seals the current buffer as the last of its segment
+/// (the rest padded) and starts the next segment, whose header records
+/// the log stable as far as it is now. See `PageCache::roll_segment`.
+pub(crate) fn roll_segment(iobufs: &Arc<IoBufs>) -> Result<()> {
+    let iobuf = iobufs.current_iobuf();
+    let header = iobuf.get_header();
+    if header::is_sealed(header) {
+        return Ok(());
+    }
+    maybe_seal_and_write_iobuf(iobufs, &iobuf, header, true)
+}
+
 /// Blocks until the specified log sequence number has
 /// been made stable on disk. Returns the number of
 /// bytes written. Suitable as a full consistency

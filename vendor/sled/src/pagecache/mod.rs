@@ -42,7 +42,7 @@ use self::{
         SEGMENT_CLEANUP_THRESHOLD,
     },
     header::Header,
-    iobuf::{roll_iobuf, IoBuf, IoBufs},
+    iobuf::{roll_iobuf, roll_segment, IoBuf, IoBufs},
     iterator::{raw_segment_iter_from, LogIter},
     pagetable::PageTable,
     segment::{SegmentAccountant, SegmentCleaner, SegmentOp},
@@ -880,6 +880,7 @@ impl PageCache {
     /// filesystem, after making the log durable (what was moved out of
     /// them must outlive them). Returns how many segments it punched.
     pub(crate) fn punch_free_segments(&self) -> Result<usize> {
+        self.settle_segments()?;
         let (candidates, generation) =
             self.log.iobufs.with_sa(|sa| sa.unpunched_free());
         if candidates.is_empty() {
@@ -894,6 +895,36 @@ impl PageCache {
             sa.note_durable(generation);
             sa.punch(&candidates)
         }))
+    }
+
+    /// sessionlog patch: lets the segment accountant catch up with the
+    /// log's writes, as the next write would. A written buffer counts as
+    /// stable for segment accounting only once the epoch moved on (a
+    /// deferred bump); the accountant hears of it at the following write.
+    /// With writes paused, the segments drained last were not freed. The
+    /// epoch is advanced here as any thread's pin would, so the bump runs
+    /// only when no reader can still hold a pointer into a freed segment.
+    fn settle_segments(&self) -> Result<()> {
+        for _ in 0..4 {
+            pin().flush();
+        }
+        let stable = self.log.iobufs.max_header_stable_lsn.load(Acquire);
+        let guard = pin();
+        self.log.iobufs.sa_stabilize(stable, &guard)
+    }
+
+    /// sessionlog patch: ends the current segment (its rest padded) and
+    /// starts the next. sled counts a write stable for freeing segments
+    /// only once a later segment's header records it, so with writes
+    /// paused the segments drained last stay allocated until the log
+    /// moves to a new segment; this moves it.
+    pub(crate) fn roll_segment(&self) -> Result<()> {
+        roll_segment(&self.log.iobufs)
+    }
+
+    /// sessionlog patch: see `SegmentAccountant::awaiting_stable`.
+    pub(crate) fn segments_awaiting_stable(&self) -> usize {
+        self.log.iobufs.with_sa(|sa| sa.awaiting_stable())
     }
 
     /// sessionlog patch: see `SegmentAccountant::usage`.

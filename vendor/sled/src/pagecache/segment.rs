@@ -105,6 +105,11 @@ pub(crate) struct SegmentAccountant {
     free_generation: u64,
     freed_at: BTreeMap<LogOffset, u64>,
     durable_generation: u64,
+    /// sessionlog patch: drained segments waiting on an active segment
+    /// their pages moved to, by the lsn the log must be stable to before
+    /// they may be freed: (the active segment's index, the drained
+    /// segment's lsn). See `free_stable_deferrals`.
+    stable_deferrals: BTreeMap<Lsn, Vec<(SegmentId, Lsn)>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +200,8 @@ struct Active {
     latest_replacement_lsn: Lsn,
     can_free_upon_deactivation: FastSet8<Lsn>,
     deferred_rm_blob: FastSet8<BlobPointer>,
+    /// sessionlog patch: the end of the last page fragment linked here.
+    linked_end: Lsn,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -283,6 +290,7 @@ impl Segment {
             latest_replacement_lsn: 0,
             can_free_upon_deactivation: FastSet8::default(),
             deferred_rm_blob: FastSet8::default(),
+            linked_end: 0,
         })
     }
 
@@ -525,6 +533,7 @@ impl SegmentAccountant {
             free_generation: 0,
             freed_at: BTreeMap::default(),
             durable_generation: 0,
+            stable_deferrals: BTreeMap::default(),
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -874,6 +883,11 @@ impl SegmentAccountant {
             segment_lsn,
             usize::try_from(cache_info.log_size).unwrap(),
         );
+        if let Segment::Active(active) = segment {
+            let size = Lsn::try_from(cache_info.log_size).unwrap_or(Lsn::MAX);
+            let end = cache_info.lsn.saturating_add(size);
+            active.linked_end = active.linked_end.max(end);
+        }
     }
 
     fn possibly_clean_or_free_segment(
@@ -914,11 +928,20 @@ impl SegmentAccountant {
                 )
                 .unwrap();
 
-                if self.segments[replacement_idx].is_active() {
+                if let Segment::Active(active) = &self.segments[replacement_idx] {
                     trace!(
                         "deferring free of segment {} in possibly_clean_or_free_segment",
                         segment_start
                     );
+                    // sessionlog patch: every page that left this segment
+                    // was linked into its new place by now, at or below the
+                    // replacement's linked end; once the log is stable that
+                    // far the segment may be freed, without waiting for the
+                    // replacement to fill (see `free_stable_deferrals`).
+                    self.stable_deferrals
+                        .entry(active.linked_end)
+                        .or_default()
+                        .push((replacement_idx, segment_lsn));
                     self.segments[replacement_idx].defer_free_lsn(segment_lsn);
                 } else {
                     assert!(replacement_lsn <= self.max_stabilized_lsn);
@@ -935,6 +958,7 @@ impl SegmentAccountant {
     }
 
     pub(super) fn stabilize(&mut self, stable_lsn: Lsn) -> Result<()> {
+        self.free_stable_deferrals(stable_lsn)?;
         let segment_size = self.config.segment_size as Lsn;
         let lsn = ((stable_lsn / segment_size) - 1) * segment_size;
         trace!(
@@ -1017,6 +1041,34 @@ impl SegmentAccountant {
         Ok(())
     }
 
+    /// sessionlog patch: frees the drained segments whose pages' new
+    /// copies are all at or below `stable_lsn`, though the segment they
+    /// moved to is still active. sled freed them only once that segment
+    /// filled and was deactivated, so the last segments relocated before
+    /// writes pause stayed allocated however little they held. The lsn
+    /// comes from `stabilize`, which sled calls only once the epoch moved
+    /// past the write (no reader still holds a pointer into them). A
+    /// segment already freed by the deactivation is skipped.
+    fn free_stable_deferrals(&mut self, stable_lsn: Lsn) -> Result<()> {
+        while let Some(entry) = self.stable_deferrals.first_entry() {
+            if *entry.key() > stable_lsn {
+                break;
+            }
+            for (replacement_idx, segment_lsn) in entry.remove() {
+                let Segment::Active(active) = &mut self.segments[replacement_idx]
+                else {
+                    continue;
+                };
+                if !active.can_free_upon_deactivation.remove(&segment_lsn) {
+                    continue;
+                }
+                let segment_start = self.ordering[&segment_lsn];
+                self.free_segment(segment_start)?;
+            }
+        }
+        Ok(())
+    }
+
     /// If a lot of the whole file is free segments, starts relocating the
     /// last inactive segment to boil the file down; up to `checks` times,
     /// each time the next inactive segment towards the file's start, while
@@ -1087,7 +1139,11 @@ impl SegmentAccountant {
             segment_size: self.config.segment_size as u64,
             ..SegmentUsage::default()
         };
-        for segment in &self.segments {
+        // Segments cut off the file's end stay in `segments` as free;
+        // only those below the tip are in the file.
+        let in_file = usize::try_from(self.tip / self.config.segment_size as LogOffset)
+            .unwrap_or(usize::MAX);
+        for segment in self.segments.iter().take(in_file) {
             match segment {
                 Segment::Free(_) => usage.free += 1,
                 Segment::Active(active) => {
@@ -1105,6 +1161,23 @@ impl SegmentAccountant {
         }
         usage.punched = self.punched.len() as u64;
         usage
+    }
+
+    /// sessionlog patch: how many drained segments wait for the log to be
+    /// stable past their pages' new copies (`free_stable_deferrals`).
+    /// Those whose replacement was deactivated meanwhile were freed then.
+    pub(super) fn awaiting_stable(&self) -> usize {
+        self.stable_deferrals
+            .values()
+            .flatten()
+            .filter(|(replacement_idx, segment_lsn)| {
+                matches!(
+                    &self.segments[*replacement_idx],
+                    Segment::Active(active)
+                        if active.can_free_upon_deactivation.contains(segment_lsn)
+                )
+            })
+            .count()
     }
 
     /// sessionlog patch: the frees counted so far; read it before a sync
