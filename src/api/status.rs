@@ -20,6 +20,7 @@ impl From<Failure> for Status {
             Code::Aborted => tonic::Code::Aborted,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Unavailable => tonic::Code::Unavailable,
+            Code::DataLoss => tonic::Code::DataLoss,
             Code::Internal => tonic::Code::Internal,
         };
         match failure.retry_after {

@@ -24,6 +24,8 @@ pub enum Code {
     Aborted,
     ResourceExhausted,
     Unavailable,
+    /// Stored data that cannot be served: a session whose log is damaged.
+    DataLoss,
     Internal,
 }
 
@@ -39,6 +41,7 @@ impl Code {
             Self::Aborted => "ABORTED",
             Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Self::Unavailable => "UNAVAILABLE",
+            Self::DataLoss => "DATA_LOSS",
             Self::Internal => "INTERNAL",
         }
     }
@@ -78,6 +81,7 @@ impl Failure {
             | Code::NotFound
             | Code::AlreadyExists
             | Code::FailedPrecondition
+            | Code::DataLoss
             | Code::Internal => false,
         }
     }
@@ -94,6 +98,10 @@ impl From<SessionError> for Failure {
             SessionError::SeqsExhausted { .. } | SessionError::MetadataRefused { .. } => {
                 Code::ResourceExhausted
             }
+            // Logged once, when the check found it; the message names the
+            // session and what is wrong (no paths: the check reports
+            // counters, seqs and decode errors).
+            SessionError::Damaged { .. } => Code::DataLoss,
             SessionError::Store(store) => return store_failure(&store),
         };
         Self::new(code, err.to_string())
@@ -203,6 +211,13 @@ mod tests {
                 Code::Aborted,
             ),
             (SessionError::ShuttingDown, Code::Unavailable),
+            (
+                SessionError::Damaged {
+                    session_id: id(),
+                    what: "its last block does not decode".into(),
+                },
+                Code::DataLoss,
+            ),
             (
                 SessionError::Store(StoreError::Io(std::io::Error::other("disk"))),
                 Code::Unavailable,

@@ -218,8 +218,14 @@ impl Forwarder {
                 .await
             {
                 Ok(page) => page,
-                // Deleted since the list was taken: nothing to send.
-                Err(SessionError::NotFound { .. } | SessionError::Deleted { .. }) => {
+                // Deleted since the list was taken: nothing to send. Or
+                // found damaged by this read: skipped from now on (see
+                // `SessionManager::progress`), with its error line logged.
+                Err(
+                    SessionError::NotFound { .. }
+                    | SessionError::Deleted { .. }
+                    | SessionError::Damaged { .. },
+                ) => {
                     return Ok(None);
                 }
                 Err(err) => return Err(err),

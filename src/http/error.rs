@@ -65,7 +65,7 @@ pub(super) fn http_status(code: Code) -> StatusCode {
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::DataLoss | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -112,7 +112,7 @@ pub(super) fn otlp_status(failure: &Failure) -> StatusCode {
         Code::AlreadyExists => StatusCode::CONFLICT,
         Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
         Code::Aborted | Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::DataLoss | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -141,6 +141,7 @@ pub(super) fn grpc_code_number(code: Code) -> i32 {
         Code::Aborted => 10,
         Code::Internal => 13,
         Code::Unavailable => 14,
+        Code::DataLoss => 15,
         Code::Unauthenticated => 16,
     }
 }
@@ -166,6 +167,7 @@ mod tests {
             (Code::ResourceExhausted, 429),
             (Code::Unavailable, 503),
             (Code::Internal, 500),
+            (Code::DataLoss, 500),
         ];
         for (code, status) in cases {
             assert_eq!(http_status(code).as_u16(), status, "{code:?}");

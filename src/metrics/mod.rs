@@ -71,6 +71,7 @@ pub(crate) struct Metrics {
     store_segments: Family<State, Gauge>,
     seal_backlog: Gauge,
     store_reclaiming: Gauge,
+    store_damaged_sessions: Gauge,
     otlp_records: Family<Outcome, Counter>,
     forward_records: Family<TargetOutcome, Counter>,
     forward_failed_exports: Family<Target, Counter>,
@@ -115,6 +116,7 @@ impl Metrics {
             store_segments: Family::default(),
             seal_backlog: Gauge::default(),
             store_reclaiming: Gauge::default(),
+            store_damaged_sessions: Gauge::default(),
             otlp_records: Family::default(),
             forward_records: Family::default(),
             forward_failed_exports: Family::default(),
@@ -220,6 +222,11 @@ impl Metrics {
             "store_reclaiming",
             "1 while the store relocates pages out of mostly dead sled segments, else 0",
             metrics.store_reclaiming.clone(),
+        );
+        registry.register(
+            "store_damaged_sessions",
+            "Sessions whose log failed its check against their counters: not served, reads answer DATA_LOSS",
+            metrics.store_damaged_sessions.clone(),
         );
         registry.register(
             "otlp_records",
@@ -413,6 +420,8 @@ impl Metrics {
         self.seal_backlog
             .set(i64::try_from(state.seal_backlog).unwrap_or(i64::MAX));
         self.store_reclaiming.set(i64::from(state.reclaiming));
+        self.store_damaged_sessions
+            .set(i64::try_from(state.damaged_sessions).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -438,6 +447,8 @@ pub(crate) struct Snapshot {
     pub seal_backlog: usize,
     /// Whether the store is relocating pages out of mostly dead segments.
     pub reclaiming: bool,
+    /// Sessions whose log failed its check.
+    pub damaged_sessions: usize,
     /// How sled's log file is used.
     pub segments: SegmentUsage,
 }

@@ -1,7 +1,8 @@
 //! Wires the layers on listeners and owns shutdown. `Server::open` does
 //! everything that can fail (tokens, TLS, reflection, the store and its
 //! sessions, forwarding targets), so a bad setting stops the process before
-//! anything reports SERVING. `Server::serve` then serves every listener,
+//! anything reports SERVING. `Server::serve` then serves every listener
+//! (and starts checking the ended sessions' logs, see `sessions::check`),
 //! and on the shutdown signal reports NOT_SERVING, stops accepting, ends
 //! open follow and watch streams (gRPC, SSE, `Health.Watch`), lets open calls drain for
 //! the grace period, stops the flusher, saves the active sessions' counters
@@ -194,6 +195,13 @@ impl Server {
         // Nothing from here on can fail: report SERVING before the first
         // connection is accepted, so no client sees the service unknown.
         set_health(&health, ServingStatus::Serving).await;
+        // The ended sessions' logs are checked from now on, off the path to
+        // SERVING; a read that gets to one first checks it itself. Started
+        // before anything serves, so every ended session is walked, and
+        // after the sealer, which the check hands each log on to.
+        if let Err(err) = self.sessions.start_log_check() {
+            tracing::warn!(error = %err, "cannot start the log check; logs are checked when read");
+        }
         let store_health = tokio::spawn(report_store_health(
             self.store.health().clone(),
             health.clone(),
@@ -289,6 +297,7 @@ impl Server {
                 store_bytes: store.size_on_disk().ok(),
                 seal_backlog: backlog.sessions,
                 reclaiming: backlog.reclaiming,
+                damaged_sessions: sessions.damaged_count(),
                 segments: segment_usage(&store),
             }
         };
@@ -352,6 +361,13 @@ impl Server {
         let stopping = tokio::task::spawn_blocking(move || sessions.stop_sealer());
         if tokio::time::timeout(timeout, stopping).await.is_err() {
             tracing::warn!("the sealer did not stop in time; leaving it");
+        }
+        // Before the counters are saved: it holds a session's lock while it
+        // checks one, and none are saved while any is held.
+        let sessions = self.sessions.clone();
+        let stopping = tokio::task::spawn_blocking(move || sessions.stop_log_check());
+        if tokio::time::timeout(timeout, stopping).await.is_err() {
+            tracing::warn!("the log check did not stop in time; leaving it");
         }
         self.durability.stop();
         if let Some(flusher) = self.flusher {
@@ -541,7 +557,8 @@ async fn open_store(
     match sessions {
         Ok(sessions) => {
             // Start-up time is mostly these two: sled's recovery, then
-            // reading and checking every session.
+            // reading every session's record and checking the active
+            // sessions' logs (ended ones are checked after SERVING).
             tracing::info!(
                 sessions = sessions.session_count(),
                 sled_open_ms = opened_in.as_millis() as u64,

@@ -4,6 +4,14 @@
 //! commit order and are contiguous. Readers never take it: they copy a
 //! snapshot and read the store up to the snapshot's `last_seq`, which is only
 //! raised after a batch is fully applied, so no reader sees half a batch.
+//!
+//! No entry of a session is served before its log was checked against its
+//! counters: an active session's at start-up, an ended one's (loaded
+//! unchecked, see `store::load_sessions`) by `check_locked`, under the
+//! write lock, on its first read or by the background check, whichever
+//! comes first. `HandleState::log` is `Some` exactly when the log has
+//! passed (and the session is not deleted); a log that fails is marked
+//! damaged for good and every read of it is refused with `Damaged`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +19,7 @@ use std::time::SystemTime;
 
 use crate::fanout::{Progress, ProgressSignal};
 use crate::store::schema::{LogCounters, State, StoredSession};
-use crate::store::{LogTree, Store};
+use crate::store::{LogCheck, LogTree, Store};
 
 use super::{SessionError, blocking};
 
@@ -40,8 +48,11 @@ pub(crate) struct SealState {
 pub(crate) struct HandleState {
     pub(crate) record: StoredSession,
     pub(crate) counters: LogCounters,
-    /// Open while active; opened on demand for ended sessions.
+    /// Open, and checked, while active; for an ended session loaded at
+    /// start-up, `None` until `check_locked` passes it.
     pub(crate) log: Option<LogTree>,
+    /// What is wrong with the log, once its check failed; never cleared.
+    pub(crate) damaged: Option<String>,
     pub(crate) deleted: bool,
     pub(crate) lease_expires_at: Option<SystemTime>,
     /// Followers' signal; publish after every change to the fields above.
@@ -105,6 +116,7 @@ impl SessionHandle {
                 record,
                 counters,
                 log,
+                damaged: None,
                 deleted: false,
                 lease_expires_at,
                 signal: ProgressSignal::default(),
@@ -134,33 +146,77 @@ impl SessionHandle {
         self.state().view()
     }
 
-    /// The session's log tree, opening it (on the blocking pool) for an
-    /// ended session.
+    /// The session's log tree, once checked: an ended session loaded at
+    /// start-up is checked first (on the blocking pool, see
+    /// `check_locked`), so nothing is read from a log that was not.
+    /// `Damaged` for a log that failed its check.
     pub(crate) async fn log(self: &Arc<Self>, store: &Store) -> Result<LogTree, SessionError> {
-        if let Some(log) = self.open_log_if_loaded()? {
+        if let Some(log) = self.checked_log()? {
             return Ok(log);
         }
-        // Only writers open trees, so a delete cannot race a re-open.
         let writing = self.write_lock.clone().lock_owned().await;
         let (handle, store) = (self.clone(), store.clone());
         blocking(move || {
             let _writing = writing;
-            if let Some(log) = handle.open_log_if_loaded()? {
-                return Ok(log);
-            }
-            let log = store.open_log(&handle.id)?;
-            handle.state().log = Some(log.clone());
-            Ok(log)
+            handle.check_locked(&store)
         })
         .await
     }
 
-    fn open_log_if_loaded(&self) -> Result<Option<LogTree>, SessionError> {
+    /// Checks the log unless that was done (see the module doc), and
+    /// returns it. The caller holds `write_lock`: only writers open trees,
+    /// so a delete cannot race the check's opening of the log, and two
+    /// checks of one log never run at once. Blocking.
+    pub(crate) fn check_locked(&self, store: &Store) -> Result<LogTree, SessionError> {
+        let counters = match self.checked_log()? {
+            Some(log) => return Ok(log),
+            None => self.state().counters,
+        };
+        match store.check_log(&self.id, &counters)? {
+            LogCheck::Passed(log) => {
+                self.state().log = Some(log.clone());
+                Ok(log)
+            }
+            LogCheck::Damaged { what } => {
+                tracing::error!(
+                    session = %self.id,
+                    damage = %what,
+                    "a stored session's log is damaged; it is not served (reads answer DATA_LOSS)"
+                );
+                self.state().damaged = Some(what.clone());
+                Err(SessionError::Damaged {
+                    session_id: self.id.clone(),
+                    what,
+                })
+            }
+        }
+    }
+
+    /// The log if it was checked and passed; `None` if it is still to be
+    /// checked; an error once deleted or found damaged.
+    fn checked_log(&self) -> Result<Option<LogTree>, SessionError> {
         let state = self.state();
         if state.deleted {
             return Err(self.not_found());
         }
+        if let Some(what) = &state.damaged {
+            return Err(SessionError::Damaged {
+                session_id: self.id.clone(),
+                what: what.clone(),
+            });
+        }
         Ok(state.log.clone())
+    }
+
+    /// Whether the log was checked and passed (and not deleted since).
+    pub(crate) fn is_checked(&self) -> bool {
+        self.state().log.is_some()
+    }
+
+    /// Whether the log failed its check (and is not deleted).
+    pub(crate) fn is_damaged(&self) -> bool {
+        let state = self.state();
+        state.damaged.is_some() && !state.deleted
     }
 
     pub(crate) fn not_found(&self) -> SessionError {

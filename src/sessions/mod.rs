@@ -5,6 +5,7 @@
 //! in-memory change (docs/architecture.md, "Blocking work and async workers").
 
 mod append;
+mod check;
 mod commit;
 mod events;
 mod follow;
@@ -71,6 +72,13 @@ pub enum SessionError {
     SeqsExhausted { session_id: String, max_seq: u64 },
     #[error("session `{session_id}` was deleted")]
     Deleted { session_id: String },
+    /// Its log failed the check against its counters (`what`); it is
+    /// never served.
+    #[error(
+        "session `{session_id}` is damaged and cannot be read: {what}; \
+         delete it, or restore the data dir from a backup"
+    )]
+    Damaged { session_id: String, what: String },
     /// The merged metadata of an update failed the caller's check (a
     /// limit); `reason` says which.
     #[error("{reason}")]
@@ -97,6 +105,8 @@ struct Inner {
     committer: commit::Committer,
     /// Seals logs in the background once started (see `seal`).
     sealer: seal::Sealer,
+    /// Checks the logs of ended sessions loaded at start-up (see `check`).
+    checker: check::LogChecker,
     ids: ids::IdGenerator,
     /// Held by start and delete, so an id's tree is never created while it
     /// is being dropped. Owned guards go into the blocking work they order.
@@ -152,6 +162,7 @@ impl SessionManager {
                 durability,
                 committer: commit::Committer::start()?,
                 sealer: seal::Sealer::default(),
+                checker: check::LogChecker::default(),
                 ids: ids::IdGenerator::default(),
                 lifecycle_lock: Arc::new(tokio::sync::Mutex::new(())),
                 events: events::SessionEvents::default(),
@@ -195,13 +206,14 @@ impl SessionManager {
     /// Every session's id and counters, ordered by id, without copying
     /// records: for background work that walks all sessions on every pass
     /// (forwarding) and needs a session's record only when it acts on it.
+    /// A session found damaged is left out: nothing of it can be read.
     pub fn progress(&self) -> Vec<SessionProgress> {
         let handles: Vec<Arc<SessionHandle>> = self.sessions_read().values().cloned().collect();
         handles
             .iter()
             .filter_map(|handle| {
                 let state = handle.state();
-                (!state.deleted).then(|| SessionProgress {
+                (!state.deleted && state.damaged.is_none()).then(|| SessionProgress {
                     id: handle.id.clone(),
                     last_seq: state.counters.last_seq,
                     active: state.record.state() == State::Active,
@@ -216,10 +228,17 @@ impl SessionManager {
     }
 
     /// Starts sealing logs in the background (see `seal`): every ended
-    /// session not sealed yet, then each session that ends, and an active
-    /// session whenever `active_after` bytes of its entries are unsealed.
+    /// session not sealed yet once its log is checked (see `check`), then
+    /// each session that ends, and an active session whenever
+    /// `active_after` bytes of its entries are unsealed.
     pub fn start_sealer(&self, active_after: u64) -> Result<(), SessionError> {
-        let handles: Vec<_> = self.sessions_read().values().cloned().collect();
+        // Those not checked yet are queued by the log check.
+        let handles: Vec<_> = self
+            .sessions_read()
+            .values()
+            .filter(|handle| handle.is_checked())
+            .cloned()
+            .collect();
         self.inner
             .sealer
             .start(self.store().clone(), active_after, handles)
@@ -242,6 +261,49 @@ impl SessionManager {
     /// Blocking (a step at most).
     pub fn stop_sealer(&self) {
         self.inner.sealer.stop();
+    }
+
+    /// Starts checking, on a thread of its own, the logs of the ended
+    /// sessions loaded at start-up (see `check`): for after the server
+    /// reports SERVING, so start-up does not wait for their reads. The
+    /// sealer must be started first: the check queues each log it passes
+    /// for sealing.
+    pub fn start_log_check(&self) -> Result<(), SessionError> {
+        let ended: Vec<_> = self
+            .sessions_read()
+            .values()
+            .filter(|handle| handle.state().record.state() != State::Active)
+            .cloned()
+            .collect();
+        self.inner
+            .checker
+            .start(Arc::downgrade(&self.inner), ended)
+            .map_err(|err| SessionError::Store(StoreError::Io(err)))
+    }
+
+    /// Stops the log check after the session in progress and waits for
+    /// it; the sessions it did not reach are checked when read. Blocking
+    /// (one check at most). Before `save_shutdown_counters`, which saves
+    /// nothing while a session's lock is held.
+    pub fn stop_log_check(&self) {
+        self.inner.checker.stop();
+    }
+
+    /// Waits until the log check has walked every session. Blocking; for
+    /// tests.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn wait_log_check(&self) {
+        while !self.inner.checker.is_done() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// How many sessions' logs were found damaged (for the metrics).
+    pub fn damaged_count(&self) -> usize {
+        self.sessions_read()
+            .values()
+            .filter(|handle| handle.is_damaged())
+            .count()
     }
 
     /// Ends every open `Follow` and `WatchSessions` stream with

@@ -2,7 +2,8 @@
 //! bytes, oldest `ended_at` first. Active sessions are never pruned, even
 //! when they alone exceed a limit. An ended session not yet handed on to
 //! every forwarding target is kept, unless the store is over `max_bytes`:
-//! then it goes too, and the loss is logged and counted.
+//! then it goes too, and the loss is logged and counted. A session whose
+//! log was found damaged is never handed on, so it is not kept for that.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -68,7 +69,12 @@ impl SessionManager {
                     .ended_at
                     .and_then(|at| SystemTime::try_from(at).ok())
                     .unwrap_or(SystemTime::UNIX_EPOCH);
-                ended.push((ended_at, view.record.id, view.counters.size_bytes));
+                ended.push((
+                    ended_at,
+                    view.record.id,
+                    view.counters.size_bytes,
+                    handle.is_damaged(),
+                ));
             }
         }
         ended.sort();
@@ -76,7 +82,7 @@ impl SessionManager {
         // blocking pool and one store write, and holds the lifecycle lock
         // (starts wait) only for its own sessions.
         let mut plan = Vec::new();
-        for (ended_at, id, size_bytes) in ended {
+        for (ended_at, id, size_bytes, damaged) in ended {
             let too_old = policy
                 .max_age
                 .is_some_and(|max_age| now.duration_since(ended_at).is_ok_and(|age| age > max_age));
@@ -91,7 +97,7 @@ impl SessionManager {
                 // Younger sessions are not older, and count and bytes only fell.
                 break;
             };
-            if !self.may_prune(&id) {
+            if !damaged && !self.may_prune(&id) {
                 if !over_bytes {
                     // Kept for its forwarding targets; younger ones may go.
                     continue;

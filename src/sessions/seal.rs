@@ -2,7 +2,8 @@
 //! (`Store::seal_step`, see `store::seal`), off the async workers and the
 //! committer. It takes sessions from a queue: an ended session soon after
 //! it ends (all of its log), every session at start-up (an ended one not
-//! yet sealed, an active one past the threshold), and an active session
+//! yet sealed once the log check passed it, see `check`; an active one
+//! past the threshold), and an active session
 //! whose entries past its seal mark reach `active_after` bytes (the
 //! committer queues it; see `nudge`). It seals an active log only up to
 //! the counters it has published, which appends never rewrite, so it takes
@@ -14,8 +15,9 @@
 //! `RECLAIM_BUDGET`); seals come first.
 //!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
-//! the thread stops between steps when asked, and a step in progress lands
-//! whole or not at all (it is one sled batch).
+//! only a checked log is sealed (`HandleState::log` set); the thread stops
+//! between steps when asked, and a step in progress lands whole or not at
+//! all (it is one sled batch).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -258,7 +260,9 @@ fn reclaim(store: &Store) -> bool {
 }
 
 /// Seals `handle`'s log: all of it once ended, else (when it is past the
-/// threshold) up to its published counters.
+/// threshold) up to its published counters. Not before the log was checked
+/// (see `check`): sealing rewrites blocks, which must not carry damage
+/// further, and the check queues the log again once it passes.
 fn seal(
     store: &Store,
     handle: &SessionHandle,
@@ -267,7 +271,7 @@ fn seal(
 ) -> Result<(), crate::store::StoreError> {
     let (counters, ended) = {
         let state = handle.state();
-        if state.deleted {
+        if state.deleted || state.log.is_none() {
             return Ok(());
         }
         (state.counters, state.record.state() != State::Active)
@@ -417,7 +421,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn start_up_seals_the_ended_sessions_left_unsealed() {
+    async fn start_up_seals_the_ended_sessions_left_unsealed_once_checked() {
         let dir = tempfile::tempdir().expect("temp dir");
         let id = {
             let sessions = test_manager(dir.path());
@@ -432,6 +436,14 @@ mod tests {
         };
         let sessions = test_manager(dir.path());
         sessions.start_sealer(1 << 20).expect("sealer");
+        idle(&sessions).await;
+        // Not before the log check has passed its log.
+        assert_eq!(mark(&sessions, &id), SealMark::default());
+        sessions.start_log_check().expect("log check");
+        let checking = sessions.clone();
+        tokio::task::spawn_blocking(move || checking.wait_log_check())
+            .await
+            .expect("waited");
         idle(&sessions).await;
         assert_eq!(mark(&sessions, &id).through_seq, 501);
         assert_eq!(seqs(&sessions, &id), (1..=501).collect::<Vec<_>>());

@@ -194,8 +194,20 @@ pub struct StoreOptions {
 pub struct LoadedSession {
     pub record: StoredSession,
     pub counters: LogCounters,
-    /// Open for active sessions; ended ones open theirs when read.
+    /// Open, and checked, for active sessions; an ended session's log is
+    /// neither opened nor checked at start-up: `Store::check_log` does
+    /// both before it is served.
     pub log: Option<LogTree>,
+}
+
+/// What `Store::check_log` found.
+#[derive(Debug)]
+pub(crate) enum LogCheck {
+    /// The log agrees with its counters; here it is, open.
+    Passed(LogTree),
+    /// It does not, or sled failed reading it: `what` says how (without
+    /// the session's id).
+    Damaged { what: String },
 }
 
 /// The open database.
@@ -211,12 +223,12 @@ pub struct Store {
     seal_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
-/// At most this many threads check sessions at start-up.
+/// At most this many threads load sessions at start-up.
 const LOAD_THREADS: usize = 4;
 
 /// `load` over `items` on up to `LOAD_THREADS` threads (start-up is mostly
-/// reading and decompressing each session's first and last block), in
-/// `items`' order; the first error fails the whole load.
+/// reading and decompressing each active session's first and last block),
+/// in `items`' order; the first error fails the whole load.
 fn load_in_parallel<T: Send, U: Send>(
     items: Vec<T>,
     load: impl Fn(T) -> Result<U, StoreError> + Sync,
@@ -337,9 +349,12 @@ impl Store {
         self.health.after_write(write())
     }
 
-    /// Every stored session with its counters, each checked against its log
-    /// (see `verify`): a damaged session fails the whole load, naming it.
-    /// Also drops log trees left
+    /// Every stored session with its counters. An active session's log is
+    /// opened and checked against them (see `verify`): a damaged one fails
+    /// the whole load, naming it. An ended session's counters are its
+    /// record's final ones and its log is left unopened (opening and
+    /// checking 10,000 logs is seconds of reads): `check_log` checks it
+    /// before it is served. Also drops log trees left
     /// without a record by a crash during delete. After a clean shutdown,
     /// active sessions' counters come from their records (reading each
     /// log's counters pulls a page of every active log into memory); the
@@ -395,8 +410,9 @@ impl Store {
         Ok(loaded)
     }
 
-    /// Opens one stored session's log and checks it against its counters
-    /// (see `load_sessions`); `mark` is the clean-shutdown mark, if any.
+    /// One stored session (see `load_sessions`): an active one's log
+    /// opened and checked against its counters; `mark` is the
+    /// clean-shutdown mark, if any.
     fn load_session(
         &self,
         mut record: StoredSession,
@@ -405,9 +421,10 @@ impl Store {
         let saved = record.shutdown_counters.take();
         let saved_under = std::mem::take(&mut record.shutdown_mark);
         let (counters, log) = if record.state() == State::Ended {
-            let counters = record.final_counters.unwrap_or_default();
-            verify::check_log(&record.id, &self.open_log(&record.id)?, &counters)?;
-            (counters, None)
+            // Written in the same transaction as the end entry, so they are
+            // the log's last counters unless the log is damaged, which
+            // `check_log` finds before the log is served.
+            (record.final_counters.unwrap_or_default(), None)
         } else {
             let log = self.open_log(&record.id)?;
             let trusted = mark.is_some_and(|mark| !saved_under.is_empty() && mark == saved_under);
@@ -476,6 +493,35 @@ impl Store {
                 .insert(record.id.as_bytes(), record.encode_to_vec())?;
             Ok(())
         })
+    }
+
+    /// Opens `session_id`'s log and checks it against `counters`, the ones
+    /// it is to be served with (see `verify::find_damage`: two block
+    /// reads). Damage is an answer, not an error: what is wrong, including
+    /// a panic inside sled while reading the log (reported as one line,
+    /// without a backtrace). An error is a failure to read (I/O), which a
+    /// later check may get past.
+    pub(crate) fn check_log(
+        &self,
+        session_id: &str,
+        counters: &LogCounters,
+    ) -> Result<LogCheck, StoreError> {
+        let checked = verify::catch_quietly(|| {
+            let log = self.open_log(session_id)?;
+            Ok::<_, StoreError>(
+                verify::find_damage(&log, counters)?
+                    .map_or(LogCheck::Passed(log), |what| LogCheck::Damaged { what }),
+            )
+        });
+        match checked {
+            Ok(Ok(check)) => Ok(check),
+            // sled found a bad page while reading this log.
+            Ok(Err(StoreError::Corrupt { detail })) => Ok(LogCheck::Damaged { what: detail }),
+            Ok(Err(err)) => Err(err),
+            Err(panic) => Ok(LogCheck::Damaged {
+                what: format!("sled failed while reading its log ({panic})"),
+            }),
+        }
     }
 
     /// The log tree of a session.
@@ -848,6 +894,58 @@ mod tests {
         }
         let last: Vec<u64> = applied.iter().map(|a| a.counters.last_seq).collect();
         assert_eq!(last, [4, 2, 4]);
+    }
+
+    #[test]
+    fn a_log_checked_against_other_counters_or_garbled_is_damaged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&StoreOptions {
+            path: dir.path().join("data"),
+            cache_bytes: 1 << 20,
+        })
+        .expect("store");
+        let log = store.open_log("s").expect("log");
+        let applied = store.apply_appends(vec![
+            log.prepare_append(
+                &LogCounters::default(),
+                entries(&["one", "two", "three"]),
+                None,
+                SystemTime::now(),
+                false,
+            )
+            .expect("prepare"),
+        ]);
+        let counters = applied
+            .into_iter()
+            .next()
+            .expect("one")
+            .expect("landed")
+            .counters;
+        let damage = |counters: &LogCounters| match store.check_log("s", counters).expect("read") {
+            LogCheck::Passed(log) => {
+                assert_eq!(messages(&log), ["one", "two", "three"]);
+                None
+            }
+            LogCheck::Damaged { what } => Some(what),
+        };
+        assert_eq!(damage(&counters), None);
+        let more = LogCounters {
+            last_seq: 4,
+            entry_count: 4,
+            ..counters
+        };
+        let what = damage(&more).expect("more than the log holds");
+        assert!(what.contains("disagree"), "{what}");
+        let (key, block) = log
+            .tree()
+            .range(keys::entry_key(0)..=keys::entry_key(MAX_SEQ))
+            .next_back()
+            .expect("a block")
+            .expect("read");
+        log.tree()
+            .insert(key, &block[..block.len() / 2])
+            .expect("garble");
+        assert!(damage(&counters).is_some(), "a garbled last block");
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! What start-up checks before it serves a store, so damage is found then,
-//! with one line naming it, and not later as INTERNAL on a read: sled's
-//! `conf` file against its checksum (sled itself only warns, then misreads a
-//! garbled one as written by an old version), every session's counters
-//! against its log (the stored counters, and the first and last block
-//! decoding with the seqs the counters promise), and a panic inside sled
-//! while opening turned into an error instead of a backtrace. A damaged
-//! store is refused as a whole rather than served in part: sled reads a
+//! What is checked before a store or a session's log is served, so damage
+//! is found then, with one line naming it, and not later as INTERNAL on a
+//! read: sled's `conf` file against its checksum (sled itself only warns,
+//! then misreads a garbled one as written by an old version), a session's
+//! counters against its log (the stored counters, and the first and last
+//! block decoding with the seqs the counters promise), and a panic inside
+//! sled turned into an error instead of a backtrace. Start-up refuses a
+//! damaged store as a whole (a bad `conf`, a clean shutdown's mark sled did
+//! not recover, an active session's log that fails its check): sled reads a
 //! checksum failure in its log as the end of the log, so what follows the
-//! damage is gone from what it serves, and writing on would bury it.
+//! damage is gone from what it serves, and writing on would bury it. An
+//! ended session's log is checked after start-up, before it is first
+//! served (`Store::check_log`); one that fails is reported as damaged and
+//! never served, and the rest of the store is.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -51,20 +55,33 @@ pub(super) fn check_conf(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Checks one session's log against the counters start-up is about to
-/// serve: the stored counters agree, the first block starts at seq 1 and
-/// its first entry decodes, and the last block ends at `last_seq` with its
-/// last entry decoding. Two block reads per session.
+/// serve (see `find_damage`); damage is `StoreError::Corrupt` naming the
+/// session.
 pub(super) fn check_log(
     session_id: &str,
     log: &LogTree,
     counters: &LogCounters,
 ) -> Result<(), StoreError> {
-    let fail = |what: String| StoreError::Corrupt {
-        detail: format!("session `{session_id}`: {what}"),
-    };
+    match find_damage(log, counters)? {
+        None => Ok(()),
+        Some(what) => Err(StoreError::Corrupt {
+            detail: format!("session `{session_id}`: {what}"),
+        }),
+    }
+}
+
+/// What is wrong with a log against the counters it is to be served with,
+/// or `None`: the stored counters agree, the first block starts at seq 1
+/// and its first entry decodes, and the last block ends at `last_seq` with
+/// its last entry decoding. Two block reads. An error is a failure to read,
+/// not damage found.
+pub(super) fn find_damage(
+    log: &LogTree,
+    counters: &LogCounters,
+) -> Result<Option<String>, StoreError> {
     let stored = log.counters()?;
     if stored != *counters {
-        return Err(fail(format!(
+        return Ok(Some(format!(
             "its log's counters (last seq {}, {} entries) disagree with its record's \
              (last seq {}, {} entries)",
             stored.last_seq, stored.entry_count, counters.last_seq, counters.entry_count
@@ -77,21 +94,23 @@ pub(super) fn check_log(
     let (first, last) = (blocks().next(), blocks().next_back());
     let (Some(first), Some(last)) = (first, last) else {
         if counters.last_seq == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        return Err(fail(format!(
+        return Ok(Some(format!(
             "its counters say {} entries but its log holds none",
             counters.last_seq
         )));
     };
     if counters.last_seq == 0 {
-        return Err(fail(
+        return Ok(Some(
             "its log holds entries its counters do not count".to_owned(),
         ));
     }
     let (first_key, first_block) = first?;
-    let first_entries = super::log::block_entries(&first_key, &first_block)
-        .map_err(|err| fail(format!("its first block does not decode ({err})")))?;
+    let first_entries = match super::log::block_entries(&first_key, &first_block) {
+        Ok(entries) => entries,
+        Err(err) => return Ok(Some(format!("its first block does not decode ({err})"))),
+    };
     let (last_key, last_block) = last?;
     // A session of one block: decoded once (a sealed block is a whole
     // compressed frame).
@@ -99,8 +118,10 @@ pub(super) fn check_log(
     let last_entries = if last_key == first_key {
         &first_entries
     } else {
-        other_last = super::log::block_entries(&last_key, &last_block)
-            .map_err(|err| fail(format!("its last block does not decode ({err})")))?;
+        other_last = match super::log::block_entries(&last_key, &last_block) {
+            Ok(entries) => entries,
+            Err(err) => return Ok(Some(format!("its last block does not decode ({err})"))),
+        };
         &other_last
     };
     for (which, entries, seq) in [
@@ -108,17 +129,19 @@ pub(super) fn check_log(
         ("last", last_entries, last_entries.last()),
     ] {
         let Some((seq, bytes)) = seq else {
-            return Err(fail(format!("its {which} block is empty")));
+            return Ok(Some(format!("its {which} block is empty")));
         };
-        let entry = decode_entry(bytes)
-            .map_err(|err| fail(format!("its {which} entry does not decode ({err})")))?;
+        let entry = match decode_entry(bytes) {
+            Ok(entry) => entry,
+            Err(err) => return Ok(Some(format!("its {which} entry does not decode ({err})"))),
+        };
         let expected = if which == "first" {
             1
         } else {
             counters.last_seq
         };
         if *seq != expected || entry.seq != expected {
-            return Err(fail(format!(
+            return Ok(Some(format!(
                 "its {which} entry has seq {} (stored as {}), not {expected} ({} in the block)",
                 seq,
                 entry.seq,
@@ -126,7 +149,7 @@ pub(super) fn check_log(
             )));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The error for a store found damaged, naming what to do.
@@ -153,6 +176,17 @@ pub(crate) fn without_panics<T>(
     dir: &Path,
     work: impl FnOnce() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    catch_quietly(work).unwrap_or_else(|panic| {
+        Err(damaged(
+            dir,
+            &format!("sled failed while reading it ({panic})"),
+        ))
+    })
+}
+
+/// Runs `work`; a panic in it (sled panics on some damage) is returned as
+/// the first line of its message, and prints no backtrace.
+pub(super) fn catch_quietly<T>(work: impl FnOnce() -> T) -> Result<T, String> {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -162,15 +196,10 @@ pub(crate) fn without_panics<T>(
             }
         }));
     });
-    QUIET_PANICS.with(|quiet| quiet.set(true));
+    let outer = QUIET_PANICS.with(|quiet| quiet.replace(true));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-    QUIET_PANICS.with(|quiet| quiet.set(false));
-    outcome.unwrap_or_else(|panic| {
-        Err(damaged(
-            dir,
-            &format!("sled failed while reading it ({})", panic_message(&*panic)),
-        ))
-    })
+    QUIET_PANICS.with(|quiet| quiet.set(outer));
+    outcome.map_err(|panic| panic_message(&*panic))
 }
 
 /// Whether this thread's panics are kept quiet (inside `without_panics`),

@@ -27,6 +27,7 @@ mod http_search;
 mod layout;
 mod lifecycle;
 mod liveness;
+mod log_check;
 mod model;
 mod otlp;
 mod otlp_http;

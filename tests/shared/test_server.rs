@@ -27,6 +27,8 @@ pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     /// The HTTP edge's address, when built with `http()`.
     pub(crate) http_addr: Option<SocketAddr>,
+    /// `/metrics` and `/healthz`, when built with `metrics()`.
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// The rules inside the server, for white-box checks (follower counts,
     /// liveness and retention passes run on demand).
     pub(crate) sessions: SessionManager,
@@ -44,6 +46,7 @@ pub(crate) struct TestServerBuilder<'a> {
     data_dir: Option<PathBuf>,
     fsync: FsyncPolicy,
     http: bool,
+    metrics: bool,
     addr: SocketAddr,
     configure: Vec<Configure<'a>>,
 }
@@ -59,6 +62,7 @@ impl TestServer {
             data_dir: None,
             fsync: FsyncPolicy::Never,
             http: false,
+            metrics: false,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             configure: Vec::new(),
         }
@@ -119,6 +123,13 @@ impl<'a> TestServerBuilder<'a> {
         self
     }
 
+    /// Also serves `/metrics` (`--metrics-listen`), on another ephemeral
+    /// loopback port: `TestServer::metrics_addr`.
+    pub(crate) fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
     /// Listens on `addr` instead of an ephemeral port.
     pub(crate) fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
@@ -162,6 +173,14 @@ impl<'a> TestServerBuilder<'a> {
             http_addr = Some(http_listener.local_addr().expect("local addr"));
             listeners.http = Some(http_listener);
         }
+        let mut metrics_addr = None;
+        if self.metrics {
+            let metrics_listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("bind loopback for metrics");
+            metrics_addr = Some(metrics_listener.local_addr().expect("local addr"));
+            listeners.metrics = Some(metrics_listener);
+        }
         let server = Server::open(settings, listeners)
             .await
             .expect("open the server");
@@ -173,6 +192,7 @@ impl<'a> TestServerBuilder<'a> {
         TestServer {
             addr,
             http_addr,
+            metrics_addr,
             sessions,
             shutdown_tx,
             task,
