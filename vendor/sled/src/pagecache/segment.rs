@@ -990,18 +990,12 @@ impl SegmentAccountant {
 
         self.max_stabilized_lsn = lsn;
 
-        // sessionlog patch: the free-space check that follows ran after
-        // each deactivated segment, each time counting every segment's
-        // state; recovery deactivates all segments in one call, which made
-        // start-up quadratic in the file's segment count. It now runs as
-        // many times, after the loop, counting once (`queue_tip_cleaning`).
-        let last = can_deactivate.last().copied();
-        let deactivated = can_deactivate.len();
+        // sessionlog patch: sled then queued the file's last inactive
+        // segment for relocation whenever half of the file was free, to cut
+        // the file shorter; see `vendor/sled/PATCH.md` (Why the file's tail
+        // is not relocated) for why that is gone.
         for lsn in can_deactivate {
             self.deactivate_segment(lsn)?;
-        }
-        if let Some(lsn) = last {
-            self.queue_tip_cleaning(lsn, deactivated);
         }
 
         Ok(())
@@ -1067,38 +1061,6 @@ impl SegmentAccountant {
             }
         }
         Ok(())
-    }
-
-    /// If a lot of the whole file is free segments, starts relocating the
-    /// last inactive segment to boil the file down; up to `checks` times,
-    /// each time the next inactive segment towards the file's start, while
-    /// the file stays that free (the check sled made after each of
-    /// `checks` deactivated segments, in one pass over the segments).
-    fn queue_tip_cleaning(&mut self, lsn: Lsn, checks: usize) {
-        let free_segs = self.segments.iter().filter(|s| s.is_free()).count();
-        let mut inactive_segs =
-            self.segments.iter().filter(|s| s.is_inactive()).count();
-        let mut below = self.segments.len();
-        for _ in 0..checks {
-            let free_ratio =
-                (free_segs * 100) / (1 + free_segs + inactive_segs);
-            if free_ratio < SEGMENT_CLEANUP_THRESHOLD || inactive_segs <= 5 {
-                return;
-            }
-            let Some(last_index) =
-                self.segments[..below].iter().rposition(Segment::is_inactive)
-            else {
-                return;
-            };
-
-            let segment_start =
-                (last_index * self.config.segment_size) as LogOffset;
-
-            let to_clean = self.segments[last_index].inactive_to_draining(lsn);
-            self.segment_cleaner.add_pids(segment_start, to_clean);
-            inactive_segs -= 1;
-            below = last_index;
-        }
     }
 
     fn bump_tip(&mut self) -> Result<LogOffset> {
