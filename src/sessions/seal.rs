@@ -12,7 +12,7 @@
 //!
 //! Between jobs, and every second when idle, it gives sled's dead space
 //! back for reuse (`Store::reclaim`, in turns of at most
-//! `RECLAIM_BUDGET`); seals come first.
+//! `RECLAIM_BUDGET`, each followed by at least as long for seals).
 //!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
 //! only a checked log is sealed (`HandleState::log` set); the thread stops
@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::schema::State;
 use crate::store::{SealOutcome, SealTarget, Store};
@@ -195,12 +195,25 @@ fn run(
 ) {
     // Recovery, and every seal, may leave segments queued for cleaning.
     let mut reclaiming = true;
+    // When the next turn may start: a turn that had more to do is followed
+    // by at least as long of seals, so collection takes at most half of
+    // the thread's time. It is not only after an idle wait: sessions
+    // ending without pause (retention pruning as many) would keep seal
+    // jobs coming and leave the dead space they free uncollected.
+    let mut next_turn = Instant::now();
     loop {
         backlog.reclaiming.store(reclaiming, Ordering::SeqCst);
-        // After a turn that had more to do, the next one starts after as
-        // long again (or a job): at most half of the time goes to it.
+        let now = Instant::now();
+        if reclaiming && now >= next_turn {
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            reclaiming = reclaim(store);
+            next_turn = Instant::now() + RECLAIM_BUDGET;
+            continue;
+        }
         let wait = if reclaiming {
-            RECLAIM_BUDGET
+            next_turn - now
         } else {
             RECLAIM_EVERY
         };
@@ -212,11 +225,9 @@ fn run(
             }
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
-                if stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                backlog.reclaiming.store(true, Ordering::SeqCst);
-                reclaiming = reclaim(store);
+                // Idle: a turn every `RECLAIM_EVERY` (writes, deletes and
+                // pruning free space without a seal).
+                reclaiming = true;
                 continue;
             }
         };
