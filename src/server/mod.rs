@@ -423,7 +423,11 @@ impl Server {
         let store = self.store.clone();
         let flushing = tokio::task::spawn_blocking(move || {
             store.flush()?;
-            store.give_back_free_segments()?;
+            // Space not given back now is at the next start; a failure
+            // here must not cost the clean-shutdown mark.
+            if let Err(err) = store.give_back_free_segments() {
+                tracing::warn!(error = %err, "giving sled's free segments back at shutdown failed");
+            }
             store.record_clean_shutdown()
         });
         let flushed = match tokio::time::timeout(timeout, flushing).await {

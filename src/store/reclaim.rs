@@ -80,7 +80,7 @@ impl Store {
     /// them wait, the current segment is ended early and a small write
     /// starts the next.
     pub(crate) fn give_back_free_segments(&self) -> Result<usize, StoreError> {
-        if self.db.segments_awaiting_stable() >= ROLL_FOR_SEGMENTS {
+        if self.db.segments_awaiting_stable()? >= ROLL_FOR_SEGMENTS {
             self.flush()?;
             self.write(|| Ok(self.db.roll_segment()?))?;
             self.write(|| Ok(self.db.insert(SETTLE_KEY, &[])?))?;

@@ -194,7 +194,7 @@ impl Db {
     /// segment begun after their pages moved records that move as stable.
     ///
     /// sessionlog patch: lets the store write that far when writes pause.
-    pub fn segments_awaiting_stable(&self) -> usize {
+    pub fn segments_awaiting_stable(&self) -> Result<usize> {
         self.context.pagecache.segments_awaiting_stable()
     }
 

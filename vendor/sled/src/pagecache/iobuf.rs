@@ -874,6 +874,8 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
 /// (the rest padded) and starts the next segment, whose header records
 /// the log stable as far as it is now. See `PageCache::roll_segment`.
 pub(crate) fn roll_segment(iobufs: &Arc<IoBufs>) -> Result<()> {
+    // the current buffer is swapped out and dropped under the epoch
+    let _guard = pin();
     let iobuf = iobufs.current_iobuf();
     let header = iobuf.get_header();
     if header::is_sealed(header) {

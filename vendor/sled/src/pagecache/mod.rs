@@ -893,7 +893,7 @@ impl PageCache {
         self.config.file.sync_data()?;
         Ok(self.log.iobufs.with_sa(|sa| {
             sa.note_durable(generation);
-            sa.punch(&candidates)
+            sa.punch(&candidates, generation)
         }))
     }
 
@@ -923,8 +923,11 @@ impl PageCache {
     }
 
     /// sessionlog patch: see `SegmentAccountant::awaiting_stable`.
-    pub(crate) fn segments_awaiting_stable(&self) -> usize {
-        self.log.iobufs.with_sa(|sa| sa.awaiting_stable())
+    /// Counted after the accountant caught up (`settle_segments`), so
+    /// those it frees then are not counted.
+    pub(crate) fn segments_awaiting_stable(&self) -> Result<usize> {
+        self.settle_segments()?;
+        Ok(self.log.iobufs.with_sa(|sa| sa.awaiting_stable()))
     }
 
     /// sessionlog patch: see `SegmentAccountant::usage`.

@@ -681,13 +681,19 @@ impl SegmentAccountant {
             }
         }
 
+        // sessionlog patch: the segments found free may hold the last
+        // durable copies of pages whose newer copies the previous process
+        // wrote but did not sync; those reach the disk first.
+        if !to_free.is_empty() {
+            self.config.file.sync_data()?;
+        }
         for segment_base in to_free {
             self.free_segment(segment_base)?;
             io_fail!(self.config, "zero garbage segment SA");
             // sessionlog patch: a hole reads as zeros as the write did, and
             // keeps the file's blocks given back: writing them refilled
             // every punched segment at each open.
-            if self.punch(&[segment_base]) == 0 {
+            if self.punch(&[segment_base], u64::MAX) == 0 {
                 pwrite_all(
                     &self.config.file,
                     &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
@@ -1159,13 +1165,18 @@ impl SegmentAccountant {
     /// still free back to the filesystem (a hole in the file, which reads
     /// as zeros: an invalid segment header, as in a segment never written).
     /// The caller makes the log durable first: the newer copies of what the
-    /// segments held must not be lost with them. Returns how many it punched.
+    /// segments held must not be lost with them. Only segments freed within
+    /// the first `synced` frees are punched (one reused and freed again
+    /// since the sync is not covered by it). Returns how many it punched.
     #[cfg(target_os = "linux")]
-    pub(super) fn punch(&mut self, segments: &[LogOffset]) -> usize {
+    pub(super) fn punch(&mut self, segments: &[LogOffset], synced: u64) -> usize {
         use std::os::unix::io::AsRawFd;
         let mut punched = 0;
         for &lid in segments {
             if !self.free.contains(&lid) || self.punched.contains(&lid) {
+                continue;
+            }
+            if self.freed_at.get(&lid).is_some_and(|at| *at > synced) {
                 continue;
             }
             let ret = unsafe {
@@ -1186,7 +1197,7 @@ impl SegmentAccountant {
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub(super) fn punch(&mut self, _segments: &[LogOffset]) -> usize {
+    pub(super) fn punch(&mut self, _segments: &[LogOffset], _synced: u64) -> usize {
         0
     }
 
