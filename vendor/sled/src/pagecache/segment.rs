@@ -161,12 +161,8 @@ impl Drop for SegmentAccountant {
 /// sessionlog patch: how a log file's segments are used (`Db::segment_usage`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentUsage {
-    /// The size of one segment, in bytes.
-    pub segment_size: u64,
     /// Segments free for reuse.
     pub free: u64,
-    /// Free segments whose blocks were given back to the filesystem.
-    pub punched: u64,
     /// Segments being written to.
     pub active: u64,
     /// Segments written, holding live pages.
@@ -176,8 +172,6 @@ pub struct SegmentUsage {
     /// The bytes of the log's live page fragments in active and inactive
     /// segments, as sled accounts them.
     pub live_bytes: u64,
-    /// Inactive segments by live share: [0] 0-9%, [1] 10-19%, ... [9] 90-100%.
-    pub inactive_by_decile: [u64; 10],
 }
 
 /// sessionlog patch: how many free segments may wait for a sync of the
@@ -1103,10 +1097,7 @@ impl SegmentAccountant {
     /// sessionlog patch: how the file's segments are used: counts by
     /// state and the bytes sled accounts live in them.
     pub(super) fn usage(&self) -> SegmentUsage {
-        let mut usage = SegmentUsage {
-            segment_size: self.config.segment_size as u64,
-            ..SegmentUsage::default()
-        };
+        let mut usage = SegmentUsage::default();
         // Segments cut off the file's end stay in `segments` as free;
         // only those below the tip are in the file.
         let in_file = usize::try_from(self.tip / self.config.segment_size as LogOffset)
@@ -1116,18 +1107,16 @@ impl SegmentAccountant {
                 Segment::Free(_) => usage.free += 1,
                 Segment::Active(active) => {
                     usage.active += 1;
-                    usage.live_bytes += (active.rss - active.deferred_replaced_rss.min(active.rss)) as u64;
+                    usage.live_bytes +=
+                        active.rss.saturating_sub(active.deferred_replaced_rss) as u64;
                 }
                 Segment::Inactive(inactive) => {
                     usage.inactive += 1;
                     usage.live_bytes += inactive.rss as u64;
-                    let pct = inactive.rss * 100 / self.config.segment_size;
-                    usage.inactive_by_decile[(pct / 10).min(9)] += 1;
                 }
                 Segment::Draining(_) => usage.draining += 1,
             }
         }
-        usage.punched = self.punched.len() as u64;
         usage
     }
 
