@@ -6,7 +6,10 @@
 //! One step seals one run: a `sled::Batch` on the log's tree inserts the
 //! sealed block under the run's first key, removes the run's other keys and
 //! moves the log's seal mark past the run. A crash keeps the old blocks or
-//! the sealed one, never both or neither. The counters the run's last
+//! the sealed one, never both or neither. Once it lands, the leaves it
+//! wrote are written whole again (`PreparedSeal::keys`), so the unsealed
+//! blocks stop counting as live; a crash before that only leaves them
+//! live until sled cleans their segment. The counters the run's last
 //! block carries stay at the head of the sealed block, so the log's last
 //! block still holds the log's counters; batch ids are not touched. A step
 //! only reads blocks at or below a seq the caller knows is applied, which
@@ -101,6 +104,17 @@ pub struct SealStep {
     pub bytes_after: usize,
 }
 
+/// A seal step built and not applied yet (see `LogTree::prepare_seal`).
+pub(super) struct PreparedSeal {
+    pub batch: sled::Batch,
+    pub step: SealStep,
+    /// The keys `batch` writes or removes. Once it lands, the leaves that
+    /// hold them are written whole again (`LogTree::consolidate`): sled
+    /// keeps a leaf's older version live until ten links pile on it, and a
+    /// small log's one leaf would keep its unsealed blocks on disk.
+    pub keys: Vec<IVec>,
+}
+
 /// A block read for sealing.
 struct Found {
     key: IVec,
@@ -149,7 +163,7 @@ impl LogTree {
         &self,
         mark: SealMark,
         through_seq: u64,
-    ) -> Result<Option<(sled::Batch, SealStep)>, StoreError> {
+    ) -> Result<Option<PreparedSeal>, StoreError> {
         let Some(start) = mark.through_seq.checked_add(1) else {
             return Ok(None);
         };
@@ -227,8 +241,18 @@ impl LogTree {
         Ok(Some(self.skip(mark, &run[0])))
     }
 
+    /// Writes the leaves holding `keys` whole again where links piled on
+    /// them (see `PreparedSeal::keys`). A key's leaf already whole costs a
+    /// lookup.
+    pub(super) fn consolidate(&self, keys: &[IVec]) -> Result<(), StoreError> {
+        for key in keys {
+            self.tree().consolidate_leaf(key)?;
+        }
+        Ok(())
+    }
+
     /// A step that moves the mark past `found`, leaving it as it is.
-    fn skip(&self, mark: SealMark, found: &Found) -> (sled::Batch, SealStep) {
+    fn skip(&self, mark: SealMark, found: &Found) -> PreparedSeal {
         let mark = SealMark {
             through_seq: found.last_seq(),
             through_bytes: mark.through_bytes.saturating_add(found.weight()),
@@ -241,7 +265,11 @@ impl LogTree {
             bytes_before: 0,
             bytes_after: 0,
         };
-        (batch, step)
+        PreparedSeal {
+            batch,
+            step,
+            keys: vec![IVec::from(&SEAL_KEY[..])],
+        }
     }
 
     /// A step that replaces `run` with `sealed`.
@@ -251,8 +279,10 @@ impl LogTree {
         run: &[Found],
         sealed: Vec<u8>,
         before: usize,
-    ) -> (sled::Batch, SealStep) {
+    ) -> PreparedSeal {
         let mut batch = sled::Batch::default();
+        let mut keys: Vec<IVec> = run.iter().map(|found| found.key.clone()).collect();
+        keys.push(IVec::from(&SEAL_KEY[..]));
         let weight: u64 = run.iter().map(Found::weight).sum();
         let mark = SealMark {
             through_seq: run.last().map_or(mark.through_seq, Found::last_seq),
@@ -272,7 +302,7 @@ impl LogTree {
             bytes_before: before,
             bytes_after: after,
         };
-        (batch, step)
+        PreparedSeal { batch, step, keys }
     }
 }
 
@@ -323,12 +353,13 @@ mod tests {
     /// Seals through `through` step by step; the steps taken.
     fn seal_all(log: &LogTree, through: u64) -> Vec<SealStep> {
         let mut steps = Vec::new();
-        while let Some((batch, step)) = log
+        while let Some(prepared) = log
             .prepare_seal(log.seal_mark().expect("mark"), through)
             .expect("prepare")
         {
-            log.tree().apply_batch(batch).expect("apply");
-            steps.push(step);
+            log.tree().apply_batch(prepared.batch).expect("apply");
+            log.consolidate(&prepared.keys).expect("consolidate");
+            steps.push(prepared.step);
         }
         steps
     }
@@ -493,8 +524,8 @@ mod tests {
                 since_seal += 1;
                 if since_seal >= seal_every {
                     since_seal = 0;
-                    if let Some((batch, _)) = log.prepare_seal(log.seal_mark().expect("mark"), last).expect("prepare") {
-                        log.tree().apply_batch(batch).expect("apply");
+                    if let Some(prepared) = log.prepare_seal(log.seal_mark().expect("mark"), last).expect("prepare") {
+                        log.tree().apply_batch(prepared.batch).expect("apply");
                     }
                 }
             };

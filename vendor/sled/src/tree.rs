@@ -1425,6 +1425,31 @@ impl Tree {
         Ok(())
     }
 
+    /// Writes the leaf that holds `key` again as one whole node when it
+    /// carries links written since its last whole version; whether it did.
+    /// Until then the older version stays live beside the links, with any
+    /// values they removed or replaced.
+    pub fn consolidate_leaf<K: AsRef<[u8]>>(&self, key: K) -> Result<bool> {
+        let guard = pin();
+        let _cc = concurrency_control::read();
+        loop {
+            let view = self.view_for_key(key.as_ref(), &guard)?;
+            if view.node_view.0.cache_infos.len() <= 1 {
+                return Ok(false);
+            }
+            let node: Node = view.deref().clone();
+            let replace = self.context.pagecache.replace(
+                view.pid,
+                view.node_view.0,
+                node,
+                &guard,
+            )?;
+            if replace.is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Returns the name of the tree.
     pub fn name(&self) -> IVec {
         self.tree_id.clone()
