@@ -166,7 +166,7 @@ pub(super) fn session_event(event: WatchEvent) -> pb::SessionEvent {
     };
     pb::SessionEvent {
         kind: kind.into(),
-        session: view.map(session),
+        session: view.map(|view| session(std::sync::Arc::unwrap_or_clone(view))),
     }
 }
 

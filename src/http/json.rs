@@ -187,7 +187,7 @@ impl From<WatchEvent> for SessionEventJson {
         };
         Self {
             kind,
-            session: view.map(SessionJson::from),
+            session: view.map(|view| SessionJson::from(std::sync::Arc::unwrap_or_clone(view))),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! lock: every change is in the snapshot or delivered live, never both and
 //! never neither. Appends send no events.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
@@ -18,13 +18,15 @@ use super::{SessionError, SessionManager, SessionView};
 /// How many events a watcher may fall behind before its stream ends.
 pub(crate) const WATCH_BACKLOG: usize = 4_096;
 
-/// What `WatchSessions` reports.
+/// What `WatchSessions` reports. The view is shared: the channel keeps
+/// the last `WATCH_BACKLOG` events in slots it allocates up front, and
+/// each watcher receives a clone of every event.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
-    Started(SessionView),
-    Updated(SessionView),
-    Ended(SessionView),
-    Deleted(SessionView),
+    Started(Arc<SessionView>),
+    Updated(Arc<SessionView>),
+    Ended(Arc<SessionView>),
+    Deleted(Arc<SessionView>),
     /// The snapshot is complete; live events follow.
     CaughtUp,
 }
@@ -122,7 +124,7 @@ impl SessionManager {
             self.sessions_read()
                 .values()
                 .filter_map(|handle| handle.view().ok())
-                .map(WatchEvent::Started)
+                .map(|view| WatchEvent::Started(Arc::new(view)))
                 .filter(|event| query.matches(event))
                 .collect()
         });

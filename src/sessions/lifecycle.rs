@@ -110,7 +110,7 @@ impl SessionManager {
         self.inner.events.publish(|| {
             self.sessions_write()
                 .insert(handle.id.clone(), handle.clone());
-            WatchEvent::Started(handle.final_view())
+            WatchEvent::Started(Arc::new(handle.final_view()))
         });
         self.inner.watched.add_if_needed(&handle);
         Ok(handle)
@@ -156,7 +156,7 @@ impl SessionManager {
         self.inner.events.publish(|| {
             let mut state = handle.state();
             state.record = record;
-            WatchEvent::Updated(state.view())
+            WatchEvent::Updated(Arc::new(state.view()))
         });
         Ok(())
     }
@@ -351,7 +351,7 @@ impl SessionManager {
             {
                 sessions.remove(&handle.id);
             }
-            WatchEvent::Deleted(last_view)
+            WatchEvent::Deleted(Arc::new(last_view))
         });
         self.inner.watched.remove(&handle.id);
     }
@@ -386,7 +386,7 @@ impl SessionManager {
             state.counters = counters;
             state.lease_expires_at = None;
             state.publish();
-            WatchEvent::Ended(state.view())
+            WatchEvent::Ended(Arc::new(state.view()))
         });
         self.inner.watched.remove(&handle.id);
         Ok(())
