@@ -24,11 +24,12 @@ BENCH_BIN=$bin BENCH_TOOL=$tool BENCH_RUNS=1 BENCH_DURATION=300ms BENCH_WARMUP=1
   BENCH_MEMORY_ENTRIES=5000 BENCH_SESSIONS=20 BENCH_SESSION_ENTRIES=100 BENCH_FOOTPRINT_SESSIONS=50 \
   BENCH_FOOTPRINT_ENTRIES=20 BENCH_SEARCH_SESSIONS=20 BENCH_SEARCH_ENTRIES=50 \
   BENCH_CHURN_DURATION=3s BENCH_CHURN_RETAINED=20 BENCH_CHURN_ENTRIES=50 BENCH_CHURN_SAMPLE=250ms \
+  BENCH_PRUNE_SESSIONS=40 BENCH_PRUNE_ENTRIES=5 BENCH_PRUNE_COUNT=10 \
   timeout 300 bash scripts/bench.sh >"$table"
 cat "$table"
 rows=$(grep -c '^| [a-z]' "$table" || true)
-if [[ $rows -lt 43 ]]; then
-  echo "bench smoke: the table has $rows workload rows, not 43" >&2
+if [[ $rows -lt 48 ]]; then
+  echo "bench smoke: the table has $rows workload rows, not 48" >&2
   exit 1
 fi
 timeout 60 "$tool" store --count 10000 --warmup 0s

@@ -20,6 +20,10 @@
 #                             footprint workload (the same sessions, longer)
 #   BENCH_SEARCH_SESSIONS=1000   sessions of the search workload
 #   BENCH_SEARCH_ENTRIES=1000     entries in each of them (corpus lines)
+#   BENCH_PRUNE_SESSIONS=10000    sessions stored before the prune workload's
+#                             restart
+#   BENCH_PRUNE_ENTRIES=100   corpus lines in each of them
+#   BENCH_PRUNE_COUNT=2500    sessions the restarted server's retention prunes
 #   BENCH_CHURN_DURATION=30m  how long the churn workload starts, fills and
 #                             ends sessions (run once, whatever BENCH_RUNS)
 #   BENCH_CHURN_RETAINED=1000 sessions its server's retention keeps
@@ -48,6 +52,9 @@ footprint_sessions=${BENCH_FOOTPRINT_SESSIONS:-1000}
 footprint_entries=${BENCH_FOOTPRINT_ENTRIES:-1000}
 search_sessions=${BENCH_SEARCH_SESSIONS:-1000}
 search_entries=${BENCH_SEARCH_ENTRIES:-1000}
+prune_sessions=${BENCH_PRUNE_SESSIONS:-10000}
+prune_entries=${BENCH_PRUNE_ENTRIES:-100}
+prune_count=${BENCH_PRUNE_COUNT:-2500}
 churn_duration=${BENCH_CHURN_DURATION:-30m}
 churn_retained=${BENCH_CHURN_RETAINED:-1000}
 churn_entries=${BENCH_CHURN_ENTRIES:-1000}
@@ -106,6 +113,8 @@ bench footprint-long footprint --corpus bench/corpus --sessions "$footprint_sess
   --entries-per-session "$footprint_entries"
 bench search search --corpus bench/corpus --sessions "$search_sessions" \
   --entries-per-session "$search_entries"
+bench prune prune --corpus bench/corpus --sessions "$prune_sessions" \
+  --entries-per-session "$prune_entries" --prune "$prune_count"
 
 # Retained sessions, once (it writes sessions x entries): fill a server that
 # runs from a directory of ours, end the sessions (as retention keeps them),
@@ -179,14 +188,15 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 - "$out" "$runs" "$duration" "$catch_up" "$memory_entries" "$(nproc)" "$cpu" "$commit" \
   "$sessions" "$session_entries" "$footprint_sessions" "$footprint_entries" "$search_sessions" \
-  "$search_entries" "$churn_duration" "$churn_retained" "$churn_entries" <<'PY'
+  "$search_entries" "$churn_duration" "$churn_retained" "$churn_entries" "$prune_sessions" \
+  "$prune_entries" "$prune_count" <<'PY'
 import json
 import sys
 from pathlib import Path
 
 (out, runs, duration, catch_up, memory_entries, cores, cpu, commit, sessions, session_entries,
  footprint_sessions, footprint_entries, search_sessions, search_entries, churn_duration,
- churn_retained, churn_entries) = sys.argv[1:]
+ churn_retained, churn_entries, prune_sessions, prune_entries, prune_count) = sys.argv[1:]
 
 
 def spread(name, key):
@@ -343,6 +353,16 @@ row("same: encoded MB examined per second", "search", "common_mb_per_second", me
 row("same, a rare term (5 sessions): time", "search", "rare_seconds", seconds,
     target=("≤ 0.1 s", lambda v: v <= 0.1))
 row("same: encoded MB examined per second", "search", "rare_mb_per_second", megabytes)
+issue_prune = (int(prune_sessions), int(prune_count)) == (10_000, 2_500)
+row(f"prune: {int(prune_sessions):,} ended sessions x {int(prune_entries):,} corpus lines, "
+    f"restarted with retention keeping {int(prune_sessions) - int(prune_count):,}: SERVING to "
+    f"{int(prune_count):,} pruned (metrics, polled every 5 ms)",
+    "prune", "prune_seconds", seconds,
+    *((0.5, "0.5 s (issue 20 target)", ("≤ 0.5 s", lambda v: v <= 0.5)) if issue_prune else ()))
+row("same: serving line to last pruned line (server log)", "prune", "prune_log_seconds", seconds)
+row("same: restart to SERVING", "prune", "restart_seconds", seconds)
+row("same: data dir allocated after / before", "prune", "disk_allocated_after_per_before", ratio)
+row("same: server peak RSS, restart and pruning", "prune", "server_peak_rss_mib", mib)
 row(f"churn, {churn_duration}: sessions of {int(churn_entries):,} corpus lines started, filled "
     f"and ended by 4 clients while retention keeps {int(churn_retained):,}: data dir "
     "(allocated) / compressed data retained, max after the first quarter (1 run)",

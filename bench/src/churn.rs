@@ -191,7 +191,7 @@ async fn client_churns(
 
 /// The bench's sessions the server lists (every state, every page): how
 /// many, and their `size_bytes` summed.
-async fn retained(client: &mut Client) -> anyhow::Result<(u64, u64)> {
+pub(super) async fn retained(client: &mut Client) -> anyhow::Result<(u64, u64)> {
     let (mut sessions, mut bytes) = (0, 0);
     let mut page_token = String::new();
     loop {

@@ -3,20 +3,22 @@
 //! The local server's binary is `--server-bin` (SESSIONLOG_BIN), else the
 //! `sessionlog` beside this program (where cargo builds both), else the
 //! first on PATH. Reads a server process's CPU time and memory from
-//! `/proc/<pid>/stat` and `/proc/<pid>/status` when its pid is known.
+//! `/proc/<pid>/stat` and `/proc/<pid>/status` when its pid is known, and a
+//! local server's metrics and the log lines a workload asks it to watch.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use sessionlog::client::{ClientTls, Connection};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStderr};
+use tokio::time::Instant;
 
 use super::{EngineArgs, TargetArgs};
 
@@ -80,6 +82,30 @@ fn ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second().max(1)
 }
 
+/// How often a watched message came in a local server's log, and the
+/// server's own timestamps of its first and last line.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LogMark {
+    pub(super) count: u64,
+    pub(super) first: Option<SystemTime>,
+    pub(super) last: Option<SystemTime>,
+}
+
+impl LogMark {
+    fn add(&mut self, at: Option<SystemTime>) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = at;
+        }
+        self.last = at;
+    }
+}
+
+/// The messages a workload asked to watch, by message. Only those: a
+/// server that puts values in its messages would grow an all-message map
+/// for as long as it runs.
+type LogMarks = Arc<Mutex<HashMap<String, LogMark>>>;
+
 /// A local server this bench started, and everything that goes with it.
 #[derive(Debug)]
 struct LocalServer {
@@ -88,6 +114,11 @@ struct LocalServer {
     log_tail: Arc<Mutex<VecDeque<String>>>,
     /// Its `/metrics` listener's address, once its log has named it.
     metrics: Arc<Mutex<Option<String>>>,
+    marks: LogMarks,
+    /// When the process was spawned, and when this bench read its
+    /// `serving` line (what "ready" means here).
+    spawned_at: Instant,
+    served_at: Instant,
     /// Removed on drop, after the child (declared first) is gone; `stop`
     /// hands it over instead.
     data_dir: tempfile::TempDir,
@@ -127,7 +158,9 @@ impl ServerUnderTest {
             });
         }
         let program = server_program(target.server_bin.as_deref())?;
-        let local = LocalServer::start(&program, &target.engine, server_args).await?;
+        let data_dir = temp_dir(target.engine.temp_dir.as_deref())?;
+        let local =
+            LocalServer::start(&program, &target.engine, data_dir, server_args, &[]).await?;
         let (url, pid) = (local.url.clone(), local.server.pid);
         // A moment for start-up allocations to settle before "idle" is read.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -138,6 +171,34 @@ impl ServerUnderTest {
             pid: Some(pid),
             local: Some(local.server),
             idle,
+        })
+    }
+
+    /// Starts a local server again on the database a stopped one left
+    /// (`stop_keeping_data`), with `server_args` added to its `serve`
+    /// flags, counting the log lines whose message is one of `watched`
+    /// (see `log_mark`). Returns as soon as the `serving` line is read: no
+    /// pause for an idle sample, so what the server does right after
+    /// start-up can be timed from `served_at`.
+    pub(super) async fn restart_in(
+        target: &TargetArgs,
+        data_dir: tempfile::TempDir,
+        server_args: &[String],
+        watched: &[&str],
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            target.server.is_none(),
+            "only a local server is started again on its data dir"
+        );
+        let program = server_program(target.server_bin.as_deref())?;
+        let local =
+            LocalServer::start(&program, &target.engine, data_dir, server_args, watched).await?;
+        Ok(Self {
+            url: local.url,
+            token_file: None,
+            pid: Some(local.server.pid),
+            local: Some(local.server),
+            idle: None,
         })
     }
 
@@ -205,6 +266,27 @@ impl ServerUnderTest {
         Ok(Some(text))
     }
 
+    /// When this bench read a local server's `serving` line.
+    pub(super) fn served_at(&self) -> Option<Instant> {
+        self.local.as_ref().map(|local| local.served_at)
+    }
+
+    /// A local server's start-up: from spawning it to reading its
+    /// `serving` line (sled's recovery and loading the sessions).
+    pub(super) fn startup(&self) -> Option<Duration> {
+        self.local
+            .as_ref()
+            .map(|local| local.served_at - local.spawned_at)
+    }
+
+    /// The lines so far whose message is `message`, one of those
+    /// `restart_in` was asked to watch.
+    pub(super) fn log_mark(&self, message: &str) -> Option<LogMark> {
+        let local = self.local.as_ref()?;
+        let marks = local.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        marks.get(message).copied()
+    }
+
     /// A local server's database directory, while it runs.
     pub(super) fn data_dir(&self) -> Option<PathBuf> {
         self.local
@@ -250,9 +332,10 @@ impl LocalServer {
     async fn start(
         program: &Path,
         engine: &EngineArgs,
+        data_dir: tempfile::TempDir,
         server_args: &[String],
+        watched: &[&str],
     ) -> anyhow::Result<Started> {
-        let data_dir = temp_dir(engine.temp_dir.as_deref())?;
         let mut command = tokio::process::Command::new(program);
         command
             .arg("serve")
@@ -278,6 +361,7 @@ impl LocalServer {
                 command.env_remove(name);
             }
         }
+        let spawned_at = Instant::now();
         let mut child = command.spawn().with_context(|| {
             format!(
                 "cannot start a local server with `{}` (set by --server-bin or SESSIONLOG_BIN)",
@@ -288,18 +372,29 @@ impl LocalServer {
         let stderr = child.stderr.take().context("stderr is piped")?;
         let log_tail = Arc::new(Mutex::new(VecDeque::new()));
         let metrics = Arc::new(Mutex::new(None));
-        let listen = tokio::time::timeout(
-            START_TIMEOUT,
-            serving_address(stderr, log_tail.clone(), metrics.clone()),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("the local server did not start within {START_TIMEOUT:?}"))
-        .and_then(|found| found);
+        let marks: LogMarks = Arc::new(Mutex::new(
+            watched
+                .iter()
+                .map(|message| ((*message).to_owned(), LogMark::default()))
+                .collect(),
+        ));
+        let log = ServerLog {
+            tail: log_tail.clone(),
+            metrics: metrics.clone(),
+            marks: marks.clone(),
+        };
+        let listen = tokio::time::timeout(START_TIMEOUT, serving_address(stderr, log))
+            .await
+            .map_err(|_| anyhow::anyhow!("the local server did not start within {START_TIMEOUT:?}"))
+            .and_then(|found| found);
         let server = Self {
             child,
             pid,
             log_tail,
             metrics,
+            marks,
+            spawned_at,
+            served_at: Instant::now(),
             data_dir,
         };
         match listen {
@@ -349,36 +444,61 @@ impl LocalServer {
     }
 }
 
-/// Reads the JSON log until the `serving` line and returns its address;
-/// then keeps draining the log (a full pipe would stall the server),
-/// remembering the last lines.
-async fn serving_address(
-    stderr: ChildStderr,
-    log_tail: Arc<Mutex<VecDeque<String>>>,
+/// Where a local server's log lines go as they are read.
+#[derive(Debug)]
+struct ServerLog {
+    /// The last lines, to explain a failure.
+    tail: Arc<Mutex<VecDeque<String>>>,
     metrics: Arc<Mutex<Option<String>>>,
-) -> anyhow::Result<String> {
-    let mut lines = BufReader::new(stderr).lines();
-    let keep = move |line: &str| {
-        if let Some(address) = listen_line(line, "serving metrics") {
-            *metrics.lock().unwrap_or_else(PoisonError::into_inner) = Some(address);
+    marks: LogMarks,
+}
+
+impl ServerLog {
+    /// Keeps `line`; returns the address when it is the `serving` line.
+    fn keep(&self, line: &str) -> Option<String> {
+        let parsed = LogLine::parse(line);
+        if let Some(parsed) = &parsed {
+            if let Some(mark) = self
+                .marks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&parsed.message)
+            {
+                mark.add(parsed.timestamp);
+            }
+            if parsed.message == "serving metrics"
+                && let Some(address) = &parsed.listen
+            {
+                *self.metrics.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(address.clone());
+            }
         }
-        let mut tail = log_tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
         if tail.len() == KEPT_LOG_LINES {
             tail.pop_front();
         }
         tail.push_back(line.to_owned());
-    };
+        parsed
+            .filter(|parsed| parsed.message == "serving")
+            .and_then(|parsed| parsed.listen)
+    }
+}
+
+/// Reads the JSON log until the `serving` line and returns its address;
+/// then keeps draining the log (a full pipe would stall the server),
+/// remembering the last lines.
+async fn serving_address(stderr: ChildStderr, log: ServerLog) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(stderr).lines();
     loop {
         let line = lines
             .next_line()
             .await
             .context("cannot read the local server's log")?
             .context("the local server exited before it served")?;
-        keep(&line);
-        if let Some(listen) = listen_line(&line, "serving") {
+        if let Some(listen) = log.keep(&line) {
             tokio::spawn(async move {
                 while let Ok(Some(line)) = lines.next_line().await {
-                    keep(&line);
+                    log.keep(&line);
                 }
             });
             return Ok(listen);
@@ -386,15 +506,41 @@ async fn serving_address(
     }
 }
 
+/// What the bench reads from one JSON log line.
+#[derive(Debug, PartialEq)]
+struct LogLine {
+    message: String,
+    /// Its `listen` field (`serving`, `serving metrics`).
+    listen: Option<String>,
+    /// When the server logged it, by its own clock (RFC 3339, UTC).
+    timestamp: Option<SystemTime>,
+}
+
+impl LogLine {
+    fn parse(line: &str) -> Option<Self> {
+        let log: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = log.get("fields")?;
+        Some(Self {
+            message: fields.get("message")?.as_str()?.to_owned(),
+            listen: fields
+                .get("listen")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            timestamp: log
+                .get("timestamp")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|at| humantime::parse_rfc3339_weak(at).ok()),
+        })
+    }
+}
+
 /// The address of a JSON log line whose message is `message` (`serving`,
 /// `serving metrics`).
+#[cfg(test)]
 fn listen_line(line: &str, message: &str) -> Option<String> {
-    let log: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = log.get("fields")?;
-    if fields.get("message")?.as_str()? != message {
-        return None;
-    }
-    fields.get("listen")?.as_str().map(str::to_owned)
+    LogLine::parse(line)
+        .filter(|parsed| parsed.message == message)
+        .and_then(|parsed| parsed.listen)
 }
 
 /// The body of `GET path` from `address` over plain HTTP/1.0.
@@ -424,6 +570,23 @@ pub(super) fn metric(text: &str, name: &str) -> anyhow::Result<f64> {
     gauge(text, name).with_context(|| {
         format!("the local server's metrics have no `{name}` (a server older than this bench?)")
     })
+}
+
+/// A metric of the local server's summed over its labels (a counter
+/// family such as `sessionlog_pruned_sessions_total{reason}`); zero
+/// while no label set has been counted, as such a family is then absent.
+pub(super) fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            // A label value may hold spaces: the value follows the last `}`.
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once('}')?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// The value of an unlabelled metric in Prometheus text.
@@ -564,6 +727,52 @@ mod tests {
             None
         );
         assert_eq!(listen_line("not json", "serving"), None);
+    }
+
+    #[test]
+    fn labelled_counters_are_summed_and_absent_ones_are_zero() {
+        let text = "# TYPE sessionlog_pruned_sessions counter\n\
+                    sessionlog_pruned_sessions_total{reason=\"max sessions\"} 2400\n\
+                    sessionlog_pruned_sessions_total{reason=\"max age\"} 100\n\
+                    sessionlog_pruned_sessions_totally 7\n";
+        assert_eq!(
+            metric_sum(text, "sessionlog_pruned_sessions_total"),
+            2_500.0
+        );
+        assert_eq!(
+            metric_sum("# EOF\n", "sessionlog_pruned_sessions_total"),
+            0.0
+        );
+        assert_eq!(
+            metric_sum("sessionlog_followers 3\n", "sessionlog_followers"),
+            3.0
+        );
+    }
+
+    #[test]
+    fn watched_lines_are_counted_with_the_servers_timestamps() {
+        let log = ServerLog {
+            tail: Arc::default(),
+            metrics: Arc::default(),
+            marks: Arc::new(Mutex::new(HashMap::from([(
+                "pruned session".to_owned(),
+                LogMark::default(),
+            )]))),
+        };
+        let pruned =
+            |at: &str| format!(r#"{{"timestamp":"{at}","fields":{{"message":"pruned session"}}}}"#);
+        assert_eq!(log.keep(&pruned("2026-01-02T03:04:05.100000Z")), None);
+        assert_eq!(log.keep(r#"{"fields":{"message":"store open"}}"#), None);
+        log.keep(&pruned("2026-01-02T03:04:05.350000Z"));
+        let marks = log.marks.lock().expect("not poisoned");
+        let mark = marks["pruned session"];
+        assert_eq!(mark.count, 2);
+        let (first, last) = (mark.first.expect("first"), mark.last.expect("last"));
+        assert_eq!(
+            last.duration_since(first).expect("in order"),
+            Duration::from_millis(250)
+        );
+        assert_eq!(marks.len(), 1, "unwatched messages are not kept");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! `store` writes the same entries straight into sled as the storage
 //! baseline, `floor` times small calls that touch no store, `footprint`
 //! measures the disk real log text takes, `search` how fast `Search` scans it,
-//! `churn` the disk kept while retention prunes sessions that come and go.
+//! `churn` the disk kept while retention prunes sessions that come and go,
+//! `prune` how long a restarted server's retention takes to prune a quarter
+//! of its sessions.
 //! Unless `--server` names one, every run gets a fresh local
 //! server (the `sessionlog` binary's `serve`, found as `local` says) in a
 //! temporary directory, so its CPU and memory are read from /proc. Owns the
@@ -20,6 +22,7 @@ mod footprint;
 mod ingest;
 mod latency;
 mod local;
+mod prune;
 mod reference;
 mod report;
 mod search;
@@ -77,6 +80,10 @@ enum Workload {
     /// run while the server's retention prunes the oldest: the data dir
     /// sampled against the compressed data retained.
     Churn(churn::ChurnArgs),
+    /// Sessions filled with corpus lines and ended, the server restarted
+    /// with retention keeping fewer: the time from SERVING until its first
+    /// pass has pruned the rest, and the data dir before and after.
+    Prune(prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +117,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             Workload::Footprint(args) => footprint::run(args).await,
             Workload::Search(args) => search::run(args).await,
             Workload::Churn(args) => churn::run(args).await,
+            Workload::Prune(args) => prune::run(args).await,
         }
     };
     // Ctrl-C drops the run instead of ending the process where it stands,

@@ -123,3 +123,12 @@ pub(super) const CHURN_TARGET: [Reference; 1] = [Reference {
     value: 2.0,
     target: true,
 }];
+
+/// Issue 20's target for retention: pruning 2,500 of 10,000 stored
+/// sessions in at most 0.5 s.
+pub(super) const PRUNE_TARGET: [Reference; 1] = [Reference {
+    key: "prune_seconds",
+    what: "issue 20, pruning 2,500 of 10,000 sessions",
+    value: 0.5,
+    target: true,
+}];
