@@ -1318,18 +1318,26 @@ impl SegmentAccountant {
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
-            debug!("truncating file to length {}", at);
-            // sessionlog patch: what was moved out of the cut segments is
-            // made durable before they are cut.
-            let res = config
-                .file
-                .sync_data()
-                .and_then(|_| config.file.set_len(at))
-                .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        })?;
+        // sessionlog patch: on a thread of its own, not the I/O pool. The
+        // next segment past the tip waits for this truncation while
+        // holding the segment accountant's lock (`bump_tip`), and every
+        // pool thread that finishes a write takes that lock; with all of
+        // them waiting there, a truncation queued behind them never ran,
+        // and the whole log stopped (see vendor/sled/PATCH.md).
+        let _truncator = std::thread::Builder::new()
+            .name("sled-truncate".to_owned())
+            .spawn(move || {
+                debug!("truncating file to length {}", at);
+                // sessionlog patch: what was moved out of the cut segments
+                // is made durable before they are cut.
+                let res = config
+                    .file
+                    .sync_data()
+                    .and_then(|_| config.file.set_len(at))
+                    .and_then(|_| config.file.sync_all())
+                    .map_err(|e| e.into());
+                completer.fill(res);
+            })?;
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
