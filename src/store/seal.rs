@@ -8,14 +8,14 @@
 //! moves the log's seal mark past the run. A crash keeps the old blocks or
 //! the sealed one, never both or neither. Once it lands, the leaves it
 //! wrote are written whole again (`PreparedSeal::keys`), so the unsealed
-//! blocks stop counting as live; a crash before that only leaves them
-//! live until sled cleans their segment. The counters the run's last
-//! block carries stay at the head of the sealed block, so the log's last
-//! block still holds the log's counters; batch ids are not touched. A step
-//! only reads blocks at or below a seq the caller knows is applied, which
-//! appends never rewrite, so it needs no append lock; only sealing
-//! rewrites them, and one thread per store seals (see `sessions::seal`).
-//! Readers stay right while a step lands: see `log::Scan`.
+//! blocks stop counting as live; a crash before that loses nothing, and
+//! leaves them live until sled next writes that leaf whole. The counters
+//! the run's last block carries stay at the head of the sealed block, so
+//! the log's last block still holds the log's counters; batch ids are not
+//! touched. A step only reads blocks at or below a seq the caller knows is
+//! applied, which appends never rewrite, so it needs no append lock; only
+//! sealing rewrites them, and one thread per store seals (see
+//! `sessions::seal`). Readers stay right while a step lands: see `log::Scan`.
 //!
 //! Invariants: the seal mark is always at a block boundary, every block
 //! past it is unsealed, and a sealed block is at most `MAX_SEALED_BYTES`,
