@@ -208,14 +208,18 @@ impl SessionManager {
             return Ok(None);
         }
         let (manager, target, reason) = (self.clone(), handle.clone(), reason.to_owned());
-        blocking(move || {
+        // The ended view is read under the write lock: once it is released,
+        // retention may prune the session before the end is durable, and
+        // the caller still gets what it ended.
+        let ended = blocking(move || {
             let _writing = writing;
-            manager.end_locked(&target, &reason)
+            manager.end_locked(&target, &reason)?;
+            target.view()
         })
         .await?;
         self.inner.sealer.queue(&handle);
         self.inner.durability.wait_durable().await?;
-        handle.view().map(Some)
+        Ok(Some(ended))
     }
 
     /// Removes a session and its log. An active one is ended first when

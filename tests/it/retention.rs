@@ -13,7 +13,7 @@ use tonic::Code;
 
 use crate::common;
 use crate::common::request;
-use crate::common::{Client, TestServer, end_session, start_session};
+use crate::common::{Client, FsyncPolicy, TestServer, end_session, start_session};
 
 async fn exists(client: &mut Client, id: &str) -> bool {
     match client.get_session(request::get(id)).await {
@@ -212,6 +212,44 @@ async fn the_retention_task_prunes_and_watchers_and_followers_see_the_end() {
     .expect("the follower's stream ends, it does not hang");
     let status = ending.expect("the stream ends with a status, not a replay of a pruned session");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(!exists(&mut client, &id).await);
+    server.shutdown().await;
+}
+
+/// `EndSession` answers with the session it ended even when retention
+/// prunes it while the end waits for its flush (it read the session again
+/// after the wait, and answered NOT_FOUND).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_that_retention_prunes_before_the_end_is_durable_answers_with_it() {
+    let server = TestServer::builder()
+        .fsync(FsyncPolicy::Always)
+        .start()
+        .await;
+    let mut client = server.client().await;
+    let id = start_session(&mut client, "pruned-while-ending").await;
+    common::append(&mut client, &id, &["one"]).await;
+    // The end's flush syncs, then returns only after the prune below.
+    let synced_before = server.sessions.sync_count();
+    server.sessions.hold_next_flush(Duration::from_millis(500));
+    let ending = {
+        let mut client = server.client().await;
+        let id = id.clone();
+        tokio::spawn(async move { end_session(&mut client, &id, "done").await })
+    };
+    while server.sessions.sync_count() == synced_before {
+        tokio::task::yield_now().await;
+    }
+    let pruned = server
+        .sessions
+        .enforce_retention(RetentionPolicy {
+            max_sessions: Some(0),
+            ..RetentionPolicy::default()
+        })
+        .await;
+    assert_eq!(pruned, vec![(id.clone(), PruneReason::Count)]);
+    let ended = ending.await.expect("the end answers");
+    assert_eq!(ended.id, id);
+    assert_eq!(ended.state(), pb::SessionState::Ended);
     assert!(!exists(&mut client, &id).await);
     server.shutdown().await;
 }
