@@ -128,13 +128,7 @@ impl Sample {
 }
 
 async fn one_run(args: &ChurnArgs, corpus: Arc<Corpus>) -> anyhow::Result<RunReport> {
-    let target = TargetArgs {
-        server: None,
-        server_pid: None,
-        token_file: None,
-        server_bin: args.server_bin.clone(),
-        engine: args.engine.clone(),
-    };
+    let target = TargetArgs::local(args.server_bin.clone(), args.engine.clone());
     let server_args = [
         "--retention-max-sessions".to_owned(),
         args.retained.to_string(),

@@ -224,13 +224,7 @@ fn level_in_text(text: &str) -> pb::Level {
 }
 
 async fn one_run(args: &FootprintArgs, corpus: Arc<Corpus>) -> anyhow::Result<RunReport> {
-    let target = TargetArgs {
-        server: None,
-        server_pid: None,
-        token_file: None,
-        server_bin: args.server_bin.clone(),
-        engine: args.engine.clone(),
-    };
+    let target = TargetArgs::local(args.server_bin.clone(), args.engine.clone());
     let server = ServerUnderTest::start(&target).await?;
     let measured = measure(args, &corpus, &server).await;
     // A clean stop is the server's last flush: what is on disk then is

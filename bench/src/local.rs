@@ -534,15 +534,6 @@ impl LogLine {
     }
 }
 
-/// The address of a JSON log line whose message is `message` (`serving`,
-/// `serving metrics`).
-#[cfg(test)]
-fn listen_line(line: &str, message: &str) -> Option<String> {
-    LogLine::parse(line)
-        .filter(|parsed| parsed.message == message)
-        .and_then(|parsed| parsed.listen)
-}
-
 /// The body of `GET path` from `address` over plain HTTP/1.0.
 async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -707,6 +698,14 @@ mod tests {
         let path_var = std::env::join_paths([empty.path(), not_executable.path()]).expect("PATH");
         assert_eq!(find_server(Some(empty.path()), Some(&path_var)), None);
         assert_eq!(find_server(None, None), None);
+    }
+
+    /// The address of a JSON log line whose message is `message`
+    /// (`serving`, `serving metrics`).
+    fn listen_line(line: &str, message: &str) -> Option<String> {
+        LogLine::parse(line)
+            .filter(|parsed| parsed.message == message)
+            .and_then(|parsed| parsed.listen)
     }
 
     #[test]

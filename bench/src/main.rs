@@ -162,6 +162,20 @@ struct TargetArgs {
     engine: EngineArgs,
 }
 
+impl TargetArgs {
+    /// A fresh local server running `server_bin`, for the workloads that
+    /// need one (they restart it or measure its data dir).
+    fn local(server_bin: Option<PathBuf>, engine: EngineArgs) -> Self {
+        Self {
+            server: None,
+            server_pid: None,
+            token_file: None,
+            server_bin,
+            engine,
+        }
+    }
+}
+
 /// How the server under test (or the raw store) keeps its data.
 #[derive(Debug, Clone, clap::Args)]
 struct EngineArgs {

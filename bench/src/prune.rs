@@ -147,13 +147,7 @@ struct Pruned {
 }
 
 async fn one_run(args: &PruneArgs, corpus: Arc<Corpus>) -> anyhow::Result<RunReport> {
-    let target = TargetArgs {
-        server: None,
-        server_pid: None,
-        token_file: None,
-        server_bin: args.server_bin.clone(),
-        engine: args.engine.clone(),
-    };
+    let target = TargetArgs::local(args.server_bin.clone(), args.engine.clone());
     let server = ServerUnderTest::start(&target).await?;
     let filled = fill(args, &corpus, &server).await;
     // A clean stop: the restart then recovers nothing, so the time after

@@ -79,13 +79,7 @@ pub(super) async fn run(args: SearchArgs) -> anyhow::Result<()> {
 }
 
 async fn one_run(args: &SearchArgs, corpus: Arc<Corpus>) -> anyhow::Result<RunReport> {
-    let target = TargetArgs {
-        server: None,
-        server_pid: None,
-        token_file: None,
-        server_bin: args.server_bin.clone(),
-        engine: args.engine.clone(),
-    };
+    let target = TargetArgs::local(args.server_bin.clone(), args.engine.clone());
     let server = ServerUnderTest::start(&target).await?;
     let measured = measure(args, &corpus, &server).await;
     let stopped = server.stop().await;

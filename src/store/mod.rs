@@ -828,14 +828,38 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_group_of_appends_lands_in_every_log_with_its_counters_and_batch_ids() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&StoreOptions {
+    fn open_store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&StoreOptions {
             path: dir.path().join("data"),
             cache_bytes: 1 << 20,
         })
-        .expect("store");
+        .expect("store")
+    }
+
+    /// Appends `messages` to the empty `log` in one append; its counters.
+    fn first_append(store: &Store, log: &LogTree, messages: &[&str]) -> LogCounters {
+        let prepared = log
+            .prepare_append(
+                &LogCounters::default(),
+                entries(messages),
+                None,
+                SystemTime::now(),
+                false,
+            )
+            .expect("prepare");
+        store
+            .apply_appends(vec![prepared])
+            .into_iter()
+            .next()
+            .expect("one")
+            .expect("landed")
+            .counters
+    }
+
+    #[test]
+    fn a_group_of_appends_lands_in_every_log_with_its_counters_and_batch_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(&dir);
         let logs: Vec<LogTree> = ["a", "b", "c"]
             .iter()
             .map(|id| store.open_log(id).expect("log"))
@@ -902,11 +926,7 @@ mod tests {
     #[test]
     fn sealing_small_logs_leaves_their_unsealed_blocks_dead() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&StoreOptions {
-            path: dir.path().join("data"),
-            cache_bytes: 1 << 20,
-        })
-        .expect("store");
+        let store = open_store(&dir);
         let text: Vec<String> = (0..30)
             .map(|i| {
                 format!(
@@ -924,22 +944,7 @@ mod tests {
         for i in 0..40 {
             let id = format!("small-{i}");
             let log = store.open_log(&id).expect("log");
-            let prepared = log
-                .prepare_append(
-                    &LogCounters::default(),
-                    entries(&text),
-                    None,
-                    SystemTime::now(),
-                    false,
-                )
-                .expect("prepare");
-            let applied = store.apply_appends(vec![prepared]);
-            let counters = applied
-                .into_iter()
-                .next()
-                .expect("one")
-                .expect("landed")
-                .counters;
+            let counters = first_append(&store, &log, &text);
             logs.push((id, counters));
         }
         store.flush().expect("flush");
@@ -967,28 +972,9 @@ mod tests {
     #[test]
     fn a_log_checked_against_other_counters_or_garbled_is_damaged() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&StoreOptions {
-            path: dir.path().join("data"),
-            cache_bytes: 1 << 20,
-        })
-        .expect("store");
+        let store = open_store(&dir);
         let log = store.open_log("s").expect("log");
-        let applied = store.apply_appends(vec![
-            log.prepare_append(
-                &LogCounters::default(),
-                entries(&["one", "two", "three"]),
-                None,
-                SystemTime::now(),
-                false,
-            )
-            .expect("prepare"),
-        ]);
-        let counters = applied
-            .into_iter()
-            .next()
-            .expect("one")
-            .expect("landed")
-            .counters;
+        let counters = first_append(&store, &log, &["one", "two", "three"]);
         let damage = |counters: &LogCounters| match store.check_log("s", counters).expect("read") {
             LogCheck::Passed(log) => {
                 assert_eq!(messages(&log), ["one", "two", "three"]);
@@ -1019,11 +1005,7 @@ mod tests {
     #[test]
     fn a_failed_store_lands_no_append_of_a_group() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&StoreOptions {
-            path: dir.path().join("data"),
-            cache_bytes: 1 << 20,
-        })
-        .expect("store");
+        let store = open_store(&dir);
         let logs: Vec<LogTree> = ["a", "b"]
             .iter()
             .map(|id| store.open_log(id).expect("log"))
