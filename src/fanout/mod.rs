@@ -1,6 +1,6 @@
 //! Fan-out to followers. Each session with followers has one `watch` of its
 //! `Progress` (latest committed seq, ended, deleted) and one live window of
-//! its last few batches in memory (at most 128 batches and 128 KiB of
+//! its last few batches in memory (at most 128 batches and 32 KiB of
 //! entries, see `window`). A follower at the live edge takes the next
 //! batch from the window, shared with every other follower (and, sent
 //! whole, encoded once for all of them); a follower behind it reads the

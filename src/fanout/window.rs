@@ -34,8 +34,12 @@ use crate::store::{EntryFilter, RawPage, ScanLimits, StoreError, entry_wire_len,
 pub(crate) const WINDOW_MAX_BATCHES: usize = 128;
 /// At most this many bytes of entries (as `entry_wire_len` weighs them)
 /// per followed session, besides the encodings its followers share
-/// (`encoded`), which count against `ALL_WINDOWS_MAX_BYTES` only.
-pub(crate) const WINDOW_MAX_BYTES: usize = 128 * 1024;
+/// (`encoded`), which count against `ALL_WINDOWS_MAX_BYTES` only. A
+/// follower at the live edge needs only the last batch or two; the rest
+/// covers one a moment behind. 128 KiB (and 32 MiB in all) cost 23 MiB of
+/// peak RSS on the memory workload (1,000 sessions, 100 followers) for no
+/// gain in its latency or CPU per delivered entry.
+pub(crate) const WINDOW_MAX_BYTES: usize = 32 * 1024;
 
 /// One appended batch as stored: consecutive seqs from `first_seq`.
 #[derive(Debug)]
@@ -163,7 +167,7 @@ impl Drop for LiveWindow {
 /// All windows together keep at most this many bytes of entries and
 /// shared encodings, so the memory of live windows is bounded however many
 /// sessions are followed.
-pub(crate) const ALL_WINDOWS_MAX_BYTES: usize = 32 << 20;
+pub(crate) const ALL_WINDOWS_MAX_BYTES: usize = 8 << 20;
 
 /// Entry and encoding bytes kept in all windows now.
 static ALL_WINDOWS_BYTES: AtomicUsize = AtomicUsize::new(0);
