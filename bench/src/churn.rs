@@ -108,6 +108,40 @@ struct Sample {
     /// Sealing's output over its input so far; `None` before anything
     /// was sealed.
     seal_ratio: Option<f64>,
+    /// What the server's metrics said of its store then.
+    store: StoreState,
+}
+
+/// The server's own view of its store at a sample, to tell apart what a
+/// swing of the data dir is made of.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoreState {
+    /// Ended sessions not yet sealed.
+    seal_backlog: f64,
+    /// The bytes of pages sled counts live.
+    live_bytes: f64,
+    /// sled's segments being written, written, and being relocated.
+    active: f64,
+    inactive: f64,
+    draining: f64,
+}
+
+impl StoreState {
+    fn of(text: &str) -> anyhow::Result<Self> {
+        let segments = |state: &str| {
+            local::metric(
+                text,
+                &format!("sessionlog_store_segments{{state=\"{state}\"}}"),
+            )
+        };
+        Ok(Self {
+            seal_backlog: local::metric(text, "sessionlog_seal_backlog_sessions")?,
+            live_bytes: local::metric(text, "sessionlog_store_live_bytes")?,
+            active: segments("active")?,
+            inactive: segments("inactive")?,
+            draining: segments("draining")?,
+        })
+    }
 }
 
 impl Sample {
@@ -235,6 +269,7 @@ async fn take_sample(
         retained_sessions,
         retained_bytes,
         seal_ratio: (input > 0.0).then(|| output / input),
+        store: StoreState::of(&text)?,
     })
 }
 
@@ -247,7 +282,8 @@ fn print_sample(sample: &Sample) {
     );
     eprintln!(
         "churn {:>7.1}s: {} started, {} retained ({:.1} MB encoded, seal ratio {}), \
-         data dir {:.1} MB allocated / {:.1} MB files; disk / compressed retained {ratios}",
+         data dir {:.1} MB allocated / {:.1} MB files; disk / compressed retained {ratios}; \
+         live {:.1} MB, segments {} active / {} inactive / {} draining, {} to seal",
         sample.at.as_secs_f64(),
         sample.started,
         sample.retained_sessions,
@@ -257,6 +293,11 @@ fn print_sample(sample: &Sample) {
             .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.3}")),
         report::approx(sample.disk.allocated_bytes) / MB,
         report::approx(sample.disk.file_bytes) / MB,
+        sample.store.live_bytes / MB,
+        sample.store.active,
+        sample.store.inactive,
+        sample.store.draining,
+        sample.store.seal_backlog,
     );
 }
 

@@ -1,7 +1,8 @@
 //! Giving sled's dead space back. sled writes every change at the end of
 //! its log, so a page's older versions are dead space in the segments they
-//! were written to. sled queues a segment for cleaning once at most half
-//! of it is live; relocating the live pages that remain frees it for reuse.
+//! were written to. sled queues a segment for cleaning once at most 70%
+//! of it is live (the vendored sled's threshold; upstream's is half);
+//! relocating the live pages that remain frees it for reuse.
 //! sled's own flusher thread does that between flushes, but the store
 //! opens sled without one (flushes are `durability`'s to schedule), so the
 //! sealer thread calls `reclaim` between its jobs. sled cuts its file only

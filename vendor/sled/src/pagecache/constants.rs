@@ -32,7 +32,7 @@ pub(crate) const PAGE_CONSOLIDATION_THRESHOLD: usize = 10;
 /// than 254 links.
 pub(crate) const META_CONSOLIDATION_THRESHOLD: usize = 128;
 const _: () = assert!(META_CONSOLIDATION_THRESHOLD <= 255);
-pub(crate) const SEGMENT_CLEANUP_THRESHOLD: usize = 50;
+pub(crate) const SEGMENT_CLEANUP_THRESHOLD: usize = 70;
 
 // Allows for around 1 trillion items to be stored
 // 2^37 * (assuming 50% node fill, 8 items per leaf)
