@@ -35,7 +35,8 @@ pub(crate) const DEFAULT_SEAL_ACTIVE_AFTER: u64 = 1 << 20;
 
 /// How often an idle sealer gives sled's dead space back for reuse
 /// (`Store::reclaim`), and how long one turn may take: sled's own flusher
-/// spends up to half of its 500 ms period on it.
+/// spends up to half of its 500 ms period on it. A busy one punches the
+/// free segments at least every `RECLAIM_EVERY` too.
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 const RECLAIM_BUDGET: Duration = Duration::from_millis(100);
 
@@ -201,6 +202,9 @@ fn run(
     // ending without pause (retention pruning as many) would keep seal
     // jobs coming and leave the dead space they free uncollected.
     let mut next_turn = Instant::now();
+    // Free segments go back at least this often, turns with more to do
+    // or not (see `Store::reclaim`).
+    let mut last_punch = Instant::now();
     loop {
         backlog.reclaiming.store(reclaiming, Ordering::SeqCst);
         let now = Instant::now();
@@ -208,7 +212,7 @@ fn run(
             if stopping.load(Ordering::SeqCst) {
                 return;
             }
-            reclaiming = reclaim(store);
+            reclaiming = reclaim(store, &mut last_punch);
             next_turn = Instant::now() + RECLAIM_BUDGET;
             continue;
         }
@@ -246,14 +250,18 @@ fn run(
     }
 }
 
-/// One turn of `Store::reclaim`; whether there is more to do. None while
-/// the store has failed or stalled (its health says why, once).
-fn reclaim(store: &Store) -> bool {
+/// One turn of `Store::reclaim`, punching free segments if the last punch
+/// is `RECLAIM_EVERY` old; whether there is more to do. None while the
+/// store has failed or stalled (its health says why, once).
+fn reclaim(store: &Store, last_punch: &mut Instant) -> bool {
     if store.health().failure().is_some() {
         return false;
     }
-    match store.reclaim(RECLAIM_BUDGET) {
+    match store.reclaim(RECLAIM_BUDGET, last_punch.elapsed() >= RECLAIM_EVERY) {
         Ok(done) => {
+            if done.punched {
+                *last_punch = Instant::now();
+            }
             if done.pages > 0 || done.segments > 0 {
                 tracing::trace!(
                     pages = done.pages,

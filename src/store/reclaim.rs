@@ -42,14 +42,29 @@ pub(crate) struct Reclaimed {
     pub segments: usize,
     /// The turn ran out of budget with pages left to move.
     pub more: bool,
+    /// Every free segment was punched, after a sync (when `segments` is
+    /// 0, none was free); otherwise only those a sync already covered.
+    pub punched: bool,
 }
 
 impl Store {
     /// Relocates live pages out of segments sled queued for cleaning, for
-    /// about `budget` at most, then (when none is left) punches the free
-    /// segments. An I/O failure fails the store, like any write.
-    /// Blocking.
-    pub(crate) fn reclaim(&self, budget: Duration) -> Result<Reclaimed, StoreError> {
+    /// about `budget` at most, then (when none is left, or when
+    /// `punch_anyway`) syncs the log and punches the free segments. An I/O
+    /// failure fails the store, like any write. Blocking.
+    ///
+    /// A turn with more to do still punches the free segments an earlier
+    /// sync covers, which costs no sync: under steady churn retention
+    /// queues segments as fast as turns drain them, and the segments freed
+    /// meanwhile kept their blocks until reused (up to 30 MB beside 28 MB
+    /// of kept segments on the churn bench). `punch_anyway` is for a
+    /// store whose syncs are rare (`--fsync never`); the caller says how
+    /// often a turn may pay for one.
+    pub(crate) fn reclaim(
+        &self,
+        budget: Duration,
+        punch_anyway: bool,
+    ) -> Result<Reclaimed, StoreError> {
         let started = Instant::now();
         let mut done = self.write(|| {
             let mut done = Reclaimed::default();
@@ -63,9 +78,16 @@ impl Store {
             Ok(done)
         })?;
         if done.more {
+            if punch_anyway {
+                done.segments = self.write(|| Ok(self.db.punch_free_segments()?))?;
+                done.punched = true;
+            } else {
+                done.segments = self.write(|| Ok(self.db.punch_durable_free_segments()))?;
+            }
             return Ok(done);
         }
         done.segments = self.give_back_free_segments()?;
+        done.punched = true;
         Ok(done)
     }
 
@@ -88,5 +110,75 @@ impl Store {
             self.flush()?;
         }
         self.write(|| Ok(self.db.punch_free_segments()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A store whose log is mostly dead: 40 trees written, 36 cleared.
+    fn mostly_dead(dir: &tempfile::TempDir) -> Store {
+        let store = Store::open(&StoreOptions {
+            path: dir.path().join("data"),
+            cache_bytes: 1 << 20,
+        })
+        .expect("store");
+        let trees: Vec<sled::Tree> = (0..40)
+            .map(|i| store.db.open_tree(format!("test/{i}")).expect("tree"))
+            .collect();
+        let value = vec![7u8; 6000];
+        for key in 0..100u32 {
+            for tree in &trees {
+                tree.insert(key.to_be_bytes(), value.as_slice())
+                    .expect("insert");
+            }
+        }
+        store.flush().expect("flush");
+        for (i, tree) in trees.iter().enumerate() {
+            if i % 10 != 0 {
+                tree.clear().expect("clear");
+            }
+        }
+        store.flush().expect("flush");
+        store
+    }
+
+    /// Turns of one page each (a zero budget) until one runs out of budget
+    /// having given segments back, or none is left to move; whether one
+    /// did.
+    fn a_busy_turn_gave_back(store: &Store, punch_anyway: bool) -> bool {
+        for _ in 0..5_000 {
+            let done = store
+                .reclaim(Duration::ZERO, punch_anyway)
+                .expect("reclaim");
+            if done.more {
+                assert_eq!(done.punched, punch_anyway);
+                if done.segments > 0 {
+                    return true;
+                }
+            }
+            if !done.more {
+                return false;
+            }
+            // Freeing a drained segment waits for its pages' new copies to
+            // be written out.
+            store.flush().expect("flush");
+        }
+        false
+    }
+
+    #[test]
+    fn a_turn_with_pages_left_to_move_gives_free_segments_back() {
+        // Asked to, after a sync of its own.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = mostly_dead(&dir);
+        assert!(a_busy_turn_gave_back(&store, true));
+
+        // Not asked, those the flushes between turns covered.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = mostly_dead(&dir);
+        assert!(a_busy_turn_gave_back(&store, false));
     }
 }

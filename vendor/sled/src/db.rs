@@ -190,6 +190,15 @@ impl Db {
         self.context.pagecache.punch_free_segments()
     }
 
+    /// Like `punch_free_segments`, without the sync: only the free
+    /// segments freed before a sync the caller reported (`note_durable`).
+    ///
+    /// sessionlog patch: cheap enough to call between small steps of
+    /// relocation, while segments are freed faster than writes reuse them.
+    pub fn punch_durable_free_segments(&self) -> usize {
+        self.context.pagecache.punch_durable_free_segments()
+    }
+
     /// How many drained segments wait to be freed until the header of a
     /// segment begun after their pages moved records that move as stable.
     ///

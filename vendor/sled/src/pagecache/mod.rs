@@ -897,6 +897,18 @@ impl PageCache {
         }))
     }
 
+    /// sessionlog patch: gives back the blocks of the free segments whose
+    /// frees a completed sync of the log covers (`note_durable`), without
+    /// syncing: what moved out of them is durable, the condition for
+    /// reusing them too. Returns how many segments it punched.
+    pub(crate) fn punch_durable_free_segments(&self) -> usize {
+        self.log.iobufs.with_sa(|sa| {
+            let (candidates, _) = sa.unpunched_free();
+            let durable = sa.durable_generation();
+            sa.punch(&candidates, durable)
+        })
+    }
+
     /// sessionlog patch: lets the segment accountant catch up with the
     /// log's writes, as the next write would. A written buffer counts as
     /// stable for segment accounting only once the epoch moved on (a

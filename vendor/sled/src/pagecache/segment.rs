@@ -1143,6 +1143,11 @@ impl SegmentAccountant {
         self.free_generation
     }
 
+    /// sessionlog patch: the frees a completed sync of the log covers.
+    pub(super) fn durable_generation(&self) -> u64 {
+        self.durable_generation
+    }
+
     /// sessionlog patch: a sync of the log that started after the first
     /// `generation` frees has completed, so the newer copies of what those
     /// segments held are durable and they may be overwritten.
@@ -1215,12 +1220,24 @@ impl SegmentAccountant {
         // them all, or unless the new segment's offset would pass its lsn
         // (a segment's lsn is never below its offset: a log recovered
         // from its start has lsn 0 with its first segment free).
+        //
+        // Among those, one whose blocks the file still holds (not punched)
+        // goes first: writing it takes no new blocks, where filling a hole
+        // would leave the unpunched one allocated and dead besides.
         let durable_generation = self.durable_generation;
         let freed_at = &self.freed_at;
-        let durable = self.free.iter().copied().find(|lid| {
+        let punched = &self.punched;
+        let reusable = |lid: &LogOffset| {
             freed_at.get(lid).is_some_and(|at| *at <= durable_generation)
                 && Lsn::try_from(*lid).map_or(false, |lid| lid <= lsn)
-        });
+        };
+        let durable = self
+            .free
+            .iter()
+            .copied()
+            .filter(|lid| !punched.contains(lid))
+            .find(|lid| reusable(lid))
+            .or_else(|| self.free.iter().copied().find(|lid| reusable(lid)));
         let tip_fits = Lsn::try_from(self.tip).map_or(false, |tip| lsn >= tip);
         let safe = match durable {
             Some(lid) => Some(lid),
