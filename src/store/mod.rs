@@ -828,7 +828,7 @@ mod tests {
             .collect()
     }
 
-    fn open_store(dir: &tempfile::TempDir) -> Store {
+    pub(super) fn open_store(dir: &tempfile::TempDir) -> Store {
         Store::open(&StoreOptions {
             path: dir.path().join("data"),
             cache_bytes: 1 << 20,

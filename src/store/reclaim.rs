@@ -116,15 +116,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
+    use crate::store::tests::open_store;
 
     /// A store whose log is mostly dead: 40 trees written, 36 cleared.
     fn mostly_dead(dir: &tempfile::TempDir) -> Store {
-        let store = Store::open(&StoreOptions {
-            path: dir.path().join("data"),
-            cache_bytes: 1 << 20,
-        })
-        .expect("store");
+        let store = open_store(dir);
         let trees: Vec<sled::Tree> = (0..40)
             .map(|i| store.db.open_tree(format!("test/{i}")).expect("tree"))
             .collect();

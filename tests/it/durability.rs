@@ -85,12 +85,10 @@ async fn a_late_flush_does_not_acknowledge_appends_applied_after_it_began() {
     common::append(&mut client, &id, &["before"]).await;
 
     // The next flush syncs, then returns between one and two timeouts later.
-    let synced_before = server.sessions.sync_count();
-    server.sessions.hold_next_flush(TIMEOUT * 3 / 2);
     let slow = {
         let mut client = server.client().await;
         let id = id.clone();
-        tokio::spawn(async move {
+        common::spawn_with_held_flush(&server, TIMEOUT * 3 / 2, async move {
             client
                 .append(pb::AppendRequest {
                     session_id: id,
@@ -99,10 +97,8 @@ async fn a_late_flush_does_not_acknowledge_appends_applied_after_it_began() {
                 })
                 .await
         })
+        .await
     };
-    while server.sessions.sync_count() == synced_before {
-        tokio::task::yield_now().await;
-    }
     let late_sync = server.sessions.sync_count();
     // Applied after the slow flush synced: that sync cannot cover it.
     let after = client

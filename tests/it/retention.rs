@@ -229,16 +229,14 @@ async fn ending_a_session_that_retention_prunes_before_the_end_is_durable_answer
     let id = start_session(&mut client, "pruned-while-ending").await;
     common::append(&mut client, &id, &["one"]).await;
     // The end's flush syncs, then returns only after the prune below.
-    let synced_before = server.sessions.sync_count();
-    server.sessions.hold_next_flush(Duration::from_millis(500));
     let ending = {
         let mut client = server.client().await;
         let id = id.clone();
-        tokio::spawn(async move { end_session(&mut client, &id, "done").await })
+        common::spawn_with_held_flush(&server, Duration::from_millis(500), async move {
+            end_session(&mut client, &id, "done").await
+        })
+        .await
     };
-    while server.sessions.sync_count() == synced_before {
-        tokio::task::yield_now().await;
-    }
     let pruned = server
         .sessions
         .enforce_retention(RetentionPolicy {

@@ -21,6 +21,23 @@ pub(crate) use test_server::{Client, TestServer, settings};
 
 use sessionlog::pb;
 
+/// Runs `call` on a task of its own with `server`'s next flush held for
+/// `hold` after its sync, and returns once that sync is done: what the test
+/// does next happens between the flush's sync and its return.
+pub(crate) async fn spawn_with_held_flush<T: Send + 'static>(
+    server: &TestServer,
+    hold: std::time::Duration,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let synced_before = server.sessions.sync_count();
+    server.sessions.hold_next_flush(hold);
+    let task = tokio::spawn(call);
+    while server.sessions.sync_count() == synced_before {
+        tokio::task::yield_now().await;
+    }
+    task
+}
+
 /// Asserts that `result` failed with `code`; returns the status.
 #[track_caller]
 pub(crate) fn expect_code<T: std::fmt::Debug>(
