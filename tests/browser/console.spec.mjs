@@ -91,6 +91,9 @@ function run(program, args, input = '', env = process.env) {
     child.stdout.on('data', (chunk) => { out += chunk; });
     child.stderr.on('data', (chunk) => { err += chunk; });
     child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`${program} ${args[0]}: ${err}`))));
+    // A command that does not read stdin may exit before the write lands;
+    // its exit status, not the pipe, says whether it worked.
+    child.stdin.on('error', (error) => { if (error.code !== 'EPIPE') reject(error); });
     child.stdin.end(input);
   });
 }
