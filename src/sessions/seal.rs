@@ -12,7 +12,10 @@
 //!
 //! Between jobs, and every second when idle, it gives sled's dead space
 //! back for reuse (`Store::reclaim`, in turns of at most
-//! `RECLAIM_BUDGET`, each followed by at least as long for seals).
+//! `RECLAIM_BUDGET`, each followed by at least as long for seals if any
+//! are queued). While
+//! that goes on it also punches free segments as soon as a few pile up
+//! between the store's flushes (`Store::punch_piled_up_free_segments`).
 //!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
 //! only a checked log is sealed (`HandleState::log` set); the thread stops
@@ -39,6 +42,9 @@ pub(crate) const DEFAULT_SEAL_ACTIVE_AFTER: u64 = 1 << 20;
 /// free segments at least every `RECLAIM_EVERY` too.
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 const RECLAIM_BUDGET: Duration = Duration::from_millis(100);
+/// How often a busy sealer waiting for jobs looks for free segments piled
+/// up (`Store::punch_piled_up_free_segments`).
+const PILE_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 enum Job {
     Seal(Arc<SessionHandle>),
@@ -197,8 +203,8 @@ fn run(
     // Recovery, and every seal, may leave segments queued for cleaning.
     let mut reclaiming = true;
     // When the next turn may start: a turn that had more to do is followed
-    // by at least as long of seals, so collection takes at most half of
-    // the thread's time. It is not only after an idle wait: sessions
+    // by at least as long of seals while they keep coming, so collection
+    // takes at most half of the thread's time when both have work. It is not only after an idle wait: sessions
     // ending without pause (retention pruning as many) would keep seal
     // jobs coming and leave the dead space they free uncollected.
     let mut next_turn = Instant::now();
@@ -213,11 +219,14 @@ fn run(
                 return;
             }
             reclaiming = reclaim(store, &mut last_punch);
+            punch_piled_up(store);
             next_turn = Instant::now() + RECLAIM_BUDGET;
             continue;
         }
+        // While busy, the wait for a job is cut short to look at the free
+        // segments the last turn's drained segments became.
         let wait = if reclaiming {
-            next_turn - now
+            (next_turn - now).min(PILE_CHECK_EVERY)
         } else {
             RECLAIM_EVERY
         };
@@ -228,6 +237,12 @@ fn run(
                 continue;
             }
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) if reclaiming => {
+                // No seal waits: the next turn need not wait for one.
+                punch_piled_up(store);
+                next_turn = Instant::now();
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 // Idle: a turn every `RECLAIM_EVERY` (writes, deletes and
                 // pruning free space without a seal).
@@ -241,6 +256,7 @@ fn run(
         if let Err(err) = seal(store, &handle, stopping, active_after) {
             tracing::warn!(session = %handle.id, error = %err, "sealing a session's log failed");
         }
+        punch_piled_up(store);
         handle.seal.queued.store(false, Ordering::SeqCst);
         reclaiming = true;
         // Reclaiming is marked before the session leaves the backlog, so
@@ -275,6 +291,17 @@ fn reclaim(store: &Store, last_punch: &mut Instant) -> bool {
             tracing::warn!(error = %err, "giving sled's dead space back failed");
             false
         }
+    }
+}
+
+/// Gives back the blocks of free segments once enough of them pile up
+/// between the flushes' syncs (see `Store::punch_piled_up_free_segments`).
+fn punch_piled_up(store: &Store) {
+    if store.health().failure().is_some() {
+        return;
+    }
+    if let Err(err) = store.punch_piled_up_free_segments() {
+        tracing::warn!(error = %err, "giving free segments back failed");
     }
 }
 

@@ -692,18 +692,27 @@ impl Store {
     }
 
     /// Writes every dirty buffer, then fsyncs what sled wrote (see `sync`),
-    /// so it survives a power loss. Blocking; refused once the store has
+    /// so it survives a power loss, then punches the free segments that
+    /// sync covers (see `reclaim`). Blocking; refused once the store has
     /// failed, since sled's flush would then never return. A failed sync
     /// fails the store too: after an fsync error the kernel may have
     /// dropped the pages, so a retry could report success for lost data.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.write(|| {
-            // Segments sled freed before this sync may be reused once it
-            // is done (see vendor/sled/PATCH.md).
-            let freed = self.db.free_generation();
             self.db.flush()?;
+            // Segments sled freed before this sync may be reused once it
+            // is done (see vendor/sled/PATCH.md): a free comes after the
+            // write of its pages' new copies, which the sync covers. Read
+            // after sled's flush, whose writes often free a relocation's
+            // drained segments.
+            let freed = self.db.free_generation();
             self.syncer.sync().map_err(StoreError::Io)?;
             self.db.note_durable(freed);
+            // And their blocks may go back to the filesystem. Under steady
+            // churn segments are freed about as fast as they are written,
+            // and the sealer's turns, busy relocating, came too seldom to
+            // punch them before they piled up (see `reclaim`).
+            self.db.punch_durable_free_segments();
             Ok(())
         })
     }

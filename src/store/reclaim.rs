@@ -8,7 +8,8 @@
 //! sealer thread calls `reclaim` between its jobs. sled cuts its file only
 //! when the last segments are free; the blocks of free segments elsewhere
 //! are given back to the filesystem as holes (the vendored sled's
-//! `punch_free_segments`, which syncs the log first), so the disk a store
+//! `punch_free_segments`, which syncs the log first, here; and after every
+//! flush's sync, those it covers: `Store::flush`), so the disk a store
 //! takes follows what it holds, not its largest size. A drained segment
 //! is freed only once later writes record its pages' new copies as stable
 //! (see `give_back_free_segments`); the shutdown's last flush is followed
@@ -33,6 +34,13 @@ const SETTLE_KEY: &[u8] = b"sessionlog.settle";
 /// writes to come, so a paused store settles instead of rolling on.
 const ROLL_FOR_SEGMENTS: usize = 4;
 
+/// How many free segments may keep their blocks before the sealer syncs
+/// the log to punch them (`Store::punch_piled_up_free_segments`): 4 MiB of
+/// 512 KiB segments. Under churn segments are freed about as fast as they
+/// are written, and the flushes' syncs (every 200 ms by default) left up
+/// to 17 MB of them allocated between two.
+const PUNCH_PILE: u64 = 8;
+
 /// What one turn of `Store::reclaim` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Reclaimed {
@@ -43,7 +51,7 @@ pub(crate) struct Reclaimed {
     /// The turn ran out of budget with pages left to move.
     pub more: bool,
     /// Every free segment was punched, after a sync (when `segments` is
-    /// 0, none was free); otherwise only those a sync already covered.
+    /// 0, none was free).
     pub punched: bool,
 }
 
@@ -53,13 +61,12 @@ impl Store {
     /// `punch_anyway`) syncs the log and punches the free segments. An I/O
     /// failure fails the store, like any write. Blocking.
     ///
-    /// A turn with more to do still punches the free segments an earlier
-    /// sync covers, which costs no sync: under steady churn retention
-    /// queues segments as fast as turns drain them, and the segments freed
-    /// meanwhile kept their blocks until reused (up to 30 MB beside 28 MB
-    /// of kept segments on the churn bench). `punch_anyway` is for a
-    /// store whose syncs are rare (`--fsync never`); the caller says how
-    /// often a turn may pay for one.
+    /// A turn with more to do leaves the free segments to the flushes:
+    /// each punches those its sync covers (`Store::flush`), which under
+    /// steady churn, where retention queues segments as fast as turns
+    /// drain them, is what keeps them from piling up. `punch_anyway` is
+    /// for a store whose flushes are rare (`--fsync never`); the caller
+    /// says how often a turn may pay for a sync of its own.
     pub(crate) fn reclaim(
         &self,
         budget: Duration,
@@ -77,18 +84,26 @@ impl Store {
             }
             Ok(done)
         })?;
-        if done.more {
-            if punch_anyway {
-                done.segments = self.write(|| Ok(self.db.punch_free_segments()?))?;
-                done.punched = true;
-            } else {
-                done.segments = self.write(|| Ok(self.db.punch_durable_free_segments()))?;
-            }
+        if done.more && !punch_anyway {
             return Ok(done);
         }
-        done.segments = self.give_back_free_segments()?;
+        done.segments = if done.more {
+            self.write(|| Ok(self.db.punch_free_segments()?))?
+        } else {
+            self.give_back_free_segments()?
+        };
         done.punched = true;
         Ok(done)
+    }
+
+    /// When `PUNCH_PILE` free segments or more keep their blocks, syncs
+    /// the log and punches them; how many. Cheap when fewer do (a count
+    /// under sled's segment lock).
+    pub(crate) fn punch_piled_up_free_segments(&self) -> Result<usize, StoreError> {
+        if self.db.segment_usage().unpunched < PUNCH_PILE {
+            return Ok(0);
+        }
+        self.write(|| Ok(self.db.punch_free_segments()?))
     }
 
     /// Punches the blocks of sled's free segments out of its file (after
@@ -141,40 +156,94 @@ mod tests {
         store
     }
 
+    /// The blocks the filesystem allocated to the store's files.
+    fn allocated(dir: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|entry| {
+                let entry = entry.expect("dir entry");
+                let meta = entry.metadata().expect("metadata");
+                if meta.is_dir() {
+                    allocated(&entry.path())
+                } else {
+                    meta.blocks() * 512
+                }
+            })
+            .sum()
+    }
+
     /// Turns of one page each (a zero budget) until one runs out of budget
     /// having given segments back, or none is left to move; whether one
-    /// did.
-    fn a_busy_turn_gave_back(store: &Store, punch_anyway: bool) -> bool {
+    /// did. Between turns, the flushes that let drained segments be freed
+    /// (their pages' new copies must be written out first).
+    fn a_busy_turn_gave_back(store: &Store) -> bool {
         for _ in 0..5_000 {
-            let done = store
-                .reclaim(Duration::ZERO, punch_anyway)
-                .expect("reclaim");
-            if done.more {
-                assert_eq!(done.punched, punch_anyway);
-                if done.segments > 0 {
-                    return true;
-                }
-            }
+            let done = store.reclaim(Duration::ZERO, true).expect("reclaim");
             if !done.more {
                 return false;
             }
-            // Freeing a drained segment waits for its pages' new copies to
-            // be written out.
+            assert!(done.punched);
+            if done.segments > 0 {
+                return true;
+            }
             store.flush().expect("flush");
         }
         false
     }
 
-    #[test]
-    fn a_turn_with_pages_left_to_move_gives_free_segments_back() {
-        // Asked to, after a sync of its own.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = mostly_dead(&dir);
-        assert!(a_busy_turn_gave_back(&store, true));
+    /// Turns of one page each that do not punch, and a flush after each,
+    /// until a flush leaves the files fewer blocks than before it, or none
+    /// is left to move; whether one did.
+    fn a_flush_gave_back(store: &Store, dir: &std::path::Path) -> bool {
+        for _ in 0..5_000 {
+            let done = store.reclaim(Duration::ZERO, false).expect("reclaim");
+            if !done.more {
+                return false;
+            }
+            assert_eq!((done.segments, done.punched), (0, false));
+            let before = allocated(dir);
+            store.flush().expect("flush");
+            if allocated(dir) < before {
+                return true;
+            }
+        }
+        false
+    }
 
-        // Not asked, those the flushes between turns covered.
+    #[test]
+    fn a_turn_with_pages_left_to_move_gives_free_segments_back_when_asked() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = mostly_dead(&dir);
-        assert!(a_busy_turn_gave_back(&store, false));
+        assert!(a_busy_turn_gave_back(&store));
+    }
+
+    #[test]
+    fn free_segments_piling_up_between_flushes_are_punched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = mostly_dead(&dir);
+        // The trees cleared may have freed some already; then none waits.
+        store.punch_piled_up_free_segments().expect("punch");
+        assert!(store.segment_usage().unpunched < PUNCH_PILE);
+        assert_eq!(store.punch_piled_up_free_segments().expect("punch"), 0);
+        // Relocation without flushes: the segments it drains are freed as
+        // its writes fill sled's buffers, and none is punched.
+        let mut punched = 0;
+        while punched == 0 {
+            let done = store.reclaim(Duration::ZERO, false).expect("reclaim");
+            punched = store.punch_piled_up_free_segments().expect("punch");
+            if !done.more {
+                break;
+            }
+        }
+        assert!(punched >= PUNCH_PILE as usize, "punched {punched}");
+        assert!(store.segment_usage().unpunched < PUNCH_PILE);
+    }
+
+    #[test]
+    fn a_flush_gives_back_the_free_segments_its_sync_covers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = mostly_dead(&dir);
+        assert!(a_flush_gave_back(&store, dir.path()));
     }
 }

@@ -163,6 +163,9 @@ impl Drop for SegmentAccountant {
 pub struct SegmentUsage {
     /// Segments free for reuse.
     pub free: u64,
+    /// Segments on the free list whose blocks the file still holds (not
+    /// punched).
+    pub unpunched: u64,
     /// Segments being written to.
     pub active: u64,
     /// Segments written, holding live pages.
@@ -1117,6 +1120,14 @@ impl SegmentAccountant {
                 Segment::Draining(_) => usage.draining += 1,
             }
         }
+        // Not every segment in the free state is on the free list: a
+        // drained one waits there for the log to be stable past its pages'
+        // new copies (`free_stable_deferrals`), and may not be punched yet.
+        usage.unpunched = self
+            .free
+            .iter()
+            .filter(|lid| **lid < self.tip && !self.punched.contains(lid))
+            .count() as u64;
         usage
     }
 
