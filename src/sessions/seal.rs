@@ -13,9 +13,9 @@
 //! Between jobs, and every second when idle, it gives sled's dead space
 //! back for reuse (`Store::reclaim`, in turns of at most
 //! `RECLAIM_BUDGET`, each followed by at least as long for seals if any
-//! are queued). While
-//! that goes on it also punches free segments as soon as a few pile up
-//! between the store's flushes (`Store::punch_piled_up_free_segments`).
+//! are queued). While that goes on it also punches free segments as soon
+//! as a few pile up between the store's flushes
+//! (`Store::punch_piled_up_free_segments`).
 //!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
 //! only a checked log is sealed (`HandleState::log` set); the thread stops
@@ -204,9 +204,10 @@ fn run(
     let mut reclaiming = true;
     // When the next turn may start: a turn that had more to do is followed
     // by at least as long of seals while they keep coming, so collection
-    // takes at most half of the thread's time when both have work. It is not only after an idle wait: sessions
-    // ending without pause (retention pruning as many) would keep seal
-    // jobs coming and leave the dead space they free uncollected.
+    // takes at most half of the thread's time when both have work. It is
+    // not only after an idle wait: sessions ending without pause
+    // (retention pruning as many) would keep seal jobs coming and leave
+    // the dead space they free uncollected.
     let mut next_turn = Instant::now();
     // Free segments go back at least this often, turns with more to do
     // or not (see `Store::reclaim`).
