@@ -147,6 +147,14 @@ impl SegmentCleaner {
 
 impl Drop for SegmentAccountant {
     fn drop(&mut self) {
+        // sessionlog patch: a truncation still running on its thread holds
+        // the file, and with it sled's lock on the directory; a process
+        // that opens the database again right after this one closed it
+        // would be refused. Each thread lets the file go before it
+        // reports (see `truncate`).
+        for (_at, truncation) in std::mem::take(&mut self.async_truncations) {
+            let _ = truncation.wait();
+        }
         for segment in &self.segments {
             let segment_utilization = match segment {
                 Segment::Free(_) | Segment::Draining(_) => 0,
@@ -1364,6 +1372,9 @@ impl SegmentAccountant {
                     .and_then(|_| config.file.set_len(at))
                     .and_then(|_| config.file.sync_all())
                     .map_err(|e| e.into());
+                // sessionlog patch: the file is let go before the result is
+                // reported, so whoever waits for it (`Drop`) knows it is.
+                drop(config);
                 completer.fill(res);
             })?;
 
