@@ -131,6 +131,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::seal_measure::dir_bytes;
     use crate::store::tests::open_store;
 
     /// A store whose log is mostly dead: 40 trees written, 36 cleared.
@@ -154,23 +155,6 @@ mod tests {
         }
         store.flush().expect("flush");
         store
-    }
-
-    /// The blocks the filesystem allocated to the store's files.
-    fn allocated(dir: &std::path::Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::read_dir(dir)
-            .expect("read dir")
-            .map(|entry| {
-                let entry = entry.expect("dir entry");
-                let meta = entry.metadata().expect("metadata");
-                if meta.is_dir() {
-                    allocated(&entry.path())
-                } else {
-                    meta.blocks() * 512
-                }
-            })
-            .sum()
     }
 
     /// Turns of one page each (a zero budget) until one runs out of budget
@@ -202,9 +186,9 @@ mod tests {
                 return false;
             }
             assert_eq!((done.segments, done.punched), (0, false));
-            let before = allocated(dir);
+            let (_, before) = dir_bytes(dir);
             store.flush().expect("flush");
-            if allocated(dir) < before {
+            if dir_bytes(dir).1 < before {
                 return true;
             }
         }

@@ -193,8 +193,8 @@ impl Db {
     /// Like `punch_free_segments`, without the sync: only the free
     /// segments freed before a sync the caller reported (`note_durable`).
     ///
-    /// sessionlog patch: cheap enough to call between small steps of
-    /// relocation, while segments are freed faster than writes reuse them.
+    /// sessionlog patch: cheap enough to call after every sync the caller
+    /// makes, while segments are freed faster than writes reuse them.
     pub fn punch_durable_free_segments(&self) -> usize {
         self.context.pagecache.punch_durable_free_segments()
     }

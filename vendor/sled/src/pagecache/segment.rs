@@ -1131,11 +1131,8 @@ impl SegmentAccountant {
         // Not every segment in the free state is on the free list: a
         // drained one waits there for the log to be stable past its pages'
         // new copies (`free_stable_deferrals`), and may not be punched yet.
-        usage.unpunched = self
-            .free
-            .iter()
-            .filter(|lid| **lid < self.tip && !self.punched.contains(lid))
-            .count() as u64;
+        // The free list holds only segments below the tip (`free_segment`).
+        usage.unpunched = self.free.difference(&self.punched).count() as u64;
         usage
     }
 
