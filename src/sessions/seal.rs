@@ -12,10 +12,12 @@
 //!
 //! Between jobs, and every second when idle, it gives sled's dead space
 //! back for reuse (`Store::reclaim`, in turns of at most
-//! `RECLAIM_BUDGET`, each followed by at least as long for seals if any
-//! are queued). While that goes on it also punches free segments as soon
-//! as a few pile up between the store's flushes
-//! (`Store::punch_piled_up_free_segments`).
+//! `RECLAIM_BUDGET`, each followed by as long for seals if any are
+//! queued, or by `RECLAIM_BUDGET` once they fall behind). While that goes
+//! on it also punches free segments as soon as a few pile up between the
+//! store's flushes (`Store::punch_piled_up_free_segments`); once seals
+//! pause, a settling turn has the segments drained last freed
+//! (`GiveBack::Settle`).
 //!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
 //! only a checked log is sealed (`HandleState::log` set); the thread stops
@@ -28,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::schema::State;
-use crate::store::{SealOutcome, SealTarget, Store};
+use crate::store::{GiveBack, SealOutcome, SealTarget, Store};
 
 use super::handle::SessionHandle;
 
@@ -45,6 +47,11 @@ const RECLAIM_BUDGET: Duration = Duration::from_millis(100);
 /// How often a busy sealer waiting for jobs looks for free segments piled
 /// up (`Store::punch_piled_up_free_segments`).
 const PILE_CHECK_EVERY: Duration = Duration::from_millis(20);
+/// Sessions waiting to be sealed past which turns wait `RECLAIM_BUDGET`
+/// between them, not just as long as the last one took.
+const SEALS_BEHIND: usize = 32;
+/// How long no seal must come before a turn settles (`GiveBack::Settle`).
+const SETTLE_AFTER: Duration = Duration::from_millis(50);
 
 enum Job {
     Seal(Arc<SessionHandle>),
@@ -201,33 +208,68 @@ fn run(
     active_after: u64,
 ) {
     // Recovery, and every seal, may leave segments queued for cleaning.
-    let mut reclaiming = true;
-    // When the next turn may start: a turn that had more to do is followed
-    // by at least as long of seals while they keep coming, so collection
-    // takes at most half of the thread's time when both have work. It is
-    // not only after an idle wait: sessions ending without pause
-    // (retention pruning as many) would keep seal jobs coming and leave
-    // the dead space they free uncollected.
+    let mut collecting = true;
+    // Whether a settling turn ran since the last seal: one that, with no
+    // page left to move, has the segments drained last freed even if the
+    // log stopped (`GiveBack::Settle`). It waits until no seal came for
+    // `SETTLE_AFTER`: while seals keep coming the log moves on by itself,
+    // and ending its segment early at every turn would cost a sync and
+    // leave a padded segment to drain in turn.
+    let mut settled = false;
+    let mut last_seal = Instant::now();
+    // When the next turn may start: a turn is followed by as long for
+    // seals while they keep coming, so collection takes at most half of
+    // the thread's time when both have work. Only as long: under churn
+    // segments turn mostly dead many times a second, and a fixed
+    // `RECLAIM_BUDGET` after turns of a few milliseconds left 15 to 45 of
+    // them allocated, waiting, before each turn.
     let mut next_turn = Instant::now();
-    // Free segments go back at least this often, turns with more to do
-    // or not (see `Store::reclaim`).
+    // Free segments go back at least this often while collecting, whatever
+    // the flushes do (see `GiveBack::Punch`).
     let mut last_punch = Instant::now();
     loop {
-        backlog.reclaiming.store(reclaiming, Ordering::SeqCst);
+        backlog
+            .reclaiming
+            .store(collecting || !settled, Ordering::SeqCst);
         let now = Instant::now();
-        if reclaiming && now >= next_turn {
+        let settle_at = last_seal + SETTLE_AFTER;
+        let turn = if collecting && now >= next_turn {
+            Some(if last_punch.elapsed() >= RECLAIM_EVERY {
+                GiveBack::Punch
+            } else {
+                GiveBack::Leave
+            })
+        } else if !collecting && !settled && now >= settle_at {
+            Some(GiveBack::Settle)
+        } else {
+            None
+        };
+        if let Some(give_back) = turn {
             if stopping.load(Ordering::SeqCst) {
                 return;
             }
-            reclaiming = reclaim(store, &mut last_punch);
+            let started = Instant::now();
+            collecting = reclaim(store, give_back, &mut last_punch);
+            settled |= give_back == GiveBack::Settle && !collecting;
             punch_piled_up(store);
-            next_turn = Instant::now() + RECLAIM_BUDGET;
+            // Seals come first once they fall behind: a session left
+            // unsealed keeps its raw blocks, many times its sealed size,
+            // which collection would only move around.
+            let took = started.elapsed();
+            let spacing = if backlog.sessions.load(Ordering::SeqCst) > SEALS_BEHIND {
+                took.max(RECLAIM_BUDGET)
+            } else {
+                took
+            };
+            next_turn = Instant::now() + spacing;
             continue;
         }
         // While busy, the wait for a job is cut short to look at the free
         // segments the last turn's drained segments became.
-        let wait = if reclaiming {
+        let wait = if collecting {
             (next_turn - now).min(PILE_CHECK_EVERY)
+        } else if !settled {
+            (settle_at - now).min(PILE_CHECK_EVERY)
         } else {
             RECLAIM_EVERY
         };
@@ -238,16 +280,16 @@ fn run(
                 continue;
             }
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) if reclaiming => {
-                // No seal waits: the next turn need not wait for one.
+            Err(RecvTimeoutError::Timeout) if collecting || !settled => {
                 punch_piled_up(store);
+                // No seal waits: the next turn need not wait for one.
                 next_turn = Instant::now();
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {
-                // Idle: a turn every `RECLAIM_EVERY` (writes, deletes and
-                // pruning free space without a seal).
-                reclaiming = true;
+                // Idle: a settling turn every `RECLAIM_EVERY` (writes,
+                // deletes and pruning free space without a seal).
+                settled = false;
                 continue;
             }
         };
@@ -259,7 +301,9 @@ fn run(
         }
         punch_piled_up(store);
         handle.seal.queued.store(false, Ordering::SeqCst);
-        reclaiming = true;
+        collecting = true;
+        settled = false;
+        last_seal = Instant::now();
         // Reclaiming is marked before the session leaves the backlog, so
         // the backlog never reads empty between the two.
         backlog.reclaiming.store(true, Ordering::SeqCst);
@@ -267,14 +311,13 @@ fn run(
     }
 }
 
-/// One turn of `Store::reclaim`, punching free segments if the last punch
-/// is `RECLAIM_EVERY` old; whether there is more to do. None while the
-/// store has failed or stalled (its health says why, once).
-fn reclaim(store: &Store, last_punch: &mut Instant) -> bool {
+/// One turn of `Store::reclaim`; whether there is more to do. None while
+/// the store has failed or stalled (its health says why, once).
+fn reclaim(store: &Store, give_back: GiveBack, last_punch: &mut Instant) -> bool {
     if store.health().failure().is_some() {
         return false;
     }
-    match store.reclaim(RECLAIM_BUDGET, last_punch.elapsed() >= RECLAIM_EVERY) {
+    match store.reclaim(RECLAIM_BUDGET, give_back) {
         Ok(done) => {
             if done.punched {
                 *last_punch = Instant::now();

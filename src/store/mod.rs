@@ -42,6 +42,7 @@ pub(crate) use keys::MAX_SEQ;
 pub(crate) use log::decode_entry;
 pub(crate) use log::{AppliedAppend, LogTree, PreparedAppend};
 pub(crate) use query::{EntryFilter, RawPage, ScanLimits, entry_wire_len, page_of};
+pub(crate) use reclaim::GiveBack;
 use schema::{LogCounters, State, StoredEntry, StoredSession};
 #[cfg(test)]
 pub(crate) use seal::SealMark;

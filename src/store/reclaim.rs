@@ -41,6 +41,23 @@ const ROLL_FOR_SEGMENTS: usize = 4;
 /// to 17 MB of them allocated between two.
 const PUNCH_PILE: u64 = 8;
 
+/// What a turn of `Store::reclaim` does with sled's free segments once
+/// it stops relocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveBack {
+    /// Nothing: each flush punches the free segments its sync covers
+    /// (`Store::flush`), and the sealer those that pile up between two
+    /// (`Store::punch_piled_up_free_segments`). For a store being
+    /// written, whose log moves on by itself.
+    Leave,
+    /// Syncs the log and punches the free segments.
+    Punch,
+    /// When no page is left to move, also has the segments drained last
+    /// freed (`Store::give_back_free_segments`), else punches. For a
+    /// store whose writes paused.
+    Settle,
+}
+
 /// What one turn of `Store::reclaim` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Reclaimed {
@@ -57,20 +74,20 @@ pub(crate) struct Reclaimed {
 
 impl Store {
     /// Relocates live pages out of segments sled queued for cleaning, for
-    /// about `budget` at most, then (when none is left, or when
-    /// `punch_anyway`) syncs the log and punches the free segments. An I/O
-    /// failure fails the store, like any write. Blocking.
+    /// about `budget` at most, then gives free segments back as
+    /// `give_back` says. An I/O failure fails the store, like any write.
+    /// Blocking.
     ///
-    /// A turn with more to do leaves the free segments to the flushes:
-    /// each punches those its sync covers (`Store::flush`), which under
-    /// steady churn, where retention queues segments as fast as turns
-    /// drain them, is what keeps them from piling up. `punch_anyway` is
-    /// for a store whose flushes are rare (`--fsync never`); the caller
-    /// says how often a turn may pay for a sync of its own.
+    /// The caller picks `give_back`: under steady churn, where retention
+    /// queues segments as fast as turns drain them, turns come often and
+    /// a sync or a segment ended early at each would cost more than the
+    /// flushes' punches, which keep up; a store whose flushes are rare
+    /// (`--fsync never`) needs a punch now and then; one whose writes
+    /// paused needs its last drained segments freed.
     pub(crate) fn reclaim(
         &self,
         budget: Duration,
-        punch_anyway: bool,
+        give_back: GiveBack,
     ) -> Result<Reclaimed, StoreError> {
         let started = Instant::now();
         let mut done = self.write(|| {
@@ -84,13 +101,12 @@ impl Store {
             }
             Ok(done)
         })?;
-        if done.more && !punch_anyway {
-            return Ok(done);
-        }
-        done.segments = if done.more {
-            self.write(|| Ok(self.db.punch_free_segments()?))?
-        } else {
-            self.give_back_free_segments()?
+        done.segments = match give_back {
+            GiveBack::Leave => return Ok(done),
+            GiveBack::Settle if !done.more => self.give_back_free_segments()?,
+            GiveBack::Punch | GiveBack::Settle => {
+                self.write(|| Ok(self.db.punch_free_segments()?))?
+            }
         };
         done.punched = true;
         Ok(done)
@@ -163,7 +179,9 @@ mod tests {
     /// (their pages' new copies must be written out first).
     fn a_busy_turn_gave_back(store: &Store) -> bool {
         for _ in 0..5_000 {
-            let done = store.reclaim(Duration::ZERO, true).expect("reclaim");
+            let done = store
+                .reclaim(Duration::ZERO, GiveBack::Punch)
+                .expect("reclaim");
             if !done.more {
                 return false;
             }
@@ -181,7 +199,9 @@ mod tests {
     /// is left to move; whether one did.
     fn a_flush_gave_back(store: &Store, dir: &std::path::Path) -> bool {
         for _ in 0..5_000 {
-            let done = store.reclaim(Duration::ZERO, false).expect("reclaim");
+            let done = store
+                .reclaim(Duration::ZERO, GiveBack::Leave)
+                .expect("reclaim");
             if !done.more {
                 return false;
             }
@@ -214,7 +234,9 @@ mod tests {
         // its writes fill sled's buffers, and none is punched.
         let mut punched = 0;
         while punched == 0 {
-            let done = store.reclaim(Duration::ZERO, false).expect("reclaim");
+            let done = store
+                .reclaim(Duration::ZERO, GiveBack::Leave)
+                .expect("reclaim");
             punched = store.punch_piled_up_free_segments().expect("punch");
             if !done.more {
                 break;
