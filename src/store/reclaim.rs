@@ -262,9 +262,10 @@ mod tests {
             .reclaim(Duration::from_secs(60), GiveBack::Settle)
             .expect("reclaim");
         assert!(!done.more && done.punched && done.pages > 0, "{done:?}");
-        // The segments drained last were freed, though no write came after
-        // the turn's (the log's segment was ended early), and punched. (The
-        // segment ended early may be queued in turn: its rest is padding.)
+        // Every free segment was punched, those drained last included (the
+        // log's segment was ended early so they could be freed), which took
+        // the data dir down. The segment ended early may be queued for
+        // cleaning in turn: its rest is padding.
         let usage = store.segment_usage();
         assert_eq!(usage.unpunched, 0, "{usage:?}");
         assert!(usage.draining <= 1, "{usage:?}");
