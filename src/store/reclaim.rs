@@ -289,6 +289,9 @@ mod tests {
             .reclaim(Duration::from_secs(60), GiveBack::Settle)
             .expect("reclaim");
         assert_eq!(settled.pages, 0, "the first turn moved every page");
-        assert!(settled.segments > 0, "{settled:?}");
+        // What it gave back depends on how many of the freed segments sled
+        // cut off the file's end instead; none is left unpunched.
+        assert!(settled.punched, "{settled:?}");
+        assert_eq!(store.segment_usage().unpunched, 0);
     }
 }
