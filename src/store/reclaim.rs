@@ -34,6 +34,11 @@ const SETTLE_KEY: &[u8] = b"sessionlog.settle";
 /// writes to come, so a paused store settles instead of rolling on.
 const ROLL_FOR_SEGMENTS: usize = 4;
 
+/// How many rounds of giving back and relocating a settling turn runs at
+/// most (`Store::settle`); an idle sealer's next turn, a second later,
+/// goes on where it stopped.
+const SETTLE_ROUNDS: usize = 3;
+
 /// How many free segments may keep their blocks before the sealer syncs
 /// the log to punch them (`Store::punch_piled_up_free_segments`): 4 MiB of
 /// 512 KiB segments. Under churn segments are freed about as fast as they
@@ -53,8 +58,9 @@ pub(crate) enum GiveBack {
     /// Syncs the log and punches the free segments.
     Punch,
     /// When no page is left to move, also has the segments drained last
-    /// freed (`Store::give_back_free_segments`), else punches. For a
-    /// store whose writes paused.
+    /// freed (`Store::give_back_free_segments`), in rounds with what that
+    /// leaves to move (`Store::settle`), else punches. For a store whose
+    /// writes paused.
     Settle,
 }
 
@@ -90,26 +96,61 @@ impl Store {
         give_back: GiveBack,
     ) -> Result<Reclaimed, StoreError> {
         let started = Instant::now();
-        let mut done = self.write(|| {
-            let mut done = Reclaimed::default();
-            while self.db.collect_garbage_step()? {
-                done.pages += 1;
-                if started.elapsed() >= budget {
-                    done.more = true;
-                    break;
-                }
-            }
-            Ok(done)
-        })?;
+        let mut done = Reclaimed::default();
+        self.relocate(started + budget, &mut done)?;
         done.segments = match give_back {
             GiveBack::Leave => return Ok(done),
-            GiveBack::Settle if !done.more => self.give_back_free_segments()?,
+            GiveBack::Settle if !done.more => self.settle(started + budget, &mut done)?,
             GiveBack::Punch | GiveBack::Settle => {
                 self.write(|| Ok(self.db.punch_free_segments()?))?
             }
         };
         done.punched = true;
         Ok(done)
+    }
+
+    /// Relocates live pages out of the segments queued for cleaning until
+    /// none is left or `until`, counting them in `done`.
+    fn relocate(&self, until: Instant, done: &mut Reclaimed) -> Result<(), StoreError> {
+        self.write(|| {
+            while self.db.collect_garbage_step()? {
+                done.pages += 1;
+                if Instant::now() >= until {
+                    done.more = true;
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A settling turn's give-back: the segments drained last are freed
+    /// and punched, then what that queued for cleaning in turn is moved,
+    /// in rounds until one finds nothing to do (at most `SETTLE_ROUNDS`);
+    /// how many segments were punched. sled's accountant hears of the
+    /// writes' stability only as its epoch moves on, which threads busy
+    /// elsewhere delay: on a loaded machine one round left 10 drained
+    /// segments waiting, or 100 pages unmoved, and the data dir at twice
+    /// the size a later round brought it to.
+    fn settle(&self, until: Instant, done: &mut Reclaimed) -> Result<usize, StoreError> {
+        let mut segments = self.give_back_free_segments()?;
+        for _ in 1..SETTLE_ROUNDS {
+            let moved = done.pages;
+            self.relocate(until, done)?;
+            if done.more {
+                // What is left is the next turn's, as any busy turn's.
+                break;
+            }
+            let waiting = self.db.segments_awaiting_stable()?;
+            if done.pages == moved
+                && waiting < ROLL_FOR_SEGMENTS
+                && self.db.segment_usage().unpunched == 0
+            {
+                break;
+            }
+            segments += self.give_back_free_segments()?;
+        }
+        Ok(segments)
     }
 
     /// When `PUNCH_PILE` free segments or more keep their blocks, syncs
@@ -264,11 +305,12 @@ mod tests {
         assert!(!done.more && done.punched && done.pages > 0, "{done:?}");
         // Every free segment was punched, those drained last included (the
         // log's segment was ended early so they could be freed), which took
-        // the data dir down. The segment ended early may be queued for
-        // cleaning in turn: its rest is padding.
+        // the data dir down. The segments ended early may be queued for
+        // cleaning in turn (their rest is padding), fewer than would make a
+        // turn end one again.
         let usage = store.segment_usage();
         assert_eq!(usage.unpunched, 0, "{usage:?}");
-        assert!(usage.draining <= 1, "{usage:?}");
+        assert!(usage.draining < ROLL_FOR_SEGMENTS as u64, "{usage:?}");
         let (_, after) = dir_bytes(dir.path());
         assert!(
             after < before / 2,
@@ -288,10 +330,11 @@ mod tests {
         let settled = store
             .reclaim(Duration::from_secs(60), GiveBack::Settle)
             .expect("reclaim");
-        assert_eq!(settled.pages, 0, "the first turn moved every page");
-        // What it gave back depends on how many of the freed segments sled
-        // cut off the file's end instead; none is left unpunched.
-        assert!(settled.punched, "{settled:?}");
+        // It may move pages too: those of segments that the first turn's
+        // writes left mostly dead. What it gave back depends on how many
+        // of the freed segments sled cut off the file's end instead; none
+        // is left unpunched.
+        assert!(!settled.more && settled.punched, "{settled:?}");
         assert_eq!(store.segment_usage().unpunched, 0);
     }
 }
