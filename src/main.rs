@@ -9,9 +9,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 // jemalloc's options, read once at its start (a C string, under the
 // prefixed name tikv-jemalloc-sys builds it with). Dirty pages go back to
-// the system after about 1 s instead of 10 s: the peak RSS of many
+// the system after about 250 ms instead of 10 s: the peak RSS of many
 // sessions and followers was mostly large buffers already freed, and
-// returning them at once (0 ms) cost ingest about 60% more CPU. One arena
+// returning them at once (0 ms) cost ingest about 60% more CPU. After
+// 1 s, the 10-million-entry memory workload peaked at 82-114 MiB (a
+// burst of sled's write buffers freed after a slow flush, held a second);
+// after 250 ms, at 83-87, with the same ingest CPU per entry. One arena
 // instead of four per core: sled's 512 KiB write buffers come from the
 // arena of whichever thread seals one, and the ones freed in one arena
 // were no use to threads of another; with one, the memory workload peaked
@@ -19,7 +22,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // entry).
 // `_RJEM_MALLOC_CONF` in the environment still overrides it.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &[u8; 30] = b"dirty_decay_ms:1000,narenas:1\0";
+static MALLOC_CONF: &[u8; 29] = b"dirty_decay_ms:250,narenas:1\0";
 
 fn main() -> std::process::ExitCode {
     sessionlog::cli::main()
