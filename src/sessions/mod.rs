@@ -16,6 +16,7 @@ mod list;
 mod liveness;
 mod process;
 mod read;
+mod reclaim;
 mod retention;
 mod seal;
 mod search;

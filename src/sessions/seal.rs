@@ -10,14 +10,8 @@
 //! no session lock: appends and followers never wait for it. Deleting a
 //! session waits for at most one step (the store's seal lock).
 //!
-//! Between jobs, and every second when idle, it gives sled's dead space
-//! back for reuse (`Store::reclaim`, in turns of at most
-//! `RECLAIM_BUDGET`, each followed by as long for seals if any are
-//! queued, or by `RECLAIM_BUDGET` once they fall behind). While that goes
-//! on it also punches free segments as soon as a few pile up between the
-//! store's flushes (`Store::punch_piled_up_free_segments`); once seals
-//! pause, a settling turn has the segments drained last freed
-//! (`GiveBack::Settle`).
+//! Each seal leaves dead space (the raw blocks it replaced): it wakes the
+//! reclaimer (see `reclaim`), which gives it back on a thread of its own.
 //!
 //! Invariants: a session is in the queue at most once (`SealState::queued`);
 //! only a checked log is sealed (`HandleState::log` set); the thread stops
@@ -25,33 +19,18 @@
 //! all (it is one sled batch).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::store::schema::State;
-use crate::store::{GiveBack, SealOutcome, SealTarget, Store};
+use crate::store::{SealOutcome, SealTarget, Store};
 
 use super::handle::SessionHandle;
+use super::reclaim::{Reclaimer, Signal};
 
 /// The default for `--seal-active-after`: an active session is sealed once
 /// this many bytes of its entries are past its seal mark.
 pub(crate) const DEFAULT_SEAL_ACTIVE_AFTER: u64 = 1 << 20;
-
-/// How often an idle sealer gives sled's dead space back for reuse
-/// (`Store::reclaim`), and how long one turn may take: sled's own flusher
-/// spends up to half of its 500 ms period on it. A busy one punches the
-/// free segments at least every `RECLAIM_EVERY` too.
-const RECLAIM_EVERY: Duration = Duration::from_secs(1);
-const RECLAIM_BUDGET: Duration = Duration::from_millis(100);
-/// How often a busy sealer waiting for jobs looks for free segments piled
-/// up (`Store::punch_piled_up_free_segments`).
-const PILE_CHECK_EVERY: Duration = Duration::from_millis(20);
-/// Sessions waiting to be sealed past which turns wait `RECLAIM_BUDGET`
-/// between them, not just as long as the last one took.
-const SEALS_BEHIND: usize = 32;
-/// How long no seal must come before a turn settles (`GiveBack::Settle`).
-const SETTLE_AFTER: Duration = Duration::from_millis(50);
 
 enum Job {
     Seal(Arc<SessionHandle>),
@@ -60,24 +39,17 @@ enum Job {
     Stop,
 }
 
-/// The sealer thread's handle; `None` until started.
+/// The sealer thread's handle, and the reclaimer's it wakes; `None` until
+/// started.
 #[derive(Debug, Default)]
 pub(super) struct Sealer {
     running: Mutex<Option<Running>>,
     stopping: Arc<AtomicBool>,
     /// 0 until started: nothing is queued before then.
     active_after: AtomicU64,
-    backlog: Arc<Backlog>,
-}
-
-/// What the sealer has yet to do, for the metrics.
-#[derive(Debug, Default)]
-struct Backlog {
     /// Sessions queued or being sealed.
-    sessions: AtomicUsize,
-    /// Set during a turn of reclaiming, and between turns while the last
-    /// one ran out of budget or a seal since may have left dead space.
-    reclaiming: AtomicBool,
+    waiting: Arc<AtomicUsize>,
+    reclaimer: Reclaimer,
 }
 
 /// The sealer's backlog at one moment.
@@ -96,7 +68,8 @@ struct Running {
 }
 
 impl Sealer {
-    /// Starts the thread and queues `sessions` (those loaded at start-up).
+    /// Starts the thread, and the reclaimer's, and queues `sessions` (those
+    /// loaded at start-up).
     pub(super) fn start(
         &self,
         store: Store,
@@ -109,17 +82,27 @@ impl Sealer {
         }
         let (jobs, queue) = mpsc::channel();
         let stopping = self.stopping.clone();
-        let backlog = self.backlog.clone();
-        backlog.sessions.store(0, Ordering::SeqCst);
-        backlog.reclaiming.store(true, Ordering::SeqCst);
+        let waiting = self.waiting.clone();
+        waiting.store(0, Ordering::SeqCst);
+        self.reclaimer.start(store.clone(), waiting.clone())?;
+        let reclaimer = self.reclaimer.signal().clone();
         let thread = std::thread::Builder::new()
             .name("sealer".to_owned())
-            .spawn(move || run(&store, &queue, &stopping, &backlog, active_after))?;
+            .spawn(move || {
+                run(
+                    &store,
+                    &queue,
+                    &stopping,
+                    &waiting,
+                    &reclaimer,
+                    active_after,
+                );
+            })?;
         for handle in sessions {
             handle.seal.queued.store(true, Ordering::SeqCst);
-            self.backlog.sessions.fetch_add(1, Ordering::SeqCst);
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             if jobs.send(Job::Seal(handle)).is_err() {
-                self.backlog.sessions.fetch_sub(1, Ordering::SeqCst);
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
             }
         }
         self.active_after
@@ -135,14 +118,20 @@ impl Sealer {
         {
             return;
         }
-        self.backlog.sessions.fetch_add(1, Ordering::SeqCst);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         match self.lock().as_ref() {
             Some(running) if running.jobs.send(Job::Seal(handle.clone())).is_ok() => {}
             _ => {
-                self.backlog.sessions.fetch_sub(1, Ordering::SeqCst);
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 handle.seal.queued.store(false, Ordering::SeqCst);
             }
         }
+    }
+
+    /// The reclaimer's signal (for tests).
+    #[cfg(test)]
+    pub(super) fn reclaimer(&self) -> &Arc<Signal> {
+        self.reclaimer.signal()
     }
 
     /// What is left to do; nothing once stopped.
@@ -151,8 +140,8 @@ impl Sealer {
             return SealBacklog::default();
         }
         SealBacklog {
-            sessions: self.backlog.sessions.load(Ordering::SeqCst),
-            reclaiming: self.backlog.reclaiming.load(Ordering::SeqCst),
+            sessions: self.waiting.load(Ordering::SeqCst),
+            reclaiming: self.reclaimer.signal().reclaiming(),
         }
     }
 
@@ -179,8 +168,8 @@ impl Sealer {
         }
     }
 
-    /// Stops the thread after the step in progress, and waits for it.
-    /// Blocking.
+    /// Stops the thread after the step in progress, then the reclaimer
+    /// after its turn, and waits for both. Blocking.
     pub(super) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.active_after.store(0, Ordering::SeqCst);
@@ -191,6 +180,7 @@ impl Sealer {
                 tracing::warn!("the sealer thread panicked");
             }
         }
+        self.reclaimer.stop();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
@@ -204,94 +194,18 @@ fn run(
     store: &Store,
     queue: &mpsc::Receiver<Job>,
     stopping: &AtomicBool,
-    backlog: &Backlog,
+    waiting: &AtomicUsize,
+    reclaimer: &Signal,
     active_after: u64,
 ) {
-    // Recovery, and every seal, may leave segments queued for cleaning.
-    let mut collecting = true;
-    // Whether a settling turn ran since the last seal: one that, with no
-    // page left to move, has the segments drained last freed even if the
-    // log stopped (`GiveBack::Settle`). It waits until no seal came for
-    // `SETTLE_AFTER`: while seals keep coming the log moves on by itself,
-    // and ending its segment early at every turn would cost a sync and
-    // leave a padded segment to drain in turn.
-    let mut settled = false;
-    let mut last_seal = Instant::now();
-    // When the next turn may start: a turn is followed by as long for
-    // seals while they keep coming, so collection takes at most half of
-    // the thread's time when both have work. Only as long: under churn
-    // segments turn mostly dead many times a second, and a fixed
-    // `RECLAIM_BUDGET` after turns of a few milliseconds left 15 to 45 of
-    // them allocated, waiting, before each turn.
-    let mut next_turn = Instant::now();
-    // Free segments go back at least this often while collecting, whatever
-    // the flushes do (see `GiveBack::Punch`).
-    let mut last_punch = Instant::now();
     loop {
-        backlog
-            .reclaiming
-            .store(collecting || !settled, Ordering::SeqCst);
-        let now = Instant::now();
-        let settle_at = last_seal + SETTLE_AFTER;
-        let turn = if collecting && now >= next_turn {
-            Some(if last_punch.elapsed() >= RECLAIM_EVERY {
-                GiveBack::Punch
-            } else {
-                GiveBack::Leave
-            })
-        } else if !collecting && !settled && now >= settle_at {
-            Some(GiveBack::Settle)
-        } else {
-            None
-        };
-        if let Some(give_back) = turn {
-            if stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            let started = Instant::now();
-            collecting = reclaim(store, give_back, &mut last_punch);
-            settled |= give_back == GiveBack::Settle && !collecting;
-            punch_piled_up(store);
-            // Seals come first once they fall behind: a session left
-            // unsealed keeps its raw blocks, many times its sealed size,
-            // which collection would only move around.
-            let took = started.elapsed();
-            let spacing = if backlog.sessions.load(Ordering::SeqCst) > SEALS_BEHIND {
-                took.max(RECLAIM_BUDGET)
-            } else {
-                took
-            };
-            next_turn = Instant::now() + spacing;
-            continue;
-        }
-        // While busy, the wait for a job is cut short to look at the free
-        // segments the last turn's drained segments became.
-        let wait = if collecting {
-            (next_turn - now).min(PILE_CHECK_EVERY)
-        } else if !settled {
-            (settle_at - now).min(PILE_CHECK_EVERY)
-        } else {
-            RECLAIM_EVERY
-        };
-        let handle = match queue.recv_timeout(wait) {
+        let handle = match queue.recv() {
             Ok(Job::Seal(handle)) => handle,
             Ok(Job::Idle(done)) => {
                 let _ = done.send(());
                 continue;
             }
-            Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) if collecting || !settled => {
-                punch_piled_up(store);
-                // No seal waits: the next turn need not wait for one.
-                next_turn = Instant::now();
-                continue;
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                // Idle: a settling turn every `RECLAIM_EVERY` (writes,
-                // deletes and pruning free space without a seal).
-                settled = false;
-                continue;
-            }
+            Ok(Job::Stop) | Err(_) => return,
         };
         if stopping.load(Ordering::SeqCst) {
             return;
@@ -299,53 +213,11 @@ fn run(
         if let Err(err) = seal(store, &handle, stopping, active_after) {
             tracing::warn!(session = %handle.id, error = %err, "sealing a session's log failed");
         }
-        punch_piled_up(store);
         handle.seal.queued.store(false, Ordering::SeqCst);
-        collecting = true;
-        settled = false;
-        last_seal = Instant::now();
-        // Reclaiming is marked before the session leaves the backlog, so
-        // the backlog never reads empty between the two.
-        backlog.reclaiming.store(true, Ordering::SeqCst);
-        backlog.sessions.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// One turn of `Store::reclaim`; whether there is more to do. None while
-/// the store has failed or stalled (its health says why, once).
-fn reclaim(store: &Store, give_back: GiveBack, last_punch: &mut Instant) -> bool {
-    if store.health().failure().is_some() {
-        return false;
-    }
-    match store.reclaim(RECLAIM_BUDGET, give_back) {
-        Ok(done) => {
-            if done.punched {
-                *last_punch = Instant::now();
-            }
-            if done.pages > 0 || done.segments > 0 {
-                tracing::trace!(
-                    pages = done.pages,
-                    segments = done.segments,
-                    "relocated sled pages out of mostly dead segments and gave free segments back"
-                );
-            }
-            done.more
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "giving sled's dead space back failed");
-            false
-        }
-    }
-}
-
-/// Gives back the blocks of free segments once enough of them pile up
-/// between the flushes' syncs (see `Store::punch_piled_up_free_segments`).
-fn punch_piled_up(store: &Store) {
-    if store.health().failure().is_some() {
-        return;
-    }
-    if let Err(err) = store.punch_piled_up_free_segments() {
-        tracing::warn!(error = %err, "giving free segments back failed");
+        // The reclaimer is marked busy before the session leaves the
+        // backlog, so the two never read idle together in between.
+        reclaimer.dirty();
+        waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -711,7 +711,7 @@ impl Store {
             self.db.note_durable(freed);
             // And their blocks may go back to the filesystem. Under steady
             // churn segments are freed about as fast as they are written,
-            // and the sealer's turns, busy relocating, came too seldom to
+            // and the reclaimer's turns, busy relocating, came too seldom to
             // punch them before they piled up (see `reclaim`).
             self.db.punch_durable_free_segments();
             Ok(())

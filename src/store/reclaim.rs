@@ -4,13 +4,13 @@
 //! of it is live (the vendored sled's threshold; upstream's is half);
 //! relocating the live pages that remain frees it for reuse.
 //! sled's own flusher thread does that between flushes, but the store
-//! opens sled without one (flushes are `durability`'s to schedule), so the
-//! sealer thread calls `reclaim` between its jobs. sled cuts its file only
-//! when the last segments are free; the blocks of free segments elsewhere
-//! are given back to the filesystem as holes (the vendored sled's
-//! `punch_free_segments`, which syncs the log first, here; and after every
-//! flush's sync, those it covers: `Store::flush`), so the disk a store
-//! takes follows what it holds, not its largest size. A drained segment
+//! opens sled without one (flushes are `durability`'s to schedule), so a
+//! thread of the server's calls `reclaim` (`sessions::reclaim`). sled
+//! cuts its file only when the last segments are free; the blocks of free
+//! segments elsewhere are given back to the filesystem as holes (the
+//! vendored sled's `punch_free_segments`, which syncs the log first, here;
+//! and after every flush's sync, those it covers: `Store::flush`), so the
+//! disk a store takes follows what it holds, not its largest size. A drained segment
 //! is freed only once later writes record its pages' new copies as stable
 //! (see `give_back_free_segments`); the shutdown's last flush is followed
 //! by a punch too, and sled punches what it finds free at open.
@@ -39,7 +39,7 @@ const ROLL_FOR_SEGMENTS: usize = 4;
 /// goes on where it stopped.
 const SETTLE_ROUNDS: usize = 3;
 
-/// How many free segments may keep their blocks before the sealer syncs
+/// How many free segments may keep their blocks before the reclaimer syncs
 /// the log to punch them (`Store::punch_piled_up_free_segments`): 4 MiB of
 /// 512 KiB segments. Under churn segments are freed about as fast as they
 /// are written, and the flushes' syncs (every 200 ms by default) left up
@@ -51,7 +51,7 @@ const PUNCH_PILE: u64 = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GiveBack {
     /// Nothing: each flush punches the free segments its sync covers
-    /// (`Store::flush`), and the sealer those that pile up between two
+    /// (`Store::flush`), and the reclaimer those that pile up between two
     /// (`Store::punch_piled_up_free_segments`). For a store being
     /// written, whose log moves on by itself.
     Leave,
