@@ -7,11 +7,12 @@
 //! compressed data it held.
 //!
 //! It runs a turn of at most `RECLAIM_BUDGET` whenever a seal may have
-//! left dead space (`Signal::dirty`), and back to back while turns run out
-//! of budget; once seals fall far behind (`SEALS_BEHIND`) it pauses
-//! between turns. Between turns it punches free segments as soon as a few pile up
-//! between the store's flushes (`Store::punch_piled_up_free_segments`).
-//! Once no seal came for `SETTLE_AFTER`, a settling turn has the segments
+//! left dead space (`Signal::dirty`), each followed by as long as it took
+//! (at most half of a core, shared with appends and seals), and by
+//! `RECLAIM_BUDGET` at least once seals fall far behind (`SEALS_BEHIND`). Between turns it punches free segments as soon as a few
+//! pile up between the store's flushes
+//! (`Store::punch_piled_up_free_segments`). Once no seal came for
+//! `SETTLE_AFTER` and none is queued, a settling turn has the segments
 //! drained last freed (`GiveBack::Settle`); an idle store gets one every
 //! `RECLAIM_EVERY`, for what writes, deletes and pruning left.
 //!
@@ -240,10 +241,13 @@ fn run(store: &Store, signal: &Signal, seals_waiting: &AtomicUsize) {
             signal.lock().settling_turns += 1;
             signal.settled.notify_all();
         }
+        // A turn is followed by as long as it took: collection takes at
+        // most half of a core, which the appends and the sealer share.
+        let took = started.elapsed();
         next_turn = if seals_waiting.load(Ordering::SeqCst) > SEALS_BEHIND {
-            Instant::now() + started.elapsed().max(RECLAIM_BUDGET)
+            Instant::now() + took.max(RECLAIM_BUDGET)
         } else {
-            Instant::now()
+            Instant::now() + took
         };
     }
 }
