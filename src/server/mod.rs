@@ -356,11 +356,12 @@ impl Server {
     async fn close(self, drained: bool) -> anyhow::Result<()> {
         let timeout = self.settings.flush_timeout;
         // A seal step lands whole or not at all, and one in progress is
-        // short; a sealer stuck in sled is left behind like a flusher.
+        // short, as is a reclaimer's turn; either stuck in sled is left
+        // behind like a flusher.
         let sessions = self.sessions.clone();
         let stopping = tokio::task::spawn_blocking(move || sessions.stop_sealer());
         if tokio::time::timeout(timeout, stopping).await.is_err() {
-            tracing::warn!("the sealer did not stop in time; leaving it");
+            tracing::warn!("the sealer and reclaimer did not stop in time; leaving them");
         }
         // Before the counters are saved: it holds a session's lock while it
         // checks one, and none are saved while any is held.

@@ -258,8 +258,9 @@ impl SessionManager {
         self.inner.sealer.backlog()
     }
 
-    /// Stops the sealer after the step in progress and waits for it.
-    /// Blocking (a step at most).
+    /// Stops the sealer after the step in progress, then the reclaimer
+    /// after its turn, and waits for both. Blocking (a step, then a turn:
+    /// a settling one may flush and sync a few times).
     pub fn stop_sealer(&self) {
         self.inner.sealer.stop();
     }

@@ -174,6 +174,9 @@ fn run(store: &Store, signal: &Signal, seals_waiting: &AtomicUsize) {
     // Free segments go back at least this often while collecting, whatever
     // the flushes do (see `GiveBack::Punch`).
     let mut last_punch = Instant::now();
+    // Free segments piled up between the flushes are looked for at least
+    // this often while there is work, however often seals wake it.
+    let mut last_pile_check = Instant::now();
     loop {
         let give_back = {
             let mut wake = signal.lock();
@@ -219,16 +222,17 @@ fn run(store: &Store, signal: &Signal, seals_waiting: &AtomicUsize) {
                     .woken
                     .wait_timeout(wake, wait)
                     .unwrap_or_else(|poison| poison.into_inner());
-                if waited.timed_out() && !wake.dirty && !wake.stop {
-                    drop(wake);
-                    if collecting || !settled {
+                let timed_out = waited.timed_out() && !wake.dirty && !wake.stop;
+                drop(wake);
+                if collecting || !settled {
+                    if last_pile_check.elapsed() >= PILE_CHECK_EVERY {
                         punch_piled_up(store);
-                    } else {
-                        // Idle: a settling turn every `RECLAIM_EVERY`
-                        // (writes, deletes and pruning free space without
-                        // a seal).
-                        settled = false;
+                        last_pile_check = Instant::now();
                     }
+                } else if timed_out {
+                    // Idle: a settling turn every `RECLAIM_EVERY` (writes,
+                    // deletes and pruning free space without a seal).
+                    settled = false;
                 }
                 continue;
             }
@@ -236,6 +240,7 @@ fn run(store: &Store, signal: &Signal, seals_waiting: &AtomicUsize) {
         let started = Instant::now();
         collecting = reclaim(store, give_back, &mut last_punch);
         punch_piled_up(store);
+        last_pile_check = Instant::now();
         if give_back == GiveBack::Settle {
             settled = !collecting;
             signal.lock().settling_turns += 1;
@@ -361,11 +366,16 @@ mod tests {
     /// The next settling turn after the `after`th; how many have run.
     async fn settling_turn(sessions: &SessionManager, after: u64) -> u64 {
         let signal = sessions.inner.sealer.reclaimer().clone();
-        tokio::task::spawn_blocking(move || {
+        let turns = tokio::task::spawn_blocking(move || {
             signal.wait_settling_turn(after, Duration::from_secs(30))
         })
         .await
-        .expect("waited")
+        .expect("waited");
+        assert!(
+            turns > after,
+            "no settling turn in 30 s after the {after}th"
+        );
+        turns
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,8 +395,9 @@ mod tests {
         // sessions frees most of what is left. A loaded machine may need
         // more than one settling turn for either (see `Store::settle`).
         let signal = sessions.inner.sealer.reclaimer().clone();
+        // Two turns: one may have started before the last seal landed.
         let before = signal.lock().settling_turns;
-        let mut turns = settling_turn(&sessions, before).await;
+        let mut turns = settling_turn(&sessions, before + 1).await;
         let full = allocated(dir.path());
         for id in &ids[8..] {
             sessions.delete(id, false).await.expect("delete");

@@ -43,6 +43,9 @@ enum Job {
 /// started.
 #[derive(Debug, Default)]
 pub(super) struct Sealer {
+    /// Held through `start` and `stop`, so neither runs in the other's
+    /// middle (where the sealer is gone but its reclaimer is not yet).
+    lifecycle: Mutex<()>,
     running: Mutex<Option<Running>>,
     stopping: Arc<AtomicBool>,
     /// 0 until started: nothing is queued before then.
@@ -76,17 +79,22 @@ impl Sealer {
         active_after: u64,
         sessions: Vec<Arc<SessionHandle>>,
     ) -> std::io::Result<()> {
+        let _lifecycle = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let mut running = self.lock();
         if running.is_some() {
             return Ok(());
         }
+        self.stopping.store(false, Ordering::SeqCst);
         let (jobs, queue) = mpsc::channel();
         let stopping = self.stopping.clone();
         let waiting = self.waiting.clone();
         waiting.store(0, Ordering::SeqCst);
         self.reclaimer.start(store.clone(), waiting.clone())?;
         let reclaimer = self.reclaimer.signal().clone();
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("sealer".to_owned())
             .spawn(move || {
                 run(
@@ -97,7 +105,14 @@ impl Sealer {
                     &reclaimer,
                     active_after,
                 );
-            })?;
+            });
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(err) => {
+                self.reclaimer.stop();
+                return Err(err);
+            }
+        };
         for handle in sessions {
             handle.seal.queued.store(true, Ordering::SeqCst);
             self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -171,6 +186,10 @@ impl Sealer {
     /// Stops the thread after the step in progress, then the reclaimer
     /// after its turn, and waits for both. Blocking.
     pub(super) fn stop(&self) {
+        let _lifecycle = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         self.stopping.store(true, Ordering::SeqCst);
         self.active_after.store(0, Ordering::SeqCst);
         let running = self.lock().take();
@@ -379,6 +398,22 @@ mod tests {
         sessions.delete(&active, false).await.expect("delete");
         idle(&sessions).await;
         assert!(sessions.get(&active).is_err());
+        sessions.stop_sealer();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sealer_started_again_after_a_stop_seals() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sessions = test_manager(dir.path());
+        sessions.start_sealer(1 << 20).expect("sealer");
+        sessions.stop_sealer();
+        sessions.start_sealer(1 << 20).expect("sealer again");
+        let id = start(&sessions).await;
+        append(&sessions, &id, 0).await;
+        let last = sessions.end(&id, "done").await.expect("end").counters;
+        idle(&sessions).await;
+        assert_eq!(mark(&sessions, &id).through_seq, last.last_seq);
+        assert_eq!(sessions.seal_backlog().sessions, 0);
         sessions.stop_sealer();
     }
 

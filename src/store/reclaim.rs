@@ -35,7 +35,7 @@ const SETTLE_KEY: &[u8] = b"sessionlog.settle";
 const ROLL_FOR_SEGMENTS: usize = 4;
 
 /// How many rounds of giving back and relocating a settling turn runs at
-/// most (`Store::settle`); an idle sealer's next turn, a second later,
+/// most (`Store::settle`); an idle reclaimer's next turn, a second later,
 /// goes on where it stopped.
 const SETTLE_ROUNDS: usize = 3;
 
