@@ -9,9 +9,10 @@
 //! It runs a turn of at most `RECLAIM_BUDGET` whenever a seal may have
 //! left dead space (`Signal::dirty`), each followed by as long as it took
 //! (at most half of a core, shared with appends and seals), and by
-//! `RECLAIM_BUDGET` at least once seals fall far behind (`SEALS_BEHIND`). Between turns it punches free segments as soon as a few
-//! pile up between the store's flushes
-//! (`Store::punch_piled_up_free_segments`). Once no seal came for
+//! `RECLAIM_BUDGET` at least once seals fall far behind (`SEALS_BEHIND`).
+//! While there is work it punches free segments as soon as a few pile up
+//! between the store's flushes (`Store::punch_piled_up_free_segments`,
+//! looked for every `PILE_CHECK_EVERY`). Once no seal came for
 //! `SETTLE_AFTER` and none is queued, a settling turn has the segments
 //! drained last freed (`GiveBack::Settle`); an idle store gets one every
 //! `RECLAIM_EVERY`, for what writes, deletes and pruning left.
