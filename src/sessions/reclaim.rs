@@ -298,27 +298,15 @@ fn punch_piled_up(store: &Store) {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
     use std::time::Duration;
 
     use crate::sessions::{AppendBatch, SessionManager, test_manager};
-    use crate::store::NewEntry;
     use crate::store::schema::{StoredEntry, StoredSession};
+    use crate::store::{NewEntry, dir_bytes};
 
     /// The blocks allocated to the files under `dir` (sled's has holes).
     fn allocated(dir: &std::path::Path) -> u64 {
-        std::fs::read_dir(dir)
-            .expect("a dir")
-            .flatten()
-            .map(|entry| {
-                let meta = entry.metadata().expect("metadata");
-                if meta.is_dir() {
-                    allocated(&entry.path())
-                } else {
-                    meta.blocks() * 512
-                }
-            })
-            .sum()
+        dir_bytes(dir).1
     }
 
     /// 160 hex digits of a mixed `seed`: text that compresses about 2x.

@@ -21,6 +21,8 @@ pub mod schema;
 mod seal;
 #[cfg(test)]
 mod seal_measure;
+#[cfg(test)]
+pub(crate) use seal_measure::dir_bytes;
 mod search;
 mod sync;
 mod text;

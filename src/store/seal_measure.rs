@@ -103,7 +103,7 @@ fn zstd_out(frame: &[u8], len: usize) -> Vec<u8> {
 
 /// The sum of the file sizes under `dir`, and the bytes allocated to them
 /// (sled's file can have holes).
-pub(super) fn dir_bytes(dir: &std::path::Path) -> (u64, u64) {
+pub(crate) fn dir_bytes(dir: &std::path::Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let (mut size, mut allocated) = (0, 0);
     for entry in std::fs::read_dir(dir).expect("a dir").flatten() {
