@@ -17,5 +17,6 @@ mod metrics;
 mod power_loss;
 mod powercut;
 mod run;
+mod stalled_disk;
 mod storage_failure;
 mod tls;

@@ -37,12 +37,23 @@ impl ServerProcess {
     /// `sessionlog serve` on `data_dir`, listening on the unix socket
     /// `socket`; returns once it serves.
     pub(crate) async fn start(data_dir: &Path, socket: &Path, fsync: &str) -> Self {
+        Self::start_with(
+            data_dir,
+            socket,
+            &["--fsync", fsync, "--seal-active-after", SEAL_ACTIVE_AFTER],
+        )
+        .await
+    }
+
+    /// `sessionlog serve` with `args` besides its data dir and socket.
+    pub(crate) async fn start_with(data_dir: &Path, socket: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--fsync", fsync, "--data-dir"])
+            .arg("serve")
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
-            .args(["--seal-active-after", SEAL_ACTIVE_AFTER])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -6,6 +6,10 @@
 //! called (FUSE writes through unless the filesystem asks for a writeback
 //! cache, which this one does not). `sync_file_range` sends nothing to a
 //! FUSE filesystem, so sled's own flush makes nothing durable here.
+//!
+//! While the disk is stalled, writes, file syncs and truncations are held
+//! unanswered (their callers wait in the kernel) and run, in the order they
+//! came, when it resumes; everything else is answered at once.
 
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,19 +26,70 @@ use super::disk::{Disk, Kind, State};
 const TTL: Duration = Duration::ZERO;
 const HANDLE: FileHandle = FileHandle(0);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct PowerCutFs {
     pub(super) disk: Arc<Mutex<Disk>>,
+    stall: Arc<Mutex<Stall>>,
     uid: u32,
     gid: u32,
 }
 
+/// Requests held while the disk is stalled, each with its reply.
+#[derive(Default)]
+pub(super) struct Stall {
+    stalled: bool,
+    held: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stall")
+            .field("stalled", &self.stalled)
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+impl Stall {
+    pub(super) fn stop(&mut self) {
+        self.stalled = true;
+    }
+
+    /// Runs what was held, in order, while the caller holds the lock, so
+    /// a request that comes meanwhile waits and runs after them.
+    pub(super) fn resume(&mut self) {
+        self.stalled = false;
+        for op in self.held.drain(..) {
+            op();
+        }
+    }
+
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
 impl PowerCutFs {
-    pub(super) fn new(disk: Arc<Mutex<Disk>>) -> Self {
+    pub(super) fn new(disk: Arc<Mutex<Disk>>, stall: Arc<Mutex<Stall>>) -> Self {
         Self {
             disk,
+            stall,
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
+        }
+    }
+
+    /// Runs `op` now, or holds it until the disk resumes.
+    fn when_running(&self, op: impl FnOnce() + Send + 'static) {
+        let mut stall = self
+            .stall
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stall.stalled {
+            stall.held.push(Box::new(op));
+        } else {
+            drop(stall);
+            op();
         }
     }
 
@@ -142,28 +197,31 @@ impl Filesystem for PowerCutFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut disk = self.disk();
-        let result = (|| {
-            if let Some(size) = size {
-                disk.truncate(ino.0, size)?;
+        let fs = self.clone();
+        self.when_running(move || {
+            let mut disk = fs.disk();
+            let result = (|| {
+                if let Some(size) = size {
+                    disk.truncate(ino.0, size)?;
+                }
+                let state = disk.state_mut(ino.0)?;
+                if let Some(mode) = mode {
+                    state.perm = u16::try_from(mode & 0o7777).map_err(|_| Errno::EINVAL)?;
+                }
+                if let Some(atime) = atime {
+                    state.atime = time(atime);
+                }
+                if let Some(mtime) = mtime {
+                    state.mtime = time(mtime);
+                }
+                state.ctime = SystemTime::now();
+                fs.attr_of(&disk, ino.0)
+            })();
+            match result {
+                Ok(attr) => reply.attr(&TTL, &attr),
+                Err(err) => reply.error(err),
             }
-            let state = disk.state_mut(ino.0)?;
-            if let Some(mode) = mode {
-                state.perm = u16::try_from(mode & 0o7777).map_err(|_| Errno::EINVAL)?;
-            }
-            if let Some(atime) = atime {
-                state.atime = time(atime);
-            }
-            if let Some(mtime) = mtime {
-                state.mtime = time(mtime);
-            }
-            state.ctime = SystemTime::now();
-            self.attr_of(&disk, ino.0)
-        })();
-        match result {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(err) => reply.error(err),
-        }
+        });
     }
 
     fn mkdir(
@@ -271,13 +329,17 @@ impl Filesystem for PowerCutFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = u32::try_from(data.len())
-            .map_err(|_| Errno::EINVAL)
-            .and_then(|len| self.disk().write(ino.0, offset, data).map(|()| len));
-        match result {
-            Ok(len) => reply.written(len),
-            Err(err) => reply.error(err),
-        }
+        let fs = self.clone();
+        let data = data.to_vec();
+        self.when_running(move || {
+            let result = u32::try_from(data.len())
+                .map_err(|_| Errno::EINVAL)
+                .and_then(|len| fs.disk().write(ino.0, offset, &data).map(|()| len));
+            match result {
+                Ok(len) => reply.written(len),
+                Err(err) => reply.error(err),
+            }
+        });
     }
 
     fn flush(
@@ -300,7 +362,8 @@ impl Filesystem for PowerCutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.disk().sync_file(ino.0));
+        let fs = self.clone();
+        self.when_running(move || empty(reply, fs.disk().sync_file(ino.0)));
     }
 
     fn readdir(

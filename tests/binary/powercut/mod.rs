@@ -13,6 +13,10 @@
 //!   fails every request with EIO until `power_on`, so nothing a dying
 //!   process still sends survives.
 //!
+//! `PowerCutMount::stall_disk` holds writes, file syncs and truncations
+//! unanswered until `resume_disk`, as a disk that stops taking writes for a
+//! while (a slow sync, a full queue) does.
+//!
 //! What it does not model: torn or reordered writes within what was not
 //! synced (a cut drops *all* unsynced changes to an inode, where a real disk
 //! may have written some of them, in any order, or half a sector); the
@@ -35,12 +39,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use fuser::{BackgroundSession, Config, MountOption};
 
 use disk::Disk;
+use fuse::Stall;
 
 /// The filesystem mounted on a temporary directory; unmounted when
 /// dropped, also when a test fails.
 #[derive(Debug)]
 pub(crate) struct PowerCutMount {
     disk: Arc<Mutex<Disk>>,
+    stall: Arc<Mutex<Stall>>,
     session: Option<BackgroundSession>,
     path: PathBuf,
     _dir: tempfile::TempDir,
@@ -54,14 +60,16 @@ impl PowerCutMount {
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path)?;
         let disk = Arc::new(Mutex::new(Disk::new()));
+        let stall = Arc::new(Mutex::new(Stall::default()));
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("powercut".to_owned()),
             MountOption::NoAtime,
         ];
-        let session = fuser::spawn_mount(fuse::PowerCutFs::new(disk.clone()), &path, &config)?;
+        let session = fuser::spawn_mount(fuse::PowerCutFs::new(disk.clone(), stall.clone()), &path, &config)?;
         Ok(Self {
             disk,
+            stall,
             session: Some(session),
             path,
             _dir: dir,
@@ -88,6 +96,28 @@ impl PowerCutMount {
     pub(crate) fn power_on(&self) {
         self.disk().power_on();
     }
+
+    fn stall(&self) -> MutexGuard<'_, Stall> {
+        self.stall
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The disk stops taking writes: writes, file syncs and truncations
+    /// wait, unanswered, until `resume_disk`; reads and the rest go on.
+    pub(crate) fn stall_disk(&self) {
+        self.stall().stop();
+    }
+
+    /// The disk takes writes again: what waited runs, in order.
+    pub(crate) fn resume_disk(&self) {
+        self.stall().resume();
+    }
+
+    /// Requests waiting on the stalled disk.
+    pub(crate) fn held_requests(&self) -> usize {
+        self.stall().held()
+    }
 }
 
 impl Drop for PowerCutMount {
@@ -96,6 +126,7 @@ impl Drop for PowerCutMount {
             return;
         };
         self.power_on();
+        self.resume_disk();
         if session.umount_and_join().is_err() {
             // Busy (a failed test left a process with a file open): detach
             // it, so no dead mount outlives the test.

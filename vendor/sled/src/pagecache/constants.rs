@@ -34,6 +34,11 @@ pub(crate) const META_CONSOLIDATION_THRESHOLD: usize = 128;
 const _: () = assert!(META_CONSOLIDATION_THRESHOLD <= 255);
 pub(crate) const SEGMENT_CLEANUP_THRESHOLD: usize = 70;
 
+/// sessionlog patch: at most this many full segment buffers wait to be
+/// written before a new reservation waits for one of them (see
+/// `IoBufs::wait_for_write_room`).
+pub(crate) const MAX_UNWRITTEN_SEGMENTS: usize = 8;
+
 // Allows for around 1 trillion items to be stored
 // 2^37 * (assuming 50% node fill, 8 items per leaf)
 // and well below 1% of nodes being non-leaf nodes.

@@ -1,10 +1,16 @@
 use std::{
     alloc::{alloc, dealloc, Layout},
-    cell::UnsafeCell,
+    cell::{Cell, UnsafeCell},
     sync::atomic::AtomicPtr,
 };
 
 use crate::{pagecache::*, *};
+
+thread_local! {
+    /// sessionlog patch: the log reservations this thread holds open (see
+    /// `IoBufs::wait_for_write_room`).
+    pub(crate) static RESERVATIONS_HELD: Cell<usize> = Cell::new(0);
+}
 
 macro_rules! io_fail {
     ($self:expr, $e:expr) => {
@@ -314,6 +320,11 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
+    // sessionlog patch: full segment buffers sealed and not yet written,
+    // and a way to wait for one to be written (`wait_for_write_room`).
+    unwritten_segments: AtomicUsize,
+    segment_written_mu: Mutex<()>,
+    segment_written: Condvar,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
@@ -417,6 +428,9 @@ impl IoBufs {
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
+            unwritten_segments: AtomicUsize::new(0),
+            segment_written_mu: Mutex::new(()),
+            segment_written: Condvar::new(),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -562,6 +576,48 @@ impl IoBufs {
         );
 
         Ok(())
+    }
+
+    /// sessionlog patch: waits while `MAX_UNWRITTEN_SEGMENTS` full
+    /// segment buffers wait to be written, unless this thread holds a
+    /// reservation. Each full buffer is a segment's worth of memory
+    /// (512 KiB by default) until it is written, and when the disk is
+    /// slow (a sync in progress) writers filled dozens of them, all held
+    /// at once. A thread with a reservation open (a batch's manifest)
+    /// may hold up one of those buffers itself, so it never waits here:
+    /// a waiting thread holds none, and every buffer counted gets written
+    /// by the thread pool without it.
+    pub(crate) fn wait_for_write_room(&self) -> Result<()> {
+        if self.unwritten_segments.load(Acquire) < MAX_UNWRITTEN_SEGMENTS
+            || RESERVATIONS_HELD.with(Cell::get) > 0
+        {
+            return Ok(());
+        }
+        let mut waiting = self.segment_written_mu.lock();
+        while self.unwritten_segments.load(Acquire) >= MAX_UNWRITTEN_SEGMENTS
+        {
+            self.config.global_error()?;
+            // The timeout only re-checks for a failed store: a write
+            // that fails sets the error after it counts itself written.
+            let _timed_out = self
+                .segment_written
+                .wait_for(&mut waiting, std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// sessionlog patch: writes a sealed buffer on the thread pool, and
+    /// counts a full segment's buffer as written afterwards, whether or
+    /// not the write failed (a failure is the store's global error).
+    pub(in crate::pagecache) fn write_sealed(&self, iobuf: &IoBuf) -> Result<()> {
+        let res = self.write_to_log(iobuf);
+        if header::is_maxed(iobuf.get_header()) {
+            self.unwritten_segments.fetch_sub(1, SeqCst);
+            // Taking the lock orders this with a waiter's check above.
+            drop(self.segment_written_mu.lock());
+            let _notified = self.segment_written.notify_all();
+        }
+        res
     }
 
     // Write an IO buffer's data to stable storage and set up the
@@ -1070,6 +1126,11 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
     trace!("sealed iobuf with lsn {}", lsn);
 
+    if maxed {
+        // sessionlog patch: see `IoBufs::wait_for_write_room`.
+        iobufs.unwritten_segments.fetch_add(1, SeqCst);
+    }
+
     assert!(
         capacity + SEG_HEADER_LEN >= res_len,
         "res_len of {} higher than buffer capacity {}",
@@ -1201,7 +1262,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
+            if let Err(e) = iobufs.write_sealed(&iobuf) {
                 error!(
                     "hit error while writing iobuf with lsn {}: {:?}",
                     lsn, e

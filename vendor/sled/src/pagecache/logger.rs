@@ -184,6 +184,9 @@ impl Log {
             };
         }
 
+        // sessionlog patch: see `IoBufs::wait_for_write_room`.
+        self.iobufs.wait_for_write_room()?;
+
         let backoff = Backoff::new();
 
         let kind = match (
@@ -369,6 +372,8 @@ impl Log {
             )?;
 
             M.log_reservation_success();
+            // sessionlog patch: `exit_reservation` counts it back.
+            iobuf::RESERVATIONS_HELD.with(|held| held.set(held.get() + 1));
 
             let pointer = if let Some(blob_id) = blob_id {
                 DiskPtr::new_blob(reservation_lid, blob_id)
@@ -396,6 +401,8 @@ impl Log {
     /// Handles departure from shared state, and possibly writing
     /// the buffer to stable storage if necessary.
     pub(super) fn exit_reservation(&self, iobuf: &Arc<IoBuf>) -> Result<()> {
+        iobuf::RESERVATIONS_HELD
+            .with(|held| held.set(held.get().saturating_sub(1)));
         let mut header = iobuf.get_header();
 
         // Decrement writer count, retrying until successful.
@@ -436,7 +443,7 @@ impl Log {
             let iobufs = self.iobufs.clone();
             let iobuf = iobuf.clone();
             threadpool::spawn(move || {
-                if let Err(e) = iobufs.write_to_log(&iobuf) {
+                if let Err(e) = iobufs.write_sealed(&iobuf) {
                     error!(
                         "hit error while writing iobuf with lsn {}: {:?}",
                         lsn, e

@@ -39,7 +39,7 @@ use self::{
     constants::{
         BATCH_MANIFEST_PID, COUNTER_PID, META_PID,
         META_CONSOLIDATION_THRESHOLD, PAGE_CONSOLIDATION_THRESHOLD,
-        SEGMENT_CLEANUP_THRESHOLD,
+        MAX_UNWRITTEN_SEGMENTS, SEGMENT_CLEANUP_THRESHOLD,
     },
     header::Header,
     iobuf::{roll_iobuf, roll_segment, IoBuf, IoBufs},
