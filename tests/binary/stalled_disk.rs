@@ -32,9 +32,8 @@ const ACKED_WHILE_STALLED_AT_LEAST: usize = 1 << 20;
 const QUIET: Duration = Duration::from_secs(1);
 
 fn message(writer: usize, batch: usize, entry: usize) -> String {
-    let head = format!("w{writer} b{batch} e{entry} ");
     // Text that differs from entry to entry, as logs do.
-    let mut text = head.clone();
+    let mut text = format!("w{writer} b{batch} e{entry} ");
     let mut state = (writer * 1_000_003 + batch * 1_009 + entry) as u64 | 1;
     while text.len() < MESSAGE_BYTES {
         state ^= state << 13;
@@ -70,7 +69,8 @@ async fn write(mut client: Client, writer: usize, acked: Arc<watch::Sender<usize
 /// Reads a whole log and checks it holds every entry of its writer, in
 /// order, with seqs 1, 2, 3, ...
 async fn check_log(client: &mut Client, writer: usize) {
-    let mut expected = (0..BATCHES).flat_map(|batch| (0..ENTRIES_PER_BATCH).map(move |e| (batch, e)));
+    let mut expected =
+        (0..BATCHES).flat_map(|batch| (0..ENTRIES_PER_BATCH).map(move |e| (batch, e)));
     let mut after_seq = 0;
     loop {
         let page = client
@@ -150,7 +150,9 @@ async fn a_stalled_disk_holds_appends_back_instead_of_buffering_them() {
         "{acked_while_stalled} bytes acknowledged while the disk took no writes, \
          at most {ACKED_WHILE_STALLED_AT_MOST} expected"
     );
-    println!("{acked_while_stalled} of {TOTAL_BYTES} bytes acknowledged while the disk was stalled");
+    println!(
+        "{acked_while_stalled} of {TOTAL_BYTES} bytes acknowledged while the disk was stalled"
+    );
 
     mount.resume_disk();
     while let Some(joined) = writers.join_next().await {

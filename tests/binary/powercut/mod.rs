@@ -66,7 +66,11 @@ impl PowerCutMount {
             MountOption::FSName("powercut".to_owned()),
             MountOption::NoAtime,
         ];
-        let session = fuser::spawn_mount(fuse::PowerCutFs::new(disk.clone(), stall.clone()), &path, &config)?;
+        let session = fuser::spawn_mount(
+            fuse::PowerCutFs::new(disk.clone(), stall.clone()),
+            &path,
+            &config,
+        )?;
         Ok(Self {
             disk,
             stall,

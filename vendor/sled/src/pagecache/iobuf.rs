@@ -12,6 +12,50 @@ thread_local! {
     pub(crate) static RESERVATIONS_HELD: Cell<usize> = Cell::new(0);
 }
 
+/// sessionlog patch: the write jobs on the thread pool. Each holds the
+/// log's buffers, and through them its file and the file's lock, a moment
+/// after the writes it made stable are reported; dropping the log waits
+/// for them (`wait_idle`), so a database dropped can be opened again at
+/// once (a reopen right after was refused with `WouldBlock`).
+#[derive(Debug, Default)]
+pub(crate) struct WriteJobs {
+    running: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl WriteJobs {
+    /// Counts a job until the returned guard drops: the job drops it
+    /// after it let go of the buffers, and a job never run drops it too.
+    pub(crate) fn start(jobs: &Arc<Self>) -> WriteJob {
+        *jobs.running.lock() += 1;
+        WriteJob(jobs.clone())
+    }
+
+    /// Waits until no write job runs, for at most `limit`.
+    pub(crate) fn wait_idle(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut running = self.running.lock();
+        while *running > 0 {
+            if self.idle.wait_until(&mut running, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+}
+
+/// See `WriteJobs::start`.
+pub(crate) struct WriteJob(Arc<WriteJobs>);
+
+impl Drop for WriteJob {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock();
+        *running -= 1;
+        if *running == 0 {
+            let _notified = self.0.idle.notify_all();
+        }
+    }
+}
+
 macro_rules! io_fail {
     ($self:expr, $e:expr) => {
         #[cfg(feature = "failpoints")]
@@ -325,6 +369,7 @@ pub(crate) struct IoBufs {
     unwritten_segments: AtomicUsize,
     segment_written_mu: Mutex<()>,
     segment_written: Condvar,
+    pub(crate) write_jobs: Arc<WriteJobs>,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
@@ -431,6 +476,7 @@ impl IoBufs {
             unwritten_segments: AtomicUsize::new(0),
             segment_written_mu: Mutex::new(()),
             segment_written: Condvar::new(),
+            write_jobs: Arc::default(),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -1261,7 +1307,9 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
         );
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
+        let job = WriteJobs::start(&iobufs.write_jobs);
         let _result = threadpool::spawn(move || {
+            let _job = job;
             if let Err(e) = iobufs.write_sealed(&iobuf) {
                 error!(
                     "hit error while writing iobuf with lsn {}: {:?}",
@@ -1280,6 +1328,8 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
                 let _notified = iobufs.interval_updated.notify_all();
             }
+            // sessionlog patch: before the job's guard (see `WriteJobs`).
+            drop(iobufs);
         })?;
 
         #[cfg(feature = "event_log")]

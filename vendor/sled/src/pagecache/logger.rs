@@ -442,7 +442,9 @@ impl Log {
             );
             let iobufs = self.iobufs.clone();
             let iobuf = iobuf.clone();
+            let job = iobuf::WriteJobs::start(&iobufs.write_jobs);
             threadpool::spawn(move || {
+                let _job = job;
                 if let Err(e) = iobufs.write_sealed(&iobuf) {
                     error!(
                         "hit error while writing iobuf with lsn {}: {:?}",
@@ -450,6 +452,8 @@ impl Log {
                     );
                     iobufs.config.set_global_error(e);
                 }
+                // sessionlog patch: before the job's guard (see `WriteJobs`).
+                drop(iobufs);
             })?;
 
             Ok(())
@@ -473,6 +477,9 @@ impl Drop for Log {
         if !self.config.temporary {
             self.config.file.sync_all().unwrap();
         }
+
+        // sessionlog patch: see `WriteJobs`.
+        self.iobufs.write_jobs.wait_idle(std::time::Duration::from_secs(1));
 
         debug!("IoBufs dropped");
     }
