@@ -7,9 +7,10 @@
 //! cache, which this one does not). `sync_file_range` sends nothing to a
 //! FUSE filesystem, so sled's own flush makes nothing durable here.
 //!
-//! While the disk is stalled, writes, file syncs and truncations are held
-//! unanswered (their callers wait in the kernel) and run, in the order they
-//! came, when it resumes; everything else is answered at once.
+//! While the disk is stalled, writes, file syncs and attribute changes
+//! (truncations among them) are held unanswered (their callers wait in the
+//! kernel) and run, in the order they came, when it resumes; everything
+//! else is answered at once, reads from what was written before.
 
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex, MutexGuard};
