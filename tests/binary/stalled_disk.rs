@@ -11,7 +11,7 @@ use sessionlog::pb;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::common::ledger::ServerProcess;
+use crate::common::ledger::{ServerProcess, read_log};
 use crate::powercut::mount_or_skip;
 
 const WRITERS: usize = 4;
@@ -69,36 +69,21 @@ async fn write(mut client: Client, writer: usize, acked: Arc<watch::Sender<usize
 /// Reads a whole log and checks it holds every entry of its writer, in
 /// order, with seqs 1, 2, 3, ...
 async fn check_log(client: &mut Client, writer: usize) {
-    let mut expected =
-        (0..BATCHES).flat_map(|batch| (0..ENTRIES_PER_BATCH).map(move |e| (batch, e)));
-    let mut after_seq = 0;
-    loop {
-        let page = client
-            .read(pb::ReadRequest {
-                session_id: format!("stall-{writer}"),
-                after_seq,
-                limit: 500,
-                ..Default::default()
-            })
-            .await
-            .expect("read")
-            .into_inner();
-        for entry in &page.entries {
-            after_seq += 1;
-            assert_eq!(entry.seq, after_seq, "seqs of stall-{writer}");
-            let (batch, e) = expected.next().expect("no more entries than appended");
-            assert!(
-                entry.message == message(writer, batch, e),
-                "stall-{writer} seq {}: not the entry appended",
-                entry.seq
-            );
-        }
-        if page.next_cursor >= page.last_seq {
-            break;
-        }
-        after_seq = page.next_cursor;
+    let session_id = format!("stall-{writer}");
+    let entries = read_log(client, &session_id).await;
+    assert_eq!(
+        entries.len(),
+        BATCHES * ENTRIES_PER_BATCH,
+        "{session_id}: not the entries appended"
+    );
+    let appended = (0..BATCHES).flat_map(|batch| (0..ENTRIES_PER_BATCH).map(move |e| (batch, e)));
+    for ((seq, entry), (batch, e)) in (1..).zip(&entries).zip(appended) {
+        assert_eq!(entry.seq, seq, "seqs of {session_id}");
+        assert!(
+            entry.message == message(writer, batch, e),
+            "{session_id} seq {seq}: not the entry appended"
+        );
     }
-    assert!(expected.next().is_none(), "stall-{writer} lost entries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
